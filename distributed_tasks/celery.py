@@ -1,0 +1,153 @@
+"""The Celery side: the app, the one entry task, and publishing to per-node queues.
+
+The project's own app is used when ``CELERY_APP`` names one; otherwise one is
+built from ``BROKER_URL``. Either way the app gets one task,
+``distributed_tasks.execute``, that executes a run message: JSON only,
+``acks_late`` with prefetch 1, and a custom request class so a hard time limit
+or a dead pool process is recorded by the worker's main process.
+
+Celery sends a message for a direct queue through the default (anonymous)
+exchange with the queue's name as routing key: that needs no exchange binding,
+so a Redis flush cannot make publishes vanish into an exchange that no longer
+routes anywhere.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from typing import Any
+
+from celery import Celery
+from celery.exceptions import TimeLimitExceeded, WorkerLostError
+from celery.worker.request import Request
+from django.utils.module_loading import import_string
+from kombu.exceptions import KombuError
+from redis.exceptions import RedisError
+
+from distributed_tasks import keys
+from distributed_tasks.conf import get_settings
+from distributed_tasks.messages import RunMessage
+
+TASK_NAME = "distributed_tasks.execute"
+# Extra seconds between the soft limit (an exception in the task) and the hard one (a kill).
+HARD_LIMIT_GRACE = 2.0
+
+APP_DEFAULTS: dict[str, Any] = {
+    "task_serializer": "json",
+    "result_serializer": "json",
+    "accept_content": ["json"],
+    "worker_prefetch_multiplier": 1,
+    "task_acks_late": True,
+    "task_ignore_result": True,
+    "broker_connection_retry_on_startup": True,
+    "worker_hijack_root_logger": False,
+    "worker_send_task_events": False,
+    "enable_utc": True,
+}
+
+
+class RunRequest(Request):
+    """Records outcomes that never reach the pool process's own code.
+
+    A hard time limit kills the child, and ``os._exit`` or an OOM kill ends it:
+    in both cases only the worker's main process learns about it, here.
+    """
+
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        super().on_timeout(soft, timeout)
+        if not soft:
+            from distributed_tasks import runner
+
+            runner.record_lost(self.args, runner.LostBy.TIMEOUT, timeout=timeout)
+
+    def on_failure(self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False):
+        result = super().on_failure(exc_info, send_failed_event, return_ok)
+        exc = getattr(exc_info, "exception", None)
+        exc = getattr(exc, "exc", exc)  # unwrap ExceptionWithTraceback
+        if isinstance(exc, (WorkerLostError, TimeLimitExceeded)):
+            from distributed_tasks import runner
+
+            by = (
+                runner.LostBy.TIMEOUT if isinstance(exc, TimeLimitExceeded) else runner.LostBy.CRASH
+            )
+            runner.record_lost(self.args, by, exc=exc)
+        return result
+
+
+def execute(body: dict[str, Any]) -> None:
+    from distributed_tasks import runner
+
+    runner.execute(body)
+
+
+def install(app: Celery) -> Celery:
+    """Register the entry task on ``app`` (idempotent)."""
+    if TASK_NAME not in app.tasks:
+        app.task(
+            name=TASK_NAME,
+            acks_late=True,
+            acks_on_failure_or_timeout=True,
+            reject_on_worker_lost=False,
+            ignore_result=True,
+            serializer="json",
+            Request=RunRequest,
+        )(execute)
+    return app
+
+
+@functools.cache
+def get_app() -> Celery:
+    conf = get_settings()
+    if conf.CELERY_APP:
+        app = import_string(conf.CELERY_APP)
+    else:
+        app = Celery("distributed_tasks", set_as_current=False)
+        app.conf.update(broker_url=conf.broker_url, **APP_DEFAULTS)
+    return install(app)
+
+
+def time_limits(timeout: float | None) -> dict[str, float]:
+    if not timeout:
+        return {}
+    return {"soft_time_limit": timeout, "time_limit": timeout + HARD_LIMIT_GRACE}
+
+
+class PublishFailed(Exception):
+    """The broker refused a message; the first ``sent`` messages of the batch went out."""
+
+    def __init__(self, sent: int) -> None:
+        self.sent = sent
+        super().__init__(f"broker refused the message after {sent} were sent")
+
+
+PUBLISH_ERRORS = (KombuError, OSError, RedisError)
+
+
+def publish(messages: Iterable[tuple[RunMessage, float | None]]) -> None:
+    """Send each ``(message, countdown)`` to its node's queue over one producer connection."""
+    app = get_app()
+    task = app.tasks[TASK_NAME]
+    sent = 0
+    try:
+        with app.producer_or_acquire() as producer:
+            for msg, countdown in messages:
+                task.apply_async(
+                    args=[msg.to_body()],
+                    task_id=msg.task_id,
+                    queue=keys.queue_name(msg.node),
+                    producer=producer,
+                    countdown=countdown,
+                    retry=False,
+                    **time_limits(msg.timeout),
+                )
+                sent += 1
+    except PUBLISH_ERRORS as exc:
+        raise PublishFailed(sent) from exc
+
+
+def purge_queue(node: str) -> int:
+    """Drop every message waiting for ``node`` (used once the node is declared dead)."""
+    app = get_app()
+    with app.connection_for_write() as conn:
+        return conn.default_channel.queue_purge(keys.queue_name(node)) or 0

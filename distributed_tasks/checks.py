@@ -1,0 +1,201 @@
+"""System checks for ``DISTRIBUTED_TASKS``: bad settings fail at start-up, not at 3 a.m.
+
+Each check has an id (``distributed_tasks.E0xx`` errors, ``W0xx`` warnings), a
+message that says what is wrong and a hint that names the fix. Unknown keys get
+a did-you-mean suggestion, as Oban does.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlparse
+
+from django.conf import settings
+from django.core import checks
+
+from distributed_tasks.conf import DEFAULTS, SETTING_NAME, user_settings
+
+E001 = "distributed_tasks.E001"  # DISTRIBUTED_TASKS is not a dict
+E002 = "distributed_tasks.E002"  # a value has the wrong type or range
+E003 = "distributed_tasks.E003"  # a URL has an unsupported scheme
+E004 = "distributed_tasks.E004"  # HEARTBEAT_INTERVAL must be below NODE_TIMEOUT
+E005 = "distributed_tasks.E005"  # DATABASE_ALIAS / CACHE_ALIAS names nothing
+E006 = "distributed_tasks.E006"  # CELERY_APP / BACKEND cannot be imported
+W001 = "distributed_tasks.W001"  # unknown key
+W002 = "distributed_tasks.W002"  # LEASE_TTL leaves no room to renew
+
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+_BROKER_SCHEMES = (*_REDIS_SCHEMES, "amqp", "amqps", "pyamqp", "sentinel", "memory")
+
+
+def _number(*, minimum: float = 0, integer: bool = False, optional: bool = False):
+    def validate(value: Any) -> str | None:
+        if value is None and optional:
+            return None
+        kinds = (int,) if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds) or value <= minimum:
+            noun = "a whole number" if integer else "a number"
+            return f"must be {noun} greater than {minimum:g}"
+        return None
+
+    return validate
+
+
+def _string(*, optional: bool = False):
+    def validate(value: Any) -> str | None:
+        if value is None and optional:
+            return None
+        if not isinstance(value, str) or not value:
+            return "must be a non-empty string"
+        return None
+
+    return validate
+
+
+def _url(schemes: tuple[str, ...], *, optional: bool = False):
+    def validate(value: Any) -> str | None:
+        problem = _string(optional=optional)(value)
+        if problem or value is None:
+            return problem
+        scheme = urlparse(value).scheme
+        if scheme not in schemes:
+            return f"has scheme {scheme!r}; expected one of {', '.join(schemes)}"
+        return None
+
+    return validate
+
+
+def _dict(value: Any) -> str | None:
+    return None if isinstance(value, dict) else "must be a dict"
+
+
+VALIDATORS: dict[str, Callable[[Any], str | None]] = {
+    "REDIS_URL": _url(_REDIS_SCHEMES),
+    "BROKER_URL": _url(_BROKER_SCHEMES, optional=True),
+    "CELERY_APP": _string(optional=True),
+    "CACHE_ALIAS": _string(optional=True),
+    "DATABASE_ALIAS": _string(),
+    "NODE_NAME": _string(optional=True),
+    "NODE_TIMEOUT": _number(),
+    "HEARTBEAT_INTERVAL": _number(),
+    "LEASE_TTL": _number(),
+    "CLEANUP_TIMEOUT": _number(minimum=-1e-9),
+    "HISTORY_RETENTION": _number(),
+    "BALANCE_FACTOR": _number(minimum=1),
+    "MAX_PAYLOAD_BYTES": _number(integer=True),
+    "DEFAULT_TIMEOUT": _number(optional=True),
+    "PERIODIC": _dict,
+    "BACKEND": _string(),
+    "KEY_PREFIX": _string(),
+    "TICK_INTERVAL": _number(),
+    "RING_CACHE_TTL": _number(minimum=-1e-9),
+    "BATCH_SIZE": _number(integer=True),
+}
+assert set(VALIDATORS) == set(DEFAULTS), "every setting needs a validator"
+
+
+def _error(msg: str, hint: str, id: str) -> checks.CheckMessage:
+    return checks.Error(msg, hint=hint, obj=SETTING_NAME, id=id)
+
+
+@checks.register()
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    raw = getattr(settings, SETTING_NAME, {})
+    if not isinstance(raw, dict):
+        return [
+            _error(
+                f"{SETTING_NAME} must be a dict, got {type(raw).__name__}.",
+                f"Write {SETTING_NAME} = {{...}} with keys from the README's settings table.",
+                E001,
+            )
+        ]
+    messages: list[checks.CheckMessage] = []
+    for key in raw:
+        if key not in DEFAULTS:
+            close = difflib.get_close_matches(key, DEFAULTS, n=1)
+            hint = f"Did you mean {close[0]!r}?" if close else "Remove it; see the README."
+            messages.append(
+                checks.Warning(
+                    f"{SETTING_NAME} has an unknown key {key!r}.",
+                    hint=hint,
+                    obj=SETTING_NAME,
+                    id=W001,
+                )
+            )
+    merged = {**DEFAULTS, **user_settings()}
+    for key, validate in VALIDATORS.items():
+        if key in raw and (problem := validate(raw[key])):
+            default = DEFAULTS[key]
+            messages.append(
+                _error(
+                    f"{SETTING_NAME}[{key!r}] {problem} (got {raw[key]!r}).",
+                    f"Fix the value, or remove the key to use the default ({default!r}).",
+                    E003 if "scheme" in problem else E002,
+                )
+            )
+    if messages:
+        return messages
+    return messages + _check_relations(merged)
+
+
+def _check_relations(conf: dict[str, Any]) -> list[checks.CheckMessage]:
+    messages: list[checks.CheckMessage] = []
+    if conf["HEARTBEAT_INTERVAL"] >= conf["NODE_TIMEOUT"]:
+        messages.append(
+            _error(
+                f"HEARTBEAT_INTERVAL ({conf['HEARTBEAT_INTERVAL']:g} s) must be shorter than "
+                f"NODE_TIMEOUT ({conf['NODE_TIMEOUT']:g} s), or live nodes look dead.",
+                "Keep NODE_TIMEOUT at 3-5 heartbeats, e.g. HEARTBEAT_INTERVAL=1, NODE_TIMEOUT=5.",
+                E004,
+            )
+        )
+    if conf["LEASE_TTL"] < 3 * conf["TICK_INTERVAL"] / 2:
+        messages.append(
+            checks.Warning(
+                f"LEASE_TTL ({conf['LEASE_TTL']:g} s) is short against TICK_INTERVAL "
+                f"({conf['TICK_INTERVAL']:g} s): the leader renews every LEASE_TTL/3 and may "
+                "lose the lease under load.",
+                hint="Use LEASE_TTL of at least 3 ticks (the default is 5 s with 1 s ticks).",
+                obj=SETTING_NAME,
+                id=W002,
+            )
+        )
+    if conf["DATABASE_ALIAS"] not in settings.DATABASES:
+        messages.append(
+            _error(
+                f"DATABASE_ALIAS {conf['DATABASE_ALIAS']!r} is not in DATABASES.",
+                f"Use one of {', '.join(settings.DATABASES)}.",
+                E005,
+            )
+        )
+    caches = getattr(settings, "CACHES", {})
+    if conf["CACHE_ALIAS"] and conf["CACHE_ALIAS"] not in caches:
+        messages.append(
+            _error(
+                f"CACHE_ALIAS {conf['CACHE_ALIAS']!r} is not in CACHES.",
+                "Name a django-redis cache, or remove CACHE_ALIAS to use REDIS_URL.",
+                E005,
+            )
+        )
+    for key in ("CELERY_APP", "BACKEND"):
+        if conf[key]:
+            messages += _check_import(key, conf[key])
+    return messages
+
+
+def _check_import(key: str, path: str) -> list[checks.CheckMessage]:
+    from django.utils.module_loading import import_string
+
+    try:
+        import_string(path)
+    except ImportError as exc:
+        return [
+            _error(
+                f"{key} {path!r} cannot be imported: {exc}.",
+                "Give the dotted path of an object, e.g. 'proj.celery.app'.",
+                E006,
+            )
+        ]
+    return []

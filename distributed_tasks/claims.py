@@ -1,0 +1,191 @@
+"""The Redis side of a name: its claim and its cached status (one hash, see keys.py).
+
+Every write is a Lua script from ``scripts.py`` that checks who holds the name
+first, so no caller ever deletes or overwrites a claim it does not own. Redis
+may lose all of this at any moment; ``get_status`` then reads the database and
+warms the cache again, and the orchestrator's resync rebuilds it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from distributed_tasks import keys, scripts
+from distributed_tasks.conf import get_settings
+from distributed_tasks.connection import as_dict, get_redis, text
+from distributed_tasks.types import State, TaskStatus
+
+# A QUEUED claim older than this whose run has no active row is stale: its owner
+# died between claim and insert (or its transaction rolled back). Starts may take it.
+CLAIM_GRACE = 10.0
+# Results larger than this stay in the database only; the cache marks them.
+RESULT_CACHE_LIMIT = 64 * 1024
+
+
+class ClaimOutcome(enum.IntEnum):
+    ACTIVE = 0  # a run holds the name
+    CLAIMED = 1
+    RESERVED = 2  # a finished run holds it and the reuse policy forbids taking it
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimReply:
+    outcome: ClaimOutcome
+    run_id: str | None = None
+    node: str | None = None
+    state: str | None = None
+    queued_at: float | None = None
+    attempt: int | None = None
+
+    @classmethod
+    def parse(cls, reply: Any) -> ClaimReply:
+        outcome = ClaimOutcome(int(reply[0]))
+        if outcome is ClaimOutcome.CLAIMED:
+            return cls(outcome)
+        run_id, node, state, queued_at, attempt = text(reply[1])
+        return cls(
+            outcome,
+            run_id=run_id,
+            node=node or None,
+            state=state,
+            queued_at=float(queued_at) if queued_at else None,
+            attempt=int(attempt) if attempt else None,
+        )
+
+    def is_stale(self, now: float) -> bool:
+        """Old enough that its run must be checked against the database."""
+        return self.queued_at is None or now - self.queued_at > CLAIM_GRACE
+
+
+def _flat(fields: Mapping[str, Any]) -> list[str]:
+    out: list[str] = []
+    for key, value in fields.items():
+        if value is None or value == "":
+            continue
+        out += [key, str(value)]
+    return out
+
+
+def encode_result(result: Any) -> dict[str, str]:
+    """The cache fields for a result: inline JSON, or a marker that it is in the database."""
+    if result is None:
+        return {}
+    raw = json.dumps(result, separators=(",", ":"))
+    if len(raw) > RESULT_CACHE_LIMIT:
+        return {"result_in_db": "1"}
+    return {"result": raw}
+
+
+def ttl_ms(state: str, finished_at: float | None, now: float) -> int:
+    """How long the cache keeps a status: for ever while active, CLEANUP_TIMEOUT once finished."""
+    if state in (State.QUEUED, State.RUNNING) or finished_at is None:
+        return 0
+    left = finished_at + get_settings().CLEANUP_TIMEOUT - now
+    return max(1, int(left * 1000))
+
+
+def claim(
+    task_list: str,
+    name: str,
+    fields: Mapping[str, Any],
+    *,
+    reuse: str,
+    replace_run_id: str = "",
+    client: Any = None,
+) -> Any:
+    """Claim ``name`` and publish its QUEUED status in one step (pipelined via ``client``)."""
+    return scripts.script(scripts.CLAIM)(
+        keys=[keys.run_key(task_list, name)],
+        args=[reuse, replace_run_id, *_flat(fields)],
+        client=client or get_redis(),
+    )
+
+
+def update(
+    task_list: str,
+    name: str,
+    run_id: str,
+    attempt: int,
+    fields: Mapping[str, Any],
+    *,
+    ttl: int = 0,
+    client: Any = None,
+) -> Any:
+    """Replace the status of ``run_id`` unless a newer run or attempt holds the name."""
+    return scripts.script(scripts.UPDATE)(
+        keys=[keys.run_key(task_list, name)],
+        args=[run_id, attempt, ttl, *_flat(fields)],
+        client=client or get_redis(),
+    )
+
+
+def fill(task_list: str, name: str, fields: Mapping[str, Any], *, ttl: int = 0) -> Any:
+    """Warm the cache from the database, only where Redis has nothing for the name."""
+    return scripts.script(scripts.FILL)(
+        keys=[keys.run_key(task_list, name)], args=[ttl, *_flat(fields)], client=get_redis()
+    )
+
+
+def release(task_list: str, name: str, run_id: str, *, client: Any = None) -> Any:
+    """Drop ``run_id``'s claim (compare-and-delete) after its start could not complete."""
+    return scripts.script(scripts.RELEASE)(
+        keys=[keys.run_key(task_list, name)], args=[run_id], client=client or get_redis()
+    )
+
+
+def read(task_list: str, name: str) -> dict[str, str]:
+    return as_dict(get_redis().hgetall(keys.run_key(task_list, name)))
+
+
+def _when(value: str | None) -> dt.datetime | None:
+    return dt.datetime.fromtimestamp(float(value), tz=dt.UTC) if value else None
+
+
+def decode(fields: Mapping[str, str], name: str, task_list: str) -> TaskStatus:
+    """A ``TaskStatus`` from cached fields (the result may still have to come from the database)."""
+    return TaskStatus(
+        name=name,
+        task_list=task_list,
+        state=State(fields["state"]),
+        run_id=fields.get("run_id"),
+        node=fields.get("node") or None,
+        attempt=int(fields["attempt"]) if fields.get("attempt") else None,
+        result=json.loads(fields["result"]) if "result" in fields else None,
+        error=fields.get("error"),
+        error_type=fields.get("error_type"),
+        reason=fields.get("reason"),
+        queued_at=_when(fields.get("queued_at")),
+        started_at=_when(fields.get("started_at")),
+        finished_at=_when(fields.get("finished_at")),
+    )
+
+
+def with_result(status: TaskStatus, result: Any) -> TaskStatus:
+    return replace(status, result=result)
+
+
+def fields_for_run(run: Any) -> dict[str, Any]:
+    """The cache fields of a ``TaskRun`` row (used to rebuild the cache from the database)."""
+
+    def ts(value: dt.datetime | None) -> float | None:
+        return value.timestamp() if value else None
+
+    return {
+        "state": run.state,
+        "run_id": run.run_id,
+        "node": run.node,
+        "attempt": run.attempt,
+        "function": run.function,
+        "queued_at": ts(run.queued_at),
+        "started_at": ts(run.started_at),
+        "finished_at": ts(run.finished_at),
+        "reason": run.reason,
+        "error": (run.error or "")[:500],
+        "error_type": run.error_type,
+        **(encode_result(run.result) if run.state == State.DONE else {}),
+    }

@@ -1,0 +1,362 @@
+"""The real client: a start is claim -> record -> publish, readable as one walk.
+
+1. validate (``validation.prepare``): a bad input changes nothing;
+2. place: pick a node on the ring of live nodes (bounded loads);
+3. claim the name in Redis, which also publishes the QUEUED status (one round trip,
+   pipelined for a batch);
+4. insert the ``TaskRun`` row: the unique active-name constraint decides races that
+   Redis missed (after a flush, say); on conflict the claim is released;
+5. publish the message to ``dt.node.<node>`` (after commit when called inside a
+   transaction, so the worker can see the row); if the broker refuses, the row and
+   the claim are removed and the caller gets ``ClusterUnavailable``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import connections, transaction
+from django.utils import timezone
+from redis.exceptions import RedisError
+
+from distributed_tasks import celery, claims, keys, signals
+from distributed_tasks.claims import ClaimOutcome, ClaimReply
+from distributed_tasks.conf import get_settings
+from distributed_tasks.connection import get_redis
+from distributed_tasks.exceptions import AlreadyRunning, ClusterUnavailable, NameReserved
+from distributed_tasks.messages import RunMessage
+from distributed_tasks.models import TaskRun
+from distributed_tasks.placement import Placement
+from distributed_tasks.store import get_store
+from distributed_tasks.types import OnConflict, Reuse, State, TaskHandle, TaskStatus
+from distributed_tasks.validation import StartRequest, check_name, prepare
+
+logger = logging.getLogger("distributed_tasks.client")
+
+
+@dataclass(slots=True)
+class _Start:
+    """One start in flight through the walk."""
+
+    request: StartRequest
+    message: RunMessage
+    outcome: TaskHandle | AlreadyRunning | None = None
+
+    @property
+    def handle(self) -> TaskHandle:
+        return TaskHandle(
+            name=self.message.name,
+            task_list=self.message.task_list,
+            run_id=self.message.run_id,
+            node=self.message.node,
+            attempt=self.message.attempt,
+        )
+
+    def status_fields(self) -> dict[str, Any]:
+        m = self.message
+        return {
+            "state": State.QUEUED.value,
+            "run_id": m.run_id,
+            "node": m.node,
+            "attempt": m.attempt,
+            "function": m.function,
+            "queued_at": m.queued_at,
+        }
+
+    def row(self) -> TaskRun:
+        r, m = self.request, self.message
+        return TaskRun(
+            id=m.run_id,
+            task_list=m.task_list,
+            name=m.name,
+            active_name=m.name,
+            function=m.function,
+            args=m.args,
+            kwargs=m.kwargs,
+            callback=m.callback,
+            state=State.QUEUED,
+            node=m.node,
+            attempt=m.attempt,
+            max_attempts=r.max_attempts,
+            timeout=r.timeout,
+            queued_at=dt.datetime.fromtimestamp(m.queued_at, tz=dt.UTC),
+        )
+
+
+def _unavailable(what: str, exc: BaseException) -> ClusterUnavailable:
+    return ClusterUnavailable(f"{what} does not answer ({exc}); nothing was started.")
+
+
+class ClusterClient:
+    """``start_async`` / ``start_many`` / ``get_status`` against the real cluster."""
+
+    def __init__(self) -> None:
+        self.placement = Placement()
+
+    # -- starting --------------------------------------------------------------------
+
+    def start_async(self, func: Any, args: Any = (), kwargs: Any = None, **options: Any):
+        (outcome,) = self._start([prepare(func, args, kwargs, **options)])
+        if isinstance(outcome, AlreadyRunning):
+            raise outcome
+        return outcome
+
+    def start_many(self, calls: Iterable[Mapping[str, Any]]) -> list[TaskHandle | AlreadyRunning]:
+        """Start a batch; each entry takes ``start_async``'s arguments as keys (``func`` required).
+
+        Every entry is validated before anything is written. The result lists, in
+        order, a ``TaskHandle`` or the ``AlreadyRunning`` that refused that entry.
+        """
+        requests = [prepare(**dict(call)) for call in calls]
+        return self._start(requests) if requests else []
+
+    def _start(self, requests: list[StartRequest]) -> list[TaskHandle | AlreadyRunning]:
+        now = time.time()
+        starts = [
+            _Start(
+                request=r,
+                message=RunMessage(
+                    run_id=uuid.uuid4().hex,
+                    attempt=1,
+                    node=self.placement.choose(r.task_list, r.name),
+                    task_list=r.task_list,
+                    name=r.name,
+                    function=r.function,
+                    args=r.args,
+                    kwargs=r.kwargs,
+                    callback=r.callback,
+                    queued_at=now,
+                    timeout=r.timeout,
+                ),
+            )
+            for r in requests
+        ]
+        claimed = self._claim(starts, now)
+        self._check_reuse(claimed)
+        recorded = self._insert([s for s in claimed if s.outcome is None])
+        self._publish(recorded)
+        return [s.outcome for s in starts]  # type: ignore[misc]
+
+    def _claim(self, starts: list[_Start], now: float) -> list[_Start]:
+        try:
+            pipe = get_redis().pipeline(transaction=False)
+            for s in starts:
+                m = s.message
+                claims.claim(
+                    m.task_list, m.name, s.status_fields(), reuse=s.request.reuse, client=pipe
+                )
+                pipe.hincrby(keys.loads_key(), m.node, 1)
+            replies = pipe.execute()[::2]
+        except RedisError as exc:
+            raise _unavailable("Redis", exc) from exc
+        claimed = []
+        for s, raw in zip(starts, replies, strict=True):
+            reply = ClaimReply.parse(raw)
+            if reply.outcome is not ClaimOutcome.CLAIMED:
+                reply = self._retry_stale(s, reply, now)
+            if reply.outcome is ClaimOutcome.CLAIMED:
+                claimed.append(s)
+            else:
+                self._unload(s.message.node)
+                s.outcome = self._refusal(s, reply)
+        return claimed
+
+    def _retry_stale(self, s: _Start, reply: ClaimReply, now: float) -> ClaimReply:
+        """Take over a claim whose owner never backed it with an active row."""
+        if reply.outcome is not ClaimOutcome.ACTIVE or not reply.is_stale(now):
+            return reply
+        if reply.run_id and get_store().is_active(reply.run_id):
+            return reply
+        m = s.message
+        logger.info(
+            "Replacing stale claim of %s (run %s)",
+            m.name,
+            reply.run_id,
+            extra={"action": "stale_claim"},
+        )
+        raw = claims.claim(
+            m.task_list,
+            m.name,
+            s.status_fields(),
+            reuse=s.request.reuse,
+            replace_run_id=reply.run_id or "",
+        )
+        return ClaimReply.parse(raw)
+
+    def _refusal(self, s: _Start, reply: ClaimReply) -> TaskHandle | AlreadyRunning:
+        m = s.message
+        if reply.outcome is ClaimOutcome.RESERVED:
+            return NameReserved(
+                m.name,
+                reply.run_id,
+                reply.node,
+                task_list=m.task_list,
+                state=reply.state or State.DONE,
+            )
+        if s.request.on_conflict == OnConflict.RETURN_EXISTING and reply.run_id:
+            return TaskHandle(
+                name=m.name,
+                task_list=m.task_list,
+                run_id=reply.run_id,
+                node=reply.node,
+                attempt=reply.attempt or 1,
+                existing=True,
+            )
+        return AlreadyRunning(
+            m.name,
+            reply.run_id,
+            reply.node,
+            task_list=m.task_list,
+            state=reply.state or State.RUNNING,
+        )
+
+    def _unload(self, node: str) -> None:
+        self.placement.unchoose(node)
+        with contextlib.suppress(
+            RedisError
+        ):  # loads are approximate and rebuilt by the orchestrator
+            get_redis().hincrby(keys.loads_key(), node, -1)
+
+    def _check_reuse(self, claimed: list[_Start]) -> None:
+        """Redis may have lost a finished status: ask the database before reusing a name."""
+        cleanup = get_settings().CLEANUP_TIMEOUT
+        for s in claimed:
+            if s.request.reuse == Reuse.ALLOW:
+                continue
+            m = s.message
+            last = get_store().latest(m.task_list, m.name)
+            if last is None or last.finished_at is None:
+                continue
+            if (timezone.now() - last.finished_at).total_seconds() > cleanup:
+                continue
+            if s.request.reuse == Reuse.REJECT or last.state == State.DONE:
+                self._abandon(s)
+                s.outcome = NameReserved(
+                    m.name, last.run_id, last.node or None, task_list=m.task_list, state=last.state
+                )
+
+    def _abandon(self, s: _Start) -> None:
+        m = s.message
+        with contextlib.suppress(
+            RedisError
+        ):  # a leftover QUEUED claim with no row is stale and gets replaced
+            claims.release(m.task_list, m.name, m.run_id)
+        self._unload(m.node)
+
+    def _insert(self, starts: list[_Start]) -> list[_Start]:
+        if not starts:
+            return []
+        store = get_store()
+        if len(starts) == 1:
+            try:
+                store.insert(starts[0].row())
+                errors: list[AlreadyRunning | None] = [None]
+            except AlreadyRunning as exc:
+                errors = [exc]
+        else:
+            errors = store.insert_many([s.row() for s in starts])
+        recorded = []
+        for s, error in zip(starts, errors, strict=True):
+            if error is None:
+                recorded.append(s)
+                continue
+            # Redis let it through but the database has an active run: Redis lost it.
+            self._abandon(s)
+            self._repair(s.message.task_list, s.message.name)
+            s.outcome = self._refusal(
+                s,
+                ClaimReply(
+                    ClaimOutcome.ACTIVE, run_id=error.run_id, node=error.node, state=error.state
+                ),
+            )
+        return recorded
+
+    def _repair(self, task_list: str, name: str) -> None:
+        run = get_store().active(task_list, name)
+        if run is not None:
+            with contextlib.suppress(RedisError):
+                claims.fill(task_list, name, claims.fields_for_run(run))
+
+    def _publish(self, starts: list[_Start]) -> None:
+        if not starts:
+            return
+        alias = get_store().alias
+        if connections[alias].in_atomic_block:
+            # The worker must see the row: publish once the caller's transaction commits.
+            batch = list(starts)
+            transaction.on_commit(lambda: self._send(batch, deferred=True), using=alias)
+            for s in starts:
+                s.outcome = s.handle
+            return
+        self._send(starts)
+
+    def _send(self, starts: list[_Start], *, deferred: bool = False) -> None:
+        try:
+            celery.publish([(s.message, s.request.countdown) for s in starts])
+            failure = None
+        except celery.PublishFailed as exc:
+            failure = exc
+        sent = failure.sent if failure else len(starts)
+        for s in starts[:sent]:
+            s.outcome = s.handle
+            signals.run_queued.send(sender=TaskRun, handle=s.outcome)
+        if failure is None:
+            return
+        unsent = starts[sent:]
+        if deferred:
+            # The caller already holds handles: keep the QUEUED rows for the orchestrator
+            # to re-publish rather than make runs vanish after a commit.
+            logger.error("Broker refused %d start(s) after commit: %s", len(unsent), failure)
+            return
+        for s in unsent:
+            get_store().delete(s.message.run_id)
+            self._abandon(s)
+        raise _unavailable("The Celery broker", failure.__cause__ or failure) from failure
+
+    # -- reading ---------------------------------------------------------------------
+
+    def get_status(self, name: str, task_list: str = "default") -> TaskStatus:
+        check_name(name)
+        check_name(task_list, "task list")
+        try:
+            fields = claims.read(task_list, name)
+        except RedisError as exc:
+            logger.warning("Redis unavailable for get_status (%s); reading the database", exc)
+            fields = None
+        if fields and "state" in fields:
+            status = claims.decode(fields, name, task_list)
+            if self._expired(status):
+                return TaskStatus.not_found(name, task_list)
+            if fields.get("result_in_db") and status.run_id:
+                run = get_store().get(status.run_id)
+                status = claims.with_result(status, run.result if run else None)
+            return status
+        return self._status_from_db(name, task_list, warm=fields is not None)
+
+    def _expired(self, status: TaskStatus) -> bool:
+        if status.finished_at is None:
+            return False
+        age = (timezone.now() - status.finished_at).total_seconds()
+        return age > get_settings().CLEANUP_TIMEOUT
+
+    def _status_from_db(self, name: str, task_list: str, *, warm: bool) -> TaskStatus:
+        run = get_store().latest(task_list, name)
+        if run is None:
+            return TaskStatus.not_found(name, task_list)
+        fields = claims.fields_for_run(run)
+        status = claims.with_result(claims.decode(fields, name, task_list), run.result)
+        if self._expired(status):
+            return TaskStatus.not_found(name, task_list)
+        if warm:
+            now = time.time()
+            finished = run.finished_at.timestamp() if run.finished_at else None
+            with contextlib.suppress(RedisError):
+                claims.fill(task_list, name, fields, ttl=claims.ttl_ms(run.state, finished, now))
+        return status

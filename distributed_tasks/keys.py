@@ -1,0 +1,61 @@
+"""Every Redis key and Celery queue name, in one place.
+
+Keys of one run name share the hash tag ``{<task_list>:<name>}`` and node and
+orchestrator keys have tags of their own, so each Lua script touches a single
+hash slot and stays valid on Redis Cluster (SPEC section 9).
+
+A name has one hash, ``<prefix>:{<task_list>:<name>}:run``: it is both the
+claim (its ``state`` is QUEUED or RUNNING while a run holds the name) and the
+status cache (DONE/FAILED with a TTL of CLEANUP_TIMEOUT afterwards). One key
+makes "claim and publish the status" a single atomic write.
+"""
+
+from __future__ import annotations
+
+from distributed_tasks.conf import get_settings
+
+QUEUE_PREFIX = "dt.node."
+
+
+def _prefix() -> str:
+    return get_settings().KEY_PREFIX
+
+
+def run_key(task_list: str, name: str) -> str:
+    return f"{_prefix()}:{{{task_list}:{name}}}:run"
+
+
+def run_key_pattern() -> str:
+    return f"{_prefix()}:{{*}}:run"
+
+
+def node_key(node: str) -> str:
+    return f"{_prefix()}:{{nodes}}:node:{node}"
+
+
+def members_key() -> str:
+    """Sorted set of node names scored by their last heartbeat (Redis server time, ms)."""
+    return f"{_prefix()}:{{nodes}}:members"
+
+
+def membership_version_key() -> str:
+    """Incremented whenever a node joins or leaves, so rings are rebuilt only then."""
+    return f"{_prefix()}:{{nodes}}:version"
+
+
+def loads_key() -> str:
+    """Hash node -> active runs placed on it (approximate; rebuilt from the database)."""
+    return f"{_prefix()}:{{nodes}}:loads"
+
+
+def lease_key() -> str:
+    return f"{_prefix()}:{{orchestrator}}:lease"
+
+
+def epoch_key() -> str:
+    return f"{_prefix()}:{{orchestrator}}:epoch"
+
+
+def queue_name(node: str) -> str:
+    """The Celery queue a node consumes: ``dt.node.<node>``."""
+    return f"{QUEUE_PREFIX}{node}"

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import argparse
+
+from django.core.management.base import BaseCommand
+
+from distributed_tasks.conf import get_settings
+from distributed_tasks.validation import check_name
+
+
+def positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be 1 or more")
+    return number
+
+
+def node_name(value: str) -> str:
+    import socket
+
+    value = value.replace("%h", socket.gethostname())
+    try:
+        return check_name(value, "node name")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+class Command(BaseCommand):
+    help = (
+        "Run one node of the cluster: a Celery worker that consumes only its own queue "
+        "dt.node.<node> and heartbeats to Redis. Stop it with SIGTERM (warm shutdown)."
+    )
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "-n",
+            "--node",
+            type=node_name,
+            help="Node name, name@host style; %%h is the host name (default: NODE_NAME or dt@%%h).",
+        )
+        parser.add_argument(
+            "-c", "--concurrency", type=positive_int, default=2, help="Pool processes (default 2)."
+        )
+        parser.add_argument(
+            "-P",
+            "--pool",
+            default="prefork",
+            choices=["prefork", "threads", "solo"],
+            help="Celery pool; time limits need prefork (default).",
+        )
+        parser.add_argument(
+            "--weight",
+            type=positive_int,
+            default=1,
+            help="Share of the ring relative to other nodes (default 1).",
+        )
+        parser.add_argument(
+            "--task-list",
+            action="append",
+            dest="task_lists",
+            help="Task list this node serves (repeatable; default: all).",
+        )
+        parser.add_argument("-l", "--loglevel", default="INFO")
+        parser.add_argument("--max-tasks-per-child", type=positive_int, default=None)
+
+    def handle(self, *args, **options) -> None:
+        from distributed_tasks.worker import WorkerNode, WorkerOptions
+
+        node = options["node"] or get_settings().default_node_name
+        worker = WorkerNode(
+            WorkerOptions(
+                node=node,
+                concurrency=options["concurrency"],
+                pool=options["pool"],
+                weight=options["weight"],
+                task_lists=tuple(options["task_lists"] or ("*",)),
+                loglevel=options["loglevel"],
+                max_tasks_per_child=options["max_tasks_per_child"],
+            )
+        )
+        code = worker.run()
+        if code:
+            raise SystemExit(code)

@@ -1,0 +1,127 @@
+"""Durable records: the database is the source of truth for every run.
+
+``TaskRun.active_name`` holds the name only while the run is QUEUED or RUNNING
+and is NULL afterwards; a plain unique constraint on ``(task_list,
+active_name)`` then allows one active run per name on every backend (NULLs
+never collide, and MySQL/MariaDB, which ignore conditional constraints, still
+enforce it). Redis claims reject duplicates fast; this constraint decides.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from django.db import models
+from django.utils import timezone
+
+from distributed_tasks.types import ACTIVE_STATES, FINISHED_STATES, STORED_STATES, Reason, State
+
+NAME_MAX_LENGTH = 200
+
+
+class TaskRunQuerySet(models.QuerySet):
+    def active(self) -> TaskRunQuerySet:
+        return self.filter(active_name__isnull=False)
+
+    def finished(self) -> TaskRunQuerySet:
+        return self.filter(state__in=FINISHED_STATES)
+
+    def named(self, name: str, task_list: str = "default") -> TaskRunQuerySet:
+        return self.filter(task_list=task_list, name=name)
+
+    def on_node(self, node: str) -> TaskRunQuerySet:
+        return self.filter(node=node)
+
+    def reapable(self, before: Any) -> TaskRunQuerySet:
+        """Finished runs whose history is older than ``before``."""
+        return self.filter(state__in=FINISHED_STATES, finished_at__lt=before)
+
+
+class TaskRun(models.Model):
+    """One run of a named task: the record, the claim backstop, and the outcome."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    task_list = models.CharField(max_length=NAME_MAX_LENGTH, default="default")
+    name = models.CharField(max_length=NAME_MAX_LENGTH)
+    active_name = models.CharField(  # noqa: DJ001 - NULL means "not active" and never collides
+        max_length=NAME_MAX_LENGTH,
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="The name while the run is QUEUED or RUNNING, NULL afterwards.",
+    )
+    function = models.CharField(max_length=255)
+    args = models.JSONField(default=list, blank=True)
+    kwargs = models.JSONField(default=dict, blank=True)
+    callback = models.CharField(max_length=255, blank=True, default="")
+    data = models.JSONField(default=dict, blank=True, help_text="Free key-values of the record.")
+    state = models.CharField(max_length=9, choices=STORED_STATES, default=State.QUEUED)
+    reason = models.CharField(max_length=16, choices=Reason.choices, blank=True, default="")
+    node = models.CharField(max_length=255, blank=True, default="")
+    incarnation = models.CharField(max_length=32, blank=True, default="")
+    attempt = models.PositiveIntegerField(default=1)
+    executions = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=1)
+    timeout = models.FloatField(null=True, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    error_type = models.CharField(max_length=255, blank=True, default="")
+    error = models.TextField(blank=True, default="")
+    traceback = models.TextField(blank=True, default="")
+    queued_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = TaskRunQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "task run"
+        ordering = ["-queued_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["task_list", "active_name"], name="dt_taskrun_one_active_per_name"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["task_list", "name", "-queued_at"], name="dt_taskrun_name_idx"),
+            models.Index(fields=["node", "state"], name="dt_taskrun_node_state_idx"),
+            models.Index(fields=["state", "finished_at"], name="dt_taskrun_finished_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} [{self.state}]"
+
+    @property
+    def run_id(self) -> str:
+        """The run id as the API shows it: 32 hex digits."""
+        return self.id.hex if isinstance(self.id, uuid.UUID) else uuid.UUID(str(self.id)).hex
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+    # Task records (the Ruby `task` gem): find / all / as_dict / from_dict.
+
+    @classmethod
+    def find(cls, task_list: str, name: str) -> TaskRun:
+        """The newest run of ``name``; raises ``TaskNotFound`` when there is none."""
+        from distributed_tasks.exceptions import TaskNotFound
+
+        run = cls.objects.named(name, task_list).order_by("-queued_at").first()
+        if run is None:
+            raise TaskNotFound(name, task_list)
+        return run
+
+    @classmethod
+    def all(cls, task_list: str = "default") -> Iterator[TaskRun]:
+        """Every run of a task list, streamed in chunks rather than loaded at once."""
+        return (
+            cls.objects.filter(task_list=task_list).order_by("queued_at").iterator(chunk_size=500)
+        )

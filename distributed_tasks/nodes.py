@@ -1,0 +1,159 @@
+"""Node identity, the heartbeat thread, and the view of live nodes.
+
+A node is one ``dt_worker`` process group. Its main process beats every
+``HEARTBEAT_INTERVAL`` into a sorted set scored by Redis server time, plus a
+per-node key with a TTL of ``NODE_TIMEOUT``: a node is live while both are
+fresh. An incarnation id, new at every start, tells a restarted node (same
+name) from the one whose runs were lost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+
+from redis.exceptions import RedisError
+
+from distributed_tasks import keys, scripts
+from distributed_tasks.conf import get_settings
+from distributed_tasks.connection import as_dict, text
+
+logger = logging.getLogger("distributed_tasks.nodes")
+
+ALL_TASK_LISTS = "*"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeInfo:
+    name: str
+    incarnation: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    weight: int = 1
+    task_lists: tuple[str, ...] = (ALL_TASK_LISTS,)
+    host: str = field(default_factory=socket.gethostname)
+    pid: int = field(default_factory=os.getpid)
+    started_at: float = field(default_factory=time.time)
+    last_seen_ms: int = 0  # Redis server time of the last heartbeat (filled by live_nodes)
+
+    def serves(self, task_list: str) -> bool:
+        return ALL_TASK_LISTS in self.task_lists or task_list in self.task_lists
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data.pop("last_seen_ms")
+        return json.dumps(data, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: str, last_seen_ms: int = 0) -> NodeInfo:
+        data = json.loads(raw)
+        data["task_lists"] = tuple(data.get("task_lists") or (ALL_TASK_LISTS,))
+        return cls(**data, last_seen_ms=last_seen_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterView:
+    """Live nodes and their approximate loads, as Redis saw them at ``now_ms``."""
+
+    nodes: dict[str, NodeInfo]
+    loads: dict[str, int]
+    version: int
+    now_ms: int
+
+    def age(self, node: str) -> float:
+        """Seconds since ``node``'s last heartbeat."""
+        return max(0.0, (self.now_ms - self.nodes[node].last_seen_ms) / 1000)
+
+
+# The node this process belongs to, set by dt_worker before the pool forks.
+_current: NodeInfo | None = None
+
+
+def current_node() -> NodeInfo | None:
+    return _current
+
+
+def set_current_node(info: NodeInfo | None) -> None:
+    global _current
+    _current = info
+
+
+def live_nodes() -> ClusterView:
+    """Nodes with a fresh heartbeat. Raises ``redis.RedisError`` when Redis is down."""
+    conf = get_settings()
+    now, version, flat, loads = scripts.script(scripts.LIVE_NODES)(
+        keys=[keys.members_key(), keys.membership_version_key(), keys.loads_key()],
+        args=[int(conf.NODE_TIMEOUT * 1000), keys.node_key("")],
+    )
+    flat = text(flat)
+    nodes = {}
+    for i in range(0, len(flat), 3):
+        name, score, raw = flat[i], flat[i + 1], flat[i + 2]
+        try:
+            nodes[name] = NodeInfo.from_json(raw, last_seen_ms=int(float(score)))
+        except (ValueError, TypeError):
+            logger.warning("Ignoring node %s with unreadable info %r", name, raw)
+    return ClusterView(
+        nodes=nodes,
+        loads={k: int(v) for k, v in as_dict(loads).items()},
+        version=int(text(version)),
+        now_ms=int(now),
+    )
+
+
+class Heartbeat(threading.Thread):
+    """Keeps one node's liveness fresh until stopped; leaves the cluster on a graceful stop."""
+
+    def __init__(self, info: NodeInfo) -> None:
+        super().__init__(name=f"dt-heartbeat-{info.name}", daemon=True)
+        self.info = info
+        self._stop_event = threading.Event()
+        self._warned_duplicate = False
+        self.beats = 0
+
+    def beat(self) -> None:
+        conf = get_settings()
+        _now, previous = scripts.script(scripts.HEARTBEAT)(
+            keys=[keys.members_key(), keys.node_key(self.info.name), keys.membership_version_key()],
+            args=[self.info.name, self.info.to_json(), int(conf.NODE_TIMEOUT * 1000)],
+        )
+        self.beats += 1
+        previous = text(previous)
+        if previous and self.info.incarnation not in previous and not self._warned_duplicate:
+            self._warned_duplicate = True
+            logger.error(
+                "Another process heartbeats as node %s: give every dt_worker a unique --node.",
+                self.info.name,
+                extra={"action": "duplicate_node"},
+            )
+
+    def run(self) -> None:
+        interval = get_settings().HEARTBEAT_INTERVAL
+        while not self._stop_event.is_set():
+            try:
+                self.beat()
+            except RedisError as exc:
+                logger.warning("Heartbeat of %s failed: %s", self.info.name, exc)
+            self._stop_event.wait(interval)
+
+    def stop(self, *, leave: bool = True) -> None:
+        """Stop beating; with ``leave`` tell the cluster at once instead of timing out."""
+        self._stop_event.set()
+        if self.is_alive():
+            self.join(timeout=5)
+        if leave:
+            try:
+                scripts.script(scripts.LEAVE)(
+                    keys=[
+                        keys.members_key(),
+                        keys.node_key(self.info.name),
+                        keys.membership_version_key(),
+                    ],
+                    args=[self.info.name, self.info.incarnation],
+                )
+            except RedisError as exc:
+                logger.warning("Could not deregister %s: %s", self.info.name, exc)

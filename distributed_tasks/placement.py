@@ -1,0 +1,89 @@
+"""Choosing a node for a run: the cached cluster view, the ring, and local load accounting.
+
+A web process asks Redis for live nodes at most once per ``RING_CACHE_TTL`` and
+rebuilds a ring only when the set of nodes (or their weights) changed, never per
+call. Between two refreshes it counts its own placements on top of the loads it
+read, so a burst of starts still spreads under the bounded-loads rule.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+from redis.exceptions import RedisError
+
+from distributed_tasks.conf import get_settings
+from distributed_tasks.exceptions import ClusterUnavailable
+from distributed_tasks.nodes import ClusterView, live_nodes
+from distributed_tasks.ring import Ring
+
+
+class Placement:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._view: ClusterView | None = None
+        self._fetched = 0.0
+        self._loads: Counter[str] = Counter()
+        self._rings: dict[tuple[str, frozenset[tuple[str, int]]], Ring] = {}
+
+    def view(self, *, refresh: bool = False) -> ClusterView:
+        """The live nodes, from cache while it is younger than ``RING_CACHE_TTL``."""
+        ttl = get_settings().RING_CACHE_TTL
+        with self._lock:
+            if refresh or self._view is None or time.monotonic() - self._fetched > ttl:
+                try:
+                    view = live_nodes()
+                except RedisError as exc:
+                    raise ClusterUnavailable(
+                        f"Redis does not answer ({exc}); no run can be placed until it is back."
+                    ) from exc
+                self._view, self._fetched = view, time.monotonic()
+                self._loads = Counter(view.loads)
+            return self._view
+
+    def ring(self, task_list: str) -> Ring:
+        view = self.view()
+        members = frozenset(
+            (name, info.weight) for name, info in view.nodes.items() if info.serves(task_list)
+        )
+        if not members:
+            # Maybe a node joined since the cached view: ask once more before giving up.
+            view = self.view(refresh=True)
+            members = frozenset(
+                (name, info.weight) for name, info in view.nodes.items() if info.serves(task_list)
+            )
+        if not members:
+            raise ClusterUnavailable(
+                f"No live node serves task list {task_list!r}: start one with "
+                "`manage.py dt_worker` (nodes heartbeat to Redis; none has in the last "
+                f"{get_settings().NODE_TIMEOUT:g} s)."
+            )
+        key = (task_list, members)
+        ring = self._rings.get(key)
+        if ring is None:
+            if len(self._rings) > 64:
+                self._rings.clear()
+            ring = self._rings[key] = Ring(dict(members))
+        return ring
+
+    def choose(self, task_list: str, name: str) -> str:
+        """The node for a new run of ``name``, counted against it until the next refresh."""
+        ring = self.ring(task_list)
+        with self._lock:
+            node = ring.place(f"{task_list}:{name}", self._loads, get_settings().BALANCE_FACTOR)
+            self._loads[node] += 1
+        return node
+
+    def unchoose(self, node: str) -> None:
+        """Forget a placement that did not become a run (its claim failed)."""
+        with self._lock:
+            if self._loads[node] > 0:
+                self._loads[node] -= 1
+
+    def reset(self) -> None:
+        with self._lock:
+            self._view = None
+            self._rings.clear()
+            self._loads.clear()

@@ -1,0 +1,76 @@
+"""Consistent-hash placement with bounded loads. Pure: no I/O, no clocks.
+
+The ring is uhashring's ketama-compatible continuum (the maintained successor of
+``hash_ring``, whose last release does not import on Python 3). Plain consistent
+hashing can leave one node with far more than its share; the bounded-loads rule
+of Mirrokni, Thorup and Zadimoghaddam walks clockwise from the key's point to the
+first node whose load is under ``ceil(c * (total + 1) * weight / total_weight)``,
+which caps every node at ``c`` times its fair share while moving few keys when
+membership changes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+
+from uhashring import HashRing
+
+
+class Ring:
+    """An immutable ring over ``{node name: weight}``."""
+
+    __slots__ = ("_ring", "members", "total_weight")
+
+    def __init__(self, members: Mapping[str, int]) -> None:
+        self.members: dict[str, int] = dict(members)
+        self.total_weight = sum(self.members.values())
+        self._ring = HashRing(
+            nodes={name: {"weight": weight} for name, weight in self.members.items()},
+            hash_fn="ketama",
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.members)
+
+    def walk(self, key: str) -> Iterator[str]:
+        """Every node once, clockwise from ``key``'s point on the ring."""
+        if self.members:
+            yield from self._ring.iterate_nodes(key)
+
+    def node_for(self, key: str) -> str | None:
+        """Plain consistent hashing: the first node clockwise from ``key``."""
+        return next(self.walk(key), None)
+
+    def capacity(self, node: str, total: int, balance: float) -> int:
+        """Most runs ``node`` may hold when ``total`` runs are placed, under factor ``balance``."""
+        share = self.members[node] / self.total_weight
+        return max(1, math.ceil(balance * total * share))
+
+    def place(self, key: str, loads: Mapping[str, int], balance: float) -> str | None:
+        """The first node clockwise from ``key`` whose load is under its bounded capacity.
+
+        ``loads`` counts runs already placed (nodes absent from it count as 0). The
+        new run is included in the total, so an empty cluster still admits it.
+        """
+        total = sum(loads.get(n, 0) for n in self.members) + 1
+        first = None
+        for node in self.walk(key):
+            first = first or node
+            if loads.get(node, 0) < self.capacity(node, total, balance):
+                return node
+        return first
+
+    def shares(self) -> dict[str, float]:
+        """The fraction of the continuum each node owns (what a plain lookup would give it)."""
+        points = self._ring.get_points()
+        if not points:
+            return {}
+        owned: dict[str, int] = dict.fromkeys(self.members, 0)
+        # Each point owns the arc from its predecessor up to itself.
+        size = 2**32
+        previous = points[-1][0] - size
+        for point, node in points:
+            owned[node] += point - previous
+            previous = point
+        return {node: arc / size for node, arc in owned.items()}

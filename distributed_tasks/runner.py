@@ -1,0 +1,195 @@
+"""The worker side of one attempt: fence, guard, callback, hooks, outcome.
+
+``execute`` runs in a pool process. It first moves the row QUEUED -> RUNNING
+with a conditional update on (run, attempt, node); if no row matches, the
+message is stale or a duplicate and nothing runs. User code then runs inside a
+guard (GenTask): whatever it raises, or a soft time limit, ends as a recorded
+FAILED outcome and a hook call, never as a dead worker. What the pool process
+cannot record itself (a hard time limit, its own death) the main process
+records through ``record_lost``.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import time
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+from redis.exceptions import RedisError
+
+from distributed_tasks import claims, keys, registry, signals
+from distributed_tasks.connection import get_redis
+from distributed_tasks.exceptions import NotRegistered, NotSerializable
+from distributed_tasks.messages import MalformedMessage, RunMessage
+from distributed_tasks.nodes import current_node
+from distributed_tasks.store import Outcome, get_store
+from distributed_tasks.types import Reason, State
+
+logger = logging.getLogger("distributed_tasks.runner")
+
+
+class LostBy(enum.Enum):
+    TIMEOUT = "timeout"
+    CRASH = "crash"
+
+
+def _info(msg: RunMessage) -> registry.RunInfo:
+    return registry.RunInfo(
+        run_id=msg.run_id,
+        name=msg.name,
+        task_list=msg.task_list,
+        attempt=msg.attempt,
+        node=msg.node,
+        function=msg.function,
+        args=msg.args,
+        kwargs=msg.kwargs,
+    )
+
+
+def status_fields(msg: RunMessage, state: State, **extra: Any) -> dict[str, Any]:
+    return {
+        "state": state.value,
+        "run_id": msg.run_id,
+        "node": msg.node,
+        "attempt": msg.attempt,
+        "function": msg.function,
+        "queued_at": msg.queued_at,
+        **extra,
+    }
+
+
+def _publish_status(msg: RunMessage, fields: dict[str, Any], *, ttl: int = 0, unload: bool = False):
+    """Mirror a recorded transition into Redis; the database already has it, so errors only log."""
+    try:
+        pipe = get_redis().pipeline(transaction=False)
+        claims.update(
+            msg.task_list, msg.name, msg.run_id, msg.attempt, fields, ttl=ttl, client=pipe
+        )
+        if unload:
+            pipe.hincrby(keys.loads_key(), msg.node, -1)
+        pipe.execute()
+    except RedisError as exc:
+        logger.warning("Could not cache status of %s: %s (the database has it)", msg.name, exc)
+
+
+def _hook(task: registry.DistributedTask, hook: str, *args: Any) -> None:
+    try:
+        getattr(task, hook)(*args)
+    except Exception:
+        logger.exception("%s.%s raised; the outcome stays as recorded", type(task).__name__, hook)
+
+
+def _guard(msg: RunMessage) -> Outcome:
+    """Run the function and callback; turn anything they do into an Outcome."""
+    try:
+        task = registry.resolve(msg.function).create()
+    except NotRegistered as exc:
+        return Outcome.failed(Reason.NOT_REGISTERED, exc)
+    info = _info(msg)
+    try:
+        result = task.run(*msg.args, **msg.kwargs)
+        try:
+            json.dumps(result, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise NotSerializable(
+                f"{msg.function} returned {type(result).__name__}, which is not JSON: {exc}. "
+                "Return JSON-compatible values (dicts, lists, str, numbers, bools, None)."
+            ) from exc
+    except SoftTimeLimitExceeded as exc:
+        _hook(task, "on_timeout", info)
+        return Outcome.failed(Reason.TIMEOUT, exc, f"exceeded its timeout of {msg.timeout:g} s")
+    except Exception as exc:
+        _hook(task, "on_failure", info, exc)
+        return Outcome.failed(Reason.EXCEPTION, exc)
+    if msg.callback:
+        try:
+            registry.resolve(msg.callback).create().run(msg.name, result)
+        except Exception as exc:
+            _hook(task, "on_failure", info, exc)
+            return Outcome.failed(Reason.CALLBACK, exc)
+    try:
+        task.on_success(info, result)
+    except Exception as exc:
+        logger.exception("%s.on_success raised; the run fails", type(task).__name__)
+        return Outcome.failed(Reason.EXCEPTION, exc)
+    return Outcome.done(result)
+
+
+def _record(msg: RunMessage, outcome: Outcome, *, lost: bool = False) -> bool:
+    store = get_store()
+    recorded = store.mark_lost(msg, outcome) if lost else store.mark_finished(msg, outcome)
+    if not recorded:
+        logger.warning(
+            "Outcome of %s attempt %s discarded: the run was already ended elsewhere",
+            msg.name,
+            msg.attempt,
+            extra={"action": "fenced"},
+        )
+        return False
+    now = time.time()
+    fields = status_fields(
+        msg,
+        outcome.state,
+        finished_at=now,
+        reason=outcome.reason,
+        error=outcome.error[:500],
+        error_type=outcome.error_type,
+        **claims.encode_result(outcome.result),
+    )
+    _publish_status(msg, fields, ttl=claims.ttl_ms(outcome.state, now, now), unload=True)
+    signals.run_finished.send(sender=RunMessage, message=msg, outcome=outcome)
+    return True
+
+
+def execute(body: Any) -> Outcome | None:
+    """Execute one run message in this pool process; returns the outcome, or None if fenced."""
+    try:
+        msg = RunMessage.from_body(body)
+    except MalformedMessage as exc:
+        logger.error("Dropping malformed run message: %s", exc, extra={"action": "malformed"})
+        return None
+    node = current_node()
+    incarnation = node.incarnation if node else ""
+    if not get_store().mark_running(msg, incarnation):
+        logger.info(
+            "Ignoring stale message for %s attempt %s on %s",
+            msg.name,
+            msg.attempt,
+            msg.node,
+            extra={"action": "stale"},
+        )
+        return None
+    _publish_status(msg, status_fields(msg, State.RUNNING, started_at=time.time()))
+    signals.run_started.send(sender=RunMessage, message=msg)
+    outcome = _guard(msg)
+    _record(msg, outcome)
+    return outcome
+
+
+def record_lost(args: Any, by: LostBy, *, timeout: float | None = None, exc: Any = None) -> None:
+    """Called in the worker's main process when a pool process could not finish a run."""
+    try:
+        msg = RunMessage.from_body(args[0])
+    except (MalformedMessage, IndexError, TypeError):
+        return
+    if by is LostBy.TIMEOUT:
+        limit = msg.timeout if msg.timeout is not None else timeout
+        outcome = Outcome.failed(
+            Reason.TIMEOUT, exc, f"exceeded its timeout of {limit:g} s and was killed"
+        )
+    else:
+        outcome = Outcome.failed(
+            Reason.WORKER_LOST, exc, "the pool process running it died (killed or exited)"
+        )
+    if _record(msg, outcome, lost=True):
+        try:
+            task = registry.resolve(msg.function).create()
+        except NotRegistered:
+            return
+        if by is LostBy.TIMEOUT:
+            _hook(task, "on_timeout", _info(msg))
+        else:
+            _hook(task, "on_failure", _info(msg), exc or RuntimeError(outcome.error))

@@ -1,0 +1,120 @@
+"""The Lua scripts, as named constants.
+
+Each touches the keys of one hash tag only (one name, the node set, or the
+orchestrator), so it is atomic on a single server and valid on Redis Cluster.
+Times that must agree across hosts (heartbeats, liveness) come from Redis'
+own ``TIME``, never from a client clock.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from redis.commands.core import Script
+
+from distributed_tasks.connection import get_redis
+
+# Fields returned when a claim finds the name taken.
+CONFLICT_FIELDS = ("run_id", "node", "state", "queued_at", "attempt")
+
+# KEYS[1] run key. ARGV[1] reuse policy, ARGV[2] run id of a stale claim that may be
+# replaced ("" for none), ARGV[3..] the new status as field/value pairs.
+# Returns {1} when claimed, {0, conflict} when a run is active, {2, conflict} when a
+# finished run still holds the name and the reuse policy forbids taking it.
+CLAIM = """
+local cur = redis.call('HMGET', KEYS[1], 'run_id', 'node', 'state', 'queued_at', 'attempt')
+local state = cur[3]
+if state and cur[1] ~= ARGV[2] then
+  if state == 'QUEUED' or state == 'RUNNING' then return {0, cur} end
+  if ARGV[1] == 'reject' or (ARGV[1] == 'allow_failed_only' and state == 'DONE') then
+    return {2, cur}
+  end
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+return {1}
+"""
+
+# KEYS[1] run key. ARGV[1] run id, ARGV[2] attempt, ARGV[3] TTL in ms (0: keep for
+# ever), ARGV[4..] the whole new status. Replaces the status only if the key is
+# missing (Redis was flushed) or holds the same run at the same or an older attempt,
+# so a stale writer can never overwrite a newer run or attempt.
+UPDATE = """
+local cur = redis.call('HMGET', KEYS[1], 'run_id', 'attempt')
+if cur[1] and (cur[1] ~= ARGV[1] or tonumber(cur[2]) > tonumber(ARGV[2])) then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+if tonumber(ARGV[3]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+return 1
+"""
+
+# KEYS[1] run key. ARGV[1] TTL in ms (0: none), ARGV[2..] the status. Writes only
+# when the key is missing: used to warm the cache from the database.
+FILL = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+if tonumber(ARGV[1]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return 1
+"""
+
+# KEYS[1] run key. ARGV[1] run id. Drops a claim that its owner could not back with
+# a database row (compare-and-delete, never a bare DEL of someone else's claim).
+RELEASE = """
+local cur = redis.call('HMGET', KEYS[1], 'run_id', 'state')
+if cur[1] == ARGV[1] and (cur[2] == 'QUEUED' or cur[2] == 'RUNNING') then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# KEYS[1] members zset, KEYS[2] node key, KEYS[3] membership version.
+# ARGV[1] node name, ARGV[2] node info (JSON), ARGV[3] TTL in ms.
+# Returns {server time in ms, previous info or false}.
+HEARTBEAT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local added = redis.call('ZADD', KEYS[1], now, ARGV[1])
+local previous = redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3], 'GET')
+if added == 1 then redis.call('INCR', KEYS[3]) end
+return {now, previous}
+"""
+
+# KEYS[1] members zset, KEYS[2] node key, KEYS[3] membership version.
+# ARGV[1] node name, ARGV[2] incarnation. A node leaving on a graceful stop.
+LEAVE = """
+local info = redis.call('GET', KEYS[2])
+if info and not string.find(info, ARGV[2], 1, true) then return 0 end
+redis.call('DEL', KEYS[2])
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then redis.call('INCR', KEYS[3]) end
+return 1
+"""
+
+# KEYS[1] members zset, KEYS[2] membership version, KEYS[3] loads hash.
+# ARGV[1] node timeout in ms, ARGV[2] node key prefix.
+# Returns {now, version, {name, last_seen, info, ...}, loads as a flat list}.
+LIVE_NODES = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local names = redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[1]), '+inf', 'WITHSCORES')
+local nodes = {}
+for i = 1, #names, 2 do
+  local info = redis.call('GET', ARGV[2] .. names[i])
+  if info then
+    table.insert(nodes, names[i]); table.insert(nodes, names[i + 1]); table.insert(nodes, info)
+  end
+end
+local version = redis.call('GET', KEYS[2]) or '0'
+return {now, version, nodes, redis.call('HGETALL', KEYS[3])}
+"""
+
+
+@functools.cache
+def script(source: str) -> Script:
+    """The registered script for ``source`` on the current client (EVALSHA, EVAL on miss)."""
+    return get_redis().register_script(source)
+
+
+def reset() -> None:
+    script.cache_clear()

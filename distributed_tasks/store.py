@@ -1,0 +1,201 @@
+"""All database access to runs, behind a small interface.
+
+This is the only module that writes ``TaskRun`` rows. Every transition after
+the insert is one conditional ``UPDATE`` whose ``WHERE`` names the run, the
+attempt and the state it expects (invariant 2 of the spec): a stale or
+duplicate message, or a worker the orchestrator already declared lost, matches
+no row and changes nothing.
+
+A different store plugs in by subclassing :class:`BaseStore` (see README).
+"""
+
+from __future__ import annotations
+
+import abc
+import functools
+import traceback as tb
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from distributed_tasks.conf import get_settings
+from distributed_tasks.exceptions import AlreadyRunning
+from distributed_tasks.messages import RunMessage
+from distributed_tasks.models import TaskRun
+from distributed_tasks.types import ACTIVE_STATES, Reason, State
+
+ERROR_LIMIT = 2000
+TRACEBACK_LIMIT = 32 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    """How an attempt ended, as the worker (or the orchestrator) records it."""
+
+    state: State
+    result: Any = None
+    reason: str = ""
+    error_type: str = ""
+    error: str = ""
+    traceback: str = ""
+
+    @classmethod
+    def done(cls, result: Any) -> Outcome:
+        return cls(state=State.DONE, result=result)
+
+    @classmethod
+    def failed(cls, reason: Reason, exc: BaseException | None = None, message: str = "") -> Outcome:
+        error_type = ""
+        trace = ""
+        if exc is not None:
+            kind = type(exc)
+            error_type = f"{kind.__module__}.{kind.__qualname__}".removeprefix("builtins.")
+            message = message or str(exc) or kind.__name__
+            trace = "".join(tb.format_exception(exc))[-TRACEBACK_LIMIT:]
+        return cls(
+            state=State.FAILED,
+            reason=reason.value,
+            error_type=error_type,
+            error=message[:ERROR_LIMIT],
+            traceback=trace,
+        )
+
+    def row_fields(self) -> dict[str, Any]:
+        return {
+            "state": self.state.value,
+            "result": self.result,
+            "reason": self.reason,
+            "error_type": self.error_type,
+            "error": self.error,
+            "traceback": self.traceback,
+        }
+
+
+class BaseStore(abc.ABC):
+    """What the client, the worker and the orchestrator need from durable storage."""
+
+    @abc.abstractmethod
+    def insert(self, run: TaskRun) -> None:
+        """Insert a new QUEUED run; raise ``AlreadyRunning`` if the name is active."""
+
+    @abc.abstractmethod
+    def delete(self, run_id: Any) -> None:
+        """Remove a run whose start could not complete (never published)."""
+
+    @abc.abstractmethod
+    def mark_running(self, msg: RunMessage, incarnation: str) -> bool:
+        """QUEUED -> RUNNING for exactly this (run, attempt, node); False if fenced out."""
+
+    @abc.abstractmethod
+    def mark_finished(self, msg: RunMessage, outcome: Outcome) -> bool:
+        """RUNNING -> DONE/FAILED for this attempt; False if fenced out."""
+
+    @abc.abstractmethod
+    def mark_lost(self, msg: RunMessage, outcome: Outcome) -> bool:
+        """QUEUED/RUNNING -> FAILED for this attempt on this node; False if fenced out."""
+
+    @abc.abstractmethod
+    def latest(self, task_list: str, name: str) -> TaskRun | None:
+        """The newest run of a name, active or not."""
+
+    @abc.abstractmethod
+    def active(self, task_list: str, name: str) -> TaskRun | None:
+        """The active run of a name, if any."""
+
+    @abc.abstractmethod
+    def is_active(self, run_id: Any) -> bool:
+        """Whether ``run_id`` exists and is QUEUED or RUNNING."""
+
+
+class OrmStore(BaseStore):
+    """The Django ORM store, on ``DATABASE_ALIAS``."""
+
+    def __init__(self, alias: str | None = None) -> None:
+        self.alias = alias or get_settings().DATABASE_ALIAS
+
+    @property
+    def runs(self):
+        return TaskRun.objects.using(self.alias)
+
+    def insert(self, run: TaskRun) -> None:
+        try:
+            # A savepoint keeps a caller's surrounding transaction usable after a conflict.
+            with transaction.atomic(using=self.alias):
+                run.save(using=self.alias, force_insert=True)
+        except IntegrityError:
+            existing = self.active(run.task_list, run.name)
+            if existing is None:  # not a name conflict: something else is wrong
+                raise
+            raise AlreadyRunning(
+                run.name,
+                existing.run_id,
+                existing.node or None,
+                task_list=run.task_list,
+                state=existing.state,
+            ) from None
+
+    def insert_many(self, runs: list[TaskRun]) -> list[AlreadyRunning | None]:
+        """Insert a batch in one statement; on a conflict, fall back to one by one."""
+        try:
+            with transaction.atomic(using=self.alias):
+                self.runs.bulk_create(runs)
+            return [None] * len(runs)
+        except IntegrityError:
+            errors: list[AlreadyRunning | None] = []
+            for run in runs:
+                try:
+                    self.insert(run)
+                    errors.append(None)
+                except AlreadyRunning as exc:
+                    errors.append(exc)
+            return errors
+
+    def delete(self, run_id: Any) -> None:
+        self.runs.filter(id=run_id).delete()
+
+    def _attempt(self, msg: RunMessage):
+        return self.runs.filter(id=msg.run_id, attempt=msg.attempt)
+
+    def mark_running(self, msg: RunMessage, incarnation: str) -> bool:
+        return bool(
+            self._attempt(msg)
+            .filter(node=msg.node, state=State.QUEUED)
+            .update(
+                state=State.RUNNING,
+                started_at=timezone.now(),
+                incarnation=incarnation,
+                executions=F("executions") + 1,
+            )
+        )
+
+    def _finish(self, rows, outcome: Outcome) -> bool:
+        return bool(
+            rows.update(active_name=None, finished_at=timezone.now(), **outcome.row_fields())
+        )
+
+    def mark_finished(self, msg: RunMessage, outcome: Outcome) -> bool:
+        return self._finish(self._attempt(msg).filter(state=State.RUNNING), outcome)
+
+    def mark_lost(self, msg: RunMessage, outcome: Outcome) -> bool:
+        rows = self._attempt(msg).filter(node=msg.node, state__in=ACTIVE_STATES)
+        return self._finish(rows, outcome)
+
+    def latest(self, task_list: str, name: str) -> TaskRun | None:
+        return self.runs.named(name, task_list).order_by("-queued_at").first()
+
+    def active(self, task_list: str, name: str) -> TaskRun | None:
+        return self.runs.filter(task_list=task_list, active_name=name).first()
+
+    def is_active(self, run_id: Any) -> bool:
+        return self.runs.filter(id=run_id, active_name__isnull=False).exists()
+
+    def get(self, run_id: Any) -> TaskRun | None:
+        return self.runs.filter(id=run_id).first()
+
+
+@functools.cache
+def get_store() -> OrmStore:
+    return OrmStore()

@@ -1,0 +1,104 @@
+"""Values the API hands back: run states, handles and statuses.
+
+They are frozen so a status read once cannot be mistaken for a live view; call
+``get_status`` again to see a newer state.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import models
+
+
+class State(models.TextChoices):
+    """Where a run is in its life. ``NOT_FOUND`` is never stored, only reported."""
+
+    QUEUED = "QUEUED", "Queued"
+    RUNNING = "RUNNING", "Running"
+    DONE = "DONE", "Done"
+    FAILED = "FAILED", "Failed"
+    NOT_FOUND = "NOT_FOUND", "Not found"
+
+    @property
+    def is_active(self) -> bool:
+        return self in (State.QUEUED, State.RUNNING)
+
+    @property
+    def is_finished(self) -> bool:
+        return self in (State.DONE, State.FAILED)
+
+
+ACTIVE_STATES = (State.QUEUED, State.RUNNING)
+FINISHED_STATES = (State.DONE, State.FAILED)
+STORED_STATES = [(s.value, s.label) for s in State if s is not State.NOT_FOUND]
+
+
+class Reason(models.TextChoices):
+    """Why a run ended FAILED (empty for DONE runs)."""
+
+    EXCEPTION = "exception", "The function raised"
+    CALLBACK = "callback", "The callback raised"
+    TIMEOUT = "timeout", "The run exceeded its timeout"
+    WORKER_LOST = "worker_lost", "The pool process running it died"
+    NODE_LOST = "node_lost", "The node running it stopped heartbeating"
+    NOT_REGISTERED = "not_registered", "The worker does not know the function"
+    CANCELLED = "cancelled", "Cancelled before it started"
+
+
+class OnConflict(models.TextChoices):
+    FAIL = "fail"
+    RETURN_EXISTING = "return_existing"
+
+
+class Reuse(models.TextChoices):
+    """What a finished name still inside CLEANUP_TIMEOUT allows."""
+
+    ALLOW = "allow"
+    ALLOW_FAILED_ONLY = "allow_failed_only"
+    REJECT = "reject"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskHandle:
+    """What ``start_async`` returns: the name to poll and where the run went."""
+
+    name: str
+    run_id: str
+    node: str | None
+    task_list: str = "default"
+    attempt: int = 1
+    existing: bool = False  # True when on_conflict="return_existing" returned a running run
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskStatus:
+    """What ``get_status`` returns: a snapshot of the newest run of a name."""
+
+    name: str
+    state: State
+    task_list: str = "default"
+    run_id: str | None = None
+    node: str | None = None
+    attempt: int | None = None
+    result: Any = None
+    error: str | None = None
+    error_type: str | None = None
+    reason: str | None = None
+    queued_at: dt.datetime | None = None
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+
+    @property
+    def is_active(self) -> bool:
+        return self.state.is_active
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state.is_finished
+
+    @classmethod
+    def not_found(cls, name: str, task_list: str = "default") -> TaskStatus:
+        return cls(name=name, task_list=task_list, state=State.NOT_FOUND)

@@ -1,0 +1,79 @@
+"""One node: a Celery worker that consumes only ``dt.node.<node>``, plus its heartbeat.
+
+The heartbeat starts once the consumer is ready (the node is announced only
+when it can take work) and, on a graceful stop, ends after Celery's warm
+shutdown has let running tasks finish, with an explicit leave so the
+orchestrator learns at once instead of after NODE_TIMEOUT.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from celery import signals as celery_signals
+
+from distributed_tasks import keys
+from distributed_tasks.celery import get_app
+from distributed_tasks.nodes import ALL_TASK_LISTS, Heartbeat, NodeInfo, set_current_node
+
+logger = logging.getLogger("distributed_tasks.worker")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerOptions:
+    node: str
+    concurrency: int = 2
+    pool: str = "prefork"
+    weight: int = 1
+    task_lists: tuple[str, ...] = (ALL_TASK_LISTS,)
+    loglevel: str = "INFO"
+    max_tasks_per_child: int | None = None
+
+
+class WorkerNode:
+    def __init__(self, options: WorkerOptions) -> None:
+        self.options = options
+        self.info = NodeInfo(
+            name=options.node, weight=options.weight, task_lists=options.task_lists
+        )
+        self.heartbeat = Heartbeat(self.info)
+
+    def _on_ready(self, **kwargs: object) -> None:
+        if not self.heartbeat.is_alive():
+            self.heartbeat.start()
+            logger.info(
+                "Node %s (incarnation %s) joined; consuming %s",
+                self.info.name,
+                self.info.incarnation,
+                keys.queue_name(self.info.name),
+                extra={"action": "node_ready"},
+            )
+
+    def run(self) -> int:
+        """Run until stopped; returns the process exit code."""
+        o = self.options
+        set_current_node(self.info)  # before the pool forks, so children inherit it
+        app = get_app()
+        celery_signals.worker_ready.connect(self._on_ready, weak=False)
+        worker = app.Worker(
+            hostname=o.node,
+            queues=[keys.queue_name(o.node)],
+            concurrency=o.concurrency,
+            pool_cls=o.pool,
+            loglevel=o.loglevel,
+            prefetch_multiplier=1,
+            optimization="fair",
+            max_tasks_per_child=o.max_tasks_per_child,
+            without_gossip=True,
+            without_mingle=True,
+            without_heartbeat=True,
+            quiet=True,
+        )
+        try:
+            worker.start()
+        finally:
+            celery_signals.worker_ready.disconnect(self._on_ready)
+            self.heartbeat.stop(leave=True)
+            logger.info("Node %s left the cluster", o.node, extra={"action": "node_left"})
+        return worker.exitcode or 0
