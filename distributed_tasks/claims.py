@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -47,7 +48,7 @@ class ClaimReply:
         outcome = ClaimOutcome(int(reply[0]))
         if outcome is ClaimOutcome.CLAIMED:
             return cls(outcome)
-        run_id, node, state, queued_at, attempt = text(reply[1])
+        run_id, node, state, queued_at, attempt, _finished = text(reply[1])
         return cls(
             outcome,
             run_id=run_id,
@@ -99,9 +100,10 @@ def claim(
     client: Any = None,
 ) -> Any:
     """Claim ``name`` and publish its QUEUED status in one step (pipelined via ``client``)."""
+    cutoff = time.time() - get_settings().CLEANUP_TIMEOUT
     return scripts.script(scripts.CLAIM)(
         keys=[keys.run_key(task_list, name)],
-        args=[reuse, replace_run_id, *_flat(fields)],
+        args=[reuse, replace_run_id, cutoff, *_flat(fields)],
         client=client or get_redis(),
     )
 

@@ -118,8 +118,15 @@ def get_settings() -> Settings:
 @receiver(setting_changed)
 def _reset(*, setting: str, **kwargs: Any) -> None:
     if setting in (SETTING_NAME, "CACHES", "DATABASES"):
-        get_settings.cache_clear()
-        # Connections and the Celery app are built from settings: drop them too.
-        from distributed_tasks import connection
+        reset_caches()
 
-        connection.reset()
+
+def reset_caches() -> None:
+    """Forget everything built from settings: connections, the Celery app, the client."""
+    get_settings.cache_clear()
+    from distributed_tasks import api, celery, connection, store
+
+    connection.reset()
+    celery.get_app.cache_clear()
+    store.get_store.cache_clear()
+    api._client_for.cache_clear()

@@ -14,24 +14,24 @@ from redis.commands.core import Script
 
 from distributed_tasks.connection import get_redis
 
-# Fields returned when a claim finds the name taken.
-CONFLICT_FIELDS = ("run_id", "node", "state", "queued_at", "attempt")
-
 # KEYS[1] run key. ARGV[1] reuse policy, ARGV[2] run id of a stale claim that may be
-# replaced ("" for none), ARGV[3..] the new status as field/value pairs.
+# replaced ("" for none), ARGV[3] cut-off: a run finished before it no longer holds
+# the name, ARGV[4..] the new status as field/value pairs.
 # Returns {1} when claimed, {0, conflict} when a run is active, {2, conflict} when a
 # finished run still holds the name and the reuse policy forbids taking it.
 CLAIM = """
-local cur = redis.call('HMGET', KEYS[1], 'run_id', 'node', 'state', 'queued_at', 'attempt')
+local cur = redis.call('HMGET', KEYS[1], 'run_id', 'node', 'state', 'queued_at', 'attempt',
+                      'finished_at')
 local state = cur[3]
 if state and cur[1] ~= ARGV[2] then
   if state == 'QUEUED' or state == 'RUNNING' then return {0, cur} end
-  if ARGV[1] == 'reject' or (ARGV[1] == 'allow_failed_only' and state == 'DONE') then
+  local recent = tonumber(cur[6] or '0') >= tonumber(ARGV[3])
+  if recent and (ARGV[1] == 'reject' or (ARGV[1] == 'allow_failed_only' and state == 'DONE')) then
     return {2, cur}
   end
 end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 return {1}
 """
 

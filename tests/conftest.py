@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import os
+
+import pytest
+from django.conf import settings
+
+from tests import services
+from tests.support import Cluster, poll_until
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    services.ensure(postgres=os.environ.get("DT_TEST_DB", "postgres") != "sqlite")
+
+
+@pytest.fixture(autouse=True)
+def _clean_state():
+    """Every test starts with an empty Redis database and fresh process-level caches."""
+    from distributed_tasks import api
+    from distributed_tasks.conf import reset_caches
+    from distributed_tasks.connection import get_redis
+
+    reset_caches()
+    get_redis().flushdb()
+    yield
+    api._override.clear()
+
+
+@pytest.fixture
+def redis():
+    from distributed_tasks.connection import get_redis
+
+    return get_redis()
+
+
+@pytest.fixture
+def poll():
+    return poll_until
+
+
+@pytest.fixture
+def node():
+    """A live node that heartbeats but consumes nothing: runs placed on it stay QUEUED."""
+    from distributed_tasks.nodes import Heartbeat, NodeInfo
+
+    beat = Heartbeat(NodeInfo(name="idle@test"))
+    beat.start()
+    poll_until(lambda: beat.beats > 0, message="first heartbeat")
+    yield beat.info
+    beat.stop(leave=True)
+
+
+@pytest.fixture(scope="module")
+def cluster_factory(django_db_setup, tmp_path_factory, request):
+    cluster = Cluster(tmp_path_factory.mktemp("cluster"), settings.DATABASES["default"]["NAME"])
+    yield cluster
+    cluster.stop_all()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.failed and "cluster_factory" in getattr(item, "funcargs", {}):
+        report.sections.append(("cluster logs", item.funcargs["cluster_factory"].all_logs()))
+    return report

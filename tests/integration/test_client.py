@@ -1,0 +1,307 @@
+"""The start walk against real Redis and PostgreSQL, with a node that consumes nothing."""
+
+import json
+import time
+from datetime import timedelta
+
+import pytest
+from django.db import transaction
+from django.test import override_settings
+from django.utils import timezone
+
+from distributed_tasks import (
+    AlreadyRunning,
+    ClusterUnavailable,
+    InvalidName,
+    NameReserved,
+    NotRegistered,
+    NotSerializable,
+    PayloadTooLarge,
+    State,
+    claims,
+    get_status,
+    keys,
+    start_async,
+    start_many,
+)
+from distributed_tasks.models import TaskRun
+from tests import tasks
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def queued_messages(redis, node="idle@test"):
+    return [json.loads(raw) for raw in redis.lrange(keys.queue_name(node), 0, -1)]
+
+
+def bodies(redis, node="idle@test"):
+    out = []
+    for message in queued_messages(redis, node):
+        import base64
+
+        args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+        out.append(args[0])
+    return out
+
+
+def nothing_written(redis, name):
+    assert not TaskRun.objects.filter(name=name).exists()
+    assert claims.read("default", name) == {}
+    assert queued_messages(redis) == []
+
+
+def test_start_records_claims_and_publishes(node, redis):
+    handle = start_async(tasks.add, [1, 2], name="sum-1")
+    assert (handle.name, handle.node, handle.attempt, handle.existing) == (
+        "sum-1",
+        node.name,
+        1,
+        False,
+    )
+    run = TaskRun.objects.get(name="sum-1")
+    assert (run.state, run.active_name, run.node, run.run_id) == (
+        "QUEUED",
+        "sum-1",
+        node.name,
+        handle.run_id,
+    )
+    assert (run.function, run.args) == ("tests.tasks.add", [1, 2])
+    assert claims.read("default", "sum-1")["state"] == "QUEUED"
+    (body,) = bodies(redis)
+    assert (body["run_id"], body["attempt"], body["node"]) == (handle.run_id, 1, node.name)
+    status = get_status("sum-1")
+    assert (status.state, status.run_id, status.node) == (State.QUEUED, handle.run_id, node.name)
+
+
+def test_second_start_of_an_active_name_is_refused(node, redis):
+    first = start_async(tasks.add, [1, 2], name="dup")
+    with pytest.raises(AlreadyRunning) as info:
+        start_async(tasks.add, [3, 4], name="dup")
+    assert (info.value.run_id, info.value.node, info.value.state) == (
+        first.run_id,
+        node.name,
+        "QUEUED",
+    )
+    assert "already QUEUED" in str(info.value)
+    assert TaskRun.objects.filter(name="dup").count() == 1
+    assert len(queued_messages(redis)) == 1
+
+
+def test_return_existing_hands_back_the_active_run(node):
+    first = start_async(tasks.add, [1, 2], name="dup")
+    again = start_async(tasks.add, [1, 2], name="dup", on_conflict="return_existing")
+    assert (again.run_id, again.node, again.existing) == (first.run_id, first.node, True)
+
+
+def test_same_name_in_another_task_list_is_independent(node):
+    start_async(tasks.add, [1, 2], name="n", task_list="a")
+    start_async(tasks.add, [1, 2], name="n", task_list="b")
+    assert TaskRun.objects.filter(name="n").count() == 2
+    assert get_status("n", "a").state == State.QUEUED
+    assert get_status("n").state == State.NOT_FOUND
+
+
+def test_no_live_node_is_cluster_unavailable(redis):
+    with pytest.raises(ClusterUnavailable, match="No live node"):
+        start_async(tasks.add, [1, 2], name="lonely")
+    nothing_written(redis, "lonely")
+
+
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        (lambda: start_async("os.system", ["true"], name="bad"), NotRegistered),
+        (lambda: start_async(tasks.add, [1, 2], name="bad", callback="os.remove"), NotRegistered),
+        (lambda: start_async(tasks.add, [{1, 2}], name="bad"), NotSerializable),
+        (lambda: start_async(tasks.add, ["x" * 300_000], name="bad"), PayloadTooLarge),
+    ],
+)
+def test_bad_input_writes_nothing(node, redis, call, error):
+    with pytest.raises(error):
+        call()
+    nothing_written(redis, "bad")
+
+
+@pytest.mark.parametrize("name", ["", "x" * 201, "bell\x07", "line\nbreak"])
+def test_bad_names_write_nothing(node, redis, name):
+    with pytest.raises(InvalidName):
+        start_async(tasks.add, [1, 2], name=name)
+    assert TaskRun.objects.count() == 0
+    assert queued_messages(redis) == []
+
+
+def test_database_backstops_a_lost_claim(node, redis):
+    first = start_async(tasks.add, [1, 2], name="backstop")
+    redis.delete(keys.run_key("default", "backstop"))
+    with pytest.raises(AlreadyRunning) as info:
+        start_async(tasks.add, [1, 2], name="backstop")
+    assert info.value.run_id == first.run_id
+    # The refused start released its own claim and put the real one back.
+    assert claims.read("default", "backstop")["run_id"] == first.run_id
+    assert TaskRun.objects.filter(name="backstop").count() == 1
+
+
+def finish(name, state, ago=0.0):
+    TaskRun.objects.filter(name=name).update(
+        state=state, active_name=None, finished_at=timezone.now() - timedelta(seconds=ago)
+    )
+    run = TaskRun.objects.get(name=name)
+    ttl = claims.ttl_ms(run.state, run.finished_at.timestamp(), time.time())
+    claims.update("default", name, run.run_id, run.attempt, claims.fields_for_run(run), ttl=ttl)
+
+
+@pytest.mark.parametrize(
+    ("state", "reuse", "allowed"),
+    [
+        ("DONE", "allow", True),
+        ("FAILED", "allow", True),
+        ("DONE", "reject", False),
+        ("FAILED", "reject", False),
+        ("DONE", "allow_failed_only", False),
+        ("FAILED", "allow_failed_only", True),
+    ],
+)
+@pytest.mark.parametrize("flushed", [False, True], ids=["cached", "flushed"])
+def test_reuse_policy_of_finished_names(node, redis, state, reuse, allowed, flushed):
+    start_async(tasks.add, [1, 2], name="again")
+    finish("again", state)
+    if flushed:
+        redis.flushdb()
+        node_beat = node  # the heartbeat re-registers the node within a second
+        from distributed_tasks.nodes import live_nodes
+        from tests.support import poll_until
+
+        poll_until(lambda: node_beat.name in live_nodes().nodes, message="node back")
+    if allowed:
+        assert start_async(tasks.add, [1, 2], name="again", reuse=reuse).name == "again"
+        assert TaskRun.objects.filter(name="again").count() == 2
+    else:
+        with pytest.raises(NameReserved, match="reuse policy"):
+            start_async(tasks.add, [1, 2], name="again", reuse=reuse)
+        assert TaskRun.objects.filter(name="again").count() == 1
+
+
+def test_reuse_window_ends_after_cleanup_timeout(node):
+    start_async(tasks.add, [1, 2], name="old")
+    finish("old", "DONE", ago=120)
+    assert start_async(tasks.add, [1, 2], name="old", reuse="reject").name == "old"
+
+
+def test_stale_claim_without_a_row_is_replaced(node, redis):
+    stale = {
+        "state": "QUEUED",
+        "run_id": "deadbeef" * 4,
+        "node": node.name,
+        "attempt": 1,
+        "queued_at": time.time() - 600,
+    }
+    claims.claim("default", "orphan", stale, reuse="allow")
+    handle = start_async(tasks.add, [1, 2], name="orphan")
+    assert claims.read("default", "orphan")["run_id"] == handle.run_id
+
+
+def test_fresh_claim_without_a_row_is_respected(node):
+    fresh = {
+        "state": "QUEUED",
+        "run_id": "c0ffee" * 5 + "00",
+        "node": node.name,
+        "attempt": 1,
+        "queued_at": time.time(),
+    }
+    claims.claim("default", "in-flight", fresh, reuse="allow")
+    with pytest.raises(AlreadyRunning):
+        start_async(tasks.add, [1, 2], name="in-flight")
+
+
+def test_get_status_of_unknown_names_is_not_found():
+    status = get_status("never-started")
+    assert (status.state, status.run_id) == (State.NOT_FOUND, None)
+
+
+def test_get_status_falls_back_to_the_database_and_warms_the_cache(node, redis):
+    handle = start_async(tasks.add, [1, 2], name="cold")
+    redis.delete(keys.run_key("default", "cold"))
+    status = get_status("cold")
+    assert (status.state, status.run_id) == (State.QUEUED, handle.run_id)
+    assert claims.read("default", "cold")["run_id"] == handle.run_id
+
+
+def test_finished_names_report_for_cleanup_timeout_then_not_found(node, redis):
+    start_async(tasks.add, [1, 2], name="short")
+    finish("short", "DONE", ago=30)
+    assert get_status("short").state == State.DONE
+    finish("short", "DONE", ago=61)
+    assert get_status("short").state == State.NOT_FOUND
+    redis.flushdb()
+    assert get_status("short").state == State.NOT_FOUND  # also from the database
+
+
+@override_settings(
+    DISTRIBUTED_TASKS={"REDIS_URL": "redis://127.0.0.1:6379/15", "CLEANUP_TIMEOUT": 0.3}
+)
+def test_cleanup_timeout_is_a_setting(node, poll):
+    start_async(tasks.add, [1, 2], name="quick")
+    finish("quick", "FAILED")
+    assert get_status("quick").state == State.FAILED
+    poll(lambda: get_status("quick").state == State.NOT_FOUND, timeout=3, message="expiry")
+
+
+def test_publish_waits_for_the_callers_commit(node, redis):
+    with transaction.atomic():
+        handle = start_async(tasks.add, [1, 2], name="in-tx")
+        assert queued_messages(redis) == []
+    (body,) = bodies(redis)
+    assert body["run_id"] == handle.run_id
+
+
+def test_rolled_back_start_leaves_a_claim_that_a_later_start_replaces(node, redis, monkeypatch):
+    with pytest.raises(RuntimeError), transaction.atomic():
+        start_async(tasks.add, [1, 2], name="rolled-back")
+        raise RuntimeError("the view failed")
+    assert not TaskRun.objects.filter(name="rolled-back").exists()
+    assert queued_messages(redis) == []
+    monkeypatch.setattr(claims, "CLAIM_GRACE", 0.0)
+    assert start_async(tasks.add, [1, 2], name="rolled-back").name == "rolled-back"
+
+
+def test_broker_down_is_cluster_unavailable_and_writes_nothing(node, redis):
+    conf = {"REDIS_URL": "redis://127.0.0.1:6379/15", "BROKER_URL": "redis://127.0.0.1:1/0"}
+    with override_settings(DISTRIBUTED_TASKS=conf):
+        with pytest.raises(ClusterUnavailable, match="broker"):
+            start_async(tasks.add, [1, 2], name="nowhere")
+        assert not TaskRun.objects.filter(name="nowhere").exists()
+        assert claims.read("default", "nowhere") == {}
+
+
+def test_start_many_reports_each_entry(node, redis):
+    start_async(tasks.add, [0, 0], name="batch-2")
+    results = start_many(
+        [{"func": tasks.add, "args": [i, i], "name": f"batch-{i}"} for i in range(5)]
+    )
+    assert [type(r).__name__ for r in results] == [
+        "TaskHandle",
+        "TaskHandle",
+        "AlreadyRunning",
+        "TaskHandle",
+        "TaskHandle",
+    ]
+    assert TaskRun.objects.count() == 5
+    assert len(queued_messages(redis)) == 5
+
+
+def test_start_many_with_a_duplicate_inside_the_batch(node):
+    results = start_many([{"func": tasks.add, "args": [1, 1], "name": "twice"}] * 2)
+    assert isinstance(results[1], AlreadyRunning)
+    assert results[1].run_id == results[0].run_id
+
+
+def test_start_many_validates_everything_first(node, redis):
+    with pytest.raises(NotSerializable):
+        start_many(
+            [
+                {"func": tasks.add, "args": [1, 1], "name": "ok"},
+                {"func": tasks.add, "args": [object()], "name": "bad"},
+            ]
+        )
+    assert TaskRun.objects.count() == 0
+    assert queued_messages(redis) == []

@@ -1,0 +1,143 @@
+"""One attempt executed in this process: fence, guard, callback, hooks and outcome."""
+
+import uuid
+
+import pytest
+
+from distributed_tasks import State, claims, runner
+from distributed_tasks.messages import RunMessage
+from distributed_tasks.models import TaskRun
+from distributed_tasks.store import get_store
+
+pytestmark = pytest.mark.django_db
+
+
+def queue(function, args=(), kwargs=None, name=None, callback="", node="w1@h"):
+    name = name or uuid.uuid4().hex
+    run = TaskRun(
+        id=uuid.uuid4(),
+        name=name,
+        active_name=name,
+        function=function,
+        args=list(args),
+        kwargs=kwargs or {},
+        callback=callback,
+        node=node,
+    )
+    get_store().insert(run)
+    return RunMessage(
+        run_id=run.run_id,
+        attempt=1,
+        node=node,
+        task_list="default",
+        name=name,
+        function=function,
+        args=list(args),
+        kwargs=kwargs or {},
+        callback=callback,
+        queued_at=run.queued_at.timestamp(),
+    )
+
+
+def row(msg):
+    return TaskRun.objects.get(id=msg.run_id)
+
+
+def test_success_records_result_and_runs_the_callback(redis):
+    msg = queue("tests.tasks.add", [2, 3], name="ok", callback="tests.tasks.record")
+    outcome = runner.execute(msg.to_body())
+    assert (outcome.state, outcome.result) == (State.DONE, 5)
+    run = row(msg)
+    assert (run.state, run.result, run.executions, run.active_name) == ("DONE", 5, 1, None)
+    assert redis.lrange("callback:ok", 0, -1) == [b"5"]
+    cached = claims.read("default", "ok")
+    assert (cached["state"], cached["result"]) == ("DONE", "5")
+    assert 0 < redis.pttl("dt:{default:ok}:run") <= 60_000
+
+
+def test_exception_ends_failed_with_type_message_and_traceback():
+    msg = queue("tests.tasks.fail", ["broken"])
+    runner.execute(msg.to_body())
+    run = row(msg)
+    assert (run.state, run.reason, run.error_type, run.error) == (
+        "FAILED",
+        "exception",
+        "ValueError",
+        "broken",
+    )
+    assert "raise ValueError(message)" in run.traceback
+    assert claims.read("default", msg.name)["error_type"] == "ValueError"
+
+
+def test_non_json_result_fails_the_run():
+    msg = queue("tests.tasks.not_json")
+    runner.execute(msg.to_body())
+    run = row(msg)
+    assert (run.state, run.error_type) == ("FAILED", "distributed_tasks.exceptions.NotSerializable")
+
+
+def test_failing_callback_fails_the_run():
+    msg = queue("tests.tasks.add", [1, 1], callback="tests.tasks.failing_callback")
+    runner.execute(msg.to_body())
+    run = row(msg)
+    assert (run.state, run.reason, run.error_type) == ("FAILED", "callback", "RuntimeError")
+
+
+def test_unknown_function_in_a_message_is_not_imported():
+    msg = queue("os.getcwd")
+    runner.execute(msg.to_body())
+    assert (row(msg).state, row(msg).reason) == ("FAILED", "not_registered")
+
+
+@pytest.mark.parametrize(
+    ("mode", "hook", "state"),
+    [
+        ("ok", "success:ok", "DONE"),
+        ("raise", "failure:KeyError", "FAILED"),
+    ],
+)
+def test_class_hooks(redis, mode, hook, state):
+    msg = queue("tests.tasks.Hooked", [mode])
+    runner.execute(msg.to_body())
+    assert row(msg).state == state
+    assert redis.lrange(f"hooks:{msg.name}", 0, -1) == [hook.encode()]
+
+
+def test_duplicate_message_after_done_executes_nothing(redis):
+    msg = queue("tests.tasks.count", ["counter"])
+    assert runner.execute(msg.to_body()).state == State.DONE
+    assert runner.execute(msg.to_body()) is None
+    assert redis.get("counter") == b"1"
+
+
+def test_message_for_another_attempt_or_node_executes_nothing(redis):
+    msg = queue("tests.tasks.count", ["counter"])
+    assert runner.execute({**msg.to_body(), "attempt": 2}) is None
+    assert runner.execute({**msg.to_body(), "node": "elsewhere@h"}) is None
+    assert redis.get("counter") is None
+    assert row(msg).state == "QUEUED"
+
+
+def test_malformed_message_is_dropped():
+    assert runner.execute({"run_id": 1}) is None
+    assert runner.execute("not a dict") is None
+
+
+def test_record_lost_ends_a_running_run_once(redis):
+    msg = queue("tests.tasks.Hooked", ["exit"])
+    get_store().mark_running(msg, "inc")
+    runner.record_lost([msg.to_body()], runner.LostBy.CRASH)
+    runner.record_lost([msg.to_body()], runner.LostBy.CRASH)
+    run = row(msg)
+    assert (run.state, run.reason) == ("FAILED", "worker_lost")
+    assert redis.lrange(f"hooks:{msg.name}", 0, -1) == [b"failure:RuntimeError"]
+
+
+def test_record_lost_by_timeout_calls_on_timeout(redis):
+    msg = queue("tests.tasks.Hooked", ["ok"])
+    get_store().mark_running(msg, "inc")
+    runner.record_lost([msg.to_body()], runner.LostBy.TIMEOUT, timeout=2.0)
+    run = row(msg)
+    assert (run.state, run.reason) == ("FAILED", "timeout")
+    assert "timeout of 2 s" in run.error
+    assert redis.lrange(f"hooks:{msg.name}", 0, -1) == [b"timeout"]

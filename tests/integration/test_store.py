@@ -1,0 +1,113 @@
+"""Fencing in the database: each transition matches one (run, attempt, node, state) only."""
+
+import uuid
+
+import pytest
+from django.db import IntegrityError
+
+from distributed_tasks import AlreadyRunning, State
+from distributed_tasks.messages import RunMessage
+from distributed_tasks.models import TaskRun
+from distributed_tasks.store import Outcome, get_store
+from distributed_tasks.types import Reason
+
+pytestmark = pytest.mark.django_db
+
+
+def new_run(name="n", node="w1@h", **extra) -> TaskRun:
+    run = TaskRun(
+        id=uuid.uuid4(), name=name, active_name=name, function="tests.tasks.add", node=node, **extra
+    )
+    get_store().insert(run)
+    return run
+
+
+def message(run: TaskRun, **override) -> RunMessage:
+    fields = {
+        "run_id": run.run_id,
+        "attempt": run.attempt,
+        "node": run.node,
+        "task_list": run.task_list,
+        "name": run.name,
+        "function": run.function,
+    }
+    return RunMessage(**{**fields, **override})
+
+
+def test_unique_active_name_maps_to_already_running():
+    first = new_run()
+    with pytest.raises(AlreadyRunning) as info:
+        new_run()
+    assert (info.value.run_id, info.value.node) == (first.run_id, "w1@h")
+
+
+def test_finished_runs_free_the_name_but_keep_their_row():
+    first = new_run()
+    store = get_store()
+    assert store.mark_running(message(first), "inc")
+    assert store.mark_finished(message(first), Outcome.done(3))
+    second = new_run()
+    assert TaskRun.objects.filter(name="n").count() == 2
+    assert store.latest("default", "n").run_id == second.run_id
+    assert store.active("default", "n").run_id == second.run_id
+
+
+def test_constraint_holds_without_the_store():
+    new_run()
+    with pytest.raises(IntegrityError):
+        TaskRun.objects.create(name="n", active_name="n", function="f")
+
+
+def test_mark_running_is_fenced_by_attempt_node_and_state():
+    run = new_run()
+    store = get_store()
+    assert not store.mark_running(message(run, attempt=2), "inc")
+    assert not store.mark_running(message(run, node="w2@h"), "inc")
+    assert store.mark_running(message(run), "inc")
+    assert not store.mark_running(message(run), "inc")  # a duplicate delivery
+    run.refresh_from_db()
+    assert (run.state, run.executions, run.incarnation) == (State.RUNNING, 1, "inc")
+
+
+def test_mark_finished_needs_running_at_the_same_attempt():
+    run = new_run()
+    store = get_store()
+    assert not store.mark_finished(message(run), Outcome.done(1))  # never started
+    store.mark_running(message(run), "inc")
+    assert not store.mark_finished(message(run, attempt=2), Outcome.done(1))
+    assert store.mark_finished(message(run), Outcome.done({"a": 1}))
+    assert not store.mark_finished(message(run), Outcome.done(2))
+    run.refresh_from_db()
+    assert (run.state, run.result, run.active_name) == (State.DONE, {"a": 1}, None)
+    assert run.finished_at and run.duration is not None
+
+
+def test_mark_lost_ends_queued_or_running_once():
+    run = new_run()
+    store = get_store()
+    outcome = Outcome.failed(Reason.WORKER_LOST, message="gone")
+    assert store.mark_lost(message(run), outcome)
+    assert not store.mark_lost(message(run), outcome)
+    run.refresh_from_db()
+    assert (run.state, run.reason, run.error) == (State.FAILED, "worker_lost", "gone")
+
+
+def test_failed_outcome_keeps_type_message_and_traceback():
+    try:
+        {}["missing"]
+    except KeyError as exc:
+        outcome = Outcome.failed(Reason.EXCEPTION, exc)
+    assert (outcome.error_type, outcome.error) == ("KeyError", "'missing'")
+    assert "Traceback" in outcome.traceback and "KeyError" in outcome.traceback
+
+
+def test_find_and_all_are_the_task_records():
+    a = new_run(name="a", task_list="files")
+    new_run(name="b", task_list="files")
+    new_run(name="c")
+    assert TaskRun.find("files", "a").run_id == a.run_id
+    assert sorted(r.name for r in TaskRun.all("files")) == ["a", "b"]
+    from distributed_tasks import TaskNotFound
+
+    with pytest.raises(TaskNotFound, match="'zzz'"):
+        TaskRun.find("files", "zzz")

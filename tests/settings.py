@@ -1,0 +1,54 @@
+"""Settings of the test suite: the example project plus the fixture app ``tests``.
+
+PostgreSQL database ``test`` on 127.0.0.1 by default (pytest-django creates
+``test_test``); ``DT_TEST_DB=sqlite`` uses a SQLite file instead. Worker
+subprocesses started by the tests get ``DT_TEST_DB_NAME`` so they open the test
+database itself. Redis database 15 keeps tests away from a demo on database 0.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+from testproject.settings import *  # noqa: F403
+from testproject.settings import INSTALLED_APPS
+
+INSTALLED_APPS = [*INSTALLED_APPS, "tests"]
+
+_TEST_DB_NAME = os.environ.get("DT_TEST_DB_NAME")
+
+if os.environ.get("DT_TEST_DB") == "sqlite":
+    _dir = Path(tempfile.gettempdir()) / f"dt-tests-{os.getuid()}"
+    _dir.mkdir(exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": _TEST_DB_NAME or str(_dir / "db.sqlite3"),
+            "OPTIONS": {
+                "timeout": 30,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+            # A file, not :memory:, so worker subprocesses share it.
+            "TEST": {"NAME": str(_dir / "test_db.sqlite3")},
+        }
+    }
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": _TEST_DB_NAME or os.environ.get("DT_PG_NAME", "test"),
+            "HOST": os.environ.get("DT_PG_HOST", "127.0.0.1"),
+            "PORT": os.environ.get("DT_PG_PORT", "5432"),
+            "USER": os.environ.get("DT_PG_USER", "postgres"),
+        }
+    }
+
+REDIS_URL = os.environ.get("DT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+DISTRIBUTED_TASKS = {
+    "REDIS_URL": REDIS_URL,
+    "KEY_PREFIX": "dt",
+}
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,0 +1,39 @@
+"""Helpers of the test suite: waiting with deadlines and real cluster processes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from distributed_tasks.localcluster import LocalCluster
+from distributed_tasks.localcluster import poll_until as _poll_until
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def poll_until(predicate, *, timeout=10.0, interval=0.05, message="condition"):
+    """Like the library's, but a missed deadline fails the test as an assertion."""
+    try:
+        return _poll_until(predicate, timeout=timeout, interval=interval, message=message)
+    except TimeoutError as exc:
+        raise AssertionError(str(exc)) from None
+
+
+class Cluster(LocalCluster):
+    """Worker subprocesses that open the test database and log at INFO for diagnosis."""
+
+    def __init__(self, log_dir: Path, db_name: str) -> None:
+        super().__init__(
+            ROOT / "manage.py",
+            log_dir,
+            env={
+                "DJANGO_SETTINGS_MODULE": "tests.settings",
+                "DT_TEST_DB_NAME": db_name,
+                "DT_LOG_LEVEL": "INFO",
+            },
+        )
+
+    def wait_live(self, *nodes: str, timeout: float = 60.0) -> None:
+        try:
+            super().wait_live(*nodes, timeout=timeout)
+        except (TimeoutError, RuntimeError) as exc:
+            raise AssertionError(str(exc)) from None

@@ -1,0 +1,110 @@
+"""Registered functions the tests start on real workers.
+
+They report what they did through Redis (database 15), which both the test
+process and the worker processes reach, so a test can observe execution counts
+and wait for events instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from distributed_tasks import DistributedTask, RunInfo, distributed_task
+from distributed_tasks.connection import get_redis
+
+WAIT_LIMIT = 60.0
+
+
+@distributed_task
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@distributed_task
+def fail(message: str) -> None:
+    raise ValueError(message)
+
+
+@distributed_task
+def count(key: str, result: Any = None) -> Any:
+    """Counts its executions in Redis under ``key``."""
+    get_redis().incr(key)
+    return result
+
+
+@distributed_task
+def wait_for(key: str, counter: str | None = None, limit: float = WAIT_LIMIT) -> str:
+    """Runs until the test sets ``key`` in Redis (or ``limit`` passes): a controllable long run."""
+    redis = get_redis()
+    if counter:
+        redis.incr(counter)
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if redis.exists(key):
+            return "released"
+        time.sleep(0.02)
+    return "limit"
+
+
+@distributed_task
+def sleep(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@distributed_task
+def exit_process(code: int = 1) -> None:
+    """Kills its own pool process, as a segfault or an OOM kill would."""
+    os._exit(code)
+
+
+@distributed_task
+def not_json() -> Any:
+    return {1, 2, 3}
+
+
+@distributed_task
+def record(name: str, result: Any) -> None:
+    """A callback: remembers what it was called with."""
+    get_redis().rpush(f"callback:{name}", repr(result))
+
+
+@distributed_task
+def failing_callback(name: str, result: Any) -> None:
+    raise RuntimeError(f"callback for {name} failed")
+
+
+class Hooked(DistributedTask):
+    """Class form: reports which hook ran into Redis list ``hooks:<name>``."""
+
+    def run(self, mode: str = "ok", seconds: float = 0.0) -> str:
+        if seconds:
+            time.sleep(seconds)
+        if mode == "raise":
+            raise KeyError("boom")
+        if mode == "exit":
+            os._exit(3)
+        return mode
+
+    def _note(self, run: RunInfo, what: str) -> None:
+        get_redis().rpush(f"hooks:{run.name}", what)
+
+    def on_success(self, run: RunInfo, result: Any) -> None:
+        self._note(run, f"success:{result}")
+
+    def on_failure(self, run: RunInfo, exc: BaseException) -> None:
+        self._note(run, f"failure:{type(exc).__name__}")
+
+    def on_timeout(self, run: RunInfo) -> None:
+        self._note(run, "timeout")
+
+
+@distributed_task
+def where() -> str | None:
+    """The node executing this run, as the worker process knows itself."""
+    from distributed_tasks.nodes import current_node
+
+    node = current_node()
+    return node.name if node else None

@@ -1,0 +1,53 @@
+import pytest
+
+from distributed_tasks.messages import MalformedMessage, RunMessage
+
+VALID = {"run_id": "a", "attempt": 1, "node": "n", "task_list": "d", "name": "n", "function": "f"}
+
+
+def test_round_trip():
+    msg = RunMessage(
+        run_id="ab",
+        attempt=2,
+        node="w@h",
+        task_list="default",
+        name="n",
+        function="tests.tasks.add",
+        args=[1, 2],
+        kwargs={"x": 1},
+        timeout=3.0,
+    )
+    assert RunMessage.from_body(msg.to_body()) == msg
+    assert msg.task_id == "ab:2"
+    assert msg.for_attempt(3, "w2@h").task_id == "ab:3"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        None,
+        [],
+        "text",
+        {"run_id": "a"},
+        {
+            "run_id": "a",
+            "attempt": "1",
+            "node": "n",
+            "task_list": "d",
+            "name": "n",
+            "function": "f",
+        },
+        {
+            "run_id": "a",
+            "attempt": 1,
+            "node": "n",
+            "task_list": "d",
+            "name": "n",
+            "function": "f",
+            "evil": "x",
+        },
+    ],
+)
+def test_malformed_bodies_are_refused(body):
+    with pytest.raises(MalformedMessage):
+        RunMessage.from_body(body)
