@@ -25,6 +25,7 @@ from distributed_tasks.registry import DistributedTask, RunInfo, distributed_tas
 from distributed_tasks.types import State, TaskHandle, TaskStatus
 
 _LAZY = {
+    "cancel": "distributed_tasks.api",
     "start_async": "distributed_tasks.api",
     "start_many": "distributed_tasks.api",
     "get_status": "distributed_tasks.api",

@@ -78,6 +78,11 @@ def get_status(name: str, task_list: str = "default") -> TaskStatus:
     return get_client().get_status(name, task_list)
 
 
+def cancel(name: str, task_list: str = "default") -> TaskStatus:
+    """End a QUEUED run of ``name`` as FAILED(cancelled); a RUNNING run raises AlreadyRunning."""
+    return get_client().cancel(name, task_list)
+
+
 astart_async = sync_to_async(start_async)
 astart_many = sync_to_async(start_many)
 aget_status = sync_to_async(get_status)

@@ -11,15 +11,21 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import json
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from distributed_tasks import keys, scripts
 from distributed_tasks.conf import get_settings
 from distributed_tasks.connection import as_dict, get_redis, text
-from distributed_tasks.types import State, TaskStatus
+from distributed_tasks.messages import RunMessage
+from distributed_tasks.types import Outcome, State, TaskStatus
+
+logger = logging.getLogger("distributed_tasks.claims")
 
 # A QUEUED claim older than this whose run has no active row is stale: its owner
 # died between claim and insert (or its transaction rolled back). Starts may take it.
@@ -191,3 +197,43 @@ def fields_for_run(run: Any) -> dict[str, Any]:
         "error_type": run.error_type,
         **(encode_result(run.result) if run.state == State.DONE else {}),
     }
+
+
+def message_fields(msg: RunMessage, state: State, **extra: Any) -> dict[str, Any]:
+    """The cache fields of one attempt, as its message describes it."""
+    return {
+        "state": state.value,
+        "run_id": msg.run_id,
+        "node": msg.node,
+        "attempt": msg.attempt,
+        "function": msg.function,
+        "queued_at": msg.queued_at,
+        **extra,
+    }
+
+
+def publish(msg: RunMessage, fields: Mapping[str, Any], *, ttl: int = 0, unload: bool = False):
+    """Mirror a transition the database already recorded; a Redis error only logs."""
+    try:
+        pipe = get_redis().pipeline(transaction=False)
+        update(msg.task_list, msg.name, msg.run_id, msg.attempt, fields, ttl=ttl, client=pipe)
+        if unload:
+            pipe.hincrby(keys.loads_key(), msg.node, -1)
+        pipe.execute()
+    except RedisError as exc:
+        logger.warning("Could not cache status of %s: %s (the database has it)", msg.name, exc)
+
+
+def publish_outcome(msg: RunMessage, outcome: Outcome) -> None:
+    """Cache a finished attempt for CLEANUP_TIMEOUT and take it off its node's load."""
+    now = time.time()
+    fields = message_fields(
+        msg,
+        outcome.state,
+        finished_at=now,
+        reason=outcome.reason,
+        error=outcome.error[:500],
+        error_type=outcome.error_type,
+        **encode_result(outcome.result),
+    )
+    publish(msg, fields, ttl=ttl_ms(outcome.state, now, now), unload=True)

@@ -18,15 +18,13 @@ import time
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
-from redis.exceptions import RedisError
 
-from distributed_tasks import claims, keys, registry, signals
-from distributed_tasks.connection import get_redis
+from distributed_tasks import claims, registry, signals
 from distributed_tasks.exceptions import NotRegistered, NotSerializable
 from distributed_tasks.messages import MalformedMessage, RunMessage
 from distributed_tasks.nodes import current_node
-from distributed_tasks.store import Outcome, get_store
-from distributed_tasks.types import Reason, State
+from distributed_tasks.store import get_store
+from distributed_tasks.types import Outcome, Reason, State
 
 logger = logging.getLogger("distributed_tasks.runner")
 
@@ -47,32 +45,6 @@ def _info(msg: RunMessage) -> registry.RunInfo:
         args=msg.args,
         kwargs=msg.kwargs,
     )
-
-
-def status_fields(msg: RunMessage, state: State, **extra: Any) -> dict[str, Any]:
-    return {
-        "state": state.value,
-        "run_id": msg.run_id,
-        "node": msg.node,
-        "attempt": msg.attempt,
-        "function": msg.function,
-        "queued_at": msg.queued_at,
-        **extra,
-    }
-
-
-def _publish_status(msg: RunMessage, fields: dict[str, Any], *, ttl: int = 0, unload: bool = False):
-    """Mirror a recorded transition into Redis; the database already has it, so errors only log."""
-    try:
-        pipe = get_redis().pipeline(transaction=False)
-        claims.update(
-            msg.task_list, msg.name, msg.run_id, msg.attempt, fields, ttl=ttl, client=pipe
-        )
-        if unload:
-            pipe.hincrby(keys.loads_key(), msg.node, -1)
-        pipe.execute()
-    except RedisError as exc:
-        logger.warning("Could not cache status of %s: %s (the database has it)", msg.name, exc)
 
 
 def _hook(task: registry.DistributedTask, hook: str, *args: Any) -> None:
@@ -129,17 +101,7 @@ def _record(msg: RunMessage, outcome: Outcome, *, lost: bool = False) -> bool:
             extra={"action": "fenced"},
         )
         return False
-    now = time.time()
-    fields = status_fields(
-        msg,
-        outcome.state,
-        finished_at=now,
-        reason=outcome.reason,
-        error=outcome.error[:500],
-        error_type=outcome.error_type,
-        **claims.encode_result(outcome.result),
-    )
-    _publish_status(msg, fields, ttl=claims.ttl_ms(outcome.state, now, now), unload=True)
+    claims.publish_outcome(msg, outcome)
     signals.run_finished.send(sender=RunMessage, message=msg, outcome=outcome)
     return True
 
@@ -162,7 +124,7 @@ def execute(body: Any) -> Outcome | None:
             extra={"action": "stale"},
         )
         return None
-    _publish_status(msg, status_fields(msg, State.RUNNING, started_at=time.time()))
+    claims.publish(msg, claims.message_fields(msg, State.RUNNING, started_at=time.time()))
     signals.run_started.send(sender=RunMessage, message=msg)
     outcome = _guard(msg)
     _record(msg, outcome)

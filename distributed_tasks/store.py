@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import abc
 import functools
-import traceback as tb
-from dataclasses import dataclass
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -25,53 +23,7 @@ from distributed_tasks.conf import get_settings
 from distributed_tasks.exceptions import AlreadyRunning
 from distributed_tasks.messages import RunMessage
 from distributed_tasks.models import TaskRun
-from distributed_tasks.types import ACTIVE_STATES, Reason, State
-
-ERROR_LIMIT = 2000
-TRACEBACK_LIMIT = 32 * 1024
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Outcome:
-    """How an attempt ended, as the worker (or the orchestrator) records it."""
-
-    state: State
-    result: Any = None
-    reason: str = ""
-    error_type: str = ""
-    error: str = ""
-    traceback: str = ""
-
-    @classmethod
-    def done(cls, result: Any) -> Outcome:
-        return cls(state=State.DONE, result=result)
-
-    @classmethod
-    def failed(cls, reason: Reason, exc: BaseException | None = None, message: str = "") -> Outcome:
-        error_type = ""
-        trace = ""
-        if exc is not None:
-            kind = type(exc)
-            error_type = f"{kind.__module__}.{kind.__qualname__}".removeprefix("builtins.")
-            message = message or str(exc) or kind.__name__
-            trace = "".join(tb.format_exception(exc))[-TRACEBACK_LIMIT:]
-        return cls(
-            state=State.FAILED,
-            reason=reason.value,
-            error_type=error_type,
-            error=message[:ERROR_LIMIT],
-            traceback=trace,
-        )
-
-    def row_fields(self) -> dict[str, Any]:
-        return {
-            "state": self.state.value,
-            "result": self.result,
-            "reason": self.reason,
-            "error_type": self.error_type,
-            "error": self.error,
-            "traceback": self.traceback,
-        }
+from distributed_tasks.types import ACTIVE_STATES, Outcome, State
 
 
 class BaseStore(abc.ABC):
@@ -183,6 +135,10 @@ class OrmStore(BaseStore):
         rows = self._attempt(msg).filter(node=msg.node, state__in=ACTIVE_STATES)
         return self._finish(rows, outcome)
 
+    def mark_cancelled(self, run: TaskRun, outcome: Outcome) -> bool:
+        rows = self.runs.filter(id=run.id, attempt=run.attempt, state=State.QUEUED)
+        return self._finish(rows, outcome)
+
     def latest(self, task_list: str, name: str) -> TaskRun | None:
         return self.runs.named(name, task_list).order_by("-queued_at").first()
 
@@ -194,6 +150,23 @@ class OrmStore(BaseStore):
 
     def get(self, run_id: Any) -> TaskRun | None:
         return self.runs.filter(id=run_id).first()
+
+
+def message_for(run: TaskRun) -> RunMessage:
+    """The message that executes the current attempt of ``run``."""
+    return RunMessage(
+        run_id=run.run_id,
+        attempt=run.attempt,
+        node=run.node,
+        task_list=run.task_list,
+        name=run.name,
+        function=run.function,
+        args=run.args,
+        kwargs=run.kwargs,
+        callback=run.callback,
+        queued_at=run.queued_at.timestamp(),
+        timeout=run.timeout,
+    )
 
 
 @functools.cache

@@ -7,10 +7,14 @@ They are frozen so a status read once cannot be mistaken for a live view; call
 from __future__ import annotations
 
 import datetime as dt
+import traceback as tb
 from dataclasses import dataclass
 from typing import Any
 
 from django.db import models
+
+ERROR_LIMIT = 2000
+TRACEBACK_LIMIT = 32 * 1024
 
 
 class State(models.TextChoices):
@@ -102,3 +106,46 @@ class TaskStatus:
     @classmethod
     def not_found(cls, name: str, task_list: str = "default") -> TaskStatus:
         return cls(name=name, task_list=task_list, state=State.NOT_FOUND)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    """How an attempt ended, as the worker (or the orchestrator) records it."""
+
+    state: State
+    result: Any = None
+    reason: str = ""
+    error_type: str = ""
+    error: str = ""
+    traceback: str = ""
+
+    @classmethod
+    def done(cls, result: Any) -> Outcome:
+        return cls(state=State.DONE, result=result)
+
+    @classmethod
+    def failed(cls, reason: Reason, exc: BaseException | None = None, message: str = "") -> Outcome:
+        error_type = ""
+        trace = ""
+        if exc is not None:
+            kind = type(exc)
+            error_type = f"{kind.__module__}.{kind.__qualname__}".removeprefix("builtins.")
+            message = message or str(exc) or kind.__name__
+            trace = "".join(tb.format_exception(exc))[-TRACEBACK_LIMIT:]
+        return cls(
+            state=State.FAILED,
+            reason=reason.value,
+            error_type=error_type,
+            error=message[:ERROR_LIMIT],
+            traceback=trace,
+        )
+
+    def row_fields(self) -> dict[str, Any]:
+        return {
+            "state": self.state.value,
+            "result": self.result,
+            "reason": self.reason,
+            "error_type": self.error_type,
+            "error": self.error,
+            "traceback": self.traceback,
+        }

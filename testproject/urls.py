@@ -3,5 +3,6 @@ from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("tasks/", include("distributed_tasks.urls")),
     path("", include("testproject.builds.urls")),
 ]

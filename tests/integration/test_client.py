@@ -305,3 +305,25 @@ def test_start_many_validates_everything_first(node, redis):
         )
     assert TaskRun.objects.count() == 0
     assert queued_messages(redis) == []
+
+
+def test_cancel_ends_a_queued_run_and_frees_the_name(node):
+    from distributed_tasks import cancel
+
+    start_async(tasks.add, [1, 2], name="unwanted")
+    status = cancel("unwanted")
+    assert (status.state, status.reason) == (State.FAILED, "cancelled")
+    run = TaskRun.objects.get(name="unwanted")
+    assert (run.state, run.reason, run.active_name) == ("FAILED", "cancelled", None)
+    assert start_async(tasks.add, [1, 2], name="unwanted").name == "unwanted"
+
+
+def test_cancel_refuses_running_and_unknown_runs(node):
+    from distributed_tasks import TaskNotFound, cancel
+
+    with pytest.raises(TaskNotFound):
+        cancel("nothing")
+    start_async(tasks.add, [1, 2], name="busy")
+    TaskRun.objects.filter(name="busy").update(state="RUNNING")
+    with pytest.raises(AlreadyRunning, match="already RUNNING"):
+        cancel("busy")

@@ -8,8 +8,8 @@ from django.db import IntegrityError
 from distributed_tasks import AlreadyRunning, State
 from distributed_tasks.messages import RunMessage
 from distributed_tasks.models import TaskRun
-from distributed_tasks.store import Outcome, get_store
-from distributed_tasks.types import Reason
+from distributed_tasks.store import get_store
+from distributed_tasks.types import Outcome, Reason
 
 pytestmark = pytest.mark.django_db
 

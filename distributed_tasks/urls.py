@@ -1,0 +1,7 @@
+"""JSON views of distributed_tasks: include with ``path("tasks/", include("distributed_tasks.urls"))``."""
+
+from django.urls import path  # noqa: F401 - views land here
+
+app_name = "distributed_tasks"
+
+urlpatterns: list = []
