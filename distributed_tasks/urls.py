@@ -1,4 +1,4 @@
-"""JSON views of distributed_tasks: include with ``path("tasks/", include("distributed_tasks.urls"))``."""
+"""JSON views: ``path("tasks/", include("distributed_tasks.urls"))``."""
 
 from django.urls import path  # noqa: F401 - views land here
 
