@@ -45,6 +45,7 @@ def start_async(
     reuse: str = "allow",
     timeout: float | None = None,
     max_attempts: int | None = None,
+    retry_backoff: float | None = None,
     countdown: float | None = None,
 ) -> TaskHandle:
     """Start ``func`` on one node of the cluster under a unique ``name``.
@@ -64,6 +65,7 @@ def start_async(
         reuse=reuse,
         timeout=timeout,
         max_attempts=max_attempts,
+        retry_backoff=retry_backoff,
         countdown=countdown,
     )
 

@@ -102,8 +102,12 @@ def get_app() -> Celery:
     if conf.CELERY_APP:
         app = import_string(conf.CELERY_APP)
     else:
+        from django.conf import settings
+
         app = Celery("distributed_tasks", set_as_current=False)
         app.conf.update(broker_url=conf.broker_url, **APP_DEFAULTS)
+        # The project's ordinary periodic entries, sent by the orchestrator leader only.
+        app.conf.beat_schedule = getattr(settings, "CELERY_BEAT_SCHEDULE", {})
     return install(app)
 
 
@@ -144,6 +148,17 @@ def publish(messages: Iterable[tuple[RunMessage, float | None]]) -> None:
                 sent += 1
     except PUBLISH_ERRORS as exc:
         raise PublishFailed(sent) from exc
+
+
+def queue_depth(node: str) -> int | None:
+    """Messages waiting in ``node``'s queue (None when the broker cannot tell)."""
+    app = get_app()
+    try:
+        with app.connection_for_read() as conn:
+            ok = conn.default_channel.queue_declare(keys.queue_name(node), passive=True)
+            return int(ok.message_count)
+    except Exception:  # a missing queue (amqp NotFound, kombu ChannelError), a broker down
+        return None
 
 
 def purge_queue(node: str) -> int:

@@ -97,9 +97,11 @@ class _Start:
             state=State.QUEUED,
             node=m.node,
             attempt=m.attempt,
-            max_attempts=r.max_attempts,
             timeout=r.timeout,
             queued_at=dt.datetime.fromtimestamp(m.queued_at, tz=dt.UTC),
+            run_after=dt.datetime.fromtimestamp(m.queued_at + (r.countdown or 0), tz=dt.UTC),
+            max_attempts=r.max_attempts,
+            retry_backoff=r.retry_backoff,
         )
 
 

@@ -48,12 +48,27 @@ def loads_key() -> str:
     return f"{_prefix()}:{{nodes}}:loads"
 
 
+def known_key() -> str:
+    """Set of nodes the orchestrator announced (node_joined), so each event is sent once."""
+    return f"{_prefix()}:{{nodes}}:known"
+
+
+def intact_key() -> str:
+    """Set by the leader; its absence means Redis lost its data (flush, restart)."""
+    return f"{_prefix()}:{{nodes}}:intact"
+
+
 def lease_key() -> str:
     return f"{_prefix()}:{{orchestrator}}:lease"
 
 
 def epoch_key() -> str:
     return f"{_prefix()}:{{orchestrator}}:epoch"
+
+
+def beat_key() -> str:
+    """Hash entry name -> last run time of the project's CELERY_BEAT_SCHEDULE (HA beat)."""
+    return f"{_prefix()}:{{orchestrator}}:beat"
 
 
 def queue_name(node: str) -> str:

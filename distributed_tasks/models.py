@@ -64,12 +64,21 @@ class TaskRun(models.Model):
     attempt = models.PositiveIntegerField(default=1)
     executions = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField(default=1)
+    retry_backoff = models.FloatField(
+        default=0.0, help_text="Seconds before a retry; doubled after each failed execution."
+    )
     timeout = models.FloatField(null=True, blank=True)
     result = models.JSONField(null=True, blank=True)
     error_type = models.CharField(max_length=255, blank=True, default="")
     error = models.TextField(blank=True, default="")
     traceback = models.TextField(blank=True, default="")
     queued_at = models.DateTimeField(default=timezone.now)
+    run_after = models.DateTimeField(
+        default=timezone.now, help_text="When the current attempt may start (countdown, backoff)."
+    )
+    orchestrator_epoch = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Epoch of the orchestrator leader that last changed it."
+    )
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -87,6 +96,7 @@ class TaskRun(models.Model):
             models.Index(fields=["task_list", "name", "-queued_at"], name="dt_taskrun_name_idx"),
             models.Index(fields=["node", "state"], name="dt_taskrun_node_state_idx"),
             models.Index(fields=["state", "finished_at"], name="dt_taskrun_finished_idx"),
+            models.Index(fields=["state", "run_after"], name="dt_taskrun_queued_idx"),
         ]
 
     def __str__(self) -> str:
@@ -125,3 +135,24 @@ class TaskRun(models.Model):
         return (
             cls.objects.filter(task_list=task_list).order_by("queued_at").iterator(chunk_size=500)
         )
+
+
+class Leadership(models.Model):
+    """The newest orchestrator epoch the database has seen: the fence of leader writes.
+
+    A new leader raises ``epoch`` before its first write; every later write of a
+    leader locks this row and is refused when the epoch it carries is lower, so
+    a paused or partitioned former leader changes nothing once it wakes up.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)
+    epoch = models.PositiveBigIntegerField(default=0)
+    holder = models.CharField(max_length=255, blank=True, default="")
+    elected_at = models.DateTimeField(null=True, blank=True)
+    ticked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "orchestrator leadership"
+
+    def __str__(self) -> str:
+        return f"{self.holder or 'nobody'} (epoch {self.epoch})"

@@ -63,6 +63,8 @@ class ClusterView:
     loads: dict[str, int]
     version: int
     now_ms: int
+    intact: bool = True  # False once Redis lost its data, until the leader resyncs
+    stale: tuple[str, ...] = ()  # members whose heartbeat stopped (not yet forgotten)
 
     def age(self, node: str) -> float:
         """Seconds since ``node``'s last heartbeat."""
@@ -85,8 +87,13 @@ def set_current_node(info: NodeInfo | None) -> None:
 def live_nodes() -> ClusterView:
     """Nodes with a fresh heartbeat. Raises ``redis.RedisError`` when Redis is down."""
     conf = get_settings()
-    now, version, flat, loads = scripts.script(scripts.LIVE_NODES)(
-        keys=[keys.members_key(), keys.membership_version_key(), keys.loads_key()],
+    now, version, flat, loads, intact, stale = scripts.script(scripts.LIVE_NODES)(
+        keys=[
+            keys.members_key(),
+            keys.membership_version_key(),
+            keys.loads_key(),
+            keys.intact_key(),
+        ],
         args=[int(conf.NODE_TIMEOUT * 1000), keys.node_key("")],
     )
     flat = text(flat)
@@ -102,6 +109,8 @@ def live_nodes() -> ClusterView:
         loads={k: int(v) for k, v in as_dict(loads).items()},
         version=int(text(version)),
         now_ms=int(now),
+        intact=bool(intact),
+        stale=tuple(text(stale)),
     )
 
 
@@ -152,6 +161,7 @@ class Heartbeat(threading.Thread):
                         keys.members_key(),
                         keys.node_key(self.info.name),
                         keys.membership_version_key(),
+                        keys.known_key(),
                     ],
                     args=[self.info.name, self.info.incarnation],
                 )

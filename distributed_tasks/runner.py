@@ -19,12 +19,12 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from distributed_tasks import claims, registry, signals
-from distributed_tasks.exceptions import NotRegistered, NotSerializable
+from distributed_tasks import attempts, claims, registry, signals
+from distributed_tasks.exceptions import ClusterUnavailable, NotRegistered, NotSerializable
 from distributed_tasks.messages import MalformedMessage, RunMessage
 from distributed_tasks.nodes import current_node
 from distributed_tasks.store import get_store
-from distributed_tasks.types import Outcome, Reason, State
+from distributed_tasks.types import ACTIVE_STATES, Outcome, Reason, State
 
 logger = logging.getLogger("distributed_tasks.runner")
 
@@ -90,7 +90,39 @@ def _guard(msg: RunMessage) -> Outcome:
     return Outcome.done(result)
 
 
+RETRYABLE = frozenset({Reason.EXCEPTION, Reason.CALLBACK, Reason.TIMEOUT, Reason.WORKER_LOST})
+
+
+def _retry(msg: RunMessage, outcome: Outcome, *, lost: bool) -> bool:
+    """Queue another attempt when the run allows more executions (at-least-once opt-in)."""
+    if outcome.state is not State.FAILED or outcome.reason not in RETRYABLE:
+        return False
+    run = get_store().get(msg.run_id)
+    if run is None or run.attempt != msg.attempt or run.executions >= run.max_attempts:
+        return False
+    countdown = run.retry_backoff * 2 ** max(0, run.executions - 1)
+    try:
+        new = attempts.next_attempt(
+            msg,
+            from_states=ACTIVE_STATES if lost else (State.RUNNING,),
+            countdown=countdown,
+            only_if_attempts_left=True,
+            error=outcome,
+        )
+    except ClusterUnavailable:
+        return False
+    if new is not None:
+        logger.info(
+            "%s failed (%s); attempt %s queued on %s in %.1f s (%s of %s executions used)",
+            msg.name, outcome.reason, new.attempt, new.node, countdown, run.executions,
+            run.max_attempts, extra={"action": "retry"},
+        )  # fmt: skip
+    return new is not None
+
+
 def _record(msg: RunMessage, outcome: Outcome, *, lost: bool = False) -> bool:
+    if _retry(msg, outcome, lost=lost):
+        return True
     store = get_store()
     recorded = store.mark_lost(msg, outcome) if lost else store.mark_finished(msg, outcome)
     if not recorded:

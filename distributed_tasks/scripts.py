@@ -36,15 +36,16 @@ return {1}
 """
 
 # KEYS[1] run key. ARGV[1] run id, ARGV[2] attempt, ARGV[3] TTL in ms (0: keep for
-# ever), ARGV[4..] the whole new status. Replaces the status only if the key is
-# missing (Redis was flushed) or holds the same run at the same or an older attempt,
-# so a stale writer can never overwrite a newer run or attempt.
+# ever), ARGV[4..] status fields. Writes only if the key is missing (Redis was
+# flushed) or holds the same run at the same or an older attempt, so a stale writer
+# never overwrites a newer run or attempt. Within one attempt fields accumulate
+# (started_at survives DONE); a newer attempt replaces the whole status.
 UPDATE = """
 local cur = redis.call('HMGET', KEYS[1], 'run_id', 'attempt')
 if cur[1] and (cur[1] ~= ARGV[1] or tonumber(cur[2]) > tonumber(ARGV[2])) then
   return 0
 end
-redis.call('DEL', KEYS[1])
+if not cur[1] or tonumber(cur[2]) < tonumber(ARGV[2]) then redis.call('DEL', KEYS[1]) end
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 if tonumber(ARGV[3]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
 return 1
@@ -81,23 +82,26 @@ if added == 1 then redis.call('INCR', KEYS[3]) end
 return {now, previous}
 """
 
-# KEYS[1] members zset, KEYS[2] node key, KEYS[3] membership version.
+# KEYS[1] members zset, KEYS[2] node key, KEYS[3] membership version, KEYS[4] known set.
 # ARGV[1] node name, ARGV[2] incarnation. A node leaving on a graceful stop.
 LEAVE = """
 local info = redis.call('GET', KEYS[2])
 if info and not string.find(info, ARGV[2], 1, true) then return 0 end
 redis.call('DEL', KEYS[2])
+redis.call('SREM', KEYS[4], ARGV[1])
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then redis.call('INCR', KEYS[3]) end
 return 1
 """
 
-# KEYS[1] members zset, KEYS[2] membership version, KEYS[3] loads hash.
-# ARGV[1] node timeout in ms, ARGV[2] node key prefix.
-# Returns {now, version, {name, last_seen, info, ...}, loads as a flat list}.
+# KEYS[1] members zset, KEYS[2] membership version, KEYS[3] loads hash, KEYS[4] intact
+# marker. ARGV[1] node timeout in ms, ARGV[2] node key prefix.
+# Returns {now, version, {name, last_seen, info, ...}, loads as a flat list,
+# intact marker present (0/1), stale member names}.
 LIVE_NODES = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local names = redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[1]), '+inf', 'WITHSCORES')
+local cutoff = now - tonumber(ARGV[1])
+local names = redis.call('ZRANGEBYSCORE', KEYS[1], cutoff, '+inf', 'WITHSCORES')
 local nodes = {}
 for i = 1, #names, 2 do
   local info = redis.call('GET', ARGV[2] .. names[i])
@@ -106,7 +110,32 @@ for i = 1, #names, 2 do
   end
 end
 local version = redis.call('GET', KEYS[2]) or '0'
-return {now, version, nodes, redis.call('HGETALL', KEYS[3])}
+local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. cutoff)
+return {now, version, nodes, redis.call('HGETALL', KEYS[3]), redis.call('EXISTS', KEYS[4]), stale}
+"""
+
+# KEYS[1] members zset, KEYS[2] node key, KEYS[3] membership version, KEYS[4] known set.
+# ARGV[1] node name, ARGV[2] node timeout in ms. Forgets a node whose heartbeat is stale;
+# returns 1 only for the call that removed it, so node_lost is sent once.
+FORGET_NODE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) >= now - tonumber(ARGV[2]) then return 0 end
+local removed = redis.call('ZREM', KEYS[1], ARGV[1])
+local known = redis.call('SREM', KEYS[4], ARGV[1])
+if removed == 1 then redis.call('INCR', KEYS[3]) end
+return math.max(removed, known)
+"""
+
+# KEYS[1] run key. ARGV[1] run id. Drops the cached status of a finished run (the
+# reaper, once CLEANUP_TIMEOUT passed), never a newer run of the same name.
+EXPIRE_FINISHED = """
+local cur = redis.call('HMGET', KEYS[1], 'run_id', 'state')
+if cur[1] == ARGV[1] and (cur[2] == 'DONE' or cur[2] == 'FAILED') then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
 """
 
 

@@ -123,17 +123,90 @@ class OrmStore(BaseStore):
             )
         )
 
-    def _finish(self, rows, outcome: Outcome) -> bool:
+    def _finish(self, rows, outcome: Outcome, epoch: int | None = None) -> bool:
+        extra = {"orchestrator_epoch": epoch} if epoch else {}
         return bool(
-            rows.update(active_name=None, finished_at=timezone.now(), **outcome.row_fields())
+            rows.update(
+                active_name=None, finished_at=timezone.now(), **outcome.row_fields(), **extra
+            )
         )
 
     def mark_finished(self, msg: RunMessage, outcome: Outcome) -> bool:
         return self._finish(self._attempt(msg).filter(state=State.RUNNING), outcome)
 
-    def mark_lost(self, msg: RunMessage, outcome: Outcome) -> bool:
+    def mark_lost(self, msg: RunMessage, outcome: Outcome, *, epoch: int | None = None) -> bool:
         rows = self._attempt(msg).filter(node=msg.node, state__in=ACTIVE_STATES)
-        return self._finish(rows, outcome)
+        return self._finish(rows, outcome, epoch)
+
+    def requeue(
+        self,
+        msg: RunMessage,
+        *,
+        node: str,
+        run_after: Any,
+        from_states: tuple[str, ...] = ACTIVE_STATES,
+        only_if_attempts_left: bool = False,
+        error: Outcome | None = None,
+        epoch: int | None = None,
+    ) -> bool:
+        """This attempt -> a new QUEUED attempt on ``node``; the old attempt is fenced out."""
+        rows = self._attempt(msg).filter(state__in=from_states)
+        if only_if_attempts_left:
+            rows = rows.filter(executions__lt=F("max_attempts"))
+        fields: dict[str, Any] = {
+            "state": State.QUEUED,
+            "attempt": msg.attempt + 1,
+            "node": node,
+            "run_after": run_after,
+            "started_at": None,
+            "incarnation": "",
+        }
+        if error is not None:  # keep the last failure visible while the retry waits
+            fields.update(
+                error_type=error.error_type,
+                error=error.error,
+                traceback=error.traceback,
+                reason=error.reason,
+            )
+        if epoch:
+            fields["orchestrator_epoch"] = epoch
+        return bool(rows.update(**fields))
+
+    def reactivate(self, run: TaskRun, *, node: str) -> bool:
+        """A FAILED run becomes a new QUEUED attempt (``retry``); the name must be free."""
+        try:
+            with transaction.atomic(using=self.alias):
+                return bool(
+                    self.runs.filter(id=run.id, attempt=run.attempt, state=State.FAILED).update(
+                        state=State.QUEUED,
+                        active_name=run.name,
+                        attempt=run.attempt + 1,
+                        max_attempts=max(run.max_attempts, run.executions + 1),
+                        node=node,
+                        run_after=timezone.now(),
+                        started_at=None,
+                        finished_at=None,
+                        incarnation="",
+                    )
+                )
+        except IntegrityError:
+            existing = self.active(run.task_list, run.name)
+            if existing is None:
+                raise
+            raise AlreadyRunning(
+                run.name,
+                existing.run_id,
+                existing.node or None,
+                task_list=run.task_list,
+                state=existing.state,
+            ) from None
+
+    def delete_finished_before(self, before: Any, limit: int) -> int:
+        """Delete up to ``limit`` finished rows older than ``before`` (history retention)."""
+        ids = list(self.runs.reapable(before).order_by().values_list("id", flat=True)[:limit])
+        if not ids:
+            return 0
+        return self.runs.filter(id__in=ids).delete()[0]
 
     def mark_cancelled(self, run: TaskRun, outcome: Outcome) -> bool:
         rows = self.runs.filter(id=run.id, attempt=run.attempt, state=State.QUEUED)

@@ -70,6 +70,7 @@ class StartRequest:
     reuse: str
     timeout: float | None
     max_attempts: int
+    retry_backoff: float
     countdown: float | None
 
 
@@ -85,6 +86,7 @@ def prepare(
     reuse: Any = Reuse.ALLOW,
     timeout: Any = None,
     max_attempts: Any = None,
+    retry_backoff: Any = None,
     countdown: Any = None,
 ) -> StartRequest:
     entry = registry.resolve(func)
@@ -129,5 +131,6 @@ def prepare(
         reuse=_choice(reuse, Reuse, "reuse"),
         timeout=timeout,
         max_attempts=max_attempts or entry.max_attempts or 1,
+        retry_backoff=_positive(retry_backoff, "retry_backoff") or 0.0,
         countdown=_positive(countdown, "countdown"),
     )

@@ -94,3 +94,12 @@ def test_fill_never_overwrites():
     claim("r1")
     assert claims.fill("default", "n", queued("r0", state="DONE")) == 0
     assert claims.read("default", "n")["run_id"] == "r1"
+
+
+def test_fields_of_one_attempt_accumulate_and_a_new_attempt_replaces_them():
+    claim("r1")
+    claims.update("default", "n", "r1", 1, queued("r1", state="RUNNING", started_at=5.0))
+    claims.update("default", "n", "r1", 1, queued("r1", state="DONE", finished_at=6.0))
+    assert claims.read("default", "n")["started_at"] == "5.0"
+    claims.update("default", "n", "r1", 2, queued("r1", 2, state="QUEUED"))
+    assert "started_at" not in claims.read("default", "n")

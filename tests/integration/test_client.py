@@ -5,6 +5,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.db import transaction
 from django.test import override_settings
 from django.utils import timezone
@@ -236,9 +237,7 @@ def test_finished_names_report_for_cleanup_timeout_then_not_found(node, redis):
     assert get_status("short").state == State.NOT_FOUND  # also from the database
 
 
-@override_settings(
-    DISTRIBUTED_TASKS={"REDIS_URL": "redis://127.0.0.1:6379/15", "CLEANUP_TIMEOUT": 0.3}
-)
+@override_settings(DISTRIBUTED_TASKS={"REDIS_URL": settings.REDIS_URL, "CLEANUP_TIMEOUT": 0.3})
 def test_cleanup_timeout_is_a_setting(node, poll):
     start_async(tasks.add, [1, 2], name="quick")
     finish("quick", "FAILED")
@@ -265,7 +264,7 @@ def test_rolled_back_start_leaves_a_claim_that_a_later_start_replaces(node, redi
 
 
 def test_broker_down_is_cluster_unavailable_and_writes_nothing(node, redis):
-    conf = {"REDIS_URL": "redis://127.0.0.1:6379/15", "BROKER_URL": "redis://127.0.0.1:1/0"}
+    conf = {"REDIS_URL": settings.REDIS_URL, "BROKER_URL": "redis://127.0.0.1:1/0"}
     with override_settings(DISTRIBUTED_TASKS=conf):
         with pytest.raises(ClusterUnavailable, match="broker"):
             start_async(tasks.add, [1, 2], name="nowhere")

@@ -1,4 +1,5 @@
 import pytest
+from django.conf import settings
 from django.test import override_settings
 
 from distributed_tasks.nodes import Heartbeat, NodeInfo, live_nodes
@@ -47,7 +48,7 @@ def test_leaving_removes_the_node_at_once(beats, poll):
     DISTRIBUTED_TASKS={
         "NODE_TIMEOUT": 0.5,
         "HEARTBEAT_INTERVAL": 0.1,
-        "REDIS_URL": "redis://127.0.0.1:6379/15",
+        "REDIS_URL": settings.REDIS_URL,
     }
 )
 def test_a_silent_node_times_out(beats, poll):

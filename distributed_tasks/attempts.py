@@ -1,0 +1,99 @@
+"""A new attempt of an existing run: moved off a lost node, retried, or re-published.
+
+Every new attempt goes through ``next_attempt``: a conditional update that
+bumps ``attempt`` (so any message of the old attempt is fenced out), then, once
+the database change is committed, the status in Redis and the message to the
+new node. If the broker does not answer, the row stays QUEUED and the
+orchestrator's resync publishes it again later; nothing is lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import functools
+import logging
+
+from django.db import transaction
+from django.utils import timezone
+from redis.exceptions import RedisError
+
+from distributed_tasks import celery, claims, keys
+from distributed_tasks.connection import get_redis
+from distributed_tasks.messages import RunMessage
+from distributed_tasks.placement import Placement
+from distributed_tasks.store import get_store
+from distributed_tasks.types import ACTIVE_STATES, Outcome, State
+
+logger = logging.getLogger("distributed_tasks.attempts")
+
+
+@functools.cache
+def placement() -> Placement:
+    """The ring used by workers and the orchestrator (web processes use their client's)."""
+    return Placement()
+
+
+def deliver(msg: RunMessage, countdown: float | None = None) -> bool:
+    """Publish one message; False (logged) when the broker refuses it."""
+    try:
+        celery.publish([(msg, countdown or None)])
+        return True
+    except celery.PublishFailed as exc:
+        logger.error(
+            "Could not publish %s attempt %s: %s (resync retries)",
+            msg.name,
+            msg.attempt,
+            exc.__cause__,
+            extra={"action": "publish_failed"},
+        )
+        return False
+
+
+def _announce(old: RunMessage, new: RunMessage, countdown: float, error: Outcome | None):
+    extra = {}
+    if error is not None:  # the last failure stays visible while the retry waits
+        extra = {"reason": error.reason, "error": error.error[:500], "error_type": error.error_type}
+    claims.publish(new, claims.message_fields(new, State.QUEUED, **extra))
+    # Loads are approximate and rebuilt by the orchestrator every tick.
+    with contextlib.suppress(RedisError):
+        pipe = get_redis().pipeline(transaction=False)
+        pipe.hincrby(keys.loads_key(), old.node, -1)
+        pipe.hincrby(keys.loads_key(), new.node, 1)
+        pipe.execute()
+    deliver(new, countdown)
+
+
+def next_attempt(
+    msg: RunMessage,
+    *,
+    from_states: tuple[str, ...] = ACTIVE_STATES,
+    countdown: float = 0.0,
+    only_if_attempts_left: bool = False,
+    error: Outcome | None = None,
+    epoch: int | None = None,
+) -> RunMessage | None:
+    """Move ``msg``'s run to a new attempt on a live node; None if fenced out.
+
+    Raises ``ClusterUnavailable`` when no live node serves the run's task list.
+
+    Inside a transaction (the orchestrator's fenced one) the status and message
+    follow the commit; outside one they follow at once.
+    """
+    node = placement().choose(msg.task_list, msg.name)
+    run_after = timezone.now() + dt.timedelta(seconds=countdown)
+    moved = get_store().requeue(
+        msg,
+        node=node,
+        run_after=run_after,
+        from_states=from_states,
+        only_if_attempts_left=only_if_attempts_left,
+        error=error,
+        epoch=epoch,
+    )
+    if not moved:
+        placement().unchoose(node)
+        return None
+    new = msg.for_attempt(msg.attempt + 1, node)
+    transaction.on_commit(lambda: _announce(msg, new, countdown, error), using=get_store().alias)
+    return new

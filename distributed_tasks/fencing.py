@@ -1,0 +1,82 @@
+"""Fencing of the orchestrator's database writes by its lease epoch.
+
+A leader registers its epoch in the ``Leadership`` row before its first write
+(``claim_epoch``), and wraps every write in ``fenced(epoch)``: a transaction
+that locks that row and refuses to go on if a newer epoch was registered. The
+lock orders leaders' writes, so a former leader that wakes up after a pause
+either finishes before the new leader registered (and is overtaken) or is
+refused; it can never write in between.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from django.db import transaction
+from django.utils import timezone
+
+from distributed_tasks.conf import get_settings
+from distributed_tasks.exceptions import DistributedTasksError
+from distributed_tasks.models import Leadership
+
+
+class Fenced(DistributedTasksError):
+    """A write carried an epoch older than the newest leader's: it was refused."""
+
+    def __init__(self, epoch: int, current: int) -> None:
+        self.epoch, self.current = epoch, current
+        super().__init__(
+            f"Orchestrator write with epoch {epoch} refused: epoch {current} leads now."
+        )
+
+
+def _rows():
+    return Leadership.objects.using(get_settings().DATABASE_ALIAS)
+
+
+def _ensure_row() -> None:
+    # INSERT ... ON CONFLICT DO NOTHING on every backend: two beats may race here.
+    _rows().bulk_create([Leadership(id=1)], ignore_conflicts=True)
+
+
+def claim_epoch(epoch: int, holder: str) -> int:
+    """Register ``epoch`` as the newest; returns the database's epoch afterwards.
+
+    A return value higher than ``epoch`` means Redis lost its counter (flush,
+    failover) and handed out an old number: the caller raises it and retries.
+    """
+    _ensure_row()
+    now = timezone.now()
+    if (
+        _rows()
+        .filter(id=1, epoch__lt=epoch)
+        .update(epoch=epoch, holder=holder, elected_at=now, ticked_at=now)
+    ):
+        return epoch
+    return _rows().values_list("epoch", flat=True).get(id=1)
+
+
+@contextlib.contextmanager
+def fenced(epoch: int) -> Iterator[None]:
+    """A transaction in which ``epoch`` is, and stays, the newest registered epoch."""
+    alias = get_settings().DATABASE_ALIAS
+    with transaction.atomic(using=alias):
+        current = _rows().select_for_update().filter(id=1).values_list("epoch", flat=True).first()
+        if current is None:  # the row was deleted (a test flushed tables): register again
+            _ensure_row()
+            claim_epoch(epoch, "")
+            current = epoch
+        if current != epoch:
+            raise Fenced(epoch, current)
+        yield
+
+
+def record_tick(epoch: int) -> None:
+    """Show the leader is alive (admin, dt_nodes) — fenced like any other write."""
+    with fenced(epoch):
+        _rows().filter(id=1).update(ticked_at=timezone.now())
+
+
+def leadership() -> Leadership | None:
+    return _rows().filter(id=1).first()

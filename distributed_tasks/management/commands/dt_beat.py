@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import argparse
+import socket
+
+from django.core.management.base import BaseCommand
+
+from distributed_tasks.validation import check_name
+
+
+def holder_name(value: str) -> str:
+    value = value.replace("%h", socket.gethostname())
+    try:
+        return check_name(value, "beat name")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+class Command(BaseCommand):
+    help = (
+        "Run an orchestrator: a celery beat whose scheduler competes for the cluster's "
+        "lease. Run two or more for failover; only the leader reaps, rescues runs of lost "
+        "nodes, resyncs Redis, dispatches periodic tasks and sends CELERY_BEAT_SCHEDULE. "
+        "SIGTERM releases the lease at once."
+    )
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--name",
+            type=holder_name,
+            help="Holder name shown in the lease (default beat-<pid>@<host>).",
+        )
+        parser.add_argument("-l", "--loglevel", default="INFO")
+
+    def handle(self, *args, **options) -> None:
+        from distributed_tasks.celery import get_app
+        from distributed_tasks.orchestrator.scheduler import DistributedScheduler, default_holder
+
+        scheduler = type(
+            "DistributedScheduler",
+            (DistributedScheduler,),
+            {"holder": options["name"] or default_holder()},
+        )
+        app = get_app()
+        beat = app.Beat(
+            scheduler=scheduler, max_interval=1.0, loglevel=options["loglevel"], quiet=True
+        )
+        beat.run()

@@ -1,0 +1,133 @@
+"""Lifeline: runs of dead or restarted nodes end, or move, instead of staying RUNNING for ever.
+
+django-celery-results leaves rows STARTED for ever when a host dies; here the
+leader finds every active run whose node stopped heartbeating (or restarted,
+which its incarnation id reveals) and, in one fenced transaction per batch:
+
+- a QUEUED run (it never started) moves to a live node as a new attempt;
+- a RUNNING run with executions left is retried on a live node (at-least-once);
+- any other RUNNING run ends FAILED with reason ``node_lost`` (the seed's
+  behaviour: not restarted).
+
+The dead node is then forgotten once (``node_lost`` is sent by the call that
+removed it) and its queue purged; messages of moved attempts are fenced anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+from django.db import transaction
+from django.db.models import Q
+
+from distributed_tasks import attempts, celery, claims, keys, scripts, signals
+from distributed_tasks.conf import get_settings
+from distributed_tasks.connection import get_redis
+from distributed_tasks.exceptions import ClusterUnavailable
+from distributed_tasks.fencing import fenced
+from distributed_tasks.models import TaskRun
+from distributed_tasks.orchestrator import Duty, TickContext
+from distributed_tasks.store import get_store, message_for
+from distributed_tasks.types import Outcome, Reason, State
+
+logger = logging.getLogger("distributed_tasks.orchestrator.lifeline")
+
+
+class Lifeline(Duty):
+    name = "lifeline"
+
+    def run(self, ctx: TickContext) -> dict[str, int]:
+        counts: Counter[str] = Counter()
+        if ctx.redis_settling:  # an empty node set right after a flush is not a mass death
+            return {"skipped": 1}
+        self._announce_joined(ctx, counts)
+        live = ctx.view.nodes
+        active = get_store().runs.active().values_list("node", "state", "incarnation").distinct()
+        dead = {node for node, _state, _inc in active if node not in live}
+        restarted = {
+            (node, inc)
+            for node, state, inc in active
+            if state == State.RUNNING and node in live and inc and inc != live[node].incarnation
+        }
+        for node in sorted(dead | set(ctx.view.stale)):
+            self._forget(node, counts)
+        if dead or restarted:
+            self._rescue(ctx, dead, restarted, counts)
+        return dict(counts)
+
+    def _announce_joined(self, ctx: TickContext, counts: Counter[str]) -> None:
+        if not ctx.view.nodes:
+            return
+        pipe = get_redis().pipeline(transaction=False)
+        names = sorted(ctx.view.nodes)
+        for name in names:
+            pipe.sadd(keys.known_key(), name)
+        for name, added in zip(names, pipe.execute(), strict=True):
+            if added:
+                counts["nodes_joined"] += 1
+                signals.node_joined.send(sender=Lifeline, node=name)
+
+    def _forget(self, node: str, counts: Counter[str]) -> None:
+        removed = scripts.script(scripts.FORGET_NODE)(
+            keys=[
+                keys.members_key(),
+                keys.node_key(node),
+                keys.membership_version_key(),
+                keys.known_key(),
+            ],
+            args=[node, int(get_settings().NODE_TIMEOUT * 1000)],
+        )
+        if removed:
+            counts["nodes_lost"] += 1
+            counts["messages_purged"] += celery.purge_queue(node) or 0
+            signals.node_lost.send(sender=Lifeline, node=node)
+
+    def _rescue(self, ctx, dead: set[str], restarted: set[tuple[str, str]], counts) -> None:
+        lost = Q(node__in=dead)
+        for node, incarnation in restarted:
+            lost |= Q(node=node, incarnation=incarnation, state=State.RUNNING)
+        runs = list(get_store().runs.active().filter(lost).order_by("queued_at")[: ctx.batch])
+        with fenced(ctx.epoch):
+            for run in runs:
+                counts[self._rescue_one(run, ctx)] += 1
+
+    def _rescue_one(self, run: TaskRun, ctx: TickContext) -> str:
+        msg = message_for(run)
+        where = (
+            "restarted while running it" if run.node in ctx.view.nodes else "stopped heartbeating"
+        )
+        outcome = Outcome.failed(
+            Reason.NODE_LOST, message=f"node {run.node} {where} (attempt {run.attempt})"
+        )
+        try:
+            if run.state == State.QUEUED:  # it never started: moving it runs nothing twice
+                countdown = max(0.0, (run.run_after - ctx.now).total_seconds())
+                new = attempts.next_attempt(
+                    msg, from_states=(State.QUEUED,), countdown=countdown, epoch=ctx.epoch
+                )
+                return "moved" if new else "fenced"
+            if run.executions < run.max_attempts:
+                new = attempts.next_attempt(
+                    msg,
+                    from_states=(State.RUNNING,),
+                    countdown=run.retry_backoff * 2 ** max(0, run.executions - 1),
+                    only_if_attempts_left=True,
+                    error=outcome,
+                    epoch=ctx.epoch,
+                )
+                return "retried" if new else "fenced"
+        except ClusterUnavailable:
+            return "waiting_for_a_node"
+        if not get_store().mark_lost(msg, outcome, epoch=ctx.epoch):
+            return "fenced"
+        transaction.on_commit(lambda: _finished(msg, outcome), using=get_store().alias)
+        return "failed"
+
+
+def _finished(msg, outcome: Outcome) -> None:
+    claims.publish_outcome(msg, outcome)
+    signals.run_finished.send(sender=TaskRun, message=msg, outcome=outcome)
+    logger.warning(
+        "%s ended FAILED(node_lost): %s", msg.name, outcome.error, extra={"action": "node_lost"}
+    )

@@ -1,0 +1,80 @@
+"""Reaper: finished names stop reporting after CLEANUP_TIMEOUT; history goes after retention.
+
+The Elixir library never reaps failed names; here DONE *and* FAILED names are
+reaped. Their cached status already carries a TTL of CLEANUP_TIMEOUT; the
+reaper also deletes any cached status of a run finished longer ago than that
+(compare-and-delete, never a newer run of the name), walking finished runs in
+``finished_at`` order from a watermark, and deletes rows older than
+HISTORY_RETENTION. Both are bounded by ``BATCH_SIZE`` per tick.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from distributed_tasks import keys, scripts
+from distributed_tasks.conf import get_settings
+from distributed_tasks.connection import get_redis
+from distributed_tasks.fencing import fenced
+from distributed_tasks.orchestrator import Duty, TickContext
+from distributed_tasks.store import get_store
+
+# On election, names finished this long before the cleanup cut-off are looked at again.
+LOOKBACK = dt.timedelta(minutes=10)
+
+
+@dataclass(frozen=True, slots=True)
+class ReapPlan:
+    """What one reaper pass would do (``dt_reap --dry-run`` prints it)."""
+
+    history_rows: int
+    names: list[tuple[str, str, str]]  # (task_list, name, run_id)
+    until: dt.datetime | None
+
+
+class Reaper(Duty):
+    name = "reaper"
+
+    def __init__(self) -> None:
+        self.watermark: dt.datetime | None = None
+
+    def reset(self) -> None:
+        self.watermark = None
+
+    def plan(self, now: dt.datetime, batch: int) -> ReapPlan:
+        conf = get_settings()
+        cut = now - dt.timedelta(seconds=conf.CLEANUP_TIMEOUT)
+        start = self.watermark or cut - LOOKBACK
+        rows = list(
+            get_store()
+            .runs.finished()
+            .filter(finished_at__gt=start, finished_at__lte=cut)
+            .order_by("finished_at")
+            .values_list("task_list", "name", "id", "finished_at")[:batch]
+        )
+        retention = now - dt.timedelta(seconds=conf.HISTORY_RETENTION)
+        old = get_store().runs.reapable(retention).count()
+        return ReapPlan(
+            history_rows=min(old, batch),
+            names=[(tl, name, run_id.hex) for tl, name, run_id, _ in rows],
+            until=rows[-1][3] if rows else None,
+        )
+
+    def run(self, ctx: TickContext) -> dict[str, int]:
+        plan = self.plan(ctx.now, ctx.batch)
+        reaped = 0
+        if plan.names:
+            pipe = get_redis().pipeline(transaction=False)
+            for task_list, name, run_id in plan.names:
+                scripts.script(scripts.EXPIRE_FINISHED)(
+                    keys=[keys.run_key(task_list, name)], args=[run_id], client=pipe
+                )
+            reaped = sum(int(r) for r in pipe.execute())
+            self.watermark = plan.until
+        deleted = 0
+        if plan.history_rows:
+            retention = ctx.now - dt.timedelta(seconds=get_settings().HISTORY_RETENTION)
+            with fenced(ctx.epoch):
+                deleted = get_store().delete_finished_before(retention, ctx.batch)
+        return {"names_reaped": reaped, "history_deleted": deleted}

@@ -1,0 +1,142 @@
+"""Resync: Redis is rebuilt from the database, which is the source of truth.
+
+Each tick the leader
+- after Redis lost its data (the ``intact`` marker is gone), walks every active
+  run in batches, restores its cached status, and publishes again the message of
+  each QUEUED run when Redis is also the broker (a duplicate is harmless: only
+  one delivery can move the row QUEUED -> RUNNING); then sets the marker;
+- rebuilds the per-node load counts from the database;
+- publishes again a QUEUED run whose message is gone: its start time passed
+  ``ORPHAN_AFTER`` ago and its live node's queue is empty (its publisher died
+  between insert and publish, or the broker refused after commit);
+- scans a slice of the name keys for claims that no active row backs (their
+  owner died between claim and insert) and releases them, or restores the
+  finished status the row has.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections import Counter
+
+from django.db.models import Count
+
+from distributed_tasks import attempts, claims, keys, scripts
+from distributed_tasks.celery import queue_depth
+from distributed_tasks.conf import get_settings
+from distributed_tasks.connection import as_dict, get_redis, text
+from distributed_tasks.orchestrator import Duty, TickContext
+from distributed_tasks.store import get_store, message_for
+from distributed_tasks.types import ACTIVE_STATES, State
+
+ORPHAN_AFTER = dt.timedelta(seconds=30)
+
+
+class Resync(Duty):
+    name = "resync"
+
+    def __init__(self) -> None:
+        self.rebuild_from: str | None = None  # run id cursor while rebuilding
+        self.scan_cursor = 0
+
+    def reset(self) -> None:
+        self.rebuild_from = None
+        self.scan_cursor = 0
+
+    def run(self, ctx: TickContext) -> dict[str, int]:
+        counts: Counter[str] = Counter()
+        if not ctx.view.intact and self.rebuild_from is None:
+            self.rebuild_from = ""
+        if self.rebuild_from is not None:
+            self._rebuild(ctx, counts)
+        self._loads()
+        if not ctx.redis_settling:
+            self._orphans(ctx, counts)
+            self._stale_claims(ctx, counts)
+        return dict(counts)
+
+    def _rebuild(self, ctx: TickContext, counts: Counter[str]) -> None:
+        runs = list(
+            get_store().runs.active().filter(id__gt=self.rebuild_from or "0" * 32).order_by("id")
+            [: ctx.batch]
+        )  # fmt: skip
+        conf = get_settings()
+        republish = conf.BROKER_URL in (None, conf.REDIS_URL)
+        for run in runs:
+            if claims.fill(run.task_list, run.name, claims.fields_for_run(run)):
+                counts["statuses_restored"] += 1
+            if republish and run.state == State.QUEUED:
+                countdown = max(0.0, (run.run_after - ctx.now).total_seconds())
+                counts["republished"] += attempts.deliver(message_for(run), countdown)
+        if len(runs) < ctx.batch:
+            get_redis().set(keys.intact_key(), ctx.holder)
+            self.rebuild_from = None
+            counts["rebuilds_completed"] += 1
+        else:
+            self.rebuild_from = runs[-1].run_id
+
+    def _loads(self) -> None:
+        rows = get_store().runs.active().values("node").annotate(n=Count("id")).order_by()
+        loads = {row["node"]: row["n"] for row in rows}
+        pipe = get_redis().pipeline(transaction=True)
+        pipe.delete(keys.loads_key())
+        if loads:
+            pipe.hset(keys.loads_key(), mapping=loads)
+        pipe.execute()
+
+    def _orphans(self, ctx: TickContext, counts: Counter[str]) -> None:
+        live = ctx.view.nodes
+        runs = list(
+            get_store()
+            .runs.filter(
+                state=State.QUEUED, run_after__lt=ctx.now - ORPHAN_AFTER, node__in=list(live)
+            )
+            .order_by("run_after")[: ctx.batch]
+        )
+        empty: dict[str, bool] = {}
+        for run in runs:
+            if run.node not in empty:
+                empty[run.node] = queue_depth(run.node) == 0
+            if empty[run.node]:
+                counts["orphans_republished"] += attempts.deliver(message_for(run))
+
+    def _stale_claims(self, ctx: TickContext, counts: Counter[str]) -> None:
+        redis = get_redis()
+        pattern = keys.run_key("*", "*").replace("{*:*}", "{*}")
+        self.scan_cursor, found = redis.scan(self.scan_cursor, match=pattern, count=ctx.batch)
+        found = text(found)
+        if not found:
+            return
+        pipe = redis.pipeline(transaction=False)
+        for key in found:
+            pipe.hmget(key, "run_id", "state", "queued_at")
+        suspects = {}
+        now = time.time()
+        for key, (run_id, state, queued_at) in zip(found, pipe.execute(), strict=True):
+            run_id, state = text(run_id), text(state)
+            old = queued_at and now - float(text(queued_at)) > claims.CLAIM_GRACE
+            if state in ACTIVE_STATES and run_id and old:
+                suspects[run_id] = key
+        if not suspects:
+            return
+        active = set(
+            get_store().runs.active().filter(id__in=list(suspects)).values_list("id", flat=True)
+        )
+        active_hex = {run_id.hex for run_id in active}
+        for run_id, key in suspects.items():
+            if run_id in active_hex:
+                continue
+            row = get_store().get(run_id)
+            if row is not None and row.finished_at is not None:
+                fields = claims.fields_for_run(row)
+                ttl = claims.ttl_ms(row.state, row.finished_at.timestamp(), now)
+                claims.update(row.task_list, row.name, run_id, row.attempt, fields, ttl=ttl)
+                counts["finished_statuses_restored"] += 1
+            else:
+                released = scripts.script(scripts.RELEASE)(keys=[key], args=[run_id])
+                counts["stale_claims_released"] += int(released)
+
+
+def loads_snapshot() -> dict[str, int]:
+    return {k: int(v) for k, v in as_dict(get_redis().hgetall(keys.loads_key())).items()}

@@ -1,0 +1,89 @@
+"""HA beat: a celery beat Scheduler that runs the orchestrator and sends the project's
+``CELERY_BEAT_SCHEDULE`` only while it leads.
+
+django-celery-beat duplicates every schedule when two beats run; here any
+number of ``dt_beat`` processes can run and exactly one (the lease holder)
+sends. The last run time of each entry is kept in Redis, so a new leader
+continues the schedule where the old one stopped instead of starting over.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+from celery.beat import Scheduler
+from redis.exceptions import RedisError
+
+from distributed_tasks import keys
+from distributed_tasks.conf import get_settings
+from distributed_tasks.connection import as_dict, get_redis
+from distributed_tasks.orchestrator import Orchestrator
+from distributed_tasks.orchestrator.keeper import LeaseKeeper
+
+logger = logging.getLogger("distributed_tasks.orchestrator.scheduler")
+
+FOLLOWER_WAIT = 0.1
+
+
+def default_holder() -> str:
+    return f"beat-{os.getpid()}@{socket.gethostname()}"
+
+
+class DistributedScheduler(Scheduler):
+    holder: str | None = None  # set by dt_beat on a subclass
+
+    def __init__(self, app: Any, *args: Any, **kwargs: Any) -> None:
+        self.orchestrator = Orchestrator(self.holder or default_holder())
+        self.keeper = LeaseKeeper(self.orchestrator)
+        self._led_epoch = 0
+        self._next_tick = 0.0
+        super().__init__(app, *args, **kwargs)
+        self.keeper.start()
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        if not self.orchestrator.is_leader():
+            self._led_epoch = 0
+            return FOLLOWER_WAIT
+        if self._led_epoch != self.orchestrator.epoch:
+            self._led_epoch = self.orchestrator.epoch
+            self._resume_schedule()
+        now = time.monotonic()
+        if now >= self._next_tick:
+            self._next_tick = now + get_settings().TICK_INTERVAL
+            self.orchestrator.tick()
+        beat_wait = super().tick(*args, **kwargs)
+        return max(0.0, min(beat_wait, self._next_tick - time.monotonic()))
+
+    def apply_entry(self, entry: Any, producer: Any = None) -> None:
+        if not self.orchestrator.is_leader():  # fail closed between the check and the send
+            return
+        super().apply_entry(entry, producer=producer)
+        sent = self.schedule.get(entry.name, entry).last_run_at
+        try:
+            get_redis().hset(keys.beat_key(), entry.name, sent.isoformat())
+        except RedisError as exc:
+            logger.warning("Could not record the run of %s: %s", entry.name, exc)
+
+    def _resume_schedule(self) -> None:
+        """On election, continue each entry from the cluster's last run, not from now."""
+        try:
+            stored = as_dict(get_redis().hgetall(keys.beat_key()))
+        except RedisError:
+            stored = {}
+        for name, entry in self.schedule.items():
+            if name in stored:
+                entry.last_run_at = dt.datetime.fromisoformat(stored[name])
+        self._heap = None
+
+    def close(self) -> None:
+        self.keeper.stop(release=True)
+        super().close()
+
+    @property
+    def info(self) -> str:
+        return f"    . orchestrator -> {self.orchestrator.holder}"
