@@ -151,13 +151,22 @@ def publish(messages: Iterable[tuple[RunMessage, float | None]]) -> None:
 
 
 def queue_depth(node: str) -> int | None:
-    """Messages waiting in ``node``'s queue (None when the broker cannot tell)."""
+    """Messages waiting in ``node``'s queue; None when the broker does not answer.
+
+    A queue the broker does not know counts as empty: on Redis an empty queue is
+    no key at all, and a live node always declared its queue on RabbitMQ.
+    """
+    from amqp.exceptions import ChannelError as AmqpChannelError
+    from kombu.exceptions import ChannelError
+
     app = get_app()
     try:
         with app.connection_for_read() as conn:
             ok = conn.default_channel.queue_declare(keys.queue_name(node), passive=True)
             return int(ok.message_count)
-    except Exception:  # a missing queue (amqp NotFound, kombu ChannelError), a broker down
+    except (ChannelError, AmqpChannelError):
+        return 0
+    except PUBLISH_ERRORS:
         return None
 
 

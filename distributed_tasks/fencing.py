@@ -40,20 +40,18 @@ def _ensure_row() -> None:
     _rows().bulk_create([Leadership(id=1)], ignore_conflicts=True)
 
 
-def claim_epoch(epoch: int, holder: str) -> int:
-    """Register ``epoch`` as the newest; returns the database's epoch afterwards.
+def claim_epoch(epoch: int, holder: str) -> int | None:
+    """Register ``epoch`` as the newest: None when done, else the database's epoch.
 
-    A return value higher than ``epoch`` means Redis lost its counter (flush,
-    failover) and handed out an old number: the caller raises it and retries.
+    A number back means the database already saw this epoch or a higher one:
+    Redis lost its counter (flush, failover) and handed out an old number. The
+    caller raises the Redis epoch past it and tries again.
     """
     _ensure_row()
     now = timezone.now()
-    if (
-        _rows()
-        .filter(id=1, epoch__lt=epoch)
-        .update(epoch=epoch, holder=holder, elected_at=now, ticked_at=now)
-    ):
-        return epoch
+    newer = _rows().filter(id=1, epoch__lt=epoch)
+    if newer.update(epoch=epoch, holder=holder, elected_at=now, ticked_at=now):
+        return None
     return _rows().values_list("epoch", flat=True).get(id=1)
 
 
@@ -64,7 +62,6 @@ def fenced(epoch: int) -> Iterator[None]:
     with transaction.atomic(using=alias):
         current = _rows().select_for_update().filter(id=1).values_list("epoch", flat=True).first()
         if current is None:  # the row was deleted (a test flushed tables): register again
-            _ensure_row()
             claim_epoch(epoch, "")
             current = epoch
         if current != epoch:

@@ -82,7 +82,7 @@ class Orchestrator:
         epoch = self.lease.epoch
         for _ in range(3):
             seen = fencing.claim_epoch(epoch, self.holder)
-            if seen == epoch:
+            if seen is None:
                 break
             epoch = self.lease.raise_epoch(seen + 1)
             if not epoch:
@@ -101,7 +101,8 @@ class Orchestrator:
     def _settling(self, view: ClusterView) -> bool:
         if not view.intact and self._redis_lost_at is None:
             logger.warning(
-                "Redis lost its data; rebuilding it from the database",
+                "Redis holds no resync marker (first start, flush or restart): rebuilding "
+                "its state from the database",
                 extra={"action": "redis_lost"},
             )
             self._redis_lost_at = time.monotonic()

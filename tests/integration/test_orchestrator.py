@@ -1,0 +1,264 @@
+"""Each orchestrator duty, one tick at a time, on real Redis and PostgreSQL."""
+
+import datetime as dt
+import json
+import uuid
+
+import pytest
+from django.conf import settings
+from django.test import override_settings
+from django.utils import timezone
+
+from distributed_tasks import claims, fencing, keys, signals
+from distributed_tasks.models import Leadership, TaskRun
+from distributed_tasks.nodes import Heartbeat, NodeInfo, live_nodes
+from distributed_tasks.orchestrator import Orchestrator
+from distributed_tasks.store import get_store
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def lead(holder="leader@test") -> Orchestrator:
+    orchestrator = Orchestrator(holder)
+    assert orchestrator.lease.try_acquire()
+    assert orchestrator.on_acquired()
+    return orchestrator
+
+
+def settle(orchestrator, redis):
+    """First tick: the resync marker is absent on a fresh Redis; finish the rebuild."""
+    orchestrator.tick()
+    assert redis.exists(keys.intact_key())
+    orchestrator._redis_lost_at = None
+    orchestrator.tick()  # announces the live nodes (node_joined)
+
+
+def row(name, node, state="QUEUED", **extra) -> TaskRun:
+    run = TaskRun(
+        id=uuid.uuid4(),
+        name=name,
+        active_name=name,
+        function="tests.tasks.add",
+        args=[1, 2],
+        node=node,
+        state=state,
+        **extra,
+    )
+    get_store().insert(run)
+    return run
+
+
+def messages(redis, node):
+    return [json.loads(m) for m in redis.lrange(keys.queue_name(node), 0, -1)]
+
+
+def test_a_follower_does_nothing(node):
+    follower = Orchestrator("follower@test")
+    assert not follower.is_leader()
+    assert follower.tick() is None
+
+
+def test_election_registers_the_epoch_and_fences_older_leaders(redis):
+    first = lead("first@test")
+    first.lease.release()
+    second = lead("second@test")
+    assert second.epoch > first.epoch
+    assert Leadership.objects.get().epoch == second.epoch
+    with pytest.raises(fencing.Fenced, match="refused"), fencing.fenced(first.epoch):
+        pass
+
+
+def test_epoch_survives_a_redis_flush(redis):
+    first = lead("first@test")
+    first.lease.release()
+    redis.flushdb()  # the epoch counter restarts at 1
+    second = lead("second@test")
+    assert second.epoch == first.epoch + 1
+    assert Leadership.objects.get().holder == "second@test"
+
+
+def test_lifeline_moves_retries_and_fails_runs_of_a_dead_node(node, redis):
+    orchestrator = lead()
+    settle(orchestrator, redis)
+    queued = row("queued", "gone@test")
+    last = row("last-chance", "gone@test", state="RUNNING", executions=1)
+    retry = row("retry", "gone@test", state="RUNNING", executions=1, max_attempts=2)
+    finished = []
+    signals.run_finished.connect(
+        lambda **kw: finished.append(kw["message"].name), weak=False, dispatch_uid="t"
+    )
+    try:
+        report = orchestrator.tick()
+    finally:
+        signals.run_finished.disconnect(dispatch_uid="t")
+    assert report["lifeline"] == {"moved": 1, "failed": 1, "retried": 1}
+    queued.refresh_from_db(), last.refresh_from_db(), retry.refresh_from_db()
+    assert (queued.state, queued.node, queued.attempt) == ("QUEUED", node.name, 2)
+    assert (last.state, last.reason, last.orchestrator_epoch) == (
+        "FAILED",
+        "node_lost",
+        orchestrator.epoch,
+    )
+    assert "gone@test stopped heartbeating" in last.error
+    assert (retry.state, retry.node, retry.attempt, retry.reason) == (
+        "QUEUED",
+        node.name,
+        2,
+        "node_lost",
+    )
+    assert finished == ["last-chance"]
+    sent = {m["headers"]["id"] for m in messages(redis, node.name)}
+    assert sent == {f"{queued.run_id}:2", f"{retry.run_id}:2"}
+    assert claims.read("default", "last-chance")["state"] == "FAILED"
+    assert orchestrator.tick()["lifeline"] == {}  # nothing left to do
+
+
+def test_lifeline_ends_runs_of_a_restarted_node(node, redis):
+    orchestrator = lead()
+    settle(orchestrator, redis)
+    old = row("old-incarnation", node.name, state="RUNNING", executions=1, incarnation="gone")
+    current = row("current", node.name, state="RUNNING", executions=1, incarnation=node.incarnation)
+    orchestrator.tick()
+    old.refresh_from_db(), current.refresh_from_db()
+    assert (old.state, old.reason) == ("FAILED", "node_lost")
+    assert "restarted" in old.error
+    assert current.state == "RUNNING"
+
+
+@override_settings(
+    DISTRIBUTED_TASKS={**settings.DISTRIBUTED_TASKS, "NODE_TIMEOUT": 0.5, "HEARTBEAT_INTERVAL": 0.1}
+)
+def test_node_events_are_sent_once(redis, poll):
+    orchestrator = lead()
+    settle(orchestrator, redis)
+    events = []
+    for signal in (signals.node_joined, signals.node_lost):
+        signal.connect(
+            lambda signal, node, **kw: events.append((signal, node)),
+            weak=False,
+            dispatch_uid=f"t{id(signal)}",
+        )
+    beat = Heartbeat(NodeInfo(name="short@test"))
+    beat.start()
+    try:
+        poll(lambda: "short@test" in live_nodes().nodes, message="node live")
+        orchestrator.tick(), orchestrator.tick()
+        beat.stop(leave=False)
+        poll(lambda: "short@test" in live_nodes().stale, timeout=3, message="node stale")
+        orchestrator.tick(), orchestrator.tick()
+    finally:
+        beat.stop(leave=False)
+        for signal in (signals.node_joined, signals.node_lost):
+            signal.disconnect(dispatch_uid=f"t{id(signal)}")
+    assert events == [(signals.node_joined, "short@test"), (signals.node_lost, "short@test")]
+    assert "short@test" not in live_nodes().stale
+
+
+def test_lifeline_waits_while_redis_recovers_from_a_flush(node, redis, poll):
+    orchestrator = lead()
+    settle(orchestrator, redis)
+    run = row("survivor", "idle@test", state="RUNNING", executions=1, incarnation=node.incarnation)
+    redis.flushdb()
+    report = orchestrator.tick()
+    assert report["lifeline"] == {"skipped": 1}
+    run.refresh_from_db()
+    assert run.state == "RUNNING"
+
+
+def test_resync_rebuilds_redis_after_a_flush(node, redis):
+    orchestrator = lead()
+    settle(orchestrator, redis)
+    waiting = row("waiting", node.name)
+    running = row("running", node.name, state="RUNNING", executions=1, incarnation=node.incarnation)
+    redis.flushdb()
+    report = orchestrator.tick()["resync"]
+    assert report["statuses_restored"] == 2
+    assert report["republished"] == 1
+    assert report["rebuilds_completed"] == 1
+    assert claims.read("default", "waiting")["run_id"] == waiting.run_id
+    assert claims.read("default", "running")["state"] == "RUNNING"
+    assert [m["headers"]["id"] for m in messages(redis, node.name)] == [f"{waiting.run_id}:1"]
+    assert redis.hget(keys.loads_key(), node.name) == b"2"
+    assert running.run_id
+
+
+def test_resync_republishes_a_queued_run_whose_message_is_gone(node, redis):
+    orchestrator = lead()
+    settle(orchestrator, redis)
+    old = timezone.now() - dt.timedelta(minutes=5)
+    orphan = row("orphan", node.name, run_after=old, queued_at=old)
+    report = orchestrator.tick()["resync"]
+    assert report["orphans_republished"] == 1
+    assert [m["headers"]["id"] for m in messages(redis, node.name)] == [f"{orphan.run_id}:1"]
+    assert "orphans_republished" not in orchestrator.tick()["resync"]  # the queue holds it
+
+
+def test_resync_releases_claims_no_row_backs(node, redis, monkeypatch):
+    orchestrator = lead()
+    settle(orchestrator, redis)
+    monkeypatch.setattr(claims, "CLAIM_GRACE", 0.0)
+    claims.claim(
+        "default",
+        "ghost",
+        {"state": "QUEUED", "run_id": "ab" * 16, "queued_at": 1.0},
+        reuse="allow",
+    )
+    done = row("done", node.name)
+    TaskRun.objects.filter(id=done.id).update(
+        state="FAILED", active_name=None, finished_at=timezone.now()
+    )
+    claims.claim(
+        "default",
+        "done",
+        {"state": "RUNNING", "run_id": done.run_id, "attempt": 1, "queued_at": 1.0},
+        reuse="allow",
+    )
+    report = orchestrator.tick()["resync"]
+    assert report["stale_claims_released"] == 1
+    assert report["finished_statuses_restored"] == 1
+    assert claims.read("default", "ghost") == {}
+    assert claims.read("default", "done")["state"] == "FAILED"
+
+
+def test_reaper_reaps_done_and_failed_names_and_old_history(node, redis):
+    orchestrator = lead()
+    settle(orchestrator, redis)
+    now = timezone.now()
+    for name, state, age in [
+        ("done", "DONE", 120),
+        ("failed", "FAILED", 120),
+        ("fresh", "DONE", 5),
+        ("ancient", "DONE", 8 * 24 * 3600),
+    ]:
+        run = row(name, node.name)
+        TaskRun.objects.filter(id=run.id).update(
+            state=state, active_name=None, finished_at=now - dt.timedelta(seconds=age)
+        )
+        run.refresh_from_db()
+        claims.update("default", name, run.run_id, 1, claims.fields_for_run(run), ttl=600_000)
+    report = orchestrator.tick()["reaper"]
+    assert report == {"names_reaped": 2, "history_deleted": 1}
+    assert claims.read("default", "done") == {} and claims.read("default", "failed") == {}
+    assert claims.read("default", "fresh")["state"] == "DONE"
+    assert not TaskRun.objects.filter(name="ancient").exists()
+    assert orchestrator.tick()["reaper"] == {"names_reaped": 0, "history_deleted": 0}
+
+
+def test_a_former_leader_is_fenced_out(node, redis):
+    old = lead("old@test")
+    settle(old, redis)
+    old_epoch = old.epoch
+    redis.delete(keys.lease_key())  # its lease expired while it was paused
+    new = lead("new@test")
+    ghost = row("ghost-run", "gone@test", state="RUNNING", executions=1)
+    old.lease._value = json.dumps({"forged": True})  # it still believes it leads
+    old._ready_epoch = old.lease.epoch = old_epoch
+    old.lease._valid_until = float("inf")
+    report = old.tick()
+    assert "lifeline" not in report  # refused at its first database write
+    assert not old.is_leader()
+    ghost.refresh_from_db()
+    assert ghost.state == "RUNNING"  # the old leader changed nothing
+    new.tick()
+    ghost.refresh_from_db()
+    assert (ghost.state, ghost.orchestrator_epoch) == ("FAILED", new.epoch)
