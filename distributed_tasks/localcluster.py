@@ -75,6 +75,19 @@ class LocalCluster:
         argv = ["dt_worker", "-n", node, "-c", str(concurrency), *args]
         return self.spawn(node, argv, **env)
 
+    def start_beat(self, name: str, **env: str) -> subprocess.Popen:
+        return self.spawn(name, ["dt_beat", "--name", name], **env)
+
+    def wait_leader(self, *, timeout: float = 30.0, other_than: str | None = None):
+        """The current lease holder, once there is one (and it is not ``other_than``)."""
+        from distributed_tasks.lease import current_leader
+
+        def leader():
+            info = current_leader()
+            return info if info and info.holder != other_than else None
+
+        return poll_until(leader, timeout=timeout, interval=0.02, message="a new leader")
+
     def running(self, key: str) -> bool:
         proc = self.procs.get(key)
         return proc is not None and proc.poll() is None

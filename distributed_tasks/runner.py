@@ -22,6 +22,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from distributed_tasks import attempts, claims, registry, signals
 from distributed_tasks.exceptions import ClusterUnavailable, NotRegistered, NotSerializable
 from distributed_tasks.messages import MalformedMessage, RunMessage
+from distributed_tasks.models import TaskRun
 from distributed_tasks.nodes import current_node
 from distributed_tasks.store import get_store
 from distributed_tasks.types import ACTIVE_STATES, Outcome, Reason, State
@@ -134,7 +135,7 @@ def _record(msg: RunMessage, outcome: Outcome, *, lost: bool = False) -> bool:
         )
         return False
     claims.publish_outcome(msg, outcome)
-    signals.run_finished.send(sender=RunMessage, message=msg, outcome=outcome)
+    signals.run_finished.send(sender=TaskRun, message=msg, outcome=outcome)
     return True
 
 
@@ -157,7 +158,7 @@ def execute(body: Any) -> Outcome | None:
         )
         return None
     claims.publish(msg, claims.message_fields(msg, State.RUNNING, started_at=time.time()))
-    signals.run_started.send(sender=RunMessage, message=msg)
+    signals.run_started.send(sender=TaskRun, message=msg)
     outcome = _guard(msg)
     _record(msg, outcome)
     return outcome

@@ -4,8 +4,9 @@ Each is sent once per event, in the process where it happened:
 
 - ``run_queued(sender, handle)``: a start was recorded and published (web process).
 - ``run_started(sender, message)``: a worker fenced the run to RUNNING (pool process).
-- ``run_finished(sender, message, outcome)``: an attempt ended and was recorded (worker,
-  or the orchestrator for runs of lost nodes).
+- ``run_finished(sender, message, outcome)``: the run ended for good and was recorded
+  (DONE, or FAILED with no attempt left; a retried attempt sends none), by the worker,
+  or by the orchestrator for runs of lost nodes.
 - ``node_joined(sender, node)`` / ``node_lost(sender, node)``: membership changes, sent
   by the orchestrator leader.
 - ``leader_elected(sender, holder, epoch)``: this beat process became the leader.

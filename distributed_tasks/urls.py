@@ -1,7 +1,17 @@
-"""JSON views: ``path("tasks/", include("distributed_tasks.urls"))``."""
+"""JSON views: ``path("tasks/", include("distributed_tasks.urls"))``.
 
-from django.urls import path  # noqa: F401 - views land here
+A name may hold "/" (any printable character is allowed), so it is the last,
+``path``-typed segment; task lists are a single segment.
+"""
+
+from django.urls import path
+
+from distributed_tasks import views
 
 app_name = "distributed_tasks"
 
-urlpatterns: list = []
+urlpatterns = [
+    path("health", views.health, name="health"),
+    path("status/<str:task_list>/<path:name>", views.task_status, name="status"),
+    path("cancel/<str:task_list>/<path:name>", views.cancel, name="cancel"),
+]

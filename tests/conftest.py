@@ -14,14 +14,20 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _clean_state():
-    """Every test starts with an empty Redis database and fresh process-level caches."""
+def _clean_state(request):
+    """Fresh process-level caches for every test, and an empty Redis database.
+
+    Cluster tests keep Redis between the tests of a module: their worker and beat
+    processes hold heartbeats and the lease there, and a flush is a fault that the
+    fault tests inject on purpose. Their module starts on an empty database instead.
+    """
     from distributed_tasks import api
     from distributed_tasks.conf import reset_caches
     from distributed_tasks.connection import get_redis
 
     reset_caches()
-    get_redis().flushdb()
+    if request.node.get_closest_marker("cluster") is None:
+        get_redis().flushdb()
     yield
     api._override.clear()
 
@@ -39,6 +45,20 @@ def poll():
 
 
 @pytest.fixture
+def leader():
+    """A leader as health sees it: the lease (long TTL, nobody renews it), Redis resynced."""
+    from distributed_tasks import keys
+    from distributed_tasks.connection import get_redis
+    from distributed_tasks.lease import Lease
+
+    lease = Lease("beat@test", ttl=30)
+    assert lease.try_acquire()
+    get_redis().set(keys.intact_key(), lease.holder)  # as its first resync does
+    yield lease
+    lease.release()
+
+
+@pytest.fixture
 def node():
     """A live node that heartbeats but consumes nothing: runs placed on it stay QUEUED."""
     from distributed_tasks.nodes import Heartbeat, NodeInfo
@@ -52,6 +72,9 @@ def node():
 
 @pytest.fixture(scope="module")
 def cluster_factory(django_db_setup, tmp_path_factory, request):
+    from distributed_tasks.connection import get_redis
+
+    get_redis().flushdb()
     cluster = Cluster(tmp_path_factory.mktemp("cluster"), settings.DATABASES["default"]["NAME"])
     yield cluster
     cluster.stop_all()

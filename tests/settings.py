@@ -52,3 +52,13 @@ DISTRIBUTED_TASKS = {
 }
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# An ordinary beat entry: only the orchestrator leader may send it (HA beat). Nothing
+# consumes its queue, so the tests count and inspect the messages themselves.
+CELERY_BEAT_SCHEDULE = {
+    "ha-beat-probe": {
+        "task": "tests.ha_beat_probe",
+        "schedule": 1.0,
+        "options": {"queue": "ha-beat-probe"},
+    },
+}

@@ -37,3 +37,9 @@ class Cluster(LocalCluster):
             super().wait_live(*nodes, timeout=timeout)
         except (TimeoutError, RuntimeError) as exc:
             raise AssertionError(str(exc)) from None
+
+    def wait_leader(self, *, timeout: float = 30.0, other_than: str | None = None):
+        try:
+            return super().wait_leader(timeout=timeout, other_than=other_than)
+        except TimeoutError as exc:
+            raise AssertionError(str(exc)) from None

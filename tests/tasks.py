@@ -7,6 +7,7 @@ and wait for events instead of sleeping.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from typing import Any
@@ -108,3 +109,61 @@ def where() -> str | None:
 
     node = current_node()
     return node.name if node else None
+
+
+# -- django.tasks fixtures (distributed_tasks.backends) ------------------------------------
+# Declared the documented way, Django's @task over @distributed_task, so worker processes
+# register the function on import like any other distributed task.
+
+from distributed_tasks.compat import task as django_task  # noqa: E402
+
+
+@django_task
+@distributed_task
+def backend_add(a: int, b: int) -> int:
+    return a + b
+
+
+@django_task
+@distributed_task
+def backend_fail(message: str) -> None:
+    raise ValueError(message)
+
+
+@django_task
+@distributed_task
+def backend_wait(key: str, limit: float = WAIT_LIMIT) -> str:
+    """``wait_for`` as a Django task: runs until the test sets ``key`` in Redis."""
+    return wait_for(key, limit=limit)
+
+
+@distributed_task
+def journal(key: str, release: str, limit: float = WAIT_LIMIT) -> str:
+    """Notes (node, time) of each execution in Redis list ``key``, then waits for ``release``."""
+    import json
+
+    from distributed_tasks.nodes import current_node
+
+    node = current_node()
+    get_redis().rpush(key, json.dumps({"node": node.name if node else None, "at": time.time()}))
+    return wait_for(release, limit=limit)
+
+
+@distributed_task
+def ignore_soft_limit(seconds: float) -> str:
+    """Swallows the soft time limit and keeps going: only the hard limit stops it."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with contextlib.suppress(SoftTimeLimitExceeded):
+            time.sleep(0.05)
+    return "finished"
+
+
+@distributed_task
+def flaky(key: str) -> str:
+    """Fails on its first execution, succeeds on the next (counted in Redis under ``key``)."""
+    if get_redis().incr(key) == 1:
+        raise ConnectionError("first execution fails")
+    return "second time lucky"

@@ -33,6 +33,11 @@ class LeaseKeeper(threading.Thread):
     def step(self) -> float:
         """One renewal or acquisition attempt; returns the seconds until the next one."""
         lease = self.orchestrator.lease
+        if self.elected.is_set() and not lease.is_held():
+            # Paused past its validity (SIGSTOP, swap, a stalled VM): renew() refuses,
+            # logs why and gives the lease up; this process stops acting at once.
+            lease.renew()
+            self.elected.clear()
         if lease.is_held() and self.orchestrator.is_leader():
             if lease.renew():
                 return lease.ttl / 3 * random.uniform(0.8, 1.0)

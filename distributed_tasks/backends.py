@@ -1,0 +1,332 @@
+"""``DistributedTasksBackend``: Django's task framework on top of the cluster.
+
+    TASKS = {"default": {"BACKEND": "distributed_tasks.backends.DistributedTasksBackend"}}
+
+``Task.enqueue()`` is ``start_async()``, and a ``TaskResult`` is a view of the run's
+``TaskRun`` row, readable from any process. Django's tasks so gain unique names,
+retries and a cluster that survives a dead node.
+
+Only registered functions run (workers look paths up in the registry, never import
+them), and the backend registers nothing itself: a registration made while validating
+a task would exist only in the process that validated it, and the worker would refuse
+the run. So ``validate_task`` requires ``@distributed_task`` under ``@task``, which
+registers the function the same way in every process that imports its module.
+
+``NamedTask`` (the ``task_class``) adds ``start_async``'s options to ``Task``:
+``@task(run_name=...)`` or ``.using(run_name=..., on_conflict=...)``. ``queue_name``
+is the task list, ``run_after`` a countdown, and ``OPTIONS`` holds backend-wide
+defaults for ``ON_CONFLICT``, ``REUSE``, ``TIMEOUT``, ``MAX_ATTEMPTS`` and
+``RETRY_BACKOFF``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from django.core import checks
+from django.utils import timezone
+
+from distributed_tasks import registry
+from distributed_tasks.compat import (
+    BaseTaskBackend,
+    InvalidTask,
+    Task,
+    TaskError,
+    TaskResult,
+    TaskResultDoesNotExist,
+    TaskResultStatus,
+    task_enqueued,
+)
+from distributed_tasks.exceptions import DistributedTasksError, InvalidName, NotRegistered
+from distributed_tasks.types import OnConflict, Reuse, State, TaskHandle
+
+E101 = "distributed_tasks.E101"  # OPTIONS is not a dict, or has an unknown key
+E102 = "distributed_tasks.E102"  # an OPTIONS value is outside its allowed set
+E103 = "distributed_tasks.E103"  # a QUEUES entry cannot be a task list name
+
+STATUSES = {
+    State.QUEUED: TaskResultStatus.READY,
+    State.RUNNING: TaskResultStatus.RUNNING,
+    State.DONE: TaskResultStatus.SUCCESSFUL,
+    State.FAILED: TaskResultStatus.FAILED,
+}
+
+# A run that failed without an exception (node lost, cancelled) reports this class.
+GENERIC_ERROR = "distributed_tasks.exceptions.DistributedTasksError"
+
+
+def _choice(choices: Any) -> Callable[[Any], str | None]:
+    allowed = [c.value for c in choices]
+    return lambda value: None if value in allowed else f"must be one of {allowed}"
+
+
+def _positive(*, integer: bool = False) -> Callable[[Any], str | None]:
+    def validate(value: Any) -> str | None:
+        kinds = (int,) if integer else (int, float)
+        if value is None or (
+            not isinstance(value, bool) and isinstance(value, kinds) and value > 0
+        ):
+            return None
+        return f"must be {'a whole number' if integer else 'a number'} greater than 0 or None"
+
+    return validate
+
+
+# OPTIONS key -> (NamedTask field it defaults, validator)
+OPTIONS: dict[str, tuple[str, Callable[[Any], str | None]]] = {
+    "ON_CONFLICT": ("on_conflict", _choice(OnConflict)),
+    "REUSE": ("reuse", _choice(Reuse)),
+    "TIMEOUT": ("timeout", _positive()),
+    "MAX_ATTEMPTS": ("max_attempts", _positive(integer=True)),
+    "RETRY_BACKOFF": ("retry_backoff", _positive()),
+}
+# Every start_async option a NamedTask carries.
+START_FIELDS = ("run_name", "callback", *(field for field, _validate in OPTIONS.values()))
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class NamedTask(Task):
+    """A Django ``Task`` that also carries ``start_async``'s options.
+
+    ``None`` means "the backend's OPTIONS, else ``start_async``'s default";
+    ``run_name=None`` names each run with a uuid4 hex. ``callback`` is a
+    registered function or its dotted path.
+    """
+
+    run_name: str | None = None
+    on_conflict: str | None = None
+    reuse: str | None = None
+    timeout: float | None = None
+    max_attempts: int | None = None
+    retry_backoff: float | None = None
+    callback: Any = None
+
+    def using(self, **changes: Any) -> NamedTask:  # type: ignore[override]
+        """Django's ``using()`` (priority, queue_name, run_after, backend) plus the fields above."""
+        ours = {f: v for f in START_FIELDS if (v := changes.pop(f, None)) is not None}
+        # Task.using, not super(): slots dataclasses break zero-argument super().
+        task = Task.using(self, **changes)
+        return dataclasses.replace(task, **ours) if ours else task
+
+
+class DistributedTasksBackend(BaseTaskBackend):
+    """Runs Django tasks as unique, named runs on the cluster's workers."""
+
+    task_class = NamedTask
+    supports_defer = True  # run_after becomes start_async's countdown
+    supports_async_task = False  # workers call functions synchronously
+    supports_get_result = True  # results are TaskRun rows, readable from any process
+    supports_priority = False  # each node's queue is FIFO
+
+    def validate_task(self, task: Task) -> None:
+        """Django's rules, then ours: registered function, valid names and options."""
+        super().validate_task(task)
+        if task.takes_context:
+            raise InvalidTask(
+                f"{type(self).__name__} does not pass a TaskContext: workers call "
+                f"{task.module_path} with its own arguments only. Drop takes_context=True "
+                "and pass what the task needs as arguments."
+            )
+        from distributed_tasks.validation import prepare  # needs the app registry
+
+        try:
+            prepare(task.func, **self._start_options(task, {}))
+        except NotRegistered as exc:
+            raise InvalidTask(
+                f"{task.module_path} is not registered with distributed_tasks, and workers "
+                "only run registered functions. Decorate it with @distributed_task below "
+                "@task:\n\n    @task\n    @distributed_task\n    def "
+                f"{task.func.__name__}(...): ...\n\n({exc})"
+            ) from exc
+        except DistributedTasksError as exc:
+            raise InvalidTask(f"{task.module_path}: {exc}") from exc
+
+    def enqueue(self, task: Task, args: Any, kwargs: Any) -> TaskResult:
+        """Start a run; its id is the result id. Raises ``AlreadyRunning`` for a busy name.
+
+        With ``on_conflict="return_existing"`` the result of the active run of the
+        name is returned instead (its own task and arguments, no new run).
+        """
+        self.validate_task(task)
+        from distributed_tasks import api
+        from distributed_tasks.client import ClusterClient
+        from distributed_tasks.store import get_store
+
+        handle = api.start_async(
+            task.func,
+            args,
+            kwargs,
+            countdown=self._countdown(task),
+            **self._start_options(task, self.options if isinstance(self.options, Mapping) else {}),
+        )
+        # The real client's row is the truth; a testing double keeps no rows (and may
+        # run without a database), so its result is built from the handle.
+        keeps_rows = isinstance(api.get_client(), ClusterClient)
+        run = get_store().get(handle.run_id) if keeps_rows else None
+        if run is None:
+            result = self._pending(task, handle, args, kwargs)
+        else:
+            result = self._result(run, None if handle.existing else task)
+        if not handle.existing:
+            task_enqueued.send(type(self), task_result=result)
+        return result
+
+    def get_result(self, result_id: str) -> TaskResult:
+        """The run with this id, read from the database (the source of truth)."""
+        from distributed_tasks.store import get_store
+
+        try:
+            run = get_store().get(uuid.UUID(str(result_id)))
+        except ValueError:
+            run = None
+        if run is None:
+            raise TaskResultDoesNotExist(
+                f"No run has the id {result_id!r}: it was never enqueued, its transaction "
+                "rolled back, or its record is older than HISTORY_RETENTION."
+            )
+        return self._result(run)
+
+    def check(self, **kwargs: Any) -> Iterator[checks.CheckMessage]:
+        yield from super().check(**kwargs)
+        where = f"TASKS[{self.alias!r}]"
+        if not isinstance(self.options, Mapping):
+            yield checks.Error(
+                f"{where}['OPTIONS'] must be a dict, got {type(self.options).__name__}.",
+                hint=f"Write it as a dict with keys among {', '.join(OPTIONS)}, or leave it out.",
+                id=E101,
+            )
+        else:
+            yield from self._check_options(where)
+        yield from self._check_queues(where)
+
+    # -- helpers ---------------------------------------------------------------------
+
+    @staticmethod
+    def _start_options(task: Task, defaults: Mapping[str, Any]) -> dict[str, Any]:
+        """start_async's keyword arguments: the task's own value, else the OPTIONS default.
+
+        Unknown keys and a non-dict OPTIONS are left to check() rather than raised here.
+        """
+        options: dict[str, Any] = {
+            "name": getattr(task, "run_name", None),
+            "task_list": task.queue_name,
+            "callback": getattr(task, "callback", None),
+        }
+        for key, (field, _validate) in OPTIONS.items():
+            value = getattr(task, field, None)
+            options[field] = defaults.get(key) if value is None else value
+        options["on_conflict"] = options["on_conflict"] or OnConflict.FAIL
+        options["reuse"] = options["reuse"] or Reuse.ALLOW
+        return options
+
+    @staticmethod
+    def _countdown(task: Task) -> float | None:
+        if task.run_after is None:
+            return None
+        seconds = (task.run_after - timezone.now()).total_seconds()
+        return seconds if seconds > 0 else None
+
+    def _task_for(self, run: Any) -> Task:
+        """The task of a run read back: the registered function, never an import."""
+        try:
+            entry = registry.resolve(run.function)
+        except NotRegistered:
+            entry = None
+        if entry is None or not entry.is_function:
+            raise TaskResultDoesNotExist(
+                f"Run {run.run_id} runs {run.function}, which is not a registered function in "
+                "this process, so it is no task result; read it with get_status(name) instead."
+            )
+        try:
+            return self.task_class(
+                func=entry.factory, backend=self.alias, queue_name=run.task_list, run_name=run.name
+            )
+        except InvalidTask as exc:
+            raise TaskResultDoesNotExist(
+                f"Run {run.run_id} cannot be a task of backend {self.alias!r}: {exc}"
+            ) from exc
+
+    def _result(self, run: Any, task: Task | None = None) -> TaskResult:
+        """A TaskResult for a TaskRun row.
+
+        ``worker_ids`` repeats the run's node once per execution: the row keeps only
+        the latest node, and Django counts ``attempts`` from this list.
+        """
+        result = TaskResult(
+            task=task or self._task_for(run),
+            id=run.run_id,
+            status=STATUSES[State(run.state)],
+            enqueued_at=run.queued_at,
+            started_at=run.started_at,
+            finished_at=run.finished_at,
+            last_attempted_at=run.started_at,
+            args=run.args,
+            kwargs=run.kwargs,
+            backend=self.alias,
+            errors=_errors(run),
+            worker_ids=[run.node] * run.executions,
+        )
+        if run.state == State.DONE:
+            object.__setattr__(result, "_return_value", run.result)
+        return result
+
+    def _pending(self, task: Task, handle: TaskHandle, args: Any, kwargs: Any) -> TaskResult:
+        """A READY result for a client that keeps no rows (the testing doubles)."""
+        never = dict.fromkeys(("started_at", "finished_at", "last_attempted_at"))
+        return TaskResult(
+            task=task,
+            id=handle.run_id,
+            status=TaskResultStatus.READY,
+            enqueued_at=timezone.now(),
+            **never,
+            args=list(args),
+            kwargs=dict(kwargs),
+            backend=self.alias,
+            errors=[],
+            worker_ids=[],
+        )
+
+    def _check_options(self, where: str) -> Iterator[checks.CheckMessage]:
+        for key, value in self.options.items():
+            if key not in OPTIONS:
+                close = difflib.get_close_matches(str(key), OPTIONS, n=1)
+                hint = f"Did you mean {close[0]!r}? " if close else ""
+                yield checks.Error(
+                    f"{where}['OPTIONS'] has an unknown key {key!r}.",
+                    hint=f"{hint}{type(self).__name__} reads {', '.join(OPTIONS)}.",
+                    id=E101,
+                )
+            elif problem := OPTIONS[key][1](value):
+                yield checks.Error(
+                    f"{where}['OPTIONS'][{key!r}] {problem}, got {value!r}.",
+                    hint="Fix the value, or remove the key to use start_async()'s default.",
+                    id=E102,
+                )
+
+    def _check_queues(self, where: str) -> Iterator[checks.CheckMessage]:
+        from distributed_tasks.validation import check_name
+
+        for queue in sorted(self.queues, key=str):
+            try:
+                check_name(queue, "task list")
+            except InvalidName as exc:
+                yield checks.Error(
+                    f"{where}['QUEUES'] has {queue!r}, which cannot be a task list: {exc}",
+                    hint="Each queue is a task list: use 1 to 200 printable characters.",
+                    id=E103,
+                )
+
+
+def _errors(run: Any) -> list[TaskError]:
+    """The run's last failure as Django's TaskError (also kept while a retry waits)."""
+    if not (run.error_type or run.error):
+        return []
+    path = run.error_type or GENERIC_ERROR
+    if "." not in path:  # our rows drop the "builtins." prefix that import_string needs
+        path = f"builtins.{path}"
+    summary = f"{run.reason}: {run.error}" if run.reason else run.error
+    return [TaskError(exception_class_path=path, traceback=run.traceback or summary)]

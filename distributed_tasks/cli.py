@@ -1,0 +1,258 @@
+"""What the ``dt_*`` commands share: argument validators, JSON and table output, progress.
+
+Commands stay thin (parse, call the API or ``health``, print), so every piece of
+parsing and formatting lives here once. Validators raise ``ArgumentTypeError``
+so argparse reports them as usage errors before anything runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import difflib
+import json
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, TextIO
+
+from django.core.management.base import CommandError, OutputWrapper
+from django.core.serializers.json import DjangoJSONEncoder
+
+from distributed_tasks import registry
+from distributed_tasks.exceptions import DistributedTasksError, NotRegistered
+from distributed_tasks.types import STORED_STATES
+from distributed_tasks.validation import check_name
+
+# -- argument validators ---------------------------------------------------------------
+
+
+def _json(value: str, kind: type, noun: str, example: str) -> Any:
+    try:
+        data = json.loads(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not valid JSON ({exc}); pass {noun} such as {example}"
+        ) from None
+    if not isinstance(data, kind):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is JSON {type(data).__name__}; pass {noun} such as {example}"
+        )
+    return data
+
+
+def json_list(value: str) -> list[Any]:
+    return _json(value, list, "a JSON list", "'[1, \"two\"]'")
+
+
+def json_object(value: str) -> dict[str, Any]:
+    return _json(value, dict, "a JSON object", "'{\"retries\": 3}'")
+
+
+def run_name(value: str) -> str:
+    try:
+        return check_name(value)
+    except DistributedTasksError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def task_list_name(value: str) -> str:
+    try:
+        return check_name(value, "task list")
+    except DistributedTasksError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not number > 0 or number == float("inf"):
+        raise argparse.ArgumentTypeError(f"{value} must be a number of seconds greater than 0")
+    return number
+
+
+def registered_task(value: str) -> str:
+    """A dotted path on the allow-list; the registry is only looked up, never imported from."""
+    try:
+        return registry.resolve(value).path
+    except NotRegistered:
+        close = difflib.get_close_matches(value, registry.registered_paths(), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a registered distributed task.{hint} Only functions decorated "
+            "with @distributed_task in an installed app's tasks.py can be started."
+        ) from None
+
+
+STATE_ALIASES = {"ACTIVE": ("QUEUED", "RUNNING"), "FINISHED": ("DONE", "FAILED")}
+
+
+def run_states(value: str) -> tuple[str, ...]:
+    """``QUEUED``, ``running``, ``active`` (QUEUED+RUNNING), ``finished`` (DONE+FAILED)."""
+    key = value.upper()
+    stored = [s for s, _label in STORED_STATES]
+    if key in STATE_ALIASES:
+        return STATE_ALIASES[key]
+    if key in stored:
+        return (key,)
+    choices = ", ".join([*stored, *(a.lower() for a in STATE_ALIASES)])
+    raise argparse.ArgumentTypeError(f"{value!r} is not a run state; use one of {choices}")
+
+
+def add_task_list(parser: argparse.ArgumentParser, help: str | None = None) -> None:
+    parser.add_argument(
+        "--task-list",
+        type=task_list_name,
+        default="default",
+        help=help or "Task list of the name (default: 'default').",
+    )
+
+
+def add_json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--json", action="store_true", help="Print JSON instead of text (for scripts)."
+    )
+
+
+@contextlib.contextmanager
+def api_errors() -> Iterator[None]:
+    """Report the API's errors (their messages state the rule) as command errors."""
+    try:
+        yield
+    except DistributedTasksError as exc:
+        raise CommandError(str(exc)) from None
+
+
+# -- output ----------------------------------------------------------------------------
+
+
+def emit(out: TextIO | OutputWrapper, text: str) -> None:
+    """Write ``text`` exactly (a command's OutputWrapper would add a newline of its own)."""
+    if isinstance(out, OutputWrapper):
+        out.write(text, ending="")
+    else:
+        out.write(text)
+    out.flush()
+
+
+def dumps(data: Any) -> str:
+    """JSON as the views send it: Django's encoder (ISO 8601 datetimes)."""
+    return json.dumps(data, cls=DjangoJSONEncoder, indent=2)
+
+
+def when(value: dt.datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.1f}s" if value < 120 else f"{value / 60:.1f}m"
+
+
+def write_json_array(out: TextIO | OutputWrapper, items: Iterable[Any]) -> int:
+    """Stream a JSON array item by item, so a long listing never sits in memory."""
+    count = 0
+    previous = None
+    emit(out, "[\n")
+    for item in items:
+        if previous is not None:
+            emit(out, f"  {previous},\n")
+        previous = json.dumps(item, cls=DjangoJSONEncoder)
+        count += 1
+    if previous is not None:
+        emit(out, f"  {previous}\n")
+    emit(out, "]\n")
+    return count
+
+
+class Table:
+    """A text table that streams: column widths come from the first ``sample`` rows.
+
+    Later rows wider than a column are cut with an ellipsis, so a long listing is
+    printed as it is read instead of after the last row.
+    """
+
+    def __init__(
+        self,
+        out: TextIO | OutputWrapper,
+        headers: Sequence[str],
+        *,
+        sample: int = 200,
+        cap: int = 48,
+    ):
+        self.out = out
+        self.headers = list(headers)
+        self.sample = sample
+        self.cap = cap
+        self._pending: list[list[str]] = []
+        self.widths: list[int] | None = None
+        self.rows = 0
+
+    def add(self, row: Sequence[Any]) -> None:
+        cells = ["-" if v is None or v == "" else str(v) for v in row]
+        self.rows += 1
+        if self.widths is None:
+            self._pending.append(cells)
+            if len(self._pending) >= self.sample:
+                self._flush()
+        else:
+            self._line(cells)
+
+    def close(self) -> None:
+        if self.widths is None:
+            self._flush()
+
+    def _flush(self) -> None:
+        columns = zip(self.headers, *self._pending, strict=False)
+        self.widths = [min(self.cap, max(len(c) for c in col)) for col in columns]
+        self._line(self.headers)
+        for cells in self._pending:
+            self._line(cells)
+        self._pending = []
+
+    def _line(self, cells: Sequence[str]) -> None:
+        assert self.widths is not None
+        fitted = [
+            c if len(c) <= w else c[: w - 1] + "…" for c, w in zip(cells, self.widths, strict=True)
+        ]
+        line = "  ".join(c.ljust(w) for c, w in zip(fitted, self.widths, strict=True))
+        emit(self.out, line.rstrip() + "\n")
+
+
+class Progress:
+    """A one-line progress bar on a terminal; silent when ``enabled`` is false.
+
+    Commands enable it only when stderr is a terminal, so pipes and logs get no
+    carriage returns. It redraws at most ten times a second.
+    """
+
+    def __init__(
+        self, total: int, out: TextIO | OutputWrapper, *, label: str, enabled: bool, width: int = 30
+    ):
+        self.total = max(total, 0)
+        self.out = out
+        self.label = label
+        self.enabled = enabled and self.total > 0
+        self.width = width
+        self.done = 0
+        self._drawn = 0.0
+
+    def advance(self, step: int = 1) -> None:
+        self.done += step
+        if self.enabled and (time.monotonic() - self._drawn >= 0.1 or self.done >= self.total):
+            self._draw()
+
+    def _draw(self) -> None:
+        self._drawn = time.monotonic()
+        ratio = min(1.0, self.done / self.total)
+        filled = int(ratio * self.width)
+        bar = "#" * filled + "." * (self.width - filled)
+        emit(self.out, f"\r{self.label} [{bar}] {self.done}/{self.total}")
+
+    def close(self) -> None:
+        if self.enabled:
+            self._draw()
+            emit(self.out, "\n")

@@ -1,0 +1,43 @@
+"""``manage.py dt_cancel``: end a QUEUED run before it starts."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from distributed_tasks import api, cli
+from distributed_tasks.exceptions import AlreadyRunning
+
+
+class Command(BaseCommand):
+    help = (
+        "Cancel the QUEUED run of a name: it ends FAILED (reason 'cancelled') and its "
+        "message, if delivered later, runs nothing. A RUNNING run is never interrupted."
+    )
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("name", type=cli.run_name, help="The run name.")
+        cli.add_task_list(parser)
+        cli.add_json_flag(parser)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        name, task_list = options["name"], options["task_list"]
+        with cli.api_errors():
+            try:
+                status = api.cancel(name, task_list)
+            except AlreadyRunning as running:
+                raise CommandError(
+                    f"{name!r} in task list {task_list!r} is already {running.state} on node "
+                    f"{running.node} (run {running.run_id}): only QUEUED runs can be cancelled, "
+                    "and a started run is never interrupted. Wait for it with dt_status."
+                ) from None
+        if options["json"]:
+            self.stdout.write(cli.dumps(asdict(status)))
+            return
+        self.stdout.write(
+            f"Cancelled {name!r} in task list {task_list!r} (run {status.run_id}): "
+            f"{status.state.value} ({status.reason})."
+        )

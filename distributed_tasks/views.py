@@ -1,0 +1,182 @@
+"""JSON views: the status of a name, cluster health, and cancelling a queued run.
+
+Every answer is JSON, errors included (``{"error": code, "detail": message}``), so
+a client never has to parse an HTML error page. The views expose results and
+cluster internals, so they check permissions the way the admin does:
+
+- ``status``: an authenticated user with ``distributed_tasks.view_taskrun``;
+- ``cancel``: ``distributed_tasks.change_taskrun``, POST only, CSRF-checked;
+- ``health``: public, but only ``{"status": ...}``; staff users get the details.
+
+Names and task lists from the URL are only ever looked up, never resolved as
+function paths.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from django.db import DatabaseError
+from django.http import HttpRequest, JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
+
+from distributed_tasks import api
+from distributed_tasks.exceptions import (
+    AlreadyRunning,
+    ClusterUnavailable,
+    DistributedTasksError,
+    InvalidName,
+    TaskNotFound,
+)
+from distributed_tasks.health import Status, check_health
+from distributed_tasks.types import State
+
+VIEW_PERMISSION = "distributed_tasks.view_taskrun"
+CHANGE_PERMISSION = "distributed_tasks.change_taskrun"
+
+View = Callable[..., JsonResponse]
+
+
+def error(status: int, code: str, detail: str, **extra: Any) -> JsonResponse:
+    return JsonResponse({"error": code, "detail": detail, **extra}, status=status)
+
+
+def allow(*methods: str) -> Callable[[View], View]:
+    """Like ``require_http_methods``, but the 405 has a JSON body (and an Allow header)."""
+
+    def decorate(view: View) -> View:
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+            if request.method not in methods:
+                response = error(
+                    405,
+                    "method_not_allowed",
+                    f"{request.method} is not allowed here; use {' or '.join(methods)}.",
+                )
+                response["Allow"] = ", ".join(methods)
+                return response
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def require_permission(perm: str, doing: str) -> Callable[[View], View]:
+    """403 with a JSON body unless the user is logged in and holds ``perm``."""
+
+    def decorate(view: View) -> View:
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+            user = request.user
+            if not user.is_authenticated:
+                return error(
+                    403,
+                    "not_authenticated",
+                    f"{doing} needs a logged-in user with the permission {perm}; log in first.",
+                )
+            if not user.has_perm(perm):
+                return error(
+                    403,
+                    "permission_denied",
+                    f"{doing} needs the permission {perm}; ask an administrator to grant it "
+                    "(directly or through a group).",
+                )
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+class _CsrfCheck(CsrfViewMiddleware):
+    def _reject(self, request: HttpRequest, reason: str) -> str:  # type: ignore[override]
+        return reason
+
+
+def csrf_json(view: View) -> View:
+    """Django's CSRF check, answered as JSON instead of the HTML failure page."""
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+        check = _CsrfCheck(lambda _request: None)  # type: ignore[arg-type]
+        check.process_request(request)
+        reason = check.process_view(request, None, (), {})  # type: ignore[arg-type]
+        if reason:
+            return error(
+                403,
+                "csrf_failed",
+                f"CSRF verification failed: {reason} Send the csrftoken cookie's value in the "
+                "X-CSRFToken header (and, over HTTPS, a matching Referer or Origin).",
+            )
+        return view(request, *args, **kwargs)
+
+    return csrf_exempt(wrapper)
+
+
+def api_errors(view: View) -> View:
+    """The API's exceptions as JSON answers; their messages already state the rule."""
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+        try:
+            return view(request, *args, **kwargs)
+        except InvalidName as exc:
+            return error(400, "invalid_name", str(exc))
+        except TaskNotFound as exc:
+            return error(404, "not_found", str(exc), name=exc.name, task_list=exc.task_list)
+        except AlreadyRunning as exc:
+            return error(409, "conflict", str(exc), state=str(exc.state), run_id=exc.run_id)
+        except ClusterUnavailable as exc:
+            return error(503, "unavailable", str(exc))
+        except DistributedTasksError as exc:
+            return error(400, "bad_request", str(exc))
+        except DatabaseError:
+            return error(503, "unavailable", "The database does not answer; try again shortly.")
+
+    return wrapper
+
+
+@never_cache
+@csrf_exempt  # read-only: any other method gets the JSON 405 before anything runs
+@allow("GET", "HEAD")
+@require_permission(VIEW_PERMISSION, "Reading the status of a run")
+@api_errors
+def task_status(request: HttpRequest, task_list: str, name: str) -> JsonResponse:
+    """``GET status/<task_list>/<name>``: the newest run of a name, as ``get_status``."""
+    status = api.get_status(name, task_list)
+    if status.state == State.NOT_FOUND:
+        raise TaskNotFound(name, task_list)
+    return JsonResponse(asdict(status))
+
+
+@never_cache
+@csrf_exempt  # read-only, as above
+@allow("GET", "HEAD")
+def health(request: HttpRequest) -> JsonResponse:
+    """``GET health``: 200 while the cluster can work (healthy, degraded), 503 when down.
+
+    Anyone gets ``{"status": ...}`` (for load balancers); staff users get the nodes,
+    leader, run counts and problems as well.
+    """
+    reading = check_health()
+    code = 503 if reading.status is Status.DOWN else 200
+    user = request.user
+    if user.is_active and user.is_staff:
+        return JsonResponse(reading.as_dict(), status=code)
+    return JsonResponse({"status": reading.status.value}, status=code)
+
+
+@never_cache
+@allow("POST")
+@csrf_json
+@require_permission(CHANGE_PERMISSION, "Cancelling a run")
+@api_errors
+def cancel(request: HttpRequest, task_list: str, name: str) -> JsonResponse:
+    """``POST cancel/<task_list>/<name>``: end the QUEUED run of a name (409 if it started)."""
+    return JsonResponse(asdict(api.cancel(name, task_list)))

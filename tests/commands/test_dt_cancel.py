@@ -1,0 +1,44 @@
+"""``dt_cancel``: ends QUEUED runs only."""
+
+import json
+
+import pytest
+from django.core.management.base import CommandError
+
+from distributed_tasks import start_async
+from distributed_tasks.models import TaskRun
+from distributed_tasks.store import get_store, message_for
+from tests import tasks
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_cancels_a_queued_run(run_command, node):
+    handle = start_async(tasks.add, [1, 2], name="unwanted", task_list="ci")
+    out = run_command("dt_cancel", "unwanted", "--task-list", "ci")
+    assert out.strip() == (
+        f"Cancelled 'unwanted' in task list 'ci' (run {handle.run_id}): FAILED (cancelled)."
+    )
+    run = TaskRun.objects.get(id=handle.run_id)
+    assert (run.state, run.reason, run.active_name) == ("FAILED", "cancelled", None)
+
+
+def test_json_output_is_the_new_status(run_command, node):
+    start_async(tasks.add, [1, 2], name="unwanted")
+    data = json.loads(run_command("dt_cancel", "unwanted", "--json"))
+    assert (data["state"], data["reason"]) == ("FAILED", "cancelled")
+
+
+def test_a_running_run_is_not_interrupted(run_command, node):
+    start_async(tasks.add, [1, 2], name="busy")
+    run = TaskRun.objects.get(name="busy")
+    assert get_store().mark_running(message_for(run), "incarnation")
+    with pytest.raises(CommandError, match="is already RUNNING on node idle@test") as info:
+        run_command("dt_cancel", "busy")
+    assert "only QUEUED runs can be cancelled" in str(info.value)
+    assert TaskRun.objects.get(name="busy").state == "RUNNING"
+
+
+def test_unknown_name_is_an_error(run_command):
+    with pytest.raises(CommandError, match="No run of 'never-ran' in task list 'default'"):
+        run_command("dt_cancel", "never-ran")

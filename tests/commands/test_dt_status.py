@@ -1,0 +1,72 @@
+"""``dt_status``: the state of a name as text or JSON."""
+
+import json
+
+import pytest
+from django.core.management.base import CommandError
+
+from distributed_tasks import runner, start_async
+from distributed_tasks.models import TaskRun
+from distributed_tasks.store import message_for
+from tests import tasks
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def execute(name: str) -> None:
+    runner.execute(message_for(TaskRun.objects.get(name=name)).to_body())
+
+
+def test_queued_run_as_text(run_command, node):
+    handle = start_async(tasks.add, [1, 2], name="sum")
+    out = run_command("dt_status", "sum")
+    lines = dict(line.rsplit("  ", 1) for line in out.splitlines())
+    lines = {label.strip(): value for label, value in lines.items()}
+    assert (lines["task list"], lines["state"], lines["run"], lines["node"], lines["finished"]) == (
+        "default",
+        "QUEUED",
+        handle.run_id,
+        node.name,
+        "-",
+    )
+
+
+def test_done_run_shows_its_result(run_command, node):
+    start_async(tasks.count, ["k"], {"result": {"answer": 42}}, name="counted")
+    execute("counted")
+    out = run_command("dt_status", "counted")
+    assert "state      DONE" in out
+    assert '"answer": 42' in out
+
+
+def test_failed_run_shows_its_error(run_command, node):
+    start_async(tasks.fail, ["broken"], name="bad-run", task_list="ci")
+    execute("bad-run")
+    out = run_command("dt_status", "bad-run", "--task-list", "ci")
+    assert "state      FAILED" in out
+    assert "reason     exception" in out
+    assert "error      ValueError: broken" in out
+
+
+def test_json_output_is_the_status(run_command, node):
+    handle = start_async(tasks.add, [1, 2], name="sum")
+    execute("sum")
+    data = json.loads(run_command("dt_status", "sum", "--json"))
+    assert (data["name"], data["state"], data["run_id"], data["result"]) == (
+        "sum",
+        "DONE",
+        handle.run_id,
+        3,
+    )
+    assert data["finished_at"].endswith("Z")  # ISO 8601, UTC
+
+
+def test_unknown_name_is_not_found(run_command):
+    out = run_command("dt_status", "never-ran")
+    assert out.startswith("'never-ran' in task list 'default': NOT_FOUND")
+    assert json.loads(run_command("dt_status", "never-ran", "--json"))["state"] == "NOT_FOUND"
+
+
+def test_bad_name_is_a_usage_error(run_command):
+    with pytest.raises(CommandError, match="non-printable"):
+        run_command("dt_status", "bell\x07")

@@ -1,0 +1,426 @@
+"""The django.tasks backend against real Redis and PostgreSQL, with a node that consumes nothing.
+
+Runs stay QUEUED on the idle node; where a test needs a finished run it executes the
+message in this process with ``runner.execute``, the worker's own code path.
+"""
+
+import base64
+import json
+import uuid
+from datetime import timedelta
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.core import checks
+from django.db import transaction
+from django.utils import timezone
+
+from distributed_tasks import (
+    AlreadyRunning,
+    DistributedTasksError,
+    NotSerializable,
+    State,
+    cancel,
+    distributed_task,
+    get_status,
+    keys,
+    runner,
+    start_async,
+)
+from distributed_tasks.backends import (
+    E101,
+    E102,
+    E103,
+    GENERIC_ERROR,
+    DistributedTasksBackend,
+    NamedTask,
+)
+from distributed_tasks.compat import (
+    TASKS_MODULE,
+    InvalidTask,
+    TaskResultDoesNotExist,
+    TaskResultMismatch,
+    TaskResultStatus,
+    task,
+    task_backends,
+    task_enqueued,
+)
+from distributed_tasks.models import TaskRun
+from distributed_tasks.store import message_for
+from tests import tasks
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BACKEND = "distributed_tasks.backends.DistributedTasksBackend"
+
+
+@pytest.fixture
+def backend(settings):
+    settings.TASKS = {"default": {"BACKEND": BACKEND, "QUEUES": ["default", "builds"]}}
+    return task_backends["default"]
+
+
+def named(django_task, **options) -> NamedTask:
+    """The function of a tests.tasks Django task, declared again for this backend."""
+    return task(**options)(django_task.func)
+
+
+def published(redis, node="idle@test") -> list[str]:
+    """The run ids of the messages waiting in the node's queue."""
+    out = []
+    for raw in redis.lrange(keys.queue_name(node), 0, -1):
+        args, _kwargs, _embed = json.loads(base64.b64decode(json.loads(raw)["body"]))
+        out.append(args[0]["run_id"])
+    return out
+
+
+def execute(result_id: str) -> None:
+    """Run the queued attempt in this process exactly as a worker's pool process would."""
+    runner.execute(message_for(TaskRun.objects.get(id=result_id)).to_body())
+
+
+# Module-level so that only the rule under test refuses them.
+def unregistered(a: int) -> int:
+    return a
+
+
+async def coroutine() -> None:
+    return None
+
+
+@distributed_task
+def with_context(context, a: int) -> int:
+    return a
+
+
+def local_function():
+    def inner() -> None:
+        return None
+
+    return inner
+
+
+def test_backend_declares_what_it_supports(backend):
+    assert isinstance(backend, DistributedTasksBackend)
+    assert (backend.supports_get_result, backend.supports_defer) == (True, True)
+    assert (backend.supports_priority, backend.supports_async_task) == (False, False)
+    assert isinstance(task()(tasks.backend_add.func), NamedTask)
+
+
+@pytest.mark.parametrize(
+    ("declare", "message"),
+    [
+        (lambda: task()(unregistered), "is not registered with distributed_tasks"),
+        (lambda: task()(local_function()), "task function must be defined at a module level."),
+        (lambda: task(takes_context=True)(with_context), "does not pass a TaskContext"),
+        (lambda: task()(coroutine), "backend does not support async tasks."),
+        (lambda: named(tasks.backend_add, priority=5), "does not support setting priority"),
+        (lambda: named(tasks.backend_add, queue_name="x"), "queue 'x' is not valid for backend."),
+        (lambda: named(tasks.backend_add, run_name="a\nb"), "contains control or other non-"),
+        (lambda: named(tasks.backend_add, run_name="n" * 201), "1 to 200 characters long, got 201"),
+        (lambda: named(tasks.backend_add, on_conflict="skip"), "on_conflict='skip' is not one"),
+        (lambda: named(tasks.backend_add, max_attempts=0), "max_attempts must be a whole number"),
+        (lambda: named(tasks.backend_add, callback=unregistered), "is not a registered distrib"),
+        (
+            lambda: tasks.backend_add.using(run_after=timezone.now().replace(tzinfo=None)),
+            "run_after must be an aware datetime.",
+        ),
+    ],
+)
+def test_invalid_tasks_are_refused_with_the_rule(backend, declare, message):
+    with pytest.raises(InvalidTask) as info:
+        declare()
+    assert message.lower() in str(info.value).lower()
+
+
+def test_unregistered_function_error_shows_the_way_out(backend):
+    with pytest.raises(InvalidTask) as info:
+        task()(unregistered)
+    assert "@task\n    @distributed_task\n    def unregistered(...)" in str(info.value)
+
+
+def test_non_json_arguments_are_refused_and_change_nothing(backend, node, redis):
+    with pytest.raises(NotSerializable):
+        tasks.backend_add.enqueue(object(), 1)
+    assert not TaskRun.objects.exists()
+    assert published(redis) == []
+
+
+def test_enqueue_returns_a_ready_result_for_the_queued_run(backend, node, redis):
+    result = tasks.backend_add.enqueue(1, b=2)
+    run = TaskRun.objects.get()
+    assert (result.id, len(result.id), result.status) == (run.run_id, 32, TaskResultStatus.READY)
+    assert (result.task, result.args, result.kwargs, result.backend) == (
+        tasks.backend_add,
+        [1],
+        {"b": 2},
+        "default",
+    )
+    assert result.enqueued_at == run.queued_at
+    assert (result.started_at, result.finished_at, result.last_attempted_at) == (None, None, None)
+    assert (result.errors, result.worker_ids, result.attempts, result.is_finished) == (
+        [],
+        [],
+        0,
+        False,
+    )
+    with pytest.raises(ValueError, match="Task has not finished yet"):
+        result.return_value  # noqa: B018
+    assert (run.function, run.task_list, run.state, run.node) == (
+        "tests.tasks.backend_add",
+        "default",
+        State.QUEUED,
+        node.name,
+    )
+    assert published(redis) == [result.id]
+
+
+def test_enqueue_sends_and_logs_task_enqueued(backend, node, caplog):
+    seen = []
+
+    def receiver(sender, task_result, **kwargs):
+        seen.append((sender, task_result.id))
+
+    task_enqueued.connect(receiver)
+    try:
+        with caplog.at_level("DEBUG", logger=TASKS_MODULE):
+            result = tasks.backend_add.enqueue(1, 2)
+    finally:
+        task_enqueued.disconnect(receiver)
+    assert seen == [(DistributedTasksBackend, result.id)]
+    assert f"Task id={result.id} path=tests.tasks.backend_add enqueued" in caplog.text
+
+
+def test_run_name_is_unique_while_active(backend, node):
+    sums = named(tasks.backend_add, run_name="sum")
+    first = sums.enqueue(1, 2)
+    with pytest.raises(AlreadyRunning) as info:
+        sums.enqueue(3, 4)
+    assert (info.value.run_id, info.value.name) == (first.id, "sum")
+    existing = sums.using(on_conflict="return_existing").enqueue(5, 6)
+    assert (existing.id, existing.args, existing.status) == (first.id, [1, 2], first.status)
+    assert existing.task.run_name == "sum"
+    assert TaskRun.objects.count() == 1
+
+
+def test_queue_name_is_the_task_list(backend, node):
+    result = named(tasks.backend_add).using(queue_name="builds", run_name="b-1").enqueue(1, 1)
+    assert TaskRun.objects.get(id=result.id).task_list == "builds"
+    status = get_status("b-1", "builds")
+    assert (status.state, status.run_id) == (State.QUEUED, result.id)
+
+
+def test_options_give_defaults_that_task_values_override(settings, node):
+    settings.TASKS = {
+        "default": {
+            "BACKEND": BACKEND,
+            "OPTIONS": {
+                "ON_CONFLICT": "return_existing",
+                "MAX_ATTEMPTS": 3,
+                "RETRY_BACKOFF": 0.5,
+                "TIMEOUT": 30,
+            },
+        }
+    }
+    first = named(tasks.backend_add, run_name="opt").enqueue(1, 2)
+    again = named(tasks.backend_add, run_name="opt").enqueue(1, 2)
+    assert again.id == first.id
+    row = TaskRun.objects.get(id=first.id)
+    assert (row.max_attempts, row.retry_backoff, row.timeout) == (3, 0.5, 30)
+    own = named(tasks.backend_add, run_name="own", max_attempts=1, timeout=5, retry_backoff=2)
+    row = TaskRun.objects.get(id=own.enqueue(1, 2).id)
+    assert (row.max_attempts, row.retry_backoff, row.timeout) == (1, 2, 5)
+
+
+def test_run_after_becomes_a_countdown(backend, node):
+    run_after = timezone.now() + timedelta(seconds=30)
+    later = tasks.backend_add.using(run_after=run_after).enqueue(1, 1)
+    past = tasks.backend_add.using(run_after=timezone.now() - timedelta(seconds=1)).enqueue(2, 2)
+    assert (later.status, past.status) == (TaskResultStatus.READY, TaskResultStatus.READY)
+    later_row, past_row = (TaskRun.objects.get(id=r.id) for r in (later, past))
+    assert abs((later_row.run_after - run_after).total_seconds()) < 1
+    assert past_row.run_after == past_row.queued_at  # a past run_after starts at once
+
+
+def test_get_result_round_trip(backend, node):
+    result = tasks.backend_add.enqueue(1, b=2)
+    got = backend.get_result(result.id)
+    fields = ("id", "status", "args", "kwargs", "backend", "enqueued_at", "started_at", "errors")
+    assert [getattr(got, f) for f in fields] == [getattr(result, f) for f in fields]
+    assert (got.task.func, got.task.queue_name, got.task.backend) == (
+        tasks.backend_add.func,
+        "default",
+        "default",
+    )
+    assert got.task.run_name == TaskRun.objects.get(id=result.id).name
+    assert tasks.backend_add.get_result(result.id).id == result.id
+    with pytest.raises(TaskResultMismatch):
+        tasks.backend_fail.get_result(result.id)
+
+
+def test_result_follows_the_run_to_success(backend, node):
+    result = tasks.backend_add.enqueue(1, b=2)
+    execute(result.id)
+    result.refresh()
+    assert (result.status, result.return_value, result.errors) == (
+        TaskResultStatus.SUCCESSFUL,
+        3,
+        [],
+    )
+    assert (result.worker_ids, result.attempts) == ([node.name], 1)
+    assert result.enqueued_at <= result.started_at <= result.finished_at
+    assert result.last_attempted_at == result.started_at
+
+
+def test_failed_run_reports_the_exception_and_traceback(backend, node):
+    result = tasks.backend_fail.enqueue("no compiler")
+    execute(result.id)
+    result.refresh()
+    assert result.status == TaskResultStatus.FAILED
+    (error,) = result.errors
+    assert (error.exception_class_path, error.exception_class) == (
+        "builtins.ValueError",
+        ValueError,
+    )
+    assert "raise ValueError(message)" in error.traceback
+    with pytest.raises(ValueError, match="Task failed"):
+        result.return_value  # noqa: B018
+
+
+def test_run_failed_without_exception_reports_the_reason(backend, node):
+    result = named(tasks.backend_add, run_name="doomed").enqueue(1, 1)
+    cancel("doomed")
+    got = backend.get_result(result.id)
+    assert (got.status, got.worker_ids) == (TaskResultStatus.FAILED, [])
+    (error,) = got.errors
+    assert (error.exception_class_path, error.exception_class) == (
+        GENERIC_ERROR,
+        DistributedTasksError,
+    )
+    assert error.traceback == "cancelled: cancelled before it started"
+
+
+@pytest.mark.parametrize("result_id", [uuid.uuid4().hex, "123", ""])
+def test_unknown_result_id_does_not_exist(backend, result_id):
+    with pytest.raises(TaskResultDoesNotExist) as info:
+        backend.get_result(result_id)
+    assert f"No run has the id {result_id!r}" in str(info.value)
+    with pytest.raises(TaskResultDoesNotExist):
+        async_to_sync(backend.aget_result)(result_id)
+
+
+def test_run_of_a_class_task_is_no_task_result(backend, node):
+    handle = start_async(tasks.Hooked, name="hooked")
+    with pytest.raises(TaskResultDoesNotExist) as info:
+        backend.get_result(handle.run_id)
+    assert "tests.tasks.Hooked, which is not a registered function" in str(info.value)
+
+
+def test_enqueue_in_a_transaction_publishes_on_commit(backend, node, redis):
+    with transaction.atomic():
+        result = tasks.backend_add.enqueue(1, 2)
+        assert backend.get_result(result.id).status == TaskResultStatus.READY
+        assert published(redis) == []
+    assert published(redis) == [result.id]
+
+
+def test_enqueue_in_a_rolled_back_transaction_leaves_no_result(backend, node, redis):
+    with pytest.raises(RuntimeError), transaction.atomic():
+        result = tasks.backend_add.enqueue(1, 2)
+        raise RuntimeError("roll back")
+    with pytest.raises(TaskResultDoesNotExist):
+        backend.get_result(result.id)
+    assert published(redis) == []
+
+
+def test_async_twins(backend, node):
+    result = async_to_sync(tasks.backend_add.aenqueue)(2, 3)
+    assert result.status == TaskResultStatus.READY
+    got = async_to_sync(tasks.backend_add.aget_result)(result.id)
+    assert (got.id, got.args) == (result.id, [2, 3])
+
+
+def test_enqueue_through_a_testing_double_writes_no_row(backend):
+    from distributed_tasks.testing import FakeClient, install
+
+    with install(FakeClient()):
+        result = named(tasks.backend_add, run_name="faked").enqueue(1, 2)
+        status = get_status("faked")
+    assert (result.status, result.args, result.enqueued_at is not None) == (
+        TaskResultStatus.READY,
+        [1, 2],
+        True,
+    )
+    assert (status.state, status.run_id) == (State.QUEUED, result.id)
+    assert not TaskRun.objects.exists()
+
+
+# -- checks --------------------------------------------------------------------------
+
+
+def check(params) -> list:
+    return list(DistributedTasksBackend("jobs", params).check())
+
+
+def test_valid_configuration_passes_the_checks():
+    options = {"ON_CONFLICT": "return_existing", "REUSE": "reject", "TIMEOUT": 2.5}
+    assert check({"QUEUES": ["default", "builds"], "OPTIONS": options}) == []
+    assert check({"OPTIONS": {"MAX_ATTEMPTS": 3, "TIMEOUT": None}}) == []
+
+
+def test_unknown_option_is_reported_with_a_suggestion():
+    assert check({"OPTIONS": {"TIMOUT": 3}}) == [
+        checks.Error(
+            "TASKS['jobs']['OPTIONS'] has an unknown key 'TIMOUT'.",
+            hint="Did you mean 'TIMEOUT'? DistributedTasksBackend reads ON_CONFLICT, REUSE, "
+            "TIMEOUT, MAX_ATTEMPTS, RETRY_BACKOFF.",
+            id=E101,
+        )
+    ]
+
+
+def test_options_must_be_a_dict():
+    assert check({"OPTIONS": ["TIMEOUT"]}) == [
+        checks.Error(
+            "TASKS['jobs']['OPTIONS'] must be a dict, got list.",
+            hint="Write it as a dict with keys among ON_CONFLICT, REUSE, TIMEOUT, MAX_ATTEMPTS, "
+            "RETRY_BACKOFF, or leave it out.",
+            id=E101,
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "problem"),
+    [
+        ("ON_CONFLICT", "skip", "must be one of ['fail', 'return_existing']"),
+        ("REUSE", None, "must be one of ['allow', 'allow_failed_only', 'reject']"),
+        ("TIMEOUT", 0, "must be a number greater than 0 or None"),
+        ("MAX_ATTEMPTS", 1.5, "must be a whole number greater than 0 or None"),
+        ("MAX_ATTEMPTS", True, "must be a whole number greater than 0 or None"),
+        ("RETRY_BACKOFF", "1s", "must be a number greater than 0 or None"),
+    ],
+)
+def test_bad_option_value_is_reported(key, value, problem):
+    assert check({"OPTIONS": {key: value}}) == [
+        checks.Error(
+            f"TASKS['jobs']['OPTIONS'][{key!r}] {problem}, got {value!r}.",
+            hint="Fix the value, or remove the key to use start_async()'s default.",
+            id=E102,
+        )
+    ]
+
+
+def test_queue_that_cannot_be_a_task_list_is_reported():
+    (error,) = check({"QUEUES": ["default", "q" * 201]})
+    assert (error.id, error.hint) == (
+        E103,
+        "Each queue is a task list: use 1 to 200 printable characters.",
+    )
+    assert error.msg.startswith(f"TASKS['jobs']['QUEUES'] has {'q' * 201!r}, which cannot be")
+
+
+def test_checks_run_through_djangos_check_framework(settings):
+    settings.TASKS = {"default": {"BACKEND": BACKEND, "OPTIONS": {"RETRIES": 2}}}
+    ids = [message.id for message in checks.run_checks() if message.id.startswith("distributed")]
+    assert ids == [E101]

@@ -1,0 +1,366 @@
+"""The testing doubles on their own: scripting, assertions, inline execution, installation.
+
+What the doubles share with the real client is pinned by tests/contract; these
+tests cover what only a double offers. None of them touches the database (no
+``django_db`` mark), and ``test_the_doubles_need_no_services`` points Redis at a
+closed port to show they need no Redis either.
+"""
+
+from __future__ import annotations
+
+from unittest.mock import ANY
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.conf import settings
+from django.test import override_settings
+
+from distributed_tasks import (
+    AlreadyRunning,
+    ClusterUnavailable,
+    DistributedTask,
+    InvalidOption,
+    NameReserved,
+    NotRegistered,
+    NotSerializable,
+    State,
+    TaskStatus,
+    aget_status,
+    api,
+    astart_async,
+    cancel,
+    distributed_task,
+    get_status,
+    signals,
+    start_async,
+)
+from distributed_tasks.testing import (
+    FakeClient,
+    InlineClient,
+    InvalidScript,
+    fake_tasks,
+    inline_tasks,
+)
+
+CALLS: list = []
+
+
+@distributed_task
+def double(x: int) -> int:
+    return x * 2
+
+
+@distributed_task
+def remember(name: str, result: object) -> None:
+    CALLS.append((name, result))
+
+
+@distributed_task
+def explode(name: str, result: object) -> None:
+    raise RuntimeError(f"cannot store {name}")
+
+
+@distributed_task
+def boom(message: str) -> None:
+    raise ValueError(message)
+
+
+@distributed_task
+def pair() -> tuple:
+    return (1, 2)
+
+
+@distributed_task
+def not_json() -> set:
+    return {1}
+
+
+@distributed_task
+def leave() -> None:
+    raise SystemExit(3)
+
+
+@distributed_task
+def flaky(fails: int) -> int:
+    """Fails its first ``fails`` executions, then returns how many it took."""
+    CALLS.append("flaky")
+    if len(CALLS) <= fails:
+        raise ConnectionError(f"execution {len(CALLS)} failed")
+    return len(CALLS)
+
+
+@distributed_task
+def restart_self(name: str) -> str:
+    try:
+        start_async(restart_self, [name], name=name)
+    except AlreadyRunning as exc:
+        return f"refused while {exc.state}"
+    return "started twice"
+
+
+class Hooks(DistributedTask):
+    def run(self, mode: str) -> str:
+        if mode == "raise":
+            raise KeyError(mode)
+        return mode
+
+    def on_success(self, run, result):
+        CALLS.append(("success", run.name, result))
+
+    def on_failure(self, run, exc):
+        CALLS.append(("failure", run.name, type(exc).__name__))
+
+
+@pytest.fixture(autouse=True)
+def _calls():
+    CALLS.clear()
+    yield
+    CALLS.clear()
+
+
+def test_installs_nest_and_restore_what_was_there():
+    before = list(api._override)
+    with fake_tasks() as fake:
+        assert api.get_client() is fake
+        with inline_tasks() as inline:
+            assert api.get_client() is inline
+        assert api.get_client() is fake
+    assert api._override == before
+
+
+def test_the_plugin_fixture_puts_its_client_behind_the_api(dt_fake):
+    assert isinstance(dt_fake, FakeClient) and api.get_client() is dt_fake
+
+
+def test_the_backend_setting_can_name_a_double():
+    conf = {**settings.DISTRIBUTED_TASKS, "BACKEND": "distributed_tasks.testing.InlineClient"}
+    with override_settings(DISTRIBUTED_TASKS=conf):
+        assert isinstance(api.get_client(), InlineClient)
+        assert get_status(start_async(double, [4]).name).result == 8
+
+
+def test_the_module_api_and_its_async_twins_record_on_the_fake(dt_fake):
+    handle = start_async(double, [2], name="d", callback=remember, timeout=5)
+    start = dt_fake.assert_started(double, name="d", args=(2,), callback=remember)
+    assert (start.run_id, start.callback, start.options["timeout"]) == (
+        handle.run_id,
+        "tests.unit.test_testing.remember",
+        5,
+    )
+    async_to_sync(astart_async)(double, [3], name="a")
+    assert async_to_sync(aget_status)("a").state == State.QUEUED
+    assert get_status("d").state == State.QUEUED and CALLS == []  # the fake runs nothing
+
+
+def test_assert_started_matches_the_given_criteria_only(dt_fake):
+    start_async(double, [1], name="one")
+    start_async(double, [2], callback="tests.unit.test_testing.remember")
+    assert dt_fake.assert_started("tests.unit.test_testing.double", args=[1]).name == "one"
+    assert dt_fake.assert_started(double, name=ANY, times=2)
+    assert dt_fake.assert_started(callback=remember).args == [2]
+    assert len(dt_fake.starts_of(double, callback=None)) == 1
+    dt_fake.assert_not_started(boom)
+    with pytest.raises(AssertionError, match=r"of tests.unit.test_testing.double\(args=\[3\]\)"):
+        dt_fake.assert_started(double, args=[3])
+    with pytest.raises(AssertionError, match=r"Recorded starts:\n  .*double\(name='one'"):
+        dt_fake.assert_not_started(double, args=[1])
+    with pytest.raises(AssertionError, match="Expected 3 start"):
+        dt_fake.assert_started(double, times=3)
+
+
+def test_assertions_refuse_criteria_a_start_does_not_have(dt_fake):
+    with pytest.raises(AssertionError, match="No start was recorded"):
+        dt_fake.assert_started(double)
+    with pytest.raises(InvalidOption, match="Did you mean 'name'"):
+        dt_fake.assert_started(double, nmae="x")
+    with pytest.raises(NotRegistered):
+        dt_fake.assert_started("os.system")
+
+
+def test_set_status_scripts_a_name_and_keeps_its_rules(dt_fake):
+    assert dt_fake.set_status("r", State.RUNNING).state == State.RUNNING
+    with pytest.raises(AlreadyRunning, match="already RUNNING"):
+        start_async(double, [1], name="r")
+    done = dt_fake.set_status("r", "DONE", result={"artefact": [1, 2]})
+    assert get_status("r") == done and done.result == {"artefact": [1, 2]}
+    with pytest.raises(NameReserved):
+        start_async(double, [1], name="r", reuse="allow_failed_only")
+    assert start_async(double, [1], name="r").run_id != done.run_id
+    assert dt_fake.set_status("r", State.NOT_FOUND).state == State.NOT_FOUND
+    assert get_status("r").state == State.NOT_FOUND
+
+
+def test_set_status_failed_carries_the_error_and_refuses_non_json(dt_fake):
+    failed = dt_fake.set_status("f", State.FAILED, error="no compiler", error_type="ValueError")
+    assert (failed.error, failed.error_type, failed.reason) == (
+        "no compiler",
+        "ValueError",
+        "exception",
+    )
+    with pytest.raises(NotSerializable, match="not JSON"):
+        dt_fake.set_status("f", State.DONE, result={1, 2})
+
+
+def test_script_status_answers_every_read_like_a_mox_expectation(dt_fake):
+    dt_fake.set_status("known", State.DONE, result=1)
+    dt_fake.script_status(lambda name, task_list: State.RUNNING if name != "known" else None)
+    assert get_status("anything").state == State.RUNNING
+    assert get_status("known").result == 1  # None falls through to the recorded runs
+    dt_fake.script_status(lambda name, task_list: TaskStatus(name=name, state=State.FAILED))
+    assert get_status("x").state == State.FAILED
+    dt_fake.script_status(lambda name, task_list: "bogus")
+    with pytest.raises(InvalidScript, match="return a TaskStatus, a State, or None"):
+        get_status("x")
+    dt_fake.script_status(None)
+    assert get_status("x").state == State.NOT_FOUND
+    assert dt_fake.status_requests[:2] == [("anything", "default"), ("known", "default")]
+
+
+def test_refused_starts_validate_first_and_record_nothing(dt_fake):
+    dt_fake.refuse_starts()
+    with pytest.raises(NotRegistered):
+        start_async("os.system", ["true"])
+    with pytest.raises(ClusterUnavailable, match="accept_starts"):
+        start_async(double, [1], name="x")
+    dt_fake.refuse_starts(RuntimeError("broker down"))
+    with pytest.raises(RuntimeError, match="broker down"):
+        start_async(double, [1], name="x")
+    assert dt_fake.starts == [] and get_status("x").state == State.NOT_FOUND
+    dt_fake.accept_starts()
+    assert start_async(double, [1], name="x").name == "x"
+
+
+def test_drain_runs_the_queued_runs_as_a_worker_would(dt_fake):
+    start_async(double, [21], name="a", callback=remember)
+    start_async(double, [1], name="cancelled")
+    cancel("cancelled")
+    dt_fake.set_status("scripted", State.QUEUED)
+    assert [(s.name, s.state, s.result) for s in dt_fake.drain()] == [("a", State.DONE, 42)]
+    assert CALLS == [("a", 42)]
+    assert get_status("cancelled").reason == "cancelled"
+    assert get_status("scripted").state == State.QUEUED  # nothing to run: it was scripted
+    assert dt_fake.drain() == []
+
+
+@pytest.mark.parametrize("install", [fake_tasks, inline_tasks])
+def test_finished_names_expire_after_cleanup_timeout(install):
+    with install() as client:
+        start_async(double, [1], name="e")
+        if get_status("e").is_active:  # the fake's run stays queued until cancelled
+            cancel("e")
+        assert get_status("e").is_finished
+        with pytest.raises(NameReserved):
+            start_async(double, [1], name="e", reuse="reject")
+        client.advance(59)
+        assert get_status("e").is_finished
+        client.advance(2)
+        assert get_status("e").state == State.NOT_FOUND
+        assert start_async(double, [1], name="e", reuse="reject").name == "e"
+
+
+def test_inline_runs_the_function_and_its_callback(dt_inline):
+    handle = start_async(double, [21], name="x", callback=remember)
+    status = get_status("x")
+    assert (status.state, status.result, status.run_id, status.node) == (
+        State.DONE,
+        42,
+        handle.run_id,
+        "inline@testing",
+    )
+    assert status.queued_at <= status.started_at <= status.finished_at
+    assert CALLS == [("x", 42)]
+    dt_inline.assert_started(double, name="x", args=[21])
+
+
+def test_inline_failures_report_failed_and_free_the_name(dt_inline):
+    start_async(boom, ["no compiler"], name="b")
+    status = get_status("b")
+    assert (status.state, status.error_type, status.error, status.reason) == (
+        State.FAILED,
+        "ValueError",
+        "no compiler",
+        "exception",
+    )
+    assert "raise ValueError(message)" in dt_inline.runs("b")[-1].traceback
+    start_async(double, [1], name="c", callback=explode)
+    assert (get_status("c").reason, get_status("c").error) == ("callback", "cannot store c")
+    start_async(not_json, name="j")
+    assert get_status("j").error_type == "distributed_tasks.exceptions.NotSerializable"
+    assert start_async(boom, ["again"], name="b").name == "b"
+
+
+def test_inline_retries_a_failure_while_max_attempts_allows(dt_inline):
+    start_async(flaky, [1], name="twice", max_attempts=2)
+    status = get_status("twice")
+    assert (status.state, status.result, status.attempt) == (State.DONE, 2, 2)
+    CALLS.clear()
+    start_async(flaky, [5], name="gives-up", max_attempts=3)
+    status = get_status("gives-up")
+    assert (status.state, status.error, status.attempt) == (
+        State.FAILED,
+        "execution 3 failed",
+        3,
+    )
+
+
+def test_inline_results_come_back_through_json(dt_inline):
+    assert get_status(start_async(pair).name).result == [1, 2]
+
+
+def test_inline_calls_the_class_hooks(dt_inline):
+    start_async(Hooks, ["ok"], name="h1")
+    start_async(Hooks, ["raise"], name="h2")
+    assert CALLS == [("success", "h1", "ok"), ("failure", "h2", "KeyError")]
+    assert (get_status("h1").state, get_status("h2").error_type) == (State.DONE, "KeyError")
+
+
+def test_an_inline_run_holds_its_name_while_it_runs(dt_inline):
+    start_async(restart_self, ["me"], name="me")
+    assert get_status("me").result == "refused while RUNNING"
+
+
+def test_an_interrupt_still_ends_the_inline_run(dt_inline):
+    with pytest.raises(SystemExit):
+        start_async(leave, name="gone")
+    assert (get_status("gone").state, get_status("gone").error_type) == (
+        State.FAILED,
+        "SystemExit",
+    )
+
+
+def test_inline_sends_the_run_signals(dt_inline):
+    seen = []
+
+    def queued(sender, handle, **kwargs):
+        seen.append(("queued", handle.name))
+
+    def started(sender, message, **kwargs):
+        seen.append(("started", message.name))
+
+    def finished(sender, message, outcome, **kwargs):
+        seen.append(("finished", message.name, outcome.state))
+
+    for signal, receiver in [
+        (signals.run_queued, queued),
+        (signals.run_started, started),
+        (signals.run_finished, finished),
+    ]:
+        signal.connect(receiver, weak=False)
+    try:
+        start_async(double, [1], name="s")
+    finally:
+        signals.run_queued.disconnect(queued)
+        signals.run_started.disconnect(started)
+        signals.run_finished.disconnect(finished)
+    assert seen == [("queued", "s"), ("started", "s"), ("finished", "s", State.DONE)]
+
+
+def test_the_doubles_need_no_services():
+    conf = {**settings.DISTRIBUTED_TASKS, "REDIS_URL": "redis://127.0.0.1:1/0"}
+    with override_settings(DISTRIBUTED_TASKS=conf):
+        with inline_tasks():
+            assert get_status(start_async(double, [2], name="i").name).result == 4
+        with fake_tasks() as fake:
+            start_async(double, [2], name="f")
+            fake.set_status("g", State.RUNNING)
+            assert [s.result for s in fake.drain()] == [4]
