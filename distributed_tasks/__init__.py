@@ -15,6 +15,7 @@ from distributed_tasks.exceptions import (
     InvalidConfiguration,
     InvalidName,
     InvalidOption,
+    InvalidState,
     NameReserved,
     NotRegistered,
     NotSerializable,
@@ -26,6 +27,7 @@ from distributed_tasks.types import State, TaskHandle, TaskStatus
 
 _LAZY = {
     "cancel": "distributed_tasks.api",
+    "retry": "distributed_tasks.api",
     "start_async": "distributed_tasks.api",
     "start_many": "distributed_tasks.api",
     "get_status": "distributed_tasks.api",
@@ -42,6 +44,7 @@ __all__ = [
     "InvalidConfiguration",
     "InvalidName",
     "InvalidOption",
+    "InvalidState",
     "NameReserved",
     "NotRegistered",
     "NotSerializable",

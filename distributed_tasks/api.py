@@ -85,6 +85,11 @@ def cancel(name: str, task_list: str = "default") -> TaskStatus:
     return get_client().cancel(name, task_list)
 
 
+def retry(name: str, task_list: str = "default") -> TaskHandle:
+    """Run the newest FAILED run of ``name`` again as its next attempt (see lifecycle.retry)."""
+    return get_client().retry(name, task_list)
+
+
 astart_async = sync_to_async(start_async)
 astart_many = sync_to_async(start_many)
 aget_status = sync_to_async(get_status)

@@ -26,7 +26,7 @@ from django.db import connections, transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from distributed_tasks import celery, claims, keys, signals
+from distributed_tasks import celery, claims, keys, lifecycle, signals
 from distributed_tasks.claims import ClaimOutcome, ClaimReply
 from distributed_tasks.conf import get_settings
 from distributed_tasks.connection import get_redis
@@ -34,16 +34,13 @@ from distributed_tasks.exceptions import (
     AlreadyRunning,
     ClusterUnavailable,
     NameReserved,
-    TaskNotFound,
 )
 from distributed_tasks.messages import RunMessage
 from distributed_tasks.models import TaskRun
 from distributed_tasks.placement import Placement
-from distributed_tasks.store import get_store, message_for
+from distributed_tasks.store import get_store
 from distributed_tasks.types import (
     OnConflict,
-    Outcome,
-    Reason,
     Reuse,
     State,
     TaskHandle,
@@ -335,30 +332,14 @@ class ClusterClient:
             self._abandon(s)
         raise _unavailable("The Celery broker", failure.__cause__ or failure) from failure
 
-    # -- cancelling ------------------------------------------------------------------
+    # -- acting on an existing run (see lifecycle.py) ---------------------------------
 
     def cancel(self, name: str, task_list: str = "default") -> TaskStatus:
-        """End a QUEUED run as FAILED(cancelled); its message, if delivered, runs nothing.
-
-        Raises ``TaskNotFound`` when no run of the name is active and
-        ``AlreadyRunning`` when it has started (a running run is not interrupted).
-        """
-        check_name(name)
-        check_name(task_list, "task list")
-        store = get_store()
-        run = store.active(task_list, name)
-        if run is None:
-            raise TaskNotFound(name, task_list)
-        outcome = Outcome.failed(Reason.CANCELLED, message="cancelled before it started")
-        if run.state != State.QUEUED or not store.mark_cancelled(run, outcome):
-            run.refresh_from_db()
-            raise AlreadyRunning(
-                name, run.run_id, run.node or None, task_list=task_list, state=run.state
-            )
-        msg = message_for(run)
-        claims.publish_outcome(msg, outcome)
-        signals.run_finished.send(sender=TaskRun, message=msg, outcome=outcome)
+        lifecycle.cancel(name, task_list)
         return self.get_status(name, task_list)
+
+    def retry(self, name: str, task_list: str = "default") -> TaskHandle:
+        return lifecycle.retry(name, task_list, self.placement)
 
     # -- reading ---------------------------------------------------------------------
 

@@ -91,6 +91,10 @@ class InvalidOption(DistributedTasksError, ValueError):
     """An option of start_async()/start_many() has a value outside its allowed set."""
 
 
+class InvalidState(DistributedTasksError, ValueError):
+    """The run is in a state that does not allow the operation (retrying a DONE run)."""
+
+
 class PayloadTooLarge(DistributedTasksError, ValueError):
     """The JSON of args and kwargs is larger than ``MAX_PAYLOAD_BYTES``."""
 

@@ -113,6 +113,30 @@ class RecordingClient(StartAssertions):
         signals.run_finished.send(sender=TaskRun, message=run.message(), outcome=outcome)
         return run.status()
 
+    def retry(self, name: str, task_list: str = "default") -> TaskHandle:
+        """Run the newest FAILED run again as its next attempt, as the real client does."""
+        from distributed_tasks.lifecycle import not_retryable
+
+        check_name(name)
+        check_name(task_list, "task list")
+        self._check_available()
+        with self._lock:
+            run = self._latest((task_list, name))
+            if run is None:
+                raise TaskNotFound(name, task_list)
+            if run.state.is_active:
+                raise AlreadyRunning(
+                    name, run.run_id, run.node, task_list=task_list, state=run.state.value
+                )
+            if run.state != State.FAILED:
+                raise not_retryable(name, run.state.value)
+            run.state = State.QUEUED
+            run.attempt += 1
+            run.max_attempts = max(run.max_attempts, run.executions + 1)
+            run.started_at = run.finished_at = None
+        self._dispatch([run])
+        return run.handle()
+
     # -- inspection and time -------------------------------------------------------
 
     def runs(self, name: str, task_list: str = "default") -> list[Run]:

@@ -326,3 +326,34 @@ def test_cancel_refuses_running_and_unknown_runs(node):
     TaskRun.objects.filter(name="busy").update(state="RUNNING")
     with pytest.raises(AlreadyRunning, match="already RUNNING"):
         cancel("busy")
+
+
+def test_retry_runs_a_failed_run_again_as_its_next_attempt(node, redis):
+    from distributed_tasks import InvalidState, retry
+
+    first = start_async(tasks.add, [1, 2], name="again-please")
+    finish("again-please", "FAILED")
+    handle = retry("again-please")
+    assert (handle.run_id, handle.attempt, handle.node) == (first.run_id, 2, node.name)
+    run = TaskRun.objects.get(name="again-please")
+    assert (run.state, run.attempt, run.active_name, run.max_attempts) == (
+        "QUEUED",
+        2,
+        "again-please",
+        1,
+    )
+    assert f"{first.run_id}:2" in {
+        json.loads(b)["headers"]["id"] for b in redis.lrange(keys.queue_name(node.name), 0, -1)
+    }
+    with pytest.raises(AlreadyRunning):
+        retry("again-please")
+    TaskRun.objects.filter(name="again-please").update(state="DONE", active_name=None)
+    with pytest.raises(InvalidState, match="only FAILED runs can be retried"):
+        retry("again-please")
+
+
+def test_retry_of_unknown_names(node):
+    from distributed_tasks import TaskNotFound, retry
+
+    with pytest.raises(TaskNotFound):
+        retry("never-ran")

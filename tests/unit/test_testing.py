@@ -364,3 +364,20 @@ def test_the_doubles_need_no_services():
             start_async(double, [2], name="f")
             fake.set_status("g", State.RUNNING)
             assert [s.result for s in fake.drain()] == [4]
+
+
+def test_the_fake_retries_failed_runs_like_the_real_client():
+    from distributed_tasks import AlreadyRunning, InvalidState, State, retry
+    from distributed_tasks.testing import fake_tasks
+
+    with fake_tasks() as fake:
+        from tests import tasks
+
+        handle = fake.start_async(tasks.add, [1, 2], name="r")
+        with pytest.raises(AlreadyRunning):
+            retry("r")
+        fake.set_status("r", State.FAILED, error="boom")
+        assert retry("r").attempt == handle.attempt + 1
+        fake.set_status("r", State.DONE, result=3)
+        with pytest.raises(InvalidState):
+            retry("r")

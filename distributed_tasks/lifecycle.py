@@ -1,0 +1,111 @@
+"""Acting on an existing run: cancel it before it starts, or retry it after it failed.
+
+Both are fenced like every other transition: a conditional update on the run's
+current attempt and state, so a cancel racing the worker's start, or a retry
+racing a new start of the name, ends with exactly one winner.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from redis.exceptions import RedisError
+
+from distributed_tasks import celery, claims, signals
+from distributed_tasks.exceptions import (
+    AlreadyRunning,
+    ClusterUnavailable,
+    InvalidState,
+    TaskNotFound,
+)
+from distributed_tasks.models import TaskRun
+from distributed_tasks.placement import Placement
+from distributed_tasks.store import get_store, message_for
+from distributed_tasks.types import Outcome, Reason, State, TaskHandle
+from distributed_tasks.validation import check_name
+
+
+def _names(name: str, task_list: str) -> None:
+    check_name(name)
+    check_name(task_list, "task list")
+
+
+def cancel(name: str, task_list: str = "default") -> None:
+    """End a QUEUED run as FAILED(cancelled); its message, if delivered, runs nothing.
+
+    Raises ``TaskNotFound`` when no run of the name is active and ``AlreadyRunning``
+    when it has started (a running run is not interrupted).
+    """
+    _names(name, task_list)
+    store = get_store()
+    run = store.active(task_list, name)
+    if run is None:
+        raise TaskNotFound(name, task_list)
+    outcome = Outcome.failed(Reason.CANCELLED, message="cancelled before it started")
+    if run.state != State.QUEUED or not store.mark_cancelled(run, outcome):
+        run.refresh_from_db()
+        raise AlreadyRunning(
+            name, run.run_id, run.node or None, task_list=task_list, state=run.state
+        )
+    msg = message_for(run)
+    claims.publish_outcome(msg, outcome)
+    signals.run_finished.send(sender=TaskRun, message=msg, outcome=outcome)
+
+
+def not_retryable(name: str, state: str) -> InvalidState:
+    return InvalidState(
+        f"The newest run of {name!r} is {state}; only FAILED runs can be retried. "
+        "Start it again with start_async() instead."
+    )
+
+
+def retry(name: str, task_list: str = "default", placement: Placement | None = None):
+    """Run the newest FAILED run of ``name`` again, as its next attempt on a live node.
+
+    The run keeps its id, arguments and history; it gets one more execution than it
+    has used. Raises ``TaskNotFound``, ``AlreadyRunning`` (a run of the name is
+    active), ``InvalidState`` (the newest run is DONE) or ``ClusterUnavailable``.
+    """
+    _names(name, task_list)
+    store = get_store()
+    run = store.latest(task_list, name)
+    if run is None:
+        raise TaskNotFound(name, task_list)
+    if run.state in (State.QUEUED, State.RUNNING):
+        raise AlreadyRunning(
+            name, run.run_id, run.node or None, task_list=task_list, state=run.state
+        )
+    if run.state != State.FAILED:
+        raise not_retryable(name, run.state)
+    placement = placement or Placement()
+    node = placement.choose(task_list, name)
+    msg = message_for(run).for_attempt(run.attempt + 1, node)
+    reply = claims.ClaimReply.parse(
+        claims.claim(task_list, name, claims.message_fields(msg, State.QUEUED), reuse="allow")
+    )
+    if reply.outcome is not claims.ClaimOutcome.CLAIMED:
+        placement.unchoose(node)
+        raise AlreadyRunning(
+            name, reply.run_id, reply.node, task_list=task_list, state=reply.state or State.RUNNING
+        )
+    try:
+        if not store.reactivate(run, node=node):
+            raise AlreadyRunning(
+                name, run.run_id, run.node or None, task_list=task_list, state=State.RUNNING
+            )
+    except AlreadyRunning:
+        with contextlib.suppress(RedisError):
+            claims.release(task_list, name, msg.run_id)
+        raise
+    try:
+        celery.publish([(msg, None)])
+    except celery.PublishFailed as exc:
+        store.mark_lost(msg, Outcome.failed(Reason.WORKER_LOST, message="retry not delivered"))
+        with contextlib.suppress(RedisError):
+            claims.release(task_list, name, msg.run_id)
+        raise ClusterUnavailable(
+            f"The Celery broker does not answer ({exc.__cause__}); the run stays FAILED."
+        ) from exc
+    return TaskHandle(
+        name=name, task_list=task_list, run_id=msg.run_id, node=node, attempt=msg.attempt
+    )
