@@ -46,3 +46,32 @@ def finished(name: str, task_list: str = "default"):
 
 def wait_finished(name: str, timeout: float = 30.0):
     return poll_until(finished(name), timeout=timeout, message=f"{name} to finish")
+
+
+BEATS = ("beat-1", "beat-2")
+
+
+@pytest.fixture(scope="module")
+def full_cluster(cluster_factory):
+    """Three nodes and two orchestrators, for the fault tests of a module."""
+    for node in NODES:
+        cluster_factory.start_worker(node, concurrency=2)
+    for beat in BEATS:
+        cluster_factory.start_beat(beat)
+    return cluster_factory
+
+
+@pytest.fixture
+def full(full_cluster):
+    """Every node and beat running (restarting what the last test killed), a leader elected."""
+    for node in NODES:
+        if not full_cluster.running(node):
+            full_cluster.stop(node)
+            full_cluster.start_worker(node, concurrency=2)
+    for beat in BEATS:
+        if not full_cluster.running(beat):
+            full_cluster.stop(beat)
+            full_cluster.start_beat(beat)
+    full_cluster.wait_live(*NODES)
+    full_cluster.wait_leader()
+    return full_cluster
