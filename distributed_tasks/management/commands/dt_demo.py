@@ -10,15 +10,23 @@ from distributed_tasks.management.commands.dt_worker import positive_int
 
 class Command(BaseCommand):
     help = (
-        "Run a small local cluster: start worker nodes as subprocesses, start named "
-        "runs of the seed's compile example (and refused duplicates), show their states "
-        "live per node, and stop everything it started."
+        "Run a small local cluster: start worker nodes and two orchestrator beats as "
+        "subprocesses, start named runs of the seed's compile example (and refused "
+        "duplicates), show their states live per node, SIGKILL a node and the leader "
+        "mid-run and time the recovery, and stop everything it started."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("--workers", type=positive_int, default=3)
         parser.add_argument("--tasks", type=positive_int, default=30)
         parser.add_argument("--duplicates", type=int, default=5)
+        parser.add_argument("--beats", type=positive_int, default=2)
+        parser.add_argument(
+            "--no-faults",
+            action="store_false",
+            dest="faults",
+            help="Do not kill a node and the leader mid-run.",
+        )
         parser.add_argument(
             "--function",
             default="testproject.builds.tasks.compile",
@@ -44,6 +52,8 @@ class Command(BaseCommand):
                 workers=options["workers"],
                 tasks=options["tasks"],
                 duplicates=options["duplicates"],
+                beats=options["beats"],
+                faults=options["faults"],
                 function=options["function"],
                 callback=options["callback"] or None,
                 state_dir=options["state_dir"],
