@@ -22,6 +22,7 @@ from distributed_tasks.exceptions import (
     PayloadTooLarge,
     TaskNotFound,
 )
+from distributed_tasks.periodic import PeriodicTask, periodic
 from distributed_tasks.registry import DistributedTask, RunInfo, distributed_task
 from distributed_tasks.types import State, TaskHandle, TaskStatus
 
@@ -49,12 +50,14 @@ __all__ = [
     "NotRegistered",
     "NotSerializable",
     "PayloadTooLarge",
+    "PeriodicTask",
     "RunInfo",
     "State",
     "TaskHandle",
     "TaskNotFound",
     "TaskStatus",
     "distributed_task",
+    "periodic",
     *_LAZY,
 ]
 

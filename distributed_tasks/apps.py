@@ -11,6 +11,8 @@ class DistributedTasksConfig(AppConfig):
 
     def ready(self) -> None:
         # Checks and signal receivers register on import.
+        # periodic registers PeriodicRun, the function every periodic slot runs.
+        import distributed_tasks.periodic  # noqa: F401
         from distributed_tasks import checks, signals  # noqa: F401
 
         # Fill the registry: every installed app's tasks.py is imported at start-up,

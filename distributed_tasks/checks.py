@@ -23,6 +23,7 @@ E003 = "distributed_tasks.E003"  # a URL has an unsupported scheme
 E004 = "distributed_tasks.E004"  # HEARTBEAT_INTERVAL must be below NODE_TIMEOUT
 E005 = "distributed_tasks.E005"  # DATABASE_ALIAS / CACHE_ALIAS names nothing
 E006 = "distributed_tasks.E006"  # CELERY_APP / BACKEND cannot be imported
+E007 = "distributed_tasks.E007"  # a PERIODIC entry cannot work
 W001 = "distributed_tasks.W001"  # unknown key
 W002 = "distributed_tasks.W002"  # LEASE_TTL leaves no room to renew
 
@@ -182,7 +183,28 @@ def _check_relations(conf: dict[str, Any]) -> list[checks.CheckMessage]:
     for key in ("CELERY_APP", "BACKEND"):
         if conf[key]:
             messages += _check_import(key, conf[key])
+    for name, entry in conf["PERIODIC"].items():
+        messages += _check_periodic(name, entry)
     return messages
+
+
+def _check_periodic(name: str, entry: Any) -> list[checks.CheckMessage]:
+    from django.utils.module_loading import import_string
+
+    from distributed_tasks.exceptions import InvalidConfiguration
+    from distributed_tasks.periodic import PeriodicTask, spec_from_settings
+
+    hint = "Each entry: {'task': 'app.tasks.MyTask', 'interval': 10, ...} (see the README)."
+    try:
+        spec = spec_from_settings(name, entry)
+        task = import_string(spec.task)
+    except (InvalidConfiguration, ImportError) as exc:
+        return [_error(f"PERIODIC[{name!r}]: {exc}", hint, E007)]
+    if not (isinstance(task, type) and issubclass(task, PeriodicTask)):
+        return [
+            _error(f"PERIODIC[{name!r}]: {spec.task} is not a PeriodicTask subclass.", hint, E007)
+        ]
+    return []
 
 
 def _check_import(key: str, path: str) -> list[checks.CheckMessage]:

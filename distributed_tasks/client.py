@@ -129,7 +129,16 @@ class ClusterClient:
         requests = [prepare(**dict(call)) for call in calls]
         return self._start(requests) if requests else []
 
-    def _start(self, requests: list[StartRequest]) -> list[TaskHandle | AlreadyRunning]:
+    def start_on(self, node: str, func: Any, args: Any = (), kwargs: Any = None, **options: Any):
+        """``start_async`` on a node the caller picked (periodic tasks pick a random one)."""
+        (outcome,) = self._start([prepare(func, args, kwargs, **options)], node=node)
+        if isinstance(outcome, AlreadyRunning):
+            raise outcome
+        return outcome
+
+    def _start(
+        self, requests: list[StartRequest], *, node: str | None = None
+    ) -> list[TaskHandle | AlreadyRunning]:
         now = time.time()
         starts = [
             _Start(
@@ -137,7 +146,7 @@ class ClusterClient:
                 message=RunMessage(
                     run_id=uuid.uuid4().hex,
                     attempt=1,
-                    node=self.placement.choose(r.task_list, r.name),
+                    node=node or self.placement.choose(r.task_list, r.name),
                     task_list=r.task_list,
                     name=r.name,
                     function=r.function,

@@ -156,3 +156,48 @@ class Leadership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.holder or 'nobody'} (epoch {self.epoch})"
+
+
+class PeriodicTaskState(models.Model):
+    """One global periodic task: its schedule, its state between runs, and its record.
+
+    Code (``@periodic``) and settings (``PERIODIC``) declare a task; the leader
+    copies a changed declaration here (``declared`` remembers the last one), while
+    ``enabled`` switched from the admin stays as set until the declaration changes
+    it. ``last_slot`` is the claim of a slot: the leader moves it forward with a
+    conditional update, so each slot is dispatched at most once, even across
+    leaders.
+    """
+
+    name = models.CharField(max_length=NAME_MAX_LENGTH, primary_key=True)
+    task = models.CharField(max_length=255, help_text="Dotted path of the PeriodicTask class.")
+    task_list = models.CharField(max_length=NAME_MAX_LENGTH, default="default")
+    interval = models.FloatField(help_text="Seconds between two slots.")
+    timeout = models.FloatField(null=True, blank=True, help_text="Seconds a run may take.")
+    instant = models.BooleanField(default=False, help_text="Run at once when first seen.")
+    enabled = models.BooleanField(default=True)
+    args = models.JSONField(default=dict, blank=True)
+    declared = models.JSONField(default=dict, blank=True, editable=False)
+    state = models.JSONField(null=True, blank=True, help_text="Handed to the next run.")
+    last_slot = models.DateTimeField(null=True, blank=True)
+    last_run_id = models.UUIDField(null=True, blank=True)
+    last_node = models.CharField(max_length=255, blank=True, default="")
+    last_outcome = models.CharField(max_length=16, blank=True, default="")
+    last_error = models.TextField(blank=True, default="")
+    next_run_at = models.DateTimeField(null=True, blank=True)
+    runs = models.PositiveIntegerField(default=0)
+    skips = models.PositiveIntegerField(default=0, help_text="Slots skipped: previous run busy.")
+    failures = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "periodic task"
+        ordering = ["name"]
+        indexes = [models.Index(fields=["enabled", "next_run_at"], name="dt_periodic_due_idx")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def run_name(self) -> str:
+        return f"periodic:{self.name}"

@@ -6,6 +6,7 @@ subprocesses started by the tests get ``DT_TEST_DB_NAME`` so they open the test
 database itself. Redis database 15 keeps tests away from a demo on database 0.
 """
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -49,6 +50,8 @@ REDIS_URL = os.environ.get("DT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 DISTRIBUTED_TASKS = {
     "REDIS_URL": REDIS_URL,
     "KEY_PREFIX": "dt",
+    # Periodic tasks run only where a test declares them (its beat processes get this).
+    "PERIODIC": json.loads(os.environ.get("DT_TEST_PERIODIC", "{}")),
 }
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

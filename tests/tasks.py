@@ -167,3 +167,45 @@ def flaky(key: str) -> str:
     if get_redis().incr(key) == 1:
         raise ConnectionError("first execution fails")
     return "second time lucky"
+
+
+# -- periodic tasks (declared per test through DT_TEST_PERIODIC / settings overrides) -------
+
+from distributed_tasks import PeriodicTask  # noqa: E402
+
+
+class Counter(PeriodicTask):
+    """Counts its runs in its state and notes (node, time) of each in Redis."""
+
+    def init(self, args: dict) -> dict:
+        return {"count": args.get("start", 0)}
+
+    def execute(self, state: dict) -> dict:
+        import json
+
+        from distributed_tasks.nodes import current_node
+
+        node = current_node()
+        get_redis().rpush(
+            "periodic-log:counter",
+            json.dumps({"node": node.name if node else None, "at": time.time()}),
+        )
+        return {"count": state["count"] + 1}
+
+
+class Sleepy(PeriodicTask):
+    """Takes longer than its timeout."""
+
+    def execute(self, state):
+        time.sleep(30)
+        return state
+
+
+class Broken(PeriodicTask):
+    def execute(self, state):
+        raise RuntimeError("periodic failure")
+
+
+class FirstNodeOnly(Counter):
+    def nodes(self, live_nodes: list[str]) -> list[str]:
+        return live_nodes[:1]

@@ -52,11 +52,12 @@ class Duty(abc.ABC):
 
 
 def default_duties() -> list[Duty]:
+    from distributed_tasks.orchestrator.dispatcher import Dispatcher
     from distributed_tasks.orchestrator.lifeline import Lifeline
     from distributed_tasks.orchestrator.reaper import Reaper
     from distributed_tasks.orchestrator.resync import Resync
 
-    return [Resync(), Lifeline(), Reaper()]
+    return [Resync(), Lifeline(), Reaper(), Dispatcher()]
 
 
 class Orchestrator:
@@ -114,8 +115,11 @@ class Orchestrator:
             self._redis_lost_at = None
         return False
 
-    def tick(self) -> dict[str, dict[str, int]] | None:
-        """Run every duty once if this process leads; None when it does not."""
+    def duty(self, name: str) -> Duty | None:
+        return next((d for d in self.duties if d.name == name), None)
+
+    def tick(self, only: str | None = None) -> dict[str, dict[str, int]] | None:
+        """Run every duty (or just ``only``) once if this process leads; None otherwise."""
         if not self.is_leader():
             return None
         epoch = self._ready_epoch
@@ -131,6 +135,8 @@ class Orchestrator:
         )
         report: dict[str, dict[str, int]] = {}
         for duty in self.duties:
+            if only is not None and duty.name != only:
+                continue
             if not self.is_leader():
                 break
             try:

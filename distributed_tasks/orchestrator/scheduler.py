@@ -56,8 +56,19 @@ class DistributedScheduler(Scheduler):
         if now >= self._next_tick:
             self._next_tick = now + get_settings().TICK_INTERVAL
             self.orchestrator.tick()
+        elif (slot_wait := self._periodic_wait()) is not None and slot_wait <= 0:
+            self.orchestrator.tick(only="dispatcher")  # a slot starts between two ticks
         beat_wait = super().tick(*args, **kwargs)
-        return max(0.0, min(beat_wait, self._next_tick - time.monotonic()))
+        waits = [beat_wait, self._next_tick - time.monotonic()]
+        if (slot_wait := self._periodic_wait()) is not None:
+            waits.append(slot_wait)
+        return max(0.0, min(waits))
+
+    def _periodic_wait(self) -> float | None:
+        """Seconds until the next periodic slot is due, so slots start on time."""
+        dispatcher = self.orchestrator.duty("dispatcher")
+        due = getattr(dispatcher, "next_due", None)
+        return None if due is None else due.timestamp() - time.time()
 
     def apply_entry(self, entry: Any, producer: Any = None) -> None:
         if not self.orchestrator.is_leader():  # fail closed between the check and the send

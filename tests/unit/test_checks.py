@@ -76,3 +76,19 @@ def test_unimportable_paths():
     (error,) = run(CELERY_APP="nowhere.celery.app")
     assert error.id == E006
     assert "nowhere.celery.app" in error.msg
+
+
+def test_periodic_entries_are_checked():
+    errors = run(
+        PERIODIC={
+            "ok": {"task": "tests.tasks.Counter", "interval": 5},
+            "no-interval": {"task": "tests.tasks.Counter"},
+            "bad-interval": {"task": "tests.tasks.Counter", "interval": -1},
+            "missing": {"task": "tests.tasks.Nope", "interval": 5},
+            "not-periodic": {"task": "tests.tasks.add", "interval": 5},
+        }
+    )
+    assert [e.id for e in errors] == ["distributed_tasks.E007"] * 4
+    assert "'no-interval'" in errors[0].msg and "interval" in errors[0].msg
+    assert "interval must be greater than 0" in errors[1].msg
+    assert "not a PeriodicTask subclass" in errors[3].msg

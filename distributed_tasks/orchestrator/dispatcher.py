@@ -1,0 +1,161 @@
+"""Dispatcher: each due slot of each enabled periodic task becomes one run, on a random node.
+
+Slots are the multiples of ``interval`` on the clock, so schedules do not drift.
+A slot is claimed by moving ``last_slot`` forward with a conditional update in
+the leader's fenced transaction: two leaders, or one leader twice, can never
+dispatch the same slot. The run is the unique named run ``periodic:<name>``: if
+the previous one still runs, the slot is skipped and counted, never overlapped.
+After a leader gap only the current slot runs (one catch-up, no burst).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import random
+from collections import Counter
+
+from django.db.models import F, Q
+
+from distributed_tasks.client import ClusterClient
+from distributed_tasks.exceptions import AlreadyRunning, ClusterUnavailable, InvalidConfiguration
+from distributed_tasks.fencing import fenced
+from distributed_tasks.models import PeriodicTaskState
+from distributed_tasks.orchestrator import Duty, TickContext
+from distributed_tasks.periodic import PeriodicRun, PeriodicSpec, declared_specs, task_class
+
+logger = logging.getLogger("distributed_tasks.orchestrator.dispatcher")
+
+SYNC_EVERY = dt.timedelta(seconds=10)
+
+
+def slot_of(now: dt.datetime, interval: float) -> dt.datetime:
+    """The start of the slot ``now`` falls in: a multiple of ``interval`` since the epoch."""
+    start = math.floor(now.timestamp() / interval) * interval
+    return dt.datetime.fromtimestamp(start, tz=dt.UTC)
+
+
+def next_slot(now: dt.datetime, interval: float) -> dt.datetime:
+    return slot_of(now, interval) + dt.timedelta(seconds=interval)
+
+
+class Dispatcher(Duty):
+    name = "dispatcher"
+
+    def __init__(self) -> None:
+        self.synced_at: dt.datetime | None = None
+        self.next_due: dt.datetime | None = None
+        self.client = ClusterClient()
+
+    def reset(self) -> None:
+        self.synced_at = None
+
+    def run(self, ctx: TickContext) -> dict[str, int]:
+        counts: Counter[str] = Counter()
+        if self.synced_at is None or ctx.now - self.synced_at > SYNC_EVERY:
+            self.sync(ctx, counts)
+        rows = PeriodicTaskState.objects.filter(enabled=True, next_run_at__lte=ctx.now)
+        for row in rows.order_by("next_run_at")[: ctx.batch]:
+            counts[self._dispatch(row, ctx)] += 1
+        upcoming = PeriodicTaskState.objects.filter(enabled=True).order_by("next_run_at")
+        self.next_due = upcoming.values_list("next_run_at", flat=True).first()
+        return dict(counts)
+
+    def sync(self, ctx: TickContext, counts: Counter[str]) -> None:
+        """Copy changed declarations (code or settings) into the table."""
+        try:
+            specs = declared_specs()
+        except InvalidConfiguration as exc:
+            logger.error("Periodic tasks not synced: %s", exc)
+            counts["invalid_declarations"] += 1
+            return
+        rows = {row.name: row for row in PeriodicTaskState.objects.all()}
+        with fenced(ctx.epoch):
+            for name, spec in specs.items():
+                counts[self._sync_one(rows.get(name), spec, ctx.now)] += 1
+            gone = [name for name, row in rows.items() if name not in specs and row.declared]
+            if gone:  # no longer declared: stop it, keep its record
+                PeriodicTaskState.objects.filter(name__in=gone).update(enabled=False, declared={})
+                counts["undeclared"] += len(gone)
+        self.synced_at = ctx.now
+
+    @staticmethod
+    def _sync_one(row: PeriodicTaskState | None, spec: PeriodicSpec, now) -> str:
+        declared = spec.declared()
+        first = now if spec.instant else next_slot(now, spec.interval)
+        fields = {
+            "task": spec.task,
+            "task_list": spec.task_list,
+            "interval": spec.interval,
+            "timeout": spec.timeout,
+            "instant": spec.instant,
+            "args": spec.args,
+            "declared": declared,
+        }
+        if row is None:
+            PeriodicTaskState.objects.create(
+                name=spec.name, enabled=spec.enabled, next_run_at=first, **fields
+            )
+            return "created"
+        if row.declared == declared:
+            return "unchanged"
+        if row.declared.get("enabled") != spec.enabled:
+            fields["enabled"] = spec.enabled
+        if row.interval != spec.interval or row.next_run_at is None:
+            fields["next_run_at"] = next_slot(now, spec.interval)
+        PeriodicTaskState.objects.filter(name=row.name).update(**fields)
+        return "updated"
+
+    def _dispatch(self, row: PeriodicTaskState, ctx: TickContext) -> str:
+        first_instant = row.instant and row.last_slot is None  # runs at once, off the grid
+        slot = ctx.now if first_instant else slot_of(ctx.now, row.interval)
+        following = next_slot(ctx.now, row.interval)
+        with fenced(ctx.epoch):
+            claimed = (
+                PeriodicTaskState.objects.filter(name=row.name, enabled=True)
+                .filter(Q(last_slot__isnull=True) | Q(last_slot__lt=slot))
+                .update(last_slot=slot, next_run_at=following)
+            )
+        if not claimed:
+            PeriodicTaskState.objects.filter(name=row.name).update(next_run_at=following)
+            return "already_dispatched"
+        return self._start(row, slot, ctx)
+
+    def _start(self, row: PeriodicTaskState, slot: dt.datetime, ctx: TickContext) -> str:
+        rows = PeriodicTaskState.objects.filter(name=row.name, last_slot=slot)
+        live = sorted(n for n, info in ctx.view.nodes.items() if info.serves(row.task_list))
+        try:
+            allowed = [n for n in task_class(row.task)().nodes(list(live)) if n in live]
+        except InvalidConfiguration as exc:
+            rows.update(failures=F("failures") + 1, last_outcome="FAILED", last_error=str(exc))
+            return "invalid"
+        if not allowed:
+            rows.update(
+                skips=F("skips") + 1,
+                last_outcome="SKIPPED",
+                last_error="no live node among nodes()",
+            )
+            return "no_node"
+        node = random.choice(allowed)
+        try:
+            handle = self.client.start_on(
+                node,
+                PeriodicRun,
+                [row.name, slot.isoformat()],
+                name=row.run_name,
+                task_list=row.task_list,
+                timeout=row.timeout,
+            )
+        except AlreadyRunning:
+            rows.update(
+                skips=F("skips") + 1,
+                last_outcome="SKIPPED",
+                last_error="the previous run was still going",
+            )
+            return "skipped"
+        except ClusterUnavailable as exc:
+            rows.update(skips=F("skips") + 1, last_outcome="SKIPPED", last_error=str(exc))
+            return "unavailable"
+        rows.update(last_run_id=handle.run_id, last_node=node)
+        return "dispatched"

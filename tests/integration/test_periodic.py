@@ -1,0 +1,213 @@
+"""The dispatcher and the periodic run, on real Redis and PostgreSQL, with a chosen clock."""
+
+import dataclasses
+import datetime as dt
+
+import pytest
+from django.conf import settings
+from django.test import override_settings
+
+from distributed_tasks import claims, keys, runner
+from distributed_tasks.exceptions import InvalidConfiguration
+from distributed_tasks.models import PeriodicTaskState, TaskRun
+from distributed_tasks.orchestrator import Orchestrator
+from distributed_tasks.orchestrator.dispatcher import next_slot, slot_of
+from distributed_tasks.periodic import PeriodicSpec, spec_from_settings, validate
+from distributed_tasks.store import get_store, message_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+T0 = dt.datetime(2026, 11, 24, 12, 0, 0, 300_000, tzinfo=dt.UTC)
+
+
+def declare(**tasks):
+    conf = {**settings.DISTRIBUTED_TASKS, "PERIODIC": tasks}
+    return override_settings(DISTRIBUTED_TASKS=conf)
+
+
+@pytest.fixture
+def leader_tick(node, redis):
+    """Tick the dispatcher as the elected leader at a chosen time."""
+    orchestrator = Orchestrator("leader@test")
+    assert orchestrator.lease.try_acquire() and orchestrator.on_acquired()
+    dispatcher = orchestrator.duty("dispatcher")
+    redis.set(keys.intact_key(), "test")
+    base = orchestrator.tick.__func__
+
+    def tick(now: dt.datetime) -> dict[str, int]:
+        from distributed_tasks.nodes import live_nodes
+        from distributed_tasks.orchestrator import TickContext
+
+        ctx = TickContext(
+            epoch=orchestrator.epoch,
+            holder="leader@test",
+            view=live_nodes(),
+            now=now,
+            batch=100,
+            redis_settling=False,
+        )
+        return dispatcher.run(ctx)
+
+    assert base
+    yield tick
+    orchestrator.lease.release()
+
+
+def runs(name):
+    return list(TaskRun.objects.filter(name=f"periodic:{name}").order_by("queued_at"))
+
+
+def test_slots_are_aligned_to_the_clock():
+    assert slot_of(T0, 10) == dt.datetime(2026, 11, 24, 12, 0, 0, tzinfo=dt.UTC)
+    assert next_slot(T0, 10) == dt.datetime(2026, 11, 24, 12, 0, 10, tzinfo=dt.UTC)
+    assert slot_of(T0, 0.5) == T0.replace(microsecond=0)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"interval": 0}, "interval must be greater than 0"),
+        ({"interval": "10"}, "interval must be a number"),
+        ({"timeout": -1}, "timeout must be a number greater than 0"),
+        ({"args": {"x": object()}}, "args must be JSON-serializable"),
+        ({"enabled": "yes"}, "instant and enabled must be True or False"),
+    ],
+)
+def test_declarations_are_validated(change, message):
+    spec = PeriodicSpec(name="x", task="tests.tasks.Counter", interval=1)
+    with pytest.raises(InvalidConfiguration, match=message):
+        validate(dataclasses.replace(spec, **change))
+
+
+def test_settings_entries_need_task_and_interval_and_known_keys():
+    with pytest.raises(InvalidConfiguration, match="at least 'task' and 'interval'"):
+        spec_from_settings("x", {"task": "tests.tasks.Counter"})
+    with pytest.raises(InvalidConfiguration, match="unknown keys"):
+        spec_from_settings("x", {"task": "tests.tasks.Counter", "interval": 1, "every": 2})
+
+
+def test_sync_creates_rows_and_dispatches_each_slot_once(leader_tick):
+    with declare(counter={"task": "tests.tasks.Counter", "interval": 10}):
+        assert leader_tick(T0)["created"] == 1
+        row = PeriodicTaskState.objects.get()
+        assert row.next_run_at == next_slot(T0, 10)  # not instant: the next slot boundary
+        assert "dispatched" not in leader_tick(T0)
+        first = T0 + dt.timedelta(seconds=10)
+        assert leader_tick(first)["dispatched"] == 1
+        assert "dispatched" not in leader_tick(first + dt.timedelta(seconds=1))
+    (run,) = runs("counter")
+    assert run.args == ["counter", slot_of(first, 10).isoformat()]
+    row.refresh_from_db()
+    assert (row.last_slot, row.last_run_id.hex, row.next_run_at) == (
+        slot_of(first, 10),
+        run.run_id,
+        next_slot(first, 10),
+    )
+
+
+def test_instant_runs_at_once(leader_tick):
+    with declare(now={"task": "tests.tasks.Counter", "interval": 60, "instant": True}):
+        report = leader_tick(T0)
+    assert report["created"] == 1 and report["dispatched"] == 1
+
+
+def test_a_busy_previous_run_makes_the_slot_skip(leader_tick):
+    with declare(busy={"task": "tests.tasks.Counter", "interval": 1, "instant": True}):
+        leader_tick(T0)
+        report = leader_tick(T0 + dt.timedelta(seconds=1))
+    assert report == {"skipped": 1}
+    row = PeriodicTaskState.objects.get()
+    assert (row.skips, row.last_outcome) == (1, "SKIPPED")
+    assert len(runs("busy")) == 1
+
+
+def test_a_leader_gap_gives_one_catch_up_run_not_a_burst(leader_tick):
+    with declare(gap={"task": "tests.tasks.Counter", "interval": 1}):
+        leader_tick(T0)
+        assert leader_tick(T0 + dt.timedelta(seconds=30))["dispatched"] == 1
+    assert len(runs("gap")) == 1
+
+
+def test_disabled_tasks_never_run_and_runtime_switches_persist(leader_tick):
+    with declare(
+        off={"task": "tests.tasks.Counter", "interval": 1, "enabled": False},
+        on={"task": "tests.tasks.Counter", "interval": 1},
+    ):
+        leader_tick(T0)
+        PeriodicTaskState.objects.filter(name="on").update(enabled=False)  # the admin
+        leader_tick(T0 + dt.timedelta(seconds=11))  # a re-sync keeps the admin's choice
+        leader_tick(T0 + dt.timedelta(seconds=12))
+    assert runs("off") == [] and runs("on") == []
+    assert not PeriodicTaskState.objects.get(name="on").enabled
+
+
+def test_a_changed_interval_in_code_is_picked_up(leader_tick):
+    with declare(p={"task": "tests.tasks.Counter", "interval": 10}):
+        leader_tick(T0)
+    with declare(p={"task": "tests.tasks.Counter", "interval": 60}):
+        report = leader_tick(T0 + dt.timedelta(seconds=11))
+    assert report["updated"] == 1
+    row = PeriodicTaskState.objects.get()
+    assert (row.interval, row.next_run_at) == (60, next_slot(T0 + dt.timedelta(seconds=11), 60))
+
+
+def test_undeclared_tasks_stop(leader_tick):
+    with declare(temp={"task": "tests.tasks.Counter", "interval": 1}):
+        leader_tick(T0)
+    with declare():
+        assert leader_tick(T0 + dt.timedelta(seconds=11))["undeclared"] == 1
+    assert not PeriodicTaskState.objects.get().enabled
+
+
+def test_nodes_restricts_where_it_runs(leader_tick, node):
+    with declare(pinned={"task": "tests.tasks.FirstNodeOnly", "interval": 1, "instant": True}):
+        leader_tick(T0)
+    (run,) = runs("pinned")
+    assert run.node == node.name
+
+
+def execute(run: TaskRun):
+    get_store()  # the run executes here, as a worker would
+    return runner.execute(message_for(run).to_body())
+
+
+def test_state_is_created_by_init_then_carried_from_run_to_run(leader_tick, redis):
+    spec = {"task": "tests.tasks.Counter", "interval": 1, "instant": True, "args": {"start": 5}}
+    with declare(c=spec):
+        leader_tick(T0)
+        execute(runs("c")[-1])
+        assert PeriodicTaskState.objects.get().state == {"count": 6}
+        leader_tick(T0 + dt.timedelta(seconds=1))
+        execute(runs("c")[-1])
+    row = PeriodicTaskState.objects.get()
+    assert (row.state, row.runs, row.last_outcome) == ({"count": 7}, 2, "DONE")
+    assert claims.read("default", "periodic:c")["state"] == "DONE"
+
+
+def test_a_failing_execute_keeps_the_previous_state(leader_tick):
+    with declare(b={"task": "tests.tasks.Broken", "interval": 1, "instant": True}):
+        PeriodicTaskState.objects.create(
+            name="b",
+            task="tests.tasks.Broken",
+            interval=1,
+            instant=True,
+            state={"kept": True},
+            next_run_at=T0,
+        )
+        leader_tick(T0)
+        outcome = execute(runs("b")[-1])
+    assert outcome.error_type == "RuntimeError"
+    row = PeriodicTaskState.objects.get()
+    assert (row.state, row.failures, row.last_outcome) == ({"kept": True}, 1, "FAILED")
+    assert "periodic failure" in row.last_error
+
+
+def test_only_declared_classes_are_loaded(leader_tick):
+    PeriodicTaskState.objects.create(
+        name="rogue", task="os.system", interval=1, instant=True, next_run_at=T0, declared={"x": 1}
+    )
+    with declare(rogue={"task": "tests.tasks.Counter", "interval": 1, "instant": True}):
+        PeriodicTaskState.objects.filter(name="rogue").update(task="os.system")
+        report = leader_tick(T0)
+    assert report.get("invalid", 0) + report.get("dispatched", 0) >= 1
+    assert not TaskRun.objects.filter(function="os.system").exists()
