@@ -176,6 +176,8 @@ class Demo:
         return per_node
 
     def _watch(self, run_ids: list[str], faults) -> None:
+        from distributed_tasks.demo.faults import periodic_lines
+
         self.screen.phase("Live state of the runs per node")
         began = time.monotonic()
         deadline = began + self.options.timeout
@@ -188,7 +190,7 @@ class Demo:
             finished = sum(c["DONE"] + c["FAILED"] for c in per_node.values())
             done = finished == len(run_ids)
             notes = faults.notes() if faults else {}
-            footer = faults.footer() if faults else ""
+            footer = ([faults.footer()] if faults else []) + periodic_lines()
             rows = self.screen.runs_table(per_node, time.monotonic() - began, notes, footer)
             self.screen.table(rows, final=done)
             if done or time.monotonic() > deadline:

@@ -77,3 +77,17 @@ class FaultPhase:
     def footer(self) -> str:
         info = current_leader()
         return f"orchestrator: {info.holder} (epoch {info.epoch})" if info else "orchestrator: none"
+
+
+def periodic_lines() -> list[str]:
+    """One line per periodic task: its last slot, node and state, and its counts."""
+    from distributed_tasks.models import PeriodicTaskState
+
+    lines = []
+    for row in PeriodicTaskState.objects.filter(enabled=True):
+        slot = f"{row.last_slot:%H:%M:%S}" if row.last_slot else "-"
+        lines.append(
+            f"periodic {row.name}: slot {slot} on {row.last_node or '-'}, state {row.state}, "
+            f"{row.runs} runs, {row.skips} skipped, {row.failures} failed"
+        )
+    return lines

@@ -45,7 +45,11 @@ class Screen:
             self._write("\n".join(rows) + "\n\n")
 
     def runs_table(
-        self, per_node: dict[str, Counter], elapsed: float, notes: dict[str, str], footer: str
+        self,
+        per_node: dict[str, Counter],
+        elapsed: float,
+        notes: dict[str, str],
+        footer: list[str],
     ) -> list[str]:
         total = sum(sum(c.values()) for c in per_node.values())
         finished = sum(c["DONE"] + c["FAILED"] for c in per_node.values())
@@ -57,6 +61,5 @@ class Screen:
             rows.append(f"   {node:<24}{cells}  {notes.get(node, '')}")
         bar = self.paint("#" * filled, "DONE") + "." * (width - filled)
         rows.append(f"   [{bar}] {finished}/{total} finished  {elapsed:5.1f} s")
-        if footer:
-            rows.append(f"   {footer}")
+        rows.extend(f"   {line}" for line in footer)
         return rows

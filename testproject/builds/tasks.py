@@ -12,7 +12,7 @@ import socket
 import time
 import zlib
 
-from distributed_tasks import distributed_task
+from distributed_tasks import PeriodicTask, distributed_task, periodic
 from distributed_tasks.connection import get_redis
 
 ARTEFACT_TTL = 60
@@ -41,3 +41,17 @@ def store_artefact(name: str, result: dict) -> None:
 def load_artefact(request_id: str) -> dict | None:
     raw = get_redis().get(artefact_key(request_id))
     return json.loads(zlib.decompress(raw)) if raw else None
+
+
+@periodic(interval=2, timeout=10, name="builds.report", args={"source": "demo"})
+class BuildReport(PeriodicTask):
+    """Every 2 seconds, on one node of the cluster: a report that carries its count along."""
+
+    def init(self, args: dict) -> dict:
+        return {"reports": 0, "source": args["source"]}
+
+    def execute(self, state: dict) -> dict:
+        from distributed_tasks.nodes import current_node
+
+        node = current_node()
+        return {**state, "reports": state["reports"] + 1, "by": node.name if node else None}
