@@ -13,6 +13,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from django.db import transaction
+
 from distributed_tasks import keys, scripts
 from distributed_tasks.conf import get_settings
 from distributed_tasks.connection import get_redis
@@ -36,7 +38,8 @@ class ReapPlan:
 class Reaper(Duty):
     name = "reaper"
 
-    def __init__(self) -> None:
+    def __init__(self, lookback: dt.timedelta | None = LOOKBACK) -> None:
+        self.lookback = lookback  # None: walk every finished run (dt_reap)
         self.watermark: dt.datetime | None = None
 
     def reset(self) -> None:
@@ -45,14 +48,12 @@ class Reaper(Duty):
     def plan(self, now: dt.datetime, batch: int) -> ReapPlan:
         conf = get_settings()
         cut = now - dt.timedelta(seconds=conf.CLEANUP_TIMEOUT)
-        start = self.watermark or cut - LOOKBACK
-        rows = list(
-            get_store()
-            .runs.finished()
-            .filter(finished_at__gt=start, finished_at__lte=cut)
-            .order_by("finished_at")
-            .values_list("task_list", "name", "id", "finished_at")[:batch]
-        )
+        finished = get_store().runs.finished().filter(finished_at__lte=cut)
+        start = self.watermark or (cut - self.lookback if self.lookback else None)
+        if start is not None:
+            finished = finished.filter(finished_at__gt=start)
+        columns = ("task_list", "name", "id", "finished_at")
+        rows = list(finished.order_by("finished_at").values_list(*columns)[:batch])
         retention = now - dt.timedelta(seconds=conf.HISTORY_RETENTION)
         old = get_store().runs.reapable(retention).count()
         return ReapPlan(
@@ -62,7 +63,13 @@ class Reaper(Duty):
         )
 
     def run(self, ctx: TickContext) -> dict[str, int]:
-        plan = self.plan(ctx.now, ctx.batch)
+        return self.apply(self.plan(ctx.now, ctx.batch), ctx.now, ctx.batch, epoch=ctx.epoch)
+
+    def apply(
+        self, plan: ReapPlan, now: dt.datetime, batch: int, *, epoch: int | None = None
+    ) -> dict[str, int]:
+        """Carry ``plan`` out. The leader passes its epoch (fenced); ``dt_reap`` passes none,
+        which is safe because both steps are idempotent and touch only finished runs."""
         reaped = 0
         if plan.names:
             pipe = get_redis().pipeline(transaction=False)
@@ -74,7 +81,7 @@ class Reaper(Duty):
             self.watermark = plan.until
         deleted = 0
         if plan.history_rows:
-            retention = ctx.now - dt.timedelta(seconds=get_settings().HISTORY_RETENTION)
-            with fenced(ctx.epoch):
-                deleted = get_store().delete_finished_before(retention, ctx.batch)
+            retention = now - dt.timedelta(seconds=get_settings().HISTORY_RETENTION)
+            with fenced(epoch) if epoch else transaction.atomic(using=get_store().alias):
+                deleted = get_store().delete_finished_before(retention, batch)
         return {"names_reaped": reaped, "history_deleted": deleted}
