@@ -47,6 +47,7 @@ def start_async(
     max_attempts: int | None = None,
     retry_backoff: float | None = None,
     countdown: float | None = None,
+    data: Mapping[str, Any] | None = None,
 ) -> TaskHandle:
     """Start ``func`` on one node of the cluster under a unique ``name``.
 
@@ -67,6 +68,7 @@ def start_async(
         max_attempts=max_attempts,
         retry_backoff=retry_backoff,
         countdown=countdown,
+        data=data,
     )
 
 

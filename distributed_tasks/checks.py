@@ -89,6 +89,7 @@ VALIDATORS: dict[str, Callable[[Any], str | None]] = {
     "DEFAULT_TIMEOUT": _number(optional=True),
     "PERIODIC": _dict,
     "BACKEND": _string(),
+    "STORE": _string(),
     "KEY_PREFIX": _string(),
     "TICK_INTERVAL": _number(),
     "RING_CACHE_TTL": _number(minimum=-1e-9),
@@ -180,7 +181,7 @@ def _check_relations(conf: dict[str, Any]) -> list[checks.CheckMessage]:
                 E005,
             )
         )
-    for key in ("CELERY_APP", "BACKEND"):
+    for key in ("CELERY_APP", "BACKEND", "STORE"):
         if conf[key]:
             messages += _check_import(key, conf[key])
     for name, entry in conf["PERIODIC"].items():

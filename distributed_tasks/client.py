@@ -91,6 +91,7 @@ class _Start:
             args=m.args,
             kwargs=m.kwargs,
             callback=m.callback,
+            data=m.data,
             state=State.QUEUED,
             node=m.node,
             attempt=m.attempt,
@@ -155,6 +156,7 @@ class ClusterClient:
                     callback=r.callback,
                     queued_at=now,
                     timeout=r.timeout,
+                    data=r.data,
                 ),
             )
             for r in requests

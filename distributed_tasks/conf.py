@@ -53,6 +53,8 @@ DEFAULTS: dict[str, Any] = {
     "PERIODIC": {},
     # The client behind start_async()/get_status(); the testing double swaps it.
     "BACKEND": "distributed_tasks.client.ClusterClient",
+    # Where runs are stored: a distributed_tasks.store.BaseStore subclass.
+    "STORE": "distributed_tasks.store.OrmStore",
     # Prefix of every Redis key; lets several projects share one Redis.
     "KEY_PREFIX": "dt",
     # Seconds between two orchestrator ticks.
@@ -84,6 +86,7 @@ class Settings:
     DEFAULT_TIMEOUT: float | None
     PERIODIC: dict[str, Any]
     BACKEND: str
+    STORE: str
     KEY_PREFIX: str
     TICK_INTERVAL: float
     RING_CACHE_TTL: float

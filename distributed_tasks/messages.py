@@ -8,8 +8,30 @@ up in the registry, never imported.
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
+
+
+# An escaped NUL: "\u0000" after an even number of backslashes (an odd number
+# means the backslash itself was escaped and the text is a literal "\u0000").
+_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def strict_json(value: Any) -> str:
+    """``value`` as compact JSON that every store accepts; ``ValueError`` says why not.
+
+    Stricter than ``json.dumps``: NaN and infinities are not JSON, and PostgreSQL's
+    JSONB cannot hold a NUL character, so both are refused before anything is written.
+    """
+    try:
+        text = json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(str(exc)) from None
+    if _NUL.search(text):
+        raise ValueError(r"a string contains a NUL character (\x00), which databases refuse")
+    return text
 
 
 class MalformedMessage(ValueError):
@@ -29,6 +51,7 @@ class RunMessage:
     callback: str = ""
     queued_at: float = 0.0
     timeout: float | None = None
+    data: dict[str, Any] = field(default_factory=dict)
 
     @property
     def task_id(self) -> str:

@@ -9,6 +9,7 @@ enforce it). Redis claims reject duplicates fast; this constraint decides.
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -135,6 +136,34 @@ class TaskRun(models.Model):
         return (
             cls.objects.filter(task_list=task_list).order_by("queued_at").iterator(chunk_size=500)
         )
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every field as JSON-ready values (ids as hex, times as ISO 8601)."""
+        out: dict[str, Any] = {}
+        for f in self._meta.concrete_fields:
+            value = getattr(self, f.attname)
+            if isinstance(value, uuid.UUID):
+                value = value.hex
+            elif isinstance(value, dt.datetime):
+                value = value.isoformat()
+            out[f.attname] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TaskRun:
+        """The unsaved run ``as_dict`` described (``save()`` stores it)."""
+        fields = {f.attname: f for f in cls._meta.concrete_fields}
+        unknown = set(data) - set(fields)
+        if unknown:
+            raise ValueError(f"Unknown TaskRun fields: {sorted(unknown)}")
+        values = {}
+        for name, value in data.items():
+            if value is not None and isinstance(fields[name], models.DateTimeField):
+                value = dt.datetime.fromisoformat(value)
+            elif value is not None and isinstance(fields[name], models.UUIDField):
+                value = uuid.UUID(value)
+            values[name] = value
+        return cls(**values)
 
 
 class Leadership(models.Model):

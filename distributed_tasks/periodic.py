@@ -17,7 +17,6 @@ the database (fenced by its epoch), a run is a unique named run
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
@@ -25,6 +24,7 @@ from typing import Any, ClassVar
 from django.utils.module_loading import import_string
 
 from distributed_tasks.exceptions import InvalidConfiguration
+from distributed_tasks.messages import strict_json
 from distributed_tasks.registry import DistributedTask, RunInfo, path_of
 
 logger = logging.getLogger("distributed_tasks.periodic")
@@ -92,8 +92,8 @@ def validate(spec: PeriodicSpec) -> PeriodicSpec:
         problems.append("args must be a dict")
     else:
         try:
-            json.dumps(spec.args, allow_nan=False)
-        except (TypeError, ValueError):
+            strict_json(spec.args)
+        except ValueError:
             problems.append("args must be JSON-serializable")
     if problems:
         raise InvalidConfiguration(
@@ -192,8 +192,8 @@ class PeriodicRun(DistributedTask):
             state = instance.init(row.args)
         new_state = instance.execute(state)
         try:
-            json.dumps(new_state, allow_nan=False)
-        except (TypeError, ValueError) as exc:
+            strict_json(new_state)
+        except ValueError as exc:
             raise InvalidConfiguration(
                 f"{row.task}.execute returned a state that is not JSON ({exc}); the previous "
                 "state is kept."

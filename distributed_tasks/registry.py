@@ -33,6 +33,7 @@ class RunInfo:
     function: str
     args: list[Any] = field(default_factory=list)
     kwargs: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
 
 
 class DistributedTask:
@@ -47,6 +48,12 @@ class DistributedTask:
     timeout: ClassVar[float | None] = None
     max_attempts: ClassVar[int | None] = None
     abstract: ClassVar[bool] = True
+    info: RunInfo | None = None  # the run being served, set before ``run`` is called
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The run's data key-values (see ``distributed_tasks.records.data_attr``)."""
+        return self.info.data if self.info is not None else {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -12,7 +12,6 @@ records through ``record_lost``.
 from __future__ import annotations
 
 import enum
-import json
 import logging
 import time
 from typing import Any
@@ -21,7 +20,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from distributed_tasks import attempts, claims, registry, signals
 from distributed_tasks.exceptions import ClusterUnavailable, NotRegistered, NotSerializable
-from distributed_tasks.messages import MalformedMessage, RunMessage
+from distributed_tasks.messages import MalformedMessage, RunMessage, strict_json
 from distributed_tasks.models import TaskRun
 from distributed_tasks.nodes import current_node
 from distributed_tasks.store import get_store
@@ -45,6 +44,7 @@ def _info(msg: RunMessage) -> registry.RunInfo:
         function=msg.function,
         args=msg.args,
         kwargs=msg.kwargs,
+        data=msg.data,
     )
 
 
@@ -61,12 +61,12 @@ def _guard(msg: RunMessage) -> Outcome:
         task = registry.resolve(msg.function).create()
     except NotRegistered as exc:
         return Outcome.failed(Reason.NOT_REGISTERED, exc)
-    info = _info(msg)
+    info = task.info = _info(msg)
     try:
         result = task.run(*msg.args, **msg.kwargs)
         try:
-            json.dumps(result, allow_nan=False)
-        except (TypeError, ValueError) as exc:
+            strict_json(result)
+        except ValueError as exc:
             raise NotSerializable(
                 f"{msg.function} returned {type(result).__name__}, which is not JSON: {exc}. "
                 "Return JSON-compatible values (dicts, lists, str, numbers, bools, None)."

@@ -239,9 +239,13 @@ def message_for(run: TaskRun) -> RunMessage:
         callback=run.callback,
         queued_at=run.queued_at.timestamp(),
         timeout=run.timeout,
+        data=run.data or {},
     )
 
 
 @functools.cache
 def get_store() -> OrmStore:
-    return OrmStore()
+    """The configured store (``STORE``), one per process."""
+    from django.utils.module_loading import import_string
+
+    return import_string(get_settings().STORE)()

@@ -6,7 +6,6 @@ either passes all checks or changes nothing (no claim, no row, no message).
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +18,7 @@ from distributed_tasks.exceptions import (
     NotSerializable,
     PayloadTooLarge,
 )
+from distributed_tasks.messages import strict_json
 from distributed_tasks.models import NAME_MAX_LENGTH
 from distributed_tasks.types import OnConflict, Reuse
 
@@ -71,6 +71,7 @@ class StartRequest:
     timeout: float | None
     max_attempts: int
     retry_backoff: float
+    data: dict[str, Any]
     countdown: float | None
 
 
@@ -88,6 +89,7 @@ def prepare(
     max_attempts: Any = None,
     retry_backoff: Any = None,
     countdown: Any = None,
+    data: Any = None,
 ) -> StartRequest:
     entry = registry.resolve(func)
     callback_path = registry.resolve(callback).path if callback is not None else ""
@@ -102,18 +104,21 @@ def prepare(
     kwargs = {} if kwargs is None else kwargs
     if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
         raise NotSerializable(f"kwargs of {name!r} must be a dict with string keys.")
+    data = {} if data is None else data
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        raise NotSerializable(f"data of {name!r} must be a dict with string keys.")
     try:
-        payload = json.dumps([args, kwargs], allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
+        payload = strict_json([args, kwargs, data])
+    except ValueError as exc:
         raise NotSerializable(
-            f"args/kwargs of {name!r} cannot be encoded as JSON ({exc}). Pass JSON-compatible "
+            f"args/kwargs/data of {name!r} cannot be encoded as JSON ({exc}). Pass JSON-compatible "
             "values (str, numbers, bools, None, lists, dicts) such as ids, not objects."
         ) from None
     limit = get_settings().MAX_PAYLOAD_BYTES
     size = len(payload.encode())
     if size > limit:
         raise PayloadTooLarge(
-            f"args/kwargs of {name!r} are {size} bytes of JSON; MAX_PAYLOAD_BYTES allows "
+            f"args/kwargs/data of {name!r} are {size} bytes of JSON; MAX_PAYLOAD_BYTES allows "
             f"{limit}. Store large data elsewhere and pass its id."
         )
     timeout = _positive(timeout, "timeout")
@@ -132,5 +137,6 @@ def prepare(
         timeout=timeout,
         max_attempts=max_attempts or entry.max_attempts or 1,
         retry_backoff=_positive(retry_backoff, "retry_backoff") or 0.0,
+        data=data,
         countdown=_positive(countdown, "countdown"),
     )

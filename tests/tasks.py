@@ -23,6 +23,11 @@ def add(a: int, b: int) -> int:
     return a + b
 
 
+@distributed_task(timeout=7, max_attempts=3)
+def with_options() -> None:
+    """Registered with defaults that start_async picks up."""
+
+
 @distributed_task
 def fail(message: str) -> None:
     raise ValueError(message)
@@ -209,3 +214,16 @@ class Broken(PeriodicTask):
 class FirstNodeOnly(Counter):
     def nodes(self, live_nodes: list[str]) -> list[str]:
         return live_nodes[:1]
+
+
+# -- task records (seed 004): data key-values read through data_attr ----------------------
+
+from distributed_tasks.records import data_attr  # noqa: E402
+
+
+class FetchFile(DistributedTask):
+    external_host = data_attr("external_host")
+    filename = data_attr(default="index.html")
+
+    def run(self) -> str:
+        return f"https://{self.external_host}/{self.filename}"

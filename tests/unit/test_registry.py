@@ -60,10 +60,5 @@ def test_functions_defined_in_functions_are_rejected():
 
 
 def test_module_level_options():
-    entry = resolve("tests.unit.test_registry.with_options")
+    entry = resolve("tests.tasks.with_options")
     assert (entry.timeout, entry.max_attempts) == (7, 3)
-
-
-@distributed_task(timeout=7, max_attempts=3)
-def with_options():
-    return None

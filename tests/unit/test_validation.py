@@ -94,5 +94,15 @@ def test_bad_options(option, value):
 
 
 def test_defaults_come_from_the_registration():
-    request = prepare("tests.unit.test_registry.with_options")
+    request = prepare("tests.tasks.with_options")
     assert (request.timeout, request.max_attempts) == (7, 3)
+
+
+@pytest.mark.parametrize("value", ["nul\x00", {"k\x00": 1}, [["\x00"]]])
+def test_nul_characters_are_refused_before_any_database_sees_them(value):
+    with pytest.raises(NotSerializable, match="NUL character"):
+        prepare(tasks.add, [value, 1])
+
+
+def test_a_literal_backslash_u0000_is_fine():
+    assert prepare(tasks.add, ["\\u0000", 1]).args == ["\\u0000", 1]

@@ -1,0 +1,279 @@
+"""The runs admin: a read-only history with filters, and permissioned actions.
+
+Read-only on purpose (STYLE do/don't #10). Every transition of a run is a fenced,
+conditional update owned by the API, the worker or the orchestrator; a change form
+that saves a whole row could write back a state a worker has just replaced. So the
+run page shows every field read-only (``has_change_permission`` is False), and the
+only ways to act are the actions in ``actions.py``, which go through the API.
+
+Deleting runs is disabled entirely: the orchestrator reaps history after
+``HISTORY_RETENTION``; deleting an active run would orphan its Redis claim and its
+broker message, and Django's bulk delete checks the permission without the rows, so
+"finished runs only" could not be enforced there anyway.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from django.contrib import admin
+from django.contrib.admin.views.main import ChangeList
+from django.contrib.auth import get_permission_codename
+from django.core.exceptions import PermissionDenied
+from django.db.models import DurationField, ExpressionWrapper, F, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.urls import path
+from django.utils.html import format_html
+
+from distributed_tasks.admin import actions, cluster
+from distributed_tasks.conf import get_settings
+from distributed_tasks.health import check_health
+from distributed_tasks.models import TaskRun
+from distributed_tasks.types import STORED_STATES, Reason, State
+
+CLUSTER_URL_NAME = "distributed_tasks_cluster"
+
+# Not shown in the list; a traceback alone may be 32 KB, so a page of runs leaves them out.
+HEAVY_FIELDS = ("args", "kwargs", "data", "result", "error", "traceback")
+
+# Readable on the admin's light and dark themes alike.
+STATE_COLOURS = {
+    State.QUEUED: "#808080",
+    State.RUNNING: "#2b7bb9",
+    State.DONE: "#2e8540",
+    State.FAILED: "#ba2121",
+}
+
+REASONS = dict(Reason.choices)
+
+
+def state_badge(run: TaskRun) -> str:
+    """The state in its colour; the reason of a failure shows on hover."""
+    state = State(run.state)
+    return format_html(
+        '<strong class="dt-state dt-state-{}" style="color: {}" title="{}">{}</strong>',
+        state.value.lower(),
+        STATE_COLOURS[state],
+        REASONS.get(run.reason, run.reason),
+        state.label,
+    )
+
+
+def format_seconds(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.2f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60)} s"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
+
+
+def preformatted(text: str) -> str | None:
+    """Text as the user's code or the worker produced it, escaped, in a ``<pre>``.
+
+    None when there is nothing to show: the caller puts the admin's empty value there
+    (read-only fields, unlike list columns, would print "None").
+    """
+    if not text:
+        return None
+    return format_html('<pre style="white-space: pre-wrap; margin: 0">{}</pre>', text)
+
+
+def pretty_json(value: Any) -> str | None:
+    if value is None:
+        return None
+    return preformatted(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+class StateFilter(admin.SimpleListFilter):
+    """Each state, plus "active" and "finished" as ``dt_list --state`` has them."""
+
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("active", "Active (queued or running)"), *STORED_STATES, ("finished", "Finished")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet | None:
+        value = self.value()
+        if value == "active":
+            return queryset.active()
+        if value == "finished":
+            return queryset.finished()
+        if value in State.values:
+            return queryset.filter(state=value)
+        return None
+
+
+class RunChangeList(ChangeList):
+    """The list of runs, without the large fields it never shows."""
+
+    def get_queryset(self, request: HttpRequest, *args: Any, **kwargs: Any) -> QuerySet:
+        return super().get_queryset(request, *args, **kwargs).defer(*HEAVY_FIELDS)
+
+
+class TaskRunAdmin(admin.ModelAdmin):
+    list_display = (
+        "name",
+        "task_list",
+        "function",
+        "state_colour",
+        "node",
+        "attempt",
+        "queued_at",
+        "started_at",
+        "finished_at",
+        "duration",
+    )
+    list_filter = (StateFilter, "node", "task_list", "function")
+    search_fields = ("name",)
+    search_help_text = "A name (or part of one), or a run id."
+    date_hierarchy = "queued_at"
+    list_select_related = False  # TaskRun has no relations: one query per page
+    show_full_result_count = False  # no second COUNT(*) over the whole history
+    list_per_page = 50
+    actions = (actions.cancel_runs, actions.retry_runs, actions.rerun_runs)
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "name",
+                    "task_list",
+                    "run_id",
+                    "function",
+                    "args_json",
+                    "kwargs_json",
+                    "callback",
+                    "data_json",
+                )
+            },
+        ),
+        (
+            "State",
+            {
+                "fields": (
+                    "state_colour",
+                    "reason",
+                    "node",
+                    "incarnation",
+                    "attempt",
+                    "executions",
+                    "max_attempts",
+                    "retry_backoff",
+                    "timeout",
+                    "orchestrator_epoch",
+                )
+            },
+        ),
+        ("Times", {"fields": ("queued_at", "run_after", "started_at", "finished_at", "duration")}),
+        ("Outcome", {"fields": ("result_json", "error_type", "error", "traceback_pre")}),
+    )
+    readonly_fields = tuple(name for _title, fieldset in fieldsets for name in fieldset["fields"])
+
+    # -- permissions: read-only, actions by permission ------------------------------
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # runs start through start_async (or the re-run action), never a form
+
+    def has_change_permission(self, request: HttpRequest, obj: TaskRun | None = None) -> bool:
+        return False  # see the module docstring: no form may save a row
+
+    def has_delete_permission(self, request: HttpRequest, obj: TaskRun | None = None) -> bool:
+        return False  # see the module docstring: the reaper owns deletion
+
+    def _has_model_perm(self, request: HttpRequest, action: str) -> bool:
+        codename = get_permission_codename(action, self.opts)
+        return request.user.has_perm(f"{self.opts.app_label}.{codename}")
+
+    def has_control_permission(self, request: HttpRequest) -> bool:
+        """Cancel and retry change an existing run: Django's change permission on runs."""
+        return self._has_model_perm(request, "change")
+
+    def has_start_permission(self, request: HttpRequest) -> bool:
+        """Re-run creates a new run: Django's add permission on runs."""
+        return self._has_model_perm(request, "add")
+
+    # -- queries ----------------------------------------------------------------------
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        duration = ExpressionWrapper(
+            F("finished_at") - F("started_at"), output_field=DurationField()
+        )
+        return (
+            super()
+            .get_queryset(request)
+            .using(get_settings().DATABASE_ALIAS)
+            .annotate(duration_value=duration)
+        )
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return RunChangeList
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
+        """Names by substring, and a run id (as handles and ``dt_status`` show it) exactly."""
+        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        try:
+            run_id = uuid.UUID(search_term.strip())
+        except ValueError:
+            return results, may_have_duplicates
+        return results | queryset.filter(pk=run_id), may_have_duplicates
+
+    # -- columns and read-only fields ---------------------------------------------------
+
+    @admin.display(description="state", ordering="state")
+    def state_colour(self, run: TaskRun) -> str:
+        return state_badge(run)
+
+    @admin.display(description="duration", ordering="duration_value")
+    def duration(self, run: TaskRun) -> str:
+        value = getattr(run, "duration_value", None)
+        seconds = value.total_seconds() if value is not None else run.duration
+        return format_seconds(seconds) if seconds is not None else self.get_empty_value_display()
+
+    @admin.display(description="run id")
+    def run_id(self, run: TaskRun) -> str:
+        return run.run_id
+
+    @admin.display(description="args")
+    def args_json(self, run: TaskRun) -> str:
+        return pretty_json(run.args) or self.get_empty_value_display()
+
+    @admin.display(description="kwargs")
+    def kwargs_json(self, run: TaskRun) -> str:
+        return pretty_json(run.kwargs) or self.get_empty_value_display()
+
+    @admin.display(description="data")
+    def data_json(self, run: TaskRun) -> str:
+        return pretty_json(run.data) or self.get_empty_value_display()
+
+    @admin.display(description="result")
+    def result_json(self, run: TaskRun) -> str:
+        return pretty_json(run.result) or self.get_empty_value_display()
+
+    @admin.display(description="traceback")
+    def traceback_pre(self, run: TaskRun) -> str:
+        return preformatted(run.traceback) or self.get_empty_value_display()
+
+    # -- views --------------------------------------------------------------------------
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        """The list, with a banner when the cluster is degraded or down (never on POST)."""
+        if request.method == "GET":
+            extra_context = {"cluster_health": check_health(), **(extra_context or {})}
+        return super().changelist_view(request, extra_context)
+
+    def get_urls(self) -> list:
+        view = self.admin_site.admin_view(self.cluster_view)
+        return [path("cluster/", view, name=CLUSTER_URL_NAME), *super().get_urls()]
+
+    def cluster_view(self, request: HttpRequest) -> HttpResponse:
+        """The cluster page: staff (``admin_view``) who may view runs."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return cluster.render(request, self)

@@ -1,0 +1,63 @@
+"""The page of one run: every field read-only, user text escaped, no way to add, edit or delete."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from tests.admin.support import done, failed, queued
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def page(run) -> str:
+    return reverse("admin:distributed_tasks_taskrun_change", args=[run.pk])
+
+
+def test_shows_a_failed_run_read_only(admin_client, node):
+    run = failed("broken", message="<b>not bold</b>")
+    response = admin_client.get(page(run))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert response.context["adminform"].form.fields == {}  # nothing editable
+    assert 'name="_save"' not in html
+    assert run.run_id in html
+    assert 'style="color: #ba2121"' in html  # the coloured state
+    assert "The function raised" in html  # the reason
+    # The traceback is the worker's, escaped, in a <pre>: user text never becomes markup.
+    assert run.traceback.startswith("Traceback (most recent call last)")
+    assert '<pre style="white-space: pre-wrap; margin: 0">Traceback (most recent call last)' in html
+    assert "ValueError: &lt;b&gt;not bold&lt;/b&gt;" in html
+    assert "<b>not bold</b>" not in html
+
+
+def test_shows_arguments_and_result_as_json(admin_client, node):
+    run = done("sum", args=(20, 22))
+    html = admin_client.get(page(run)).content.decode()
+    assert "<pre" in html and "[\n  20,\n  22\n]" in html  # args, indented
+    assert "42</pre>" in html  # result
+
+
+def test_a_queued_run_has_no_outcome_yet(admin_client, node):
+    run = queued("waiting")
+    response = admin_client.get(page(run))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert ">None<" not in html  # result, traceback, duration: the admin's empty value
+    assert html.count('<div class="readonly">-</div>') >= 5
+
+
+def test_saving_adding_and_deleting_are_refused(admin_client, node):
+    run = queued("waiting")
+    assert admin_client.post(page(run), {"name": "renamed"}).status_code == 403
+    assert admin_client.get(reverse("admin:distributed_tasks_taskrun_add")).status_code == 403
+    delete = reverse("admin:distributed_tasks_taskrun_delete", args=[run.pk])
+    assert admin_client.post(delete, {"post": "yes"}).status_code == 403
+    run.refresh_from_db()
+    assert (run.name, run.state) == ("waiting", "QUEUED")
+
+
+def test_view_permission_is_enough_to_read(staff_client, node):
+    run = failed("broken")
+    assert staff_client("view").get(page(run)).status_code == 200
+    assert staff_client("add", username="other").get(page(run)).status_code == 403
