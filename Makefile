@@ -33,5 +33,9 @@ check-django: $(STAMP)
 test: $(STAMP) lint check-django
 	PYTHONWARNINGS=error::DeprecationWarning,error::ResourceWarning $(PY) -m pytest $(PYTEST_ARGS)
 
+soak: $(STAMP)
+	$(PY) tests/services.py
+	SOAK_MINUTES=$${SOAK_MINUTES:-8} $(PY) -m tests.soak
+
 clean:
-	rm -rf .venv .venv-* .demo .pytest_cache .ruff_cache *.egg-info
+	rm -rf .venv .venv-* .demo .soak .pytest_cache .ruff_cache *.egg-info

@@ -13,7 +13,6 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-
 # An escaped NUL: "\u0000" after an even number of backslashes (an odd number
 # means the backslash itself was escaped and the text is a literal "\u0000").
 _NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")

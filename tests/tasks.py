@@ -227,3 +227,19 @@ class FetchFile(DistributedTask):
 
     def run(self) -> str:
         return f"https://{self.external_host}/{self.filename}"
+
+
+@distributed_task
+def timed(key: str, seconds: float) -> float:
+    """Notes its start and end (node, time) in Redis list ``key``: the soak test's journal."""
+    import json
+
+    from distributed_tasks.nodes import current_node
+
+    node = current_node()
+    name = node.name if node else None
+    redis = get_redis()
+    redis.rpush(key, json.dumps({"event": "start", "node": name, "at": time.time()}))
+    time.sleep(seconds)
+    redis.rpush(key, json.dumps({"event": "end", "node": name, "at": time.time()}))
+    return seconds
