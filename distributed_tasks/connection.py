@@ -32,6 +32,15 @@ def get_redis() -> redis.Redis:
     )
 
 
+def private_redis() -> redis.Redis:
+    """A client on a connection pool of its own, for a thread that must never wait on a
+    lock the main thread might hold (the lease keeper, when a signal interrupts it)."""
+    pool = get_redis().connection_pool
+    return redis.Redis(
+        connection_pool=type(pool)(connection_class=pool.connection_class, **pool.connection_kwargs)
+    )
+
+
 def reset() -> None:
     """Forget the client (settings changed); the next call builds a new one."""
     get_redis.cache_clear()

@@ -22,6 +22,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -104,8 +105,9 @@ def current_leader() -> LeaderInfo | None:
 class Lease:
     """One process's handle on the lease. Not thread-safe: one keeper thread drives it."""
 
-    def __init__(self, holder: str, *, ttl: float | None = None) -> None:
+    def __init__(self, holder: str, *, ttl: float | None = None, client: Any = None) -> None:
         self.holder = holder
+        self.client = client  # None: the process-wide client
         self.ttl = ttl if ttl is not None else get_settings().LEASE_TTL
         self.token = uuid.uuid4().hex
         self.epoch = 0
@@ -127,7 +129,9 @@ class Lease:
         self._valid_until = sent + self.ttl * (1 - SAFETY_MARGIN)
 
     def _script(self, source: str, *keys_: str, args: list):
-        return scripts.script(source)(keys=list(keys_), args=args)
+        if self.client is None:
+            return scripts.script(source)(keys=list(keys_), args=args)
+        return self.client.register_script(source)(keys=list(keys_), args=args)
 
     def try_acquire(self) -> bool:
         """Take the lease if nobody holds it; on success ``epoch`` is the new, higher epoch.

@@ -82,6 +82,15 @@ REDIS_URL = os.environ.get("DT_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 DISTRIBUTED_TASKS = {
     "REDIS_URL": REDIS_URL,
+    # A global periodic task: once every 2 s on one node of the cluster (the demo shows it).
+    "PERIODIC": {
+        "builds.report": {
+            "task": "testproject.builds.tasks.BuildReport",
+            "interval": 2,
+            "timeout": 10,
+            "args": {"source": "demo"},
+        },
+    },
 }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -61,9 +61,11 @@ def default_duties() -> list[Duty]:
 
 
 class Orchestrator:
-    def __init__(self, holder: str, duties: list[Duty] | None = None) -> None:
+    def __init__(
+        self, holder: str, duties: list[Duty] | None = None, *, lease: Lease | None = None
+    ) -> None:
         self.holder = holder
-        self.lease = Lease(holder)
+        self.lease = lease or Lease(holder)
         self.duties = default_duties() if duties is None else list(duties)
         self._ready_epoch = 0
         self._redis_lost_at: float | None = None

@@ -28,6 +28,7 @@ class LeaseKeeper(threading.Thread):
         self.orchestrator = orchestrator
         self.poll = poll
         self._stop_event = threading.Event()
+        self._release = True
         self.elected = threading.Event()  # set while this process leads (for tests/demo)
 
     def step(self) -> float:
@@ -64,11 +65,20 @@ class LeaseKeeper(threading.Thread):
                 self.elected.clear()
                 wait = self.poll
             self._stop_event.wait(wait)
+        if self._release:
+            self.orchestrator.stop()  # here, not in the caller: see stop()
 
     def stop(self, *, release: bool = True) -> None:
+        """Stop competing; with ``release`` hand the lease over at once.
+
+        The release runs on this thread, on the lease's own connection pool: ``stop``
+        may be called while a signal interrupted the main thread inside a Redis call,
+        and the main thread's pool lock must not be needed to let go of the lease.
+        """
+        self._release = release
         self._stop_event.set()
         if self.is_alive():
             self.join(timeout=5)
-        if release:
+        elif release:
             self.orchestrator.stop()
         self.elected.clear()

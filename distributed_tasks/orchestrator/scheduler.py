@@ -21,7 +21,8 @@ from redis.exceptions import RedisError
 
 from distributed_tasks import keys
 from distributed_tasks.conf import get_settings
-from distributed_tasks.connection import as_dict, get_redis
+from distributed_tasks.connection import as_dict, get_redis, private_redis
+from distributed_tasks.lease import Lease
 from distributed_tasks.orchestrator import Orchestrator
 from distributed_tasks.orchestrator.keeper import LeaseKeeper
 
@@ -38,7 +39,8 @@ class DistributedScheduler(Scheduler):
     holder: str | None = None  # set by dt_beat on a subclass
 
     def __init__(self, app: Any, *args: Any, **kwargs: Any) -> None:
-        self.orchestrator = Orchestrator(self.holder or default_holder())
+        holder = self.holder or default_holder()
+        self.orchestrator = Orchestrator(holder, lease=Lease(holder, client=private_redis()))
         self.keeper = LeaseKeeper(self.orchestrator)
         self._led_epoch = 0
         self._next_tick = 0.0
@@ -98,3 +100,26 @@ class DistributedScheduler(Scheduler):
     @property
     def info(self) -> str:
         return f"    . orchestrator -> {self.orchestrator.holder}"
+
+
+def beat_class(app: Any) -> type:
+    """celery beat whose SIGTERM/SIGINT handler does no I/O.
+
+    Celery's own handler closes the scheduler *inside* the signal handler; if the
+    signal lands while the main thread holds a connection-pool lock, closing (which
+    talks to Redis and the broker) waits for that lock for ever. Here the handler
+    only raises SystemExit: the stack unwinds, locks are released, and the beat
+    service closes the scheduler (and releases the lease) on its normal way out.
+    """
+    from celery import platforms
+
+    base = app.Beat
+
+    class OrchestratorBeat(base):
+        def install_sync_handler(self, service: Any) -> None:
+            def stop(signum: int, frame: Any) -> None:
+                raise SystemExit()
+
+            platforms.signals.update(SIGTERM=stop, SIGINT=stop)
+
+    return OrchestratorBeat

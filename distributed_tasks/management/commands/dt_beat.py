@@ -34,7 +34,11 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         from distributed_tasks.celery import get_app
-        from distributed_tasks.orchestrator.scheduler import DistributedScheduler, default_holder
+        from distributed_tasks.orchestrator.scheduler import (
+            DistributedScheduler,
+            beat_class,
+            default_holder,
+        )
 
         scheduler = type(
             "DistributedScheduler",
@@ -42,7 +46,7 @@ class Command(BaseCommand):
             {"holder": options["name"] or default_holder()},
         )
         app = get_app()
-        beat = app.Beat(
+        beat = beat_class(app)(
             scheduler=scheduler, max_interval=1.0, loglevel=options["loglevel"], quiet=True
         )
         beat.run()
