@@ -12,8 +12,9 @@ import contextlib
 import datetime as dt
 import difflib
 import json
+import socket
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TextIO
 
 from django.core.management.base import CommandError, OutputWrapper
@@ -49,18 +50,35 @@ def json_object(value: str) -> dict[str, Any]:
     return _json(value, dict, "a JSON object", "'{\"retries\": 3}'")
 
 
-def run_name(value: str) -> str:
-    try:
-        return check_name(value)
-    except DistributedTasksError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+def name_type(what: str, *, expand_host: bool = False) -> Callable[[str], str]:
+    """An argparse ``type=`` for names (1-200 printable characters); ``%h`` = host name."""
+
+    def validate(value: str) -> str:
+        if expand_host:
+            value = value.replace("%h", socket.gethostname())
+        try:
+            return check_name(value, what)
+        except DistributedTasksError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    validate.__name__ = what.replace(" ", "_")  # argparse names the type in its errors
+    return validate
 
 
-def task_list_name(value: str) -> str:
+run_name = name_type("name")
+task_list_name = name_type("task list")
+node_name = name_type("node name", expand_host=True)
+beat_name = name_type("beat name", expand_host=True)
+
+
+def positive_int(value: str) -> int:
     try:
-        return check_name(value, "task list")
-    except DistributedTasksError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be 1 or more")
+    return number
 
 
 def positive_float(value: str) -> float:

@@ -26,7 +26,7 @@ from django.db import connections, transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from distributed_tasks import celery, claims, keys, lifecycle, signals
+from distributed_tasks import celery, claims, keys, lifecycle, signals, status
 from distributed_tasks.claims import ClaimOutcome, ClaimReply
 from distributed_tasks.conf import get_settings
 from distributed_tasks.connection import get_redis
@@ -46,7 +46,7 @@ from distributed_tasks.types import (
     TaskHandle,
     TaskStatus,
 )
-from distributed_tasks.validation import StartRequest, check_name, prepare
+from distributed_tasks.validation import StartRequest, prepare
 
 logger = logging.getLogger("distributed_tasks.client")
 
@@ -61,24 +61,10 @@ class _Start:
 
     @property
     def handle(self) -> TaskHandle:
-        return TaskHandle(
-            name=self.message.name,
-            task_list=self.message.task_list,
-            run_id=self.message.run_id,
-            node=self.message.node,
-            attempt=self.message.attempt,
-        )
+        return self.message.handle()
 
     def status_fields(self) -> dict[str, Any]:
-        m = self.message
-        return {
-            "state": State.QUEUED.value,
-            "run_id": m.run_id,
-            "node": m.node,
-            "attempt": m.attempt,
-            "function": m.function,
-            "queued_at": m.queued_at,
-        }
+        return claims.message_fields(self.message, State.QUEUED)
 
     def row(self) -> TaskRun:
         r, m = self.request, self.message
@@ -352,43 +338,7 @@ class ClusterClient:
     def retry(self, name: str, task_list: str = "default") -> TaskHandle:
         return lifecycle.retry(name, task_list, self.placement)
 
-    # -- reading ---------------------------------------------------------------------
+    # -- reading (see status.py) ----------------------------------------------------
 
     def get_status(self, name: str, task_list: str = "default") -> TaskStatus:
-        check_name(name)
-        check_name(task_list, "task list")
-        try:
-            fields = claims.read(task_list, name)
-        except RedisError as exc:
-            logger.warning("Redis unavailable for get_status (%s); reading the database", exc)
-            fields = None
-        if fields and "state" in fields:
-            status = claims.decode(fields, name, task_list)
-            if self._expired(status):
-                return TaskStatus.not_found(name, task_list)
-            if fields.get("result_in_db") and status.run_id:
-                run = get_store().get(status.run_id)
-                status = claims.with_result(status, run.result if run else None)
-            return status
-        return self._status_from_db(name, task_list, warm=fields is not None)
-
-    def _expired(self, status: TaskStatus) -> bool:
-        if status.finished_at is None:
-            return False
-        age = (timezone.now() - status.finished_at).total_seconds()
-        return age > get_settings().CLEANUP_TIMEOUT
-
-    def _status_from_db(self, name: str, task_list: str, *, warm: bool) -> TaskStatus:
-        run = get_store().latest(task_list, name)
-        if run is None:
-            return TaskStatus.not_found(name, task_list)
-        fields = claims.fields_for_run(run)
-        status = claims.with_result(claims.decode(fields, name, task_list), run.result)
-        if self._expired(status):
-            return TaskStatus.not_found(name, task_list)
-        if warm:
-            now = time.time()
-            finished = run.finished_at.timestamp() if run.finished_at else None
-            with contextlib.suppress(RedisError):
-                claims.fill(task_list, name, fields, ttl=claims.ttl_ms(run.state, finished, now))
-        return status
+        return status.read(name, task_list)

@@ -193,6 +193,24 @@ class Lease:
             self.epoch = epoch
         return epoch
 
+    def verify(self) -> bool:
+        """Whether Redis still holds our value: checked before acting, not only on renewal.
+
+        The lease can vanish without a rival (a Redis flush or restart); until the next
+        renewal the holder would otherwise keep acting on a lease nobody sees. Any
+        doubt, a Redis error included, is a no.
+        """
+        if not self.is_held():
+            return False
+        try:
+            current = text(self._client().get(keys.lease_key()))
+        except RedisError:
+            return False
+        return current == self._value
+
+    def _client(self):
+        return self.client if self.client is not None else get_redis()
+
     def release(self) -> None:
         """Give the lease up (compare-and-delete), so a follower takes over within its poll."""
         if not self._value:

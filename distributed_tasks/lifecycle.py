@@ -21,7 +21,7 @@ from distributed_tasks.exceptions import (
 from distributed_tasks.models import TaskRun
 from distributed_tasks.placement import Placement
 from distributed_tasks.store import get_store, message_for
-from distributed_tasks.types import Outcome, Reason, State, TaskHandle
+from distributed_tasks.types import Outcome, Reason, State
 from distributed_tasks.validation import check_name
 
 
@@ -106,6 +106,4 @@ def retry(name: str, task_list: str = "default", placement: Placement | None = N
         raise ClusterUnavailable(
             f"The Celery broker does not answer ({exc.__cause__}); the run stays FAILED."
         ) from exc
-    return TaskHandle(
-        name=name, task_list=task_list, run_id=msg.run_id, node=node, attempt=msg.attempt
-    )
+    return msg.handle()

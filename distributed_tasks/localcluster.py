@@ -49,6 +49,7 @@ class LocalCluster:
         self.base_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.base_env.pop("PYTHONWARNINGS", None)
         self.procs: dict[str, subprocess.Popen] = {}
+        self.specs: dict[str, tuple[list[str], dict[str, str]]] = {}  # key -> (argv, env)
         self._logs: dict[str, IO[bytes]] = {}
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -60,6 +61,7 @@ class LocalCluster:
     def spawn(self, key: str, argv: list[str], **env: str) -> subprocess.Popen:
         log = open(self._log_path(key), "ab")  # noqa: SIM115 - closed in stop()
         self._logs[key] = log
+        self.specs[key] = (list(argv), dict(env))
         proc = subprocess.Popen(
             [sys.executable, str(self.manage_py), *argv],
             cwd=self.manage_py.parent,
@@ -87,6 +89,17 @@ class LocalCluster:
             return info if info and info.holder != other_than else None
 
         return poll_until(leader, timeout=timeout, interval=0.02, message="a new leader")
+
+    def revive(self, *keys: str) -> list[str]:
+        """Start again, as first started, every process (or each of ``keys``) that died."""
+        revived = []
+        for key in keys or list(self.specs):
+            if not self.running(key):
+                self.stop(key)
+                argv, env = self.specs[key]
+                self.spawn(key, argv, **env)
+                revived.append(key)
+        return revived
 
     def running(self, key: str) -> bool:
         proc = self.procs.get(key)

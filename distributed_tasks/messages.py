@@ -13,6 +13,8 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from distributed_tasks.types import TaskHandle
+
 # An escaped NUL: "\u0000" after an even number of backslashes (an odd number
 # means the backslash itself was escaped and the text is a literal "\u0000").
 _NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
@@ -56,6 +58,16 @@ class RunMessage:
     def task_id(self) -> str:
         """Celery task id: one per attempt, so a worker can map requests to runs."""
         return f"{self.run_id}:{self.attempt}"
+
+    def handle(self) -> TaskHandle:
+        """What ``start_async`` returns for this attempt."""
+        return TaskHandle(
+            name=self.name,
+            task_list=self.task_list,
+            run_id=self.run_id,
+            node=self.node,
+            attempt=self.attempt,
+        )
 
     def to_body(self) -> dict[str, Any]:
         return asdict(self)

@@ -78,16 +78,19 @@ class OrmStore(BaseStore):
             with transaction.atomic(using=self.alias):
                 run.save(using=self.alias, force_insert=True)
         except IntegrityError:
-            existing = self.active(run.task_list, run.name)
-            if existing is None:  # not a name conflict: something else is wrong
-                raise
-            raise AlreadyRunning(
-                run.name,
-                existing.run_id,
-                existing.node or None,
-                task_list=run.task_list,
-                state=existing.state,
-            ) from None
+            raise self._conflict(run) from None
+
+    def _conflict(self, run: TaskRun) -> AlreadyRunning:
+        """The unique active-name constraint refused ``run``: which run holds the name.
+
+        Called in an ``except IntegrityError``; re-raises it when no run holds the name
+        (the integrity error was about something else).
+        """
+        existing = self.active(run.task_list, run.name)
+        if existing is None:
+            raise  # the IntegrityError being handled by the caller
+        return AlreadyRunning(run.name, existing.run_id, existing.node or None,
+                              task_list=run.task_list, state=existing.state)  # fmt: skip
 
     def insert_many(self, runs: list[TaskRun]) -> list[AlreadyRunning | None]:
         """Insert a batch in one statement; on a conflict, fall back to one by one."""
@@ -190,16 +193,7 @@ class OrmStore(BaseStore):
                     )
                 )
         except IntegrityError:
-            existing = self.active(run.task_list, run.name)
-            if existing is None:
-                raise
-            raise AlreadyRunning(
-                run.name,
-                existing.run_id,
-                existing.node or None,
-                task_list=run.task_list,
-                state=existing.state,
-            ) from None
+            raise self._conflict(run) from None
 
     def delete_finished_before(self, before: Any, limit: int) -> int:
         """Delete up to ``limit`` finished rows older than ``before`` (history retention)."""

@@ -59,6 +59,19 @@ def leader():
 
 
 @pytest.fixture
+def dead_node(redis):
+    """Name a node whose heartbeat stopped long ago: still a member, with a stale score."""
+    from distributed_tasks import keys
+
+    def make(name: str = "gone@test") -> str:
+        seconds, micros = redis.time()
+        redis.zadd(keys.members_key(), {name: seconds * 1000 + micros // 1000 - 600_000})
+        return name
+
+    return make
+
+
+@pytest.fixture
 def node():
     """A live node that heartbeats but consumes nothing: runs placed on it stay QUEUED."""
     from distributed_tasks.nodes import Heartbeat, NodeInfo

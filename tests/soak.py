@@ -143,11 +143,7 @@ class Chaos:
         threading.Timer(10, self._restart, args=(key,)).start()
 
     def _restart(self, key: str) -> None:
-        self.cluster.stop(key)
-        if key in NODES:
-            self.cluster.start_worker(key, concurrency=2)
-        else:
-            self.cluster.start_beat(key)
+        self.cluster.revive(key)
         print(f"[soak] restarted {key}", flush=True)
 
 

@@ -122,7 +122,7 @@ class Orchestrator:
 
     def tick(self, only: str | None = None) -> dict[str, dict[str, int]] | None:
         """Run every duty (or just ``only``) once if this process leads; None otherwise."""
-        if not self.is_leader():
+        if not self.is_leader() or not self.lease.verify():
             return None
         epoch = self._ready_epoch
         close_old_connections()

@@ -16,6 +16,7 @@ removed it) and its queue purged; messages of moved attempts are fenced anyway.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 
 from django.db import transaction
@@ -37,6 +38,23 @@ logger = logging.getLogger("distributed_tasks.orchestrator.lifeline")
 class Lifeline(Duty):
     name = "lifeline"
 
+    def __init__(self) -> None:
+        self.missing_since: dict[str, float] = {}  # nodes with runs but no membership entry
+
+    def reset(self) -> None:
+        self.missing_since.clear()
+
+    def _dead(self, ctx: TickContext, nodes_with_runs: set[str]) -> set[str]:
+        """Nodes dead on evidence: a heartbeat older than NODE_TIMEOUT, or no membership
+        entry at all for NODE_TIMEOUT. A node merely missing (Redis just lost its data,
+        and heartbeats re-register within a second) is not dead yet."""
+        now = time.monotonic()
+        missing = {n for n in nodes_with_runs if n not in ctx.view.nodes} - set(ctx.view.stale)
+        self.missing_since = {n: self.missing_since.get(n, now) for n in missing}
+        timeout = get_settings().NODE_TIMEOUT
+        confirmed = {n for n, since in self.missing_since.items() if now - since >= timeout}
+        return (nodes_with_runs & set(ctx.view.stale)) | confirmed
+
     def run(self, ctx: TickContext) -> dict[str, int]:
         counts: Counter[str] = Counter()
         if ctx.redis_settling:  # an empty node set right after a flush is not a mass death
@@ -44,16 +62,23 @@ class Lifeline(Duty):
         self._announce_joined(ctx, counts)
         live = ctx.view.nodes
         active = get_store().runs.active().values_list("node", "state", "incarnation").distinct()
-        dead = {node for node, _state, _inc in active if node not in live}
+        dead = self._dead(ctx, {node for node, _state, _inc in active})
         restarted = {
             (node, inc)
             for node, state, inc in active
             if state == State.RUNNING and node in live and inc and inc != live[node].incarnation
         }
-        for node in sorted(dead | set(ctx.view.stale)):
-            self._forget(node, counts)
         if dead or restarted:
             self._rescue(ctx, dead, restarted, counts)
+        # Forget a dead node (purge its queue, send node_lost) once no run is left on it,
+        # and only as the current leader: a fenced-out one changes nothing, here either.
+        gone = dead | set(ctx.view.stale)
+        with fenced(ctx.epoch):
+            busy = set(
+                get_store().runs.active().filter(node__in=gone).values_list("node", flat=True)
+            )
+            for node in sorted(gone - busy):
+                self._forget(node, counts)
         return dict(counts)
 
     def _announce_joined(self, ctx: TickContext, counts: Counter[str]) -> None:
@@ -80,7 +105,8 @@ class Lifeline(Duty):
         )
         if removed:
             counts["nodes_lost"] += 1
-            counts["messages_purged"] += celery.purge_queue(node) or 0
+            if purged := celery.purge_queue(node):
+                counts["messages_purged"] += purged  # stale messages of moved runs
             signals.node_lost.send(sender=Lifeline, node=node)
 
     def _rescue(self, ctx, dead: set[str], restarted: set[tuple[str, str]], counts) -> None:

@@ -64,14 +64,7 @@ def full_cluster(cluster_factory):
 @pytest.fixture
 def full(full_cluster):
     """Every node and beat running (restarting what the last test killed), a leader elected."""
-    for node in NODES:
-        if not full_cluster.running(node):
-            full_cluster.stop(node)
-            full_cluster.start_worker(node, concurrency=2)
-    for beat in BEATS:
-        if not full_cluster.running(beat):
-            full_cluster.stop(beat)
-            full_cluster.start_beat(beat)
+    full_cluster.revive()
     full_cluster.wait_live(*NODES)
     full_cluster.wait_leader()
     return full_cluster

@@ -34,9 +34,7 @@ def beats(cluster_factory):
 @pytest.fixture
 def pair(beats):
     """Both beats running and one of them leading, after this test's Redis flush."""
-    for name in BEATS:
-        if not beats.running(name):
-            beats.start_beat(name)
+    beats.revive()
     beats.wait_leader()
     return beats
 
@@ -97,6 +95,12 @@ def test_only_the_leader_sends_the_beat_schedule(pair, redis):
 
 
 def ghost_run(node="ghost@nowhere") -> TaskRun:
+    """A RUNNING run of a node whose heartbeat stopped long ago."""
+    from distributed_tasks import keys
+    from distributed_tasks.connection import get_redis
+
+    seconds, micros = get_redis().time()
+    get_redis().zadd(keys.members_key(), {node: seconds * 1000 + micros // 1000 - 600_000})
     name = f"ghost-{uuid.uuid4().hex[:8]}"
     run = TaskRun(
         id=uuid.uuid4(),

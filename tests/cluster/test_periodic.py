@@ -34,10 +34,7 @@ def periodic_cluster(cluster_factory):
 
 @pytest.fixture
 def cluster(periodic_cluster):
-    for beat in BEATS:
-        if not periodic_cluster.running(beat):
-            periodic_cluster.stop(beat)
-            periodic_cluster.start_beat(beat, **ENV)
+    periodic_cluster.revive()
     periodic_cluster.wait_live(*NODES)
     periodic_cluster.wait_leader()
     poll_until(
@@ -82,8 +79,7 @@ def test_no_slot_twice_and_a_short_gap_while_the_leader_is_killed_twice(cluster)
         leader = cluster.wait_leader()
         cluster.kill(leader.holder, signal.SIGKILL)
         cluster.wait_leader(other_than=leader.holder, timeout=promise)
-        cluster.stop(leader.holder)
-        cluster.start_beat(leader.holder, **ENV)
+        cluster.revive(leader.holder)
     window = wait_for_slots("counter", began, 20, timeout=40)
     times = [s for s, _ in window]
     assert len(times) == len(set(times))

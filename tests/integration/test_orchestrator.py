@@ -25,6 +25,12 @@ def lead(holder="leader@test") -> Orchestrator:
     return orchestrator
 
 
+def relead(orchestrator):
+    """A flush took the lease with it: the leader must win it again (with a new epoch)."""
+    orchestrator.lease.release()
+    assert orchestrator.lease.try_acquire() and orchestrator.on_acquired()
+
+
 def settle(orchestrator, redis):
     """First tick: the resync marker is absent on a fresh Redis; finish the rebuild."""
     orchestrator.tick()
@@ -77,9 +83,10 @@ def test_epoch_survives_a_redis_flush(redis):
     assert Leadership.objects.get().holder == "second@test"
 
 
-def test_lifeline_moves_retries_and_fails_runs_of_a_dead_node(node, redis):
+def test_lifeline_moves_retries_and_fails_runs_of_a_dead_node(node, redis, dead_node):
     orchestrator = lead()
     settle(orchestrator, redis)
+    dead_node("gone@test")
     queued = row("queued", "gone@test")
     last = row("last-chance", "gone@test", state="RUNNING", executions=1)
     retry = row("retry", "gone@test", state="RUNNING", executions=1, max_attempts=2)
@@ -91,7 +98,7 @@ def test_lifeline_moves_retries_and_fails_runs_of_a_dead_node(node, redis):
         report = orchestrator.tick()
     finally:
         signals.run_finished.disconnect(dispatch_uid="t")
-    assert report["lifeline"] == {"moved": 1, "failed": 1, "retried": 1}
+    assert report["lifeline"] == {"moved": 1, "failed": 1, "retried": 1, "nodes_lost": 1}
     queued.refresh_from_db(), last.refresh_from_db(), retry.refresh_from_db()
     assert (queued.state, queued.node, queued.attempt) == ("QUEUED", node.name, 2)
     assert (last.state, last.reason, last.orchestrator_epoch) == (
@@ -159,6 +166,7 @@ def test_lifeline_waits_while_redis_recovers_from_a_flush(node, redis, poll):
     settle(orchestrator, redis)
     run = row("survivor", "idle@test", state="RUNNING", executions=1, incarnation=node.incarnation)
     redis.flushdb()
+    relead(orchestrator)
     report = orchestrator.tick()
     assert report["lifeline"] == {"skipped": 1}
     run.refresh_from_db()
@@ -171,6 +179,7 @@ def test_resync_rebuilds_redis_after_a_flush(node, redis):
     waiting = row("waiting", node.name)
     running = row("running", node.name, state="RUNNING", executions=1, incarnation=node.incarnation)
     redis.flushdb()
+    relead(orchestrator)
     report = orchestrator.tick()["resync"]
     assert report["statuses_restored"] == 2
     assert report["republished"] == 1
@@ -244,16 +253,42 @@ def test_reaper_reaps_done_and_failed_names_and_old_history(node, redis):
     assert orchestrator.tick()["reaper"] == {"names_reaped": 0, "history_deleted": 0}
 
 
-def test_a_former_leader_is_fenced_out(node, redis):
+def test_a_node_missing_from_membership_is_not_dead_before_node_timeout(node, redis, poll):
+    """After Redis lost its data a node has no membership entry until its next heartbeat:
+    that absence alone is not a death; absence for NODE_TIMEOUT is."""
+    conf = {**settings.DISTRIBUTED_TASKS, "NODE_TIMEOUT": 1.0, "HEARTBEAT_INTERVAL": 0.2}
+    with override_settings(DISTRIBUTED_TASKS=conf):
+        orchestrator = lead()
+        settle(orchestrator, redis)
+        run = row("unseen", "unseen@test", state="RUNNING", executions=1)
+        assert "failed" not in orchestrator.tick()["lifeline"]
+        run.refresh_from_db()
+        assert run.state == "RUNNING"
+        poll(lambda: orchestrator.tick()["lifeline"].get("failed") == 1, timeout=5,
+             message="the absence to last NODE_TIMEOUT")  # fmt: skip
+    run.refresh_from_db()
+    assert (run.state, run.reason) == ("FAILED", "node_lost")
+
+
+def test_a_leader_whose_lease_vanished_does_not_act(node, redis):
+    orchestrator = lead()
+    settle(orchestrator, redis)
+    redis.delete(keys.lease_key())  # a flush, a restart: no rival, but no lease either
+    assert orchestrator.is_leader()  # locally still valid...
+    assert orchestrator.tick() is None  # ...but it checks Redis before acting
+
+
+def test_a_former_leader_is_fenced_out(node, redis, dead_node):
     old = lead("old@test")
     settle(old, redis)
     old_epoch = old.epoch
     redis.delete(keys.lease_key())  # its lease expired while it was paused
     new = lead("new@test")
-    ghost = row("ghost-run", "gone@test", state="RUNNING", executions=1)
+    ghost = row("ghost-run", dead_node("gone@test"), state="RUNNING", executions=1)
     old.lease._value = json.dumps({"forged": True})  # it still believes it leads
     old._ready_epoch = old.lease.epoch = old_epoch
     old.lease._valid_until = float("inf")
+    old.lease.verify = lambda: True  # it still sees its lease, e.g. through a partition
     report = old.tick()
     assert "lifeline" not in report  # refused at its first database write
     assert not old.is_leader()

@@ -1,19 +1,10 @@
 from __future__ import annotations
 
 import argparse
-import socket
 
 from django.core.management.base import BaseCommand
 
-from distributed_tasks.validation import check_name
-
-
-def holder_name(value: str) -> str:
-    value = value.replace("%h", socket.gethostname())
-    try:
-        return check_name(value, "beat name")
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+from distributed_tasks import cli
 
 
 class Command(BaseCommand):
@@ -27,7 +18,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             "--name",
-            type=holder_name,
+            type=cli.beat_name,
             help="Holder name shown in the lease (default beat-<pid>@<host>).",
         )
         parser.add_argument("-l", "--loglevel", default="INFO")

@@ -5,7 +5,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from distributed_tasks.management.commands.dt_worker import positive_int
+from distributed_tasks import cli
 
 
 class Command(BaseCommand):
@@ -17,10 +17,10 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--workers", type=positive_int, default=3)
-        parser.add_argument("--tasks", type=positive_int, default=30)
+        parser.add_argument("--workers", type=cli.positive_int, default=3)
+        parser.add_argument("--tasks", type=cli.positive_int, default=30)
         parser.add_argument("--duplicates", type=int, default=5)
-        parser.add_argument("--beats", type=positive_int, default=2)
+        parser.add_argument("--beats", type=cli.positive_int, default=2)
         parser.add_argument(
             "--no-faults",
             action="store_false",

@@ -10,7 +10,6 @@ from django.core.management.base import BaseCommand
 
 from distributed_tasks import cli
 from distributed_tasks.conf import get_settings
-from distributed_tasks.management.commands.dt_worker import positive_int
 from distributed_tasks.models import TaskRun
 
 FIELDS = (
@@ -50,7 +49,7 @@ class Command(BaseCommand):
         )
         parser.add_argument("--node", default=None, help="Only runs placed on this node.")
         parser.add_argument(
-            "--limit", type=positive_int, default=100, help="Most rows to show (default 100)."
+            "--limit", type=cli.positive_int, default=100, help="Most rows to show (default 100)."
         )
         cli.add_json_flag(parser)
 

@@ -6,7 +6,6 @@ from django.core.management.base import BaseCommand
 from django.utils import timezone
 
 from distributed_tasks import cli
-from distributed_tasks.management.commands.dt_worker import positive_int
 
 
 class Command(BaseCommand):
@@ -19,7 +18,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--dry-run", action="store_true", help="Count, change nothing.")
         parser.add_argument(
-            "--batch", type=positive_int, default=1000, help="Rows per batch (default 1000)."
+            "--batch", type=cli.positive_int, default=1000, help="Rows per batch (default 1000)."
         )
         cli.add_json_flag(parser)
 

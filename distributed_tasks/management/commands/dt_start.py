@@ -9,7 +9,6 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from distributed_tasks import api, cli
-from distributed_tasks.management.commands.dt_worker import positive_int
 from distributed_tasks.types import OnConflict, Reuse
 
 
@@ -61,7 +60,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--max-attempts",
-            type=positive_int,
+            type=cli.positive_int,
             default=None,
             help="Executions allowed: a failed or lost attempt is retried until they are used.",
         )

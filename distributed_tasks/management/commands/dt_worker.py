@@ -4,28 +4,8 @@ import argparse
 
 from django.core.management.base import BaseCommand
 
+from distributed_tasks import cli
 from distributed_tasks.conf import get_settings
-from distributed_tasks.validation import check_name
-
-
-def positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be 1 or more")
-    return number
-
-
-def node_name(value: str) -> str:
-    import socket
-
-    value = value.replace("%h", socket.gethostname())
-    try:
-        return check_name(value, "node name")
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 class Command(BaseCommand):
@@ -38,11 +18,15 @@ class Command(BaseCommand):
         parser.add_argument(
             "-n",
             "--node",
-            type=node_name,
+            type=cli.node_name,
             help="Node name, name@host style; %%h is the host name (default: NODE_NAME or dt@%%h).",
         )
         parser.add_argument(
-            "-c", "--concurrency", type=positive_int, default=2, help="Pool processes (default 2)."
+            "-c",
+            "--concurrency",
+            type=cli.positive_int,
+            default=2,
+            help="Pool processes (default 2).",
         )
         parser.add_argument(
             "-P",
@@ -53,7 +37,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--weight",
-            type=positive_int,
+            type=cli.positive_int,
             default=1,
             help="Share of the ring relative to other nodes (default 1).",
         )
@@ -64,7 +48,7 @@ class Command(BaseCommand):
             help="Task list this node serves (repeatable; default: all).",
         )
         parser.add_argument("-l", "--loglevel", default="INFO")
-        parser.add_argument("--max-tasks-per-child", type=positive_int, default=None)
+        parser.add_argument("--max-tasks-per-child", type=cli.positive_int, default=None)
 
     def handle(self, *args, **options) -> None:
         from distributed_tasks.worker import WorkerNode, WorkerOptions
