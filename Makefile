@@ -33,6 +33,10 @@ check-django: $(STAMP)
 test: $(STAMP) lint check-django
 	PYTHONWARNINGS=error::DeprecationWarning,error::ResourceWarning $(PY) -m pytest $(PYTEST_ARGS)
 
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) -m benchmarks.run_all $(BENCH_ARGS)
+
 soak: $(STAMP)
 	$(PY) tests/services.py
 	SOAK_MINUTES=$${SOAK_MINUTES:-8} $(PY) -m tests.soak

@@ -16,6 +16,11 @@ from collections.abc import Iterator, Mapping
 
 from uhashring import HashRing
 
+# Points per unit of weight are VNODES * 4 (ketama). uhashring's default of 40 leaves
+# 50 equal nodes at up to 1.16x the mean share; 160 brings it to 1.10 (and 3 nodes from
+# 1.06 to 1.01) for a ring built in ~40 ms instead of ~10 ms, only on membership change.
+VNODES = 160
+
 
 class Ring:
     """An immutable ring over ``{node name: weight}``."""
@@ -26,7 +31,9 @@ class Ring:
         self.members: dict[str, int] = dict(members)
         self.total_weight = sum(self.members.values())
         self._ring = HashRing(
-            nodes={name: {"weight": weight} for name, weight in self.members.items()},
+            nodes={
+                name: {"weight": weight, "vnodes": VNODES} for name, weight in self.members.items()
+            },
             hash_fn="ketama",
         )
 

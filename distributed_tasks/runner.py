@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
+from django.db import connections
 
 from distributed_tasks import attempts, claims, registry, signals
 from distributed_tasks.exceptions import ClusterUnavailable, NotRegistered, NotSerializable
@@ -139,8 +140,16 @@ def _record(msg: RunMessage, outcome: Outcome, *, lost: bool = False) -> bool:
     return True
 
 
+def _drop_broken_connections() -> None:
+    """Connections outlive a run (worker.DB_REUSE_MAX): close one that an error left unusable."""
+    for conn in connections.all(initialized_only=True):
+        if conn.errors_occurred:
+            conn.close_if_unusable_or_obsolete()
+
+
 def execute(body: Any) -> Outcome | None:
     """Execute one run message in this pool process; returns the outcome, or None if fenced."""
+    _drop_broken_connections()
     try:
         msg = RunMessage.from_body(body)
     except MalformedMessage as exc:
@@ -180,11 +189,17 @@ def record_lost(args: Any, by: LostBy, *, timeout: float | None = None, exc: Any
             Reason.WORKER_LOST, exc, "the pool process running it died (killed or exited)"
         )
     if _record(msg, outcome, lost=True):
-        try:
-            task = registry.resolve(msg.function).create()
-        except NotRegistered:
-            return
         if by is LostBy.TIMEOUT:
-            _hook(task, "on_timeout", _info(msg))
+            call_hook(msg, "on_timeout")
         else:
-            _hook(task, "on_failure", _info(msg), exc or RuntimeError(outcome.error))
+            call_hook(msg, "on_failure", exc or RuntimeError(outcome.error))
+
+
+def call_hook(msg: RunMessage, hook: str, *args: Any) -> None:
+    """Call a task's hook for a run that ended outside its pool process (lost, killed)."""
+    try:
+        task = registry.resolve(msg.function).create()
+    except NotRegistered:
+        return
+    task.info = _info(msg)
+    _hook(task, hook, task.info, *args)

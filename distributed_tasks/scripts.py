@@ -9,8 +9,9 @@ own ``TIME``, never from a client clock.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
-from redis.commands.core import Script
+from redis.client import Pipeline
 
 from distributed_tasks.connection import get_redis
 
@@ -139,10 +140,28 @@ return 0
 """
 
 
+class RegisteredScript:
+    """A script called by SHA (EVALSHA, EVAL on a miss); inside a pipeline, as EVAL.
+
+    redis-py sends ``SCRIPT EXISTS`` before executing any pipeline that holds a
+    ``Script``: one more round trip per start, per worker status update. EVAL carries
+    the source instead (a few hundred bytes) and Redis caches it by its SHA.
+    """
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.registered = get_redis().register_script(source)
+
+    def __call__(self, keys: Any = (), args: Any = (), client: Any = None) -> Any:
+        if isinstance(client, Pipeline):
+            return client.eval(self.source, len(keys), *keys, *args)
+        return self.registered(keys=keys, args=args, client=client)
+
+
 @functools.cache
-def script(source: str) -> Script:
-    """The registered script for ``source`` on the current client (EVALSHA, EVAL on miss)."""
-    return get_redis().register_script(source)
+def script(source: str) -> RegisteredScript:
+    """The registered script for ``source`` on the current client."""
+    return RegisteredScript(source)
 
 
 def reset() -> None:

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import abc
 import functools
+from contextlib import nullcontext
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -73,9 +74,11 @@ class OrmStore(BaseStore):
         return TaskRun.objects.using(self.alias)
 
     def insert(self, run: TaskRun) -> None:
+        # Inside a caller's transaction a savepoint keeps it usable after a conflict;
+        # outside one, the INSERT commits by itself (no BEGIN/COMMIT round trips).
+        in_transaction = connections[self.alias].in_atomic_block
         try:
-            # A savepoint keeps a caller's surrounding transaction usable after a conflict.
-            with transaction.atomic(using=self.alias):
+            with transaction.atomic(using=self.alias) if in_transaction else nullcontext():
                 run.save(using=self.alias, force_insert=True)
         except IntegrityError:
             raise self._conflict(run) from None

@@ -19,6 +19,11 @@ from distributed_tasks.nodes import ALL_TASK_LISTS, Heartbeat, NodeInfo, set_cur
 
 logger = logging.getLogger("distributed_tasks.worker")
 
+# Celery's Django fixup closes every database connection before and after each task
+# unless this is set: each run would open a new PostgreSQL connection. Now connections
+# are closed every DB_REUSE_MAX tasks, and the runner drops a broken one.
+DB_REUSE_MAX = 1000
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WorkerOptions:
@@ -55,6 +60,7 @@ class WorkerNode:
         o = self.options
         set_current_node(self.info)  # before the pool forks, so children inherit it
         app = get_app()
+        app.conf.setdefault("CELERY_DB_REUSE_MAX", DB_REUSE_MAX)  # read when the fixup starts
         celery_signals.worker_ready.connect(self._on_ready, weak=False)
         worker = app.Worker(
             hostname=o.node,

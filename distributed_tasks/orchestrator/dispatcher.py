@@ -19,6 +19,7 @@ from collections import Counter
 from django.db.models import F, Q
 
 from distributed_tasks.client import ClusterClient
+from distributed_tasks.conf import get_settings
 from distributed_tasks.exceptions import AlreadyRunning, ClusterUnavailable, InvalidConfiguration
 from distributed_tasks.fencing import fenced
 from distributed_tasks.models import PeriodicTaskState
@@ -122,9 +123,17 @@ class Dispatcher(Duty):
             return "already_dispatched"
         return self._start(row, slot, ctx)
 
+    @staticmethod
+    def _candidates(ctx: TickContext, task_list: str) -> list[str]:
+        """Live nodes serving the list, preferring those that heartbeat on time: a node
+        that missed two beats is probably dying, and a slot sent there would be lost."""
+        serving = sorted(n for n, info in ctx.view.nodes.items() if info.serves(task_list))
+        recent = 2 * get_settings().HEARTBEAT_INTERVAL + 0.5
+        return [n for n in serving if ctx.view.age(n) <= recent] or serving
+
     def _start(self, row: PeriodicTaskState, slot: dt.datetime, ctx: TickContext) -> str:
         rows = PeriodicTaskState.objects.filter(name=row.name, last_slot=slot)
-        live = sorted(n for n, info in ctx.view.nodes.items() if info.serves(row.task_list))
+        live = self._candidates(ctx, row.task_list)
         try:
             allowed = [n for n in task_class(row.task)().nodes(list(live)) if n in live]
         except InvalidConfiguration as exc:

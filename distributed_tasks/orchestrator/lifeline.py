@@ -22,7 +22,7 @@ from collections import Counter
 from django.db import transaction
 from django.db.models import Q
 
-from distributed_tasks import attempts, celery, claims, keys, scripts, signals
+from distributed_tasks import attempts, celery, claims, keys, runner, scripts, signals
 from distributed_tasks.conf import get_settings
 from distributed_tasks.connection import get_redis
 from distributed_tasks.exceptions import ClusterUnavailable
@@ -33,6 +33,10 @@ from distributed_tasks.store import get_store, message_for
 from distributed_tasks.types import Outcome, Reason, State
 
 logger = logging.getLogger("distributed_tasks.orchestrator.lifeline")
+
+
+class NodeLost(Exception):
+    """What ``on_failure`` receives for a run whose node died under it."""
 
 
 class Lifeline(Duty):
@@ -153,6 +157,7 @@ class Lifeline(Duty):
 
 def _finished(msg, outcome: Outcome) -> None:
     claims.publish_outcome(msg, outcome)
+    runner.call_hook(msg, "on_failure", NodeLost(outcome.error))
     signals.run_finished.send(sender=TaskRun, message=msg, outcome=outcome)
     logger.warning(
         "%s ended FAILED(node_lost): %s", msg.name, outcome.error, extra={"action": "node_lost"}

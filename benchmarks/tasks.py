@@ -1,0 +1,35 @@
+"""Registered functions the benchmarks start (discovered like any installed app's tasks)."""
+
+from __future__ import annotations
+
+import time
+
+from distributed_tasks import distributed_task
+from distributed_tasks.connection import get_redis
+
+
+@distributed_task
+def noop(counter: str | None = None) -> None:
+    """Does nothing but count itself in Redis when given a counter key."""
+    if counter:
+        get_redis().incr(counter)
+
+
+@distributed_task
+def hold(release_key: str, started_key: str = "", limit: float = 120.0) -> str:
+    """Runs until ``release_key`` exists in Redis (or ``limit`` passes): a long unique run."""
+    redis = get_redis()
+    if started_key:
+        redis.set(started_key, "1")
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if redis.exists(release_key):
+            return "released"
+        time.sleep(0.05)
+    return "limit"
+
+
+@distributed_task
+def echo(value: object = None) -> object:
+    """Returns its argument: a run whose status carries a small result."""
+    return value
