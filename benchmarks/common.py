@@ -161,18 +161,8 @@ class BenchCluster(LocalCluster):
 
     def spawn_celery(self, key: str, argv: list[str], **env: str) -> subprocess.Popen:
         """``python -m celery -A benchmarks.celeryapp <argv>``, kept and stopped like the others."""
-        log = open(self._log_path(key), "ab")  # noqa: SIM115 - closed in stop()
-        self._logs[key] = log
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", CELERY_APP, *argv],
-            cwd=ROOT,
-            env=self.env(**env),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.procs[key] = proc
-        return proc
+        program = [sys.executable, "-m", "celery", "-A", CELERY_APP]
+        return self.spawn(key, argv, program=program, **env)
 
     def start_plain_worker(self, key: str, queue: str, *, concurrency: int) -> subprocess.Popen:
         """A plain Celery worker configured as ``dt_worker`` configures its own."""

@@ -128,6 +128,13 @@ def add_task_list(parser: argparse.ArgumentParser, help: str | None = None) -> N
     )
 
 
+def add_name_arguments(parser: argparse.ArgumentParser) -> None:
+    """The run name, ``--task-list`` and ``--json``: what commands about one name take."""
+    parser.add_argument("name", type=run_name, help="The run name.")
+    add_task_list(parser)
+    add_json_flag(parser)
+
+
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", action="store_true", help="Print JSON instead of text (for scripts)."

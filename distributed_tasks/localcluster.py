@@ -49,7 +49,8 @@ class LocalCluster:
         self.base_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.base_env.pop("PYTHONWARNINGS", None)
         self.procs: dict[str, subprocess.Popen] = {}
-        self.specs: dict[str, tuple[list[str], dict[str, str]]] = {}  # key -> (argv, env)
+        # key -> (program, argv, env), to start a process again as it was first started
+        self.specs: dict[str, tuple[list[str], list[str], dict[str, str]]] = {}
         self._logs: dict[str, IO[bytes]] = {}
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -58,12 +59,16 @@ class LocalCluster:
     def _log_path(self, key: str) -> Path:
         return self.log_dir / f"{key.replace('@', '_').replace('/', '_')}.log"
 
-    def spawn(self, key: str, argv: list[str], **env: str) -> subprocess.Popen:
+    def spawn(
+        self, key: str, argv: list[str], *, program: list[str] | None = None, **env: str
+    ) -> subprocess.Popen:
+        """Start ``program argv`` (default: this ``manage.py``) logging to ``<key>.log``."""
+        program = program or [sys.executable, str(self.manage_py)]
         log = open(self._log_path(key), "ab")  # noqa: SIM115 - closed in stop()
         self._logs[key] = log
-        self.specs[key] = (list(argv), dict(env))
+        self.specs[key] = (list(program), list(argv), dict(env))
         proc = subprocess.Popen(
-            [sys.executable, str(self.manage_py), *argv],
+            [*program, *argv],
             cwd=self.manage_py.parent,
             env=self.env(**env),
             stdout=log,
@@ -96,8 +101,8 @@ class LocalCluster:
         for key in keys or list(self.specs):
             if not self.running(key):
                 self.stop(key)
-                argv, env = self.specs[key]
-                self.spawn(key, argv, **env)
+                program, argv, env = self.specs[key]
+                self.spawn(key, argv, program=program, **env)
                 revived.append(key)
         return revived
 

@@ -47,8 +47,9 @@ def setup_environment() -> dict[str, str]:
         "DT_LOG_LEVEL": "WARNING",
     }
     os.environ.update(env)
-    subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", DB_NAME],
-                   check=True)  # fmt: skip
+    # --force: a soak cut off earlier may have left connections to the old database.
+    dropdb = ["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", "--force", DB_NAME]
+    subprocess.run(dropdb, check=True)
     subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", DB_NAME], check=True)
     subprocess.run([sys.executable, str(ROOT / "manage.py"), "migrate", "-v0"], check=True)
     return env

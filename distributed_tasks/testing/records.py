@@ -8,6 +8,7 @@ the same states as a ``TaskRun`` row: QUEUED -> RUNNING -> DONE/FAILED.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from dataclasses import dataclass, field, fields
@@ -98,14 +99,7 @@ class Run:
     traceback: str = ""
 
     def handle(self, *, existing: bool = False) -> TaskHandle:
-        return TaskHandle(
-            name=self.name,
-            task_list=self.task_list,
-            run_id=self.run_id,
-            node=self.node,
-            attempt=self.attempt,
-            existing=existing,
-        )
+        return dataclasses.replace(self.message().handle(), existing=existing)
 
     def status(self) -> TaskStatus:
         return TaskStatus(

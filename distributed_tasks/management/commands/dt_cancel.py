@@ -19,9 +19,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("name", type=cli.run_name, help="The run name.")
-        cli.add_task_list(parser)
-        cli.add_json_flag(parser)
+        cli.add_name_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         name, task_list = options["name"], options["task_list"]
