@@ -14,7 +14,6 @@ comparisons differ only in what each library adds:
 from __future__ import annotations
 
 import os
-import time
 
 import django
 
@@ -25,8 +24,8 @@ from celery_once import QueueOnce  # noqa: E402
 from celery_singleton import Singleton  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from benchmarks.tasks import count, wait_for_release  # noqa: E402
 from distributed_tasks.celery import get_app  # noqa: E402
-from distributed_tasks.connection import get_redis  # noqa: E402
 
 app = get_app()
 # celery-once as its README configures it (default_timeout: its own default, one hour).
@@ -36,25 +35,9 @@ app.conf.singleton_backend_url = settings.REDIS_URL
 app.conf.singleton_raise_on_duplicate = True
 
 
-def _count(counter: str | None) -> None:
-    if counter:
-        get_redis().incr(counter)
-
-
-def _hold(release_key: str, started_key: str, limit: float = 120.0) -> str:
-    redis = get_redis()
-    redis.set(started_key, "1")
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if redis.exists(release_key):
-            return "released"
-        time.sleep(0.05)
-    return "limit"
-
-
 @app.task(name="bench.plain_noop")
 def plain_noop(counter: str | None = None) -> None:
-    _count(counter)
+    count(counter)
 
 
 @app.task(name="bench.once_noop", base=QueueOnce)
@@ -69,9 +52,9 @@ def singleton_noop(name: str) -> None:
 
 @app.task(name="bench.once_hold", base=QueueOnce, once={"keys": ["name"]})
 def once_hold(name: str, release_key: str, started_key: str) -> str:
-    return _hold(release_key, started_key)
+    return wait_for_release(release_key, started_key)
 
 
 @app.task(name="bench.singleton_hold", base=Singleton, unique_on=["name"])
 def singleton_hold(name: str, release_key: str, started_key: str) -> str:
-    return _hold(release_key, started_key)
+    return wait_for_release(release_key, started_key)

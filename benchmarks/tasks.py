@@ -8,16 +8,14 @@ from distributed_tasks import distributed_task
 from distributed_tasks.connection import get_redis
 
 
-@distributed_task
-def noop(counter: str | None = None) -> None:
-    """Does nothing but count itself in Redis when given a counter key."""
+def count(counter: str | None) -> None:
+    """Count one run in Redis when given a counter key (shared with the peers' tasks)."""
     if counter:
         get_redis().incr(counter)
 
 
-@distributed_task
-def hold(release_key: str, started_key: str = "", limit: float = 120.0) -> str:
-    """Runs until ``release_key`` exists in Redis (or ``limit`` passes): a long unique run."""
+def wait_for_release(release_key: str, started_key: str = "", limit: float = 120.0) -> str:
+    """Mark ``started_key``, then wait until ``release_key`` exists (or ``limit`` passes)."""
     redis = get_redis()
     if started_key:
         redis.set(started_key, "1")
@@ -27,6 +25,18 @@ def hold(release_key: str, started_key: str = "", limit: float = 120.0) -> str:
             return "released"
         time.sleep(0.05)
     return "limit"
+
+
+@distributed_task
+def noop(counter: str | None = None) -> None:
+    """Does nothing but count itself in Redis when given a counter key."""
+    count(counter)
+
+
+@distributed_task
+def hold(release_key: str, started_key: str = "", limit: float = 120.0) -> str:
+    """Runs until ``release_key`` exists in Redis (or ``limit`` passes): a long unique run."""
+    return wait_for_release(release_key, started_key, limit)
 
 
 @distributed_task

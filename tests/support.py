@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from distributed_tasks.compat import TaskResultStatus
 from distributed_tasks.localcluster import LocalCluster
 from distributed_tasks.localcluster import poll_until as _poll_until
 
@@ -16,6 +17,17 @@ def poll_until(predicate, *, timeout=10.0, interval=0.05, message="condition"):
         return _poll_until(predicate, timeout=timeout, interval=interval, message=message)
     except TimeoutError as exc:
         raise AssertionError(str(exc)) from None
+
+
+def assert_backend_fail_result(result) -> None:
+    """``tests.tasks.backend_fail``'s result: FAILED with its one ValueError and traceback."""
+    assert result.status == TaskResultStatus.FAILED
+    (error,) = result.errors
+    assert (error.exception_class_path, error.exception_class) == (
+        "builtins.ValueError",
+        ValueError,
+    )
+    assert "raise ValueError(message)" in error.traceback
 
 
 class Cluster(LocalCluster):

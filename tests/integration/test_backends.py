@@ -48,6 +48,7 @@ from distributed_tasks.compat import (
 from distributed_tasks.models import TaskRun
 from distributed_tasks.store import message_for
 from tests import tasks
+from tests.support import assert_backend_fail_result
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -276,13 +277,7 @@ def test_failed_run_reports_the_exception_and_traceback(backend, node):
     result = tasks.backend_fail.enqueue("no compiler")
     execute(result.id)
     result.refresh()
-    assert result.status == TaskResultStatus.FAILED
-    (error,) = result.errors
-    assert (error.exception_class_path, error.exception_class) == (
-        "builtins.ValueError",
-        ValueError,
-    )
-    assert "raise ValueError(message)" in error.traceback
+    assert_backend_fail_result(result)
     with pytest.raises(ValueError, match="Task failed"):
         result.return_value  # noqa: B018
 
