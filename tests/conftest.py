@@ -71,16 +71,27 @@ def dead_node(redis):
     return make
 
 
-@pytest.fixture
-def node():
-    """A live node that heartbeats but consumes nothing: runs placed on it stay QUEUED."""
+def _heartbeating(**info):
+    """A node that heartbeats from a thread of this process (and leaves at the end)."""
     from distributed_tasks.nodes import Heartbeat, NodeInfo
 
-    beat = Heartbeat(NodeInfo(name="idle@test"))
+    beat = Heartbeat(NodeInfo(**info))
     beat.start()
     poll_until(lambda: beat.beats > 0, message="first heartbeat")
     yield beat.info
     beat.stop(leave=True)
+
+
+@pytest.fixture
+def node():
+    """A live node that heartbeats but consumes nothing: runs placed on it stay QUEUED."""
+    yield from _heartbeating(name="idle@test")
+
+
+@pytest.fixture
+def heavy():
+    """A second live node, of weight 3, serving task list "ci" only."""
+    yield from _heartbeating(name="heavy@test", weight=3, task_lists=("ci",))
 
 
 @pytest.fixture(scope="module")

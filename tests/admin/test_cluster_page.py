@@ -14,24 +14,12 @@ from distributed_tasks import keys
 from distributed_tasks.fencing import claim_epoch
 from distributed_tasks.lease import Lease
 from distributed_tasks.models import TaskRun
-from distributed_tasks.nodes import Heartbeat, NodeInfo
 from distributed_tasks.ring import Ring
 from tests.admin.support import CHANGELIST, CLUSTER, queued
-from tests.support import poll_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 REDIS_DOWN = {**settings.DISTRIBUTED_TASKS, "REDIS_URL": "redis://127.0.0.1:1/0"}
-
-
-@pytest.fixture
-def heavy():
-    """A second live node, of weight 3, serving task list "ci" only."""
-    beat = Heartbeat(NodeInfo(name="heavy@test", weight=3, task_lists=("ci",)))
-    beat.start()
-    poll_until(lambda: beat.beats > 0, message="first heartbeat")
-    yield beat.info
-    beat.stop(leave=True)
 
 
 def cells(html: str, node: str) -> list[str]:

@@ -15,16 +15,6 @@ from tests.support import poll_until
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def heavy():
-    """A second live node of weight 3 that serves task list "ci" only."""
-    beat = Heartbeat(NodeInfo(name="heavy@test", weight=3, task_lists=("ci",)))
-    beat.start()
-    poll_until(lambda: beat.beats > 0, message="first heartbeat")
-    yield beat.info
-    beat.stop(leave=True)
-
-
 def rows(out: str) -> dict[str, list[str]]:
     header, *lines = out.splitlines()
     assert header.split()[:3] == ["NODE", "HEARTBEAT", "WEIGHT"]
