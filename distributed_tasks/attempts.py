@@ -50,11 +50,10 @@ def deliver(msg: RunMessage, countdown: float | None = None) -> bool:
         return False
 
 
-def _announce(old: RunMessage, new: RunMessage, countdown: float, error: Outcome | None):
-    extra = {}
-    if error is not None:  # the last failure stays visible while the retry waits
-        extra = {"reason": error.reason, "error": error.error[:500], "error_type": error.error_type}
-    claims.publish(new, claims.message_fields(new, State.QUEUED, **extra))
+def _announce(old: RunMessage, new: RunMessage, countdown: float) -> None:
+    # A newer attempt replaces the whole cached status: the earlier attempt's error
+    # is in the run's history (``TaskRun.attempts``), not in the current status.
+    claims.publish(new, claims.message_fields(new, State.QUEUED))
     # Loads are approximate and rebuilt by the orchestrator every tick.
     with contextlib.suppress(RedisError):
         pipe = get_redis().pipeline(transaction=False)
@@ -95,5 +94,5 @@ def next_attempt(
         placement().unchoose(node)
         return None
     new = msg.for_attempt(msg.attempt + 1, node)
-    transaction.on_commit(lambda: _announce(msg, new, countdown, error), using=get_store().alias)
+    transaction.on_commit(lambda: _announce(msg, new, countdown), using=get_store().alias)
     return new

@@ -17,9 +17,54 @@ from typing import Any
 from django.db import models
 from django.utils import timezone
 
-from distributed_tasks.types import ACTIVE_STATES, FINISHED_STATES, STORED_STATES, Reason, State
+from distributed_tasks.types import (
+    ACTIVE_STATES,
+    FINISHED_STATES,
+    STORED_STATES,
+    Outcome,
+    Reason,
+    State,
+)
 
 NAME_MAX_LENGTH = 200
+# An earlier attempt keeps the tail of its traceback only: the history stays small.
+HISTORY_TRACEBACK_LIMIT = 4096
+# What a new attempt starts without: the status describes the current attempt only.
+CLEARED_OUTCOME: dict[str, Any] = {
+    "result": None,
+    "reason": "",
+    "error_type": "",
+    "error": "",
+    "traceback": "",
+    "started_at": None,
+    "finished_at": None,
+    "incarnation": "",
+}
+
+
+def attempt_record(
+    *, attempt: int, node: str, started_at: Any, ended_at: Any, outcome: Outcome | None
+) -> dict[str, Any]:
+    """One entry of ``TaskRun.attempts``: how an earlier attempt ended (JSON-ready).
+
+    ``outcome`` is None for an attempt moved before it started (its node was lost
+    while it was still QUEUED): nothing ran, so nothing failed.
+    """
+
+    def iso(value: Any) -> str | None:
+        return value.isoformat() if value else None
+
+    return {
+        "attempt": attempt,
+        "node": node,
+        "state": outcome.state.value if outcome else "MOVED",
+        "reason": outcome.reason if outcome else "",
+        "error_type": outcome.error_type if outcome else "",
+        "error": outcome.error if outcome else "",
+        "traceback": outcome.traceback[-HISTORY_TRACEBACK_LIMIT:] if outcome else "",
+        "started_at": iso(started_at),
+        "ended_at": iso(ended_at),
+    }
 
 
 class TaskRunQuerySet(models.QuerySet):
@@ -82,6 +127,12 @@ class TaskRun(models.Model):
     )
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.JSONField(
+        default=list,
+        blank=True,
+        editable=False,
+        help_text="Earlier attempts of this run and how each ended, oldest first.",
+    )
 
     objects = TaskRunQuerySet.as_manager()
 
@@ -111,6 +162,17 @@ class TaskRun(models.Model):
     @property
     def is_active(self) -> bool:
         return self.state in ACTIVE_STATES
+
+    def outcome(self) -> Outcome:
+        """The stored outcome of the current attempt (meaningful once it finished)."""
+        return Outcome(
+            state=State(self.state),
+            result=self.result,
+            reason=self.reason,
+            error_type=self.error_type,
+            error=self.error,
+            traceback=self.traceback,
+        )
 
     @property
     def duration(self) -> float | None:

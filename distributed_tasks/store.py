@@ -23,7 +23,7 @@ from django.utils import timezone
 from distributed_tasks.conf import get_settings
 from distributed_tasks.exceptions import AlreadyRunning
 from distributed_tasks.messages import RunMessage
-from distributed_tasks.models import TaskRun
+from distributed_tasks.models import CLEARED_OUTCOME, TaskRun, attempt_record
 from distributed_tasks.types import ACTIVE_STATES, Outcome, State
 
 
@@ -155,44 +155,56 @@ class OrmStore(BaseStore):
         error: Outcome | None = None,
         epoch: int | None = None,
     ) -> bool:
-        """This attempt -> a new QUEUED attempt on ``node``; the old attempt is fenced out."""
+        """This attempt -> a new QUEUED attempt on ``node``; the old attempt is fenced out.
+
+        The old attempt's outcome (``error``, or none for a run moved before it
+        started) goes to the run's ``attempts`` history and its status fields are
+        cleared, so the status shows the new attempt only. The history is read
+        first, so the update is also conditional on the state that was read.
+        """
         rows = self._attempt(msg).filter(state__in=from_states)
         if only_if_attempts_left:
             rows = rows.filter(executions__lt=F("max_attempts"))
-        fields: dict[str, Any] = {
-            "state": State.QUEUED,
-            "attempt": msg.attempt + 1,
-            "node": node,
-            "run_after": run_after,
-            "started_at": None,
-            "incarnation": "",
-        }
-        if error is not None:  # keep the last failure visible while the retry waits
-            fields.update(
-                error_type=error.error_type,
-                error=error.error,
-                traceback=error.traceback,
-                reason=error.reason,
+        extra = {"orchestrator_epoch": epoch} if epoch else {}
+        for _race in range(3):  # the worker may start it between the read and the update
+            current = rows.values("state", "started_at", "attempts").first()
+            if current is None:
+                return False
+            ended = attempt_record(
+                attempt=msg.attempt,
+                node=msg.node,
+                started_at=current["started_at"],
+                ended_at=timezone.now(),
+                outcome=error,
             )
-        if epoch:
-            fields["orchestrator_epoch"] = epoch
-        return bool(rows.update(**fields))
+            if rows.filter(state=current["state"]).update(
+                **CLEARED_OUTCOME,
+                attempts=[*current["attempts"], ended],
+                state=State.QUEUED,
+                attempt=msg.attempt + 1,
+                node=node,
+                run_after=run_after,
+                **extra,
+            ):
+                return True
+        return False
 
     def reactivate(self, run: TaskRun, *, node: str) -> bool:
         """A FAILED run becomes a new QUEUED attempt (``retry``); the name must be free."""
+        ended = attempt_record(attempt=run.attempt, node=run.node, started_at=run.started_at,
+                               ended_at=run.finished_at, outcome=run.outcome())  # fmt: skip
         try:
             with transaction.atomic(using=self.alias):
                 return bool(
                     self.runs.filter(id=run.id, attempt=run.attempt, state=State.FAILED).update(
+                        **CLEARED_OUTCOME,
+                        attempts=[*run.attempts, ended],
                         state=State.QUEUED,
                         active_name=run.name,
                         attempt=run.attempt + 1,
                         max_attempts=max(run.max_attempts, run.executions + 1),
                         node=node,
                         run_after=timezone.now(),
-                        started_at=None,
-                        finished_at=None,
-                        incarnation="",
                     )
                 )
         except IntegrityError:

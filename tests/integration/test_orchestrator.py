@@ -107,12 +107,18 @@ def test_lifeline_moves_retries_and_fails_runs_of_a_dead_node(node, redis, dead_
         orchestrator.epoch,
     )
     assert "gone@test stopped heartbeating" in last.error
-    assert (retry.state, retry.node, retry.attempt, retry.reason) == (
+    assert (retry.state, retry.node, retry.attempt, retry.reason, retry.error) == (
         "QUEUED",
         node.name,
         2,
-        "node_lost",
+        "",
+        "",
     )
+    assert [(a["attempt"], a["state"], a["reason"]) for a in retry.attempts] == [
+        (1, "FAILED", "node_lost")
+    ]
+    assert [(a["node"], a["state"]) for a in queued.attempts] == [("gone@test", "MOVED")]
+    assert "error" not in claims.read("default", "retry")
     assert finished == ["last-chance"]
     sent = {m["headers"]["id"] for m in messages(redis, node.name)}
     assert sent == {f"{queued.run_id}:2", f"{retry.run_id}:2"}
