@@ -18,7 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from distributed_tasks import celery, claims, keys
+from distributed_tasks import celery, claims, keys, signals
 from distributed_tasks.connection import get_redis
 from distributed_tasks.messages import RunMessage
 from distributed_tasks.placement import Placement
@@ -61,6 +61,7 @@ def _announce(old: RunMessage, new: RunMessage, countdown: float) -> None:
         pipe.hincrby(keys.loads_key(), new.node, 1)
         pipe.execute()
     deliver(new, countdown)
+    signals.send_moved(RunMessage, new, old, error)  # run_retried, or run_moved off a lost node
 
 
 def next_attempt(

@@ -151,6 +151,7 @@ class ClusterClient:
         self._check_reuse(claimed)
         recorded = self._insert([s for s in claimed if s.outcome is None])
         self._publish(recorded)
+        signals.send_refusals(TaskRun, (s.outcome for s in starts))
         return [s.outcome for s in starts]  # type: ignore[misc]
 
     def _claim(self, starts: list[_Start], now: float) -> list[_Start]:

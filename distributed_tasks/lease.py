@@ -26,7 +26,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from distributed_tasks import keys, scripts
+from distributed_tasks import keys, scripts, signals
 from distributed_tasks.conf import get_settings
 from distributed_tasks.connection import get_redis, text
 
@@ -167,6 +167,7 @@ class Lease:
             ok, reason = 0, f"Redis did not answer ({exc})"
         if ok:
             self._trust_from(sent)
+            signals.lease_renewed.send(Lease, holder=self.holder, epoch=self.epoch)
             return True
         self._lose(reason)
         self._value = ""

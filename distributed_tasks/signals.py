@@ -10,13 +10,29 @@ Each is sent once per event, in the process where it happened:
 - ``node_joined(sender, node)`` / ``node_lost(sender, node)``: membership changes, sent
   by the orchestrator leader.
 - ``leader_elected(sender, holder, epoch)``: this beat process became the leader.
+- ``run_refused(sender, task_list, name, reason, error)``: a start was refused
+  (``reason``: ``already_running``, ``reserved`` or ``invalid``), in the caller's process.
+- ``run_retried(sender, message, previous, outcome)`` / ``run_moved(sender, message,
+  previous)``: a new attempt (``message``) replaced ``previous``, after a failure
+  (``outcome``) or off a lost node before it started; sent once the change committed.
+- ``periodic_slot(sender, task, outcome)``: the leader handled a due slot of a periodic
+  task (``outcome``: ``dispatched``, ``skipped``, ``no_node``, ``invalid``, ...).
+- ``lease_renewed(sender, holder, epoch)``: the leader extended its lease.
+
+The extra signals exist for ``metrics.py`` and ``tracing.py``; sending one with no
+receiver costs a single attribute check.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from django.dispatch import Signal, receiver
+
+from distributed_tasks.exceptions import AlreadyRunning, DistributedTasksError, NameReserved
 
 logger = logging.getLogger("distributed_tasks.signals")
 
@@ -26,6 +42,55 @@ run_finished = Signal()
 node_joined = Signal()
 node_lost = Signal()
 leader_elected = Signal()
+run_refused = Signal()
+run_retried = Signal()
+run_moved = Signal()
+periodic_slot = Signal()
+lease_renewed = Signal()
+
+
+class Refusal:
+    """``run_refused`` reasons."""
+
+    ALREADY_RUNNING = "already_running"
+    RESERVED = "reserved"
+    INVALID = "invalid"
+
+
+def send_refusals(sender: Any, outcomes: Iterable[object]) -> None:
+    """``run_refused`` for each ``AlreadyRunning`` (or ``NameReserved``) among ``outcomes``."""
+    if not run_refused.receivers:
+        return
+    for o in outcomes:
+        if isinstance(o, AlreadyRunning):
+            reason = Refusal.RESERVED if isinstance(o, NameReserved) else Refusal.ALREADY_RUNNING
+            run_refused.send(sender, task_list=o.task_list, name=o.name, reason=reason, error=o)
+
+
+def refuses_invalid(prepare: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorates ``validation.prepare``: a start refused as invalid sends ``run_refused``."""
+
+    @functools.wraps(prepare)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return prepare(*args, **kwargs)
+        except DistributedTasksError as exc:
+            if run_refused.receivers:
+                task_list, name = kwargs.get("task_list", "default"), kwargs.get("name")
+                run_refused.send(
+                    prepare, task_list=str(task_list), name=name, reason=Refusal.INVALID, error=exc
+                )
+            raise
+
+    return wrapper
+
+
+def send_moved(sender: Any, message: Any, previous: Any, outcome: Any) -> None:
+    """``run_retried`` when a failure (``outcome``) caused the new attempt, else ``run_moved``."""
+    if outcome is not None:
+        run_retried.send(sender, message=message, previous=previous, outcome=outcome)
+    else:
+        run_moved.send(sender, message=message, previous=previous)
 
 
 @receiver(node_lost)

@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from distributed_tasks import registry
+from distributed_tasks import registry, signals
 from distributed_tasks.conf import get_settings
 from distributed_tasks.exceptions import (
     InvalidName,
@@ -75,6 +75,7 @@ class StartRequest:
     countdown: float | None
 
 
+@signals.refuses_invalid  # counted by metrics as refused (invalid)
 def prepare(
     func: Any,
     args: Any = (),

@@ -18,6 +18,7 @@ from collections import Counter
 
 from django.db.models import F, Q
 
+from distributed_tasks import signals
 from distributed_tasks.client import ClusterClient
 from distributed_tasks.conf import get_settings
 from distributed_tasks.exceptions import AlreadyRunning, ClusterUnavailable, InvalidConfiguration
@@ -58,7 +59,9 @@ class Dispatcher(Duty):
             self.sync(ctx, counts)
         rows = PeriodicTaskState.objects.filter(enabled=True, next_run_at__lte=ctx.now)
         for row in rows.order_by("next_run_at")[: ctx.batch]:
-            counts[self._dispatch(row, ctx)] += 1
+            outcome = self._dispatch(row, ctx)
+            counts[outcome] += 1
+            signals.periodic_slot.send(Dispatcher, task=row.name, outcome=outcome)
         upcoming = PeriodicTaskState.objects.filter(enabled=True).order_by("next_run_at")
         self.next_due = upcoming.values_list("next_run_at", flat=True).first()
         return dict(counts)
