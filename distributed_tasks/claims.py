@@ -54,7 +54,7 @@ class ClaimReply:
         outcome = ClaimOutcome(int(reply[0]))
         if outcome is ClaimOutcome.CLAIMED:
             return cls(outcome)
-        run_id, node, state, queued_at, attempt, _finished = text(reply[1])
+        run_id, node, state, queued_at, attempt = text(reply[1][:5])
         return cls(
             outcome,
             run_id=run_id,
@@ -109,7 +109,7 @@ def claim(
     cutoff = time.time() - get_settings().CLEANUP_TIMEOUT
     return scripts.script(scripts.CLAIM)(
         keys=[keys.run_key(task_list, name)],
-        args=[reuse, replace_run_id, cutoff, *_flat(fields)],
+        args=[task_list, name, reuse, replace_run_id, cutoff, *_flat(fields)],
         client=client or get_redis(),
     )
 
@@ -127,7 +127,7 @@ def update(
     """Replace the status of ``run_id`` unless a newer run or attempt holds the name."""
     return scripts.script(scripts.UPDATE)(
         keys=[keys.run_key(task_list, name)],
-        args=[run_id, attempt, ttl, *_flat(fields)],
+        args=[task_list, name, run_id, attempt, ttl, *_flat(fields)],
         client=client or get_redis(),
     )
 
@@ -135,7 +135,9 @@ def update(
 def fill(task_list: str, name: str, fields: Mapping[str, Any], *, ttl: int = 0) -> Any:
     """Warm the cache from the database, only where Redis has nothing for the name."""
     return scripts.script(scripts.FILL)(
-        keys=[keys.run_key(task_list, name)], args=[ttl, *_flat(fields)], client=get_redis()
+        keys=[keys.run_key(task_list, name)],
+        args=[task_list, name, ttl, *_flat(fields)],
+        client=get_redis(),
     )
 
 
@@ -147,7 +149,15 @@ def release(task_list: str, name: str, run_id: str, *, client: Any = None) -> An
 
 
 def read(task_list: str, name: str) -> dict[str, str]:
-    return as_dict(get_redis().hgetall(keys.run_key(task_list, name)))
+    """The cached fields of a name; ``{}`` when Redis holds none for it.
+
+    A hash whose stored task list and name differ (a key of the old, ambiguous
+    format) reads as a miss, so the caller falls back to the database.
+    """
+    fields = as_dict(get_redis().hgetall(keys.run_key(task_list, name)))
+    if fields.get("task_list") != task_list or fields.get("name") != name:
+        return {}
+    return fields
 
 
 def _when(value: str | None) -> dt.datetime | None:

@@ -1,10 +1,16 @@
 """Every Redis key and Celery queue name, in one place.
 
-Keys of one run name share the hash tag ``{<task_list>:<name>}`` and node and
-orchestrator keys have tags of their own, so each Lua script touches a single
+Keys of one run name share the hash tag ``{<len>:<task_list>:<name>}`` and node
+and orchestrator keys have tags of their own, so each Lua script touches a single
 hash slot and stays valid on Redis Cluster (SPEC section 9).
 
-A name has one hash, ``<prefix>:{<task_list>:<name>}:run``: it is both the
+The task list's length comes first so the encoding is injective: task list
+``a:b`` + name ``c`` is ``{3:a:b:c}``, task list ``a`` + name ``b:c`` is
+``{1:a:b:c}``. The hash also stores both, and every script checks them, so a key
+written in the old, ambiguous format (``{<task_list>:<name>}``, before
+KEY_FORMAT 2) never passes for a name it does not belong to.
+
+A name has one hash, ``<prefix>:{<len>:<task_list>:<name>}:run``: it is both the
 claim (its ``state`` is QUEUED or RUNNING while a run holds the name) and the
 status cache (DONE/FAILED with a TTL of CLEANUP_TIMEOUT afterwards). One key
 makes "claim and publish the status" a single atomic write.
@@ -15,17 +21,26 @@ from __future__ import annotations
 from distributed_tasks.conf import get_settings
 
 QUEUE_PREFIX = "dt.node."
+# The layout of the name keys. The resync marker carries it, so after an upgrade
+# that changes it the leader rebuilds every active name's key from the database.
+KEY_FORMAT = 2
 
 
 def _prefix() -> str:
     return get_settings().KEY_PREFIX
 
 
+def name_tag(task_list: str, name: str) -> str:
+    """The hash tag of every key of one name (injective: the task list is length-prefixed)."""
+    return f"{{{len(task_list)}:{task_list}:{name}}}"
+
+
 def run_key(task_list: str, name: str) -> str:
-    return f"{_prefix()}:{{{task_list}:{name}}}:run"
+    return f"{_prefix()}:{name_tag(task_list, name)}:run"
 
 
 def run_key_pattern() -> str:
+    """Every name key, of this format and of the old one (the resync scan tells them apart)."""
     return f"{_prefix()}:{{*}}:run"
 
 
@@ -54,8 +69,9 @@ def known_key() -> str:
 
 
 def intact_key() -> str:
-    """Set by the leader; its absence means Redis lost its data (flush, restart)."""
-    return f"{_prefix()}:{{nodes}}:intact"
+    """Set by the leader; its absence means Redis lost its data (flush, restart) or
+    holds name keys of an older KEY_FORMAT: either way the leader rebuilds them."""
+    return f"{_prefix()}:{{nodes}}:intact:v{KEY_FORMAT}"
 
 
 def lease_key() -> str:

@@ -15,49 +15,60 @@ from redis.client import Pipeline
 
 from distributed_tasks.connection import get_redis
 
-# KEYS[1] run key. ARGV[1] reuse policy, ARGV[2] run id of a stale claim that may be
-# replaced ("" for none), ARGV[3] cut-off: a run finished before it no longer holds
-# the name, ARGV[4..] the new status as field/value pairs.
+# Name keys store their task list and name; ARGV[1] and ARGV[2] of the scripts
+# that write one carry them. A key whose stored identity differs (written in the
+# old, ambiguous key format) counts as missing and is replaced.
+
+# KEYS[1] run key. ARGV[1] task list, ARGV[2] name, ARGV[3] reuse policy, ARGV[4] run
+# id of a stale claim that may be replaced ("" for none), ARGV[5] cut-off: a run
+# finished before it no longer holds the name, ARGV[6..] the new status as
+# field/value pairs.
 # Returns {1} when claimed, {0, conflict} when a run is active, {2, conflict} when a
 # finished run still holds the name and the reuse policy forbids taking it.
 CLAIM = """
 local cur = redis.call('HMGET', KEYS[1], 'run_id', 'node', 'state', 'queued_at', 'attempt',
-                      'finished_at')
+                      'finished_at', 'task_list', 'name')
 local state = cur[3]
-if state and cur[1] ~= ARGV[2] then
+if cur[7] ~= ARGV[1] or cur[8] ~= ARGV[2] then state = nil end
+if state and cur[1] ~= ARGV[4] then
   if state == 'QUEUED' or state == 'RUNNING' then return {0, cur} end
-  local recent = tonumber(cur[6] or '0') >= tonumber(ARGV[3])
-  if recent and (ARGV[1] == 'reject' or (ARGV[1] == 'allow_failed_only' and state == 'DONE')) then
+  local recent = tonumber(cur[6] or '0') >= tonumber(ARGV[5])
+  if recent and (ARGV[3] == 'reject' or (ARGV[3] == 'allow_failed_only' and state == 'DONE')) then
     return {2, cur}
   end
 end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('HSET', KEYS[1], 'task_list', ARGV[1], 'name', ARGV[2], unpack(ARGV, 6))
 return {1}
 """
 
-# KEYS[1] run key. ARGV[1] run id, ARGV[2] attempt, ARGV[3] TTL in ms (0: keep for
-# ever), ARGV[4..] status fields. Writes only if the key is missing (Redis was
-# flushed) or holds the same run at the same or an older attempt, so a stale writer
-# never overwrites a newer run or attempt. Within one attempt fields accumulate
-# (started_at survives DONE); a newer attempt replaces the whole status.
+# KEYS[1] run key. ARGV[1] task list, ARGV[2] name, ARGV[3] run id, ARGV[4] attempt,
+# ARGV[5] TTL in ms (0: keep for ever), ARGV[6..] status fields. Writes only if the
+# key is missing (Redis was flushed) or holds the same run at the same or an older
+# attempt, so a stale writer never overwrites a newer run or attempt. Within one
+# attempt fields accumulate (started_at survives DONE); a newer attempt replaces the
+# whole status.
 UPDATE = """
-local cur = redis.call('HMGET', KEYS[1], 'run_id', 'attempt')
-if cur[1] and (cur[1] ~= ARGV[1] or tonumber(cur[2]) > tonumber(ARGV[2])) then
+local cur = redis.call('HMGET', KEYS[1], 'run_id', 'attempt', 'task_list', 'name')
+local mine = cur[1] and cur[3] == ARGV[1] and cur[4] == ARGV[2]
+if mine and (cur[1] ~= ARGV[3] or tonumber(cur[2]) > tonumber(ARGV[4])) then
   return 0
 end
-if not cur[1] or tonumber(cur[2]) < tonumber(ARGV[2]) then redis.call('DEL', KEYS[1]) end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
-if tonumber(ARGV[3]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+if not mine or tonumber(cur[2]) < tonumber(ARGV[4]) then redis.call('DEL', KEYS[1]) end
+redis.call('HSET', KEYS[1], 'task_list', ARGV[1], 'name', ARGV[2], unpack(ARGV, 6))
+if tonumber(ARGV[5]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[5]) end
 return 1
 """
 
-# KEYS[1] run key. ARGV[1] TTL in ms (0: none), ARGV[2..] the status. Writes only
-# when the key is missing: used to warm the cache from the database.
+# KEYS[1] run key. ARGV[1] task list, ARGV[2] name, ARGV[3] TTL in ms (0: none),
+# ARGV[4..] the status. Writes only when the key holds nothing for this name: used to
+# warm the cache from the database.
 FILL = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-if tonumber(ARGV[1]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+local cur = redis.call('HMGET', KEYS[1], 'task_list', 'name')
+if cur[1] == ARGV[1] and cur[2] == ARGV[2] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'task_list', ARGV[1], 'name', ARGV[2], unpack(ARGV, 4))
+if tonumber(ARGV[3]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
 return 1
 """
 
@@ -137,6 +148,14 @@ if cur[1] == ARGV[1] and (cur[2] == 'DONE' or cur[2] == 'FAILED') then
   return redis.call('DEL', KEYS[1])
 end
 return 0
+"""
+
+
+# KEYS[1] a name key. Deletes it only if it stores no task list: a key of the old
+# format (before KEY_FORMAT 2), which nothing reads any more.
+DROP_OLD_FORMAT = """
+if redis.call('HEXISTS', KEYS[1], 'task_list') == 1 then return 0 end
+return redis.call('DEL', KEYS[1])
 """
 
 

@@ -11,7 +11,12 @@ Each tick the leader
   between insert and publish, or the broker refused after commit);
 - scans a slice of the name keys for claims that no active row backs (their
   owner died between claim and insert) and releases them, or restores the
-  finished status the row has.
+  finished status the row has; it deletes keys of the old format (before
+  ``keys.KEY_FORMAT`` 2, they store no task list), which nothing reads any more.
+
+Upgrading the key format renames the resync marker, so the first leader of the
+new version finds it missing and rebuilds every active name's key (as after a
+flush); the scan then drops the old keys.
 """
 
 from __future__ import annotations
@@ -103,17 +108,22 @@ class Resync(Duty):
 
     def _stale_claims(self, ctx: TickContext, counts: Counter[str]) -> None:
         redis = get_redis()
-        pattern = keys.run_key("*", "*").replace("{*:*}", "{*}")
-        self.scan_cursor, found = redis.scan(self.scan_cursor, match=pattern, count=ctx.batch)
+        self.scan_cursor, found = redis.scan(
+            self.scan_cursor, match=keys.run_key_pattern(), count=ctx.batch
+        )
         found = text(found)
         if not found:
             return
         pipe = redis.pipeline(transaction=False)
         for key in found:
-            pipe.hmget(key, "run_id", "state", "queued_at")
+            pipe.hmget(key, "run_id", "state", "queued_at", "task_list")
         suspects = {}
         now = time.time()
-        for key, (run_id, state, queued_at) in zip(found, pipe.execute(), strict=True):
+        for key, (run_id, state, queued_at, task_list) in zip(found, pipe.execute(), strict=True):
+            if task_list is None:  # the old key format: nothing reads it any more
+                dropped = scripts.script(scripts.DROP_OLD_FORMAT)(keys=[key])
+                counts["old_format_keys_dropped"] += int(dropped)
+                continue
             run_id, state = text(run_id), text(state)
             old = queued_at and now - float(text(queued_at)) > claims.CLAIM_GRACE
             if state in ACTIVE_STATES and run_id and old:

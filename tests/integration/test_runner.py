@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 
-from distributed_tasks import State, claims, runner
+from distributed_tasks import State, claims, keys, runner
 from distributed_tasks.messages import RunMessage
 from distributed_tasks.models import TaskRun
 from distributed_tasks.store import get_store
@@ -52,7 +52,7 @@ def test_success_records_result_and_runs_the_callback(redis):
     assert redis.lrange("callback:ok", 0, -1) == [b"5"]
     cached = claims.read("default", "ok")
     assert (cached["state"], cached["result"]) == ("DONE", "5")
-    assert 0 < redis.pttl("dt:{default:ok}:run") <= 60_000
+    assert 0 < redis.pttl(keys.run_key("default", "ok")) <= 60_000
 
 
 def test_exception_ends_failed_with_type_message_and_traceback():
