@@ -72,15 +72,17 @@ def next_attempt(
     only_if_attempts_left: bool = False,
     error: Outcome | None = None,
     epoch: int | None = None,
+    node: str | None = None,
 ) -> RunMessage | None:
-    """Move ``msg``'s run to a new attempt on a live node; None if fenced out.
+    """Move ``msg``'s run to a new attempt on ``node`` (default: placed on the ring of live
+    nodes); None if fenced out.
 
     Raises ``ClusterUnavailable`` when no live node serves the run's task list.
 
     Inside a transaction (the orchestrator's fenced one) the status and message
     follow the commit; outside one they follow at once.
     """
-    node = placement().choose(msg.task_list, msg.name)
+    node = node or placement().choose(msg.task_list, msg.name)
     run_after = timezone.now() + dt.timedelta(seconds=countdown)
     moved = get_store().requeue(
         msg,

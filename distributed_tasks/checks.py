@@ -85,6 +85,7 @@ VALIDATORS: dict[str, Callable[[Any], str | None]] = {
     "CLEANUP_TIMEOUT": _number(minimum=-1e-9),
     "HISTORY_RETENTION": _number(),
     "BALANCE_FACTOR": _number(minimum=1),
+    "REBALANCE_AFTER": _number(minimum=-1e-9),
     "MAX_PAYLOAD_BYTES": _number(integer=True),
     "DEFAULT_TIMEOUT": _number(optional=True),
     "PERIODIC": _dict,

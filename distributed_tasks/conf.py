@@ -43,8 +43,10 @@ DEFAULTS: dict[str, Any] = {
     "CLEANUP_TIMEOUT": 60.0,
     # Seconds a finished run's row is kept for the admin and TaskRun.find().
     "HISTORY_RETENTION": 7 * 24 * 3600.0,
-    # Bounded-loads factor (1 + epsilon) of the placement ring.
+    # Bounded-loads factor (1 + epsilon) of the placement ring, against node capacity.
     "BALANCE_FACTOR": 1.25,
+    # Seconds a run waits on a node with no free slot before the leader moves it to one.
+    "REBALANCE_AFTER": 0.5,
     # Largest JSON payload (args + kwargs) a run may carry, in bytes.
     "MAX_PAYLOAD_BYTES": 256 * 1024,
     # Seconds a run may take when start_async() gives no timeout; None is unbounded.
@@ -82,6 +84,7 @@ class Settings:
     CLEANUP_TIMEOUT: float
     HISTORY_RETENTION: float
     BALANCE_FACTOR: float
+    REBALANCE_AFTER: float
     MAX_PAYLOAD_BYTES: int
     DEFAULT_TIMEOUT: float | None
     PERIODIC: dict[str, Any]

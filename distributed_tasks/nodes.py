@@ -16,7 +16,8 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 
 from redis.exceptions import RedisError
 
@@ -38,7 +39,14 @@ class NodeInfo:
     host: str = field(default_factory=socket.gethostname)
     pid: int = field(default_factory=os.getpid)
     started_at: float = field(default_factory=time.time)
+    capacity: int = 0  # runs executed at once: pool concurrency x weight (0: unknown)
+    active: int = 0  # runs executing at the last heartbeat
     last_seen_ms: int = 0  # Redis server time of the last heartbeat (filled by live_nodes)
+
+    @property
+    def slots(self) -> int:
+        """Runs this node executes at once; placement counts a free slot against it."""
+        return self.capacity or self.weight
 
     def serves(self, task_list: str) -> bool:
         return ALL_TASK_LISTS in self.task_lists or task_list in self.task_lists
@@ -117,15 +125,18 @@ def live_nodes() -> ClusterView:
 class Heartbeat(threading.Thread):
     """Keeps one node's liveness fresh until stopped; leaves the cluster on a graceful stop."""
 
-    def __init__(self, info: NodeInfo) -> None:
+    def __init__(self, info: NodeInfo, active: Callable[[], int] | None = None) -> None:
         super().__init__(name=f"dt-heartbeat-{info.name}", daemon=True)
         self.info = info
+        self.active = active  # how many runs execute now, published with each beat
         self._stop_event = threading.Event()
         self._warned_duplicate = False
         self.beats = 0
 
     def beat(self) -> None:
         conf = get_settings()
+        if self.active is not None:
+            self.info = replace(self.info, active=self.active())
         _now, previous = scripts.script(scripts.HEARTBEAT)(
             keys=[keys.members_key(), keys.node_key(self.info.name), keys.membership_version_key()],
             args=[self.info.name, self.info.to_json(), int(conf.NODE_TIMEOUT * 1000)],

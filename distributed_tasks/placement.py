@@ -3,7 +3,9 @@
 A web process asks Redis for live nodes at most once per ``RING_CACHE_TTL`` and
 rebuilds a ring only when the set of nodes (or their weights) changed, never per
 call. Between two refreshes it counts its own placements on top of the loads it
-read, so a burst of starts still spreads under the bounded-loads rule.
+read, so a burst of starts still spreads. Each node's heartbeat carries its
+capacity, so a run goes to the first node on its walk with a free slot (see
+``ring.Ring.place``): no extra Redis round trip per start.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ class Placement:
         self._view: ClusterView | None = None
         self._fetched = 0.0
         self._loads: Counter[str] = Counter()
-        self._rings: dict[tuple[str, frozenset[tuple[str, int]]], Ring] = {}
+        self._rings: dict[tuple[str, frozenset], tuple[Ring, dict[str, int]]] = {}
 
     def view(self, *, refresh: bool = False) -> ClusterView:
         """The live nodes, from cache while it is younger than ``RING_CACHE_TTL``."""
@@ -43,17 +45,12 @@ class Placement:
                 self._loads = Counter(view.loads)
             return self._view
 
-    def ring(self, task_list: str) -> Ring:
-        view = self.view()
-        members = frozenset(
-            (name, info.weight) for name, info in view.nodes.items() if info.serves(task_list)
-        )
+    def ring(self, task_list: str) -> tuple[Ring, dict[str, int]]:
+        """The ring of the nodes serving ``task_list``, and each one's slots."""
+        members = self._members(self.view(), task_list)
         if not members:
             # Maybe a node joined since the cached view: ask once more before giving up.
-            view = self.view(refresh=True)
-            members = frozenset(
-                (name, info.weight) for name, info in view.nodes.items() if info.serves(task_list)
-            )
+            members = self._members(self.view(refresh=True), task_list)
         if not members:
             raise ClusterUnavailable(
                 f"No live node serves task list {task_list!r}: start one with "
@@ -61,18 +58,28 @@ class Placement:
                 f"{get_settings().NODE_TIMEOUT:g} s)."
             )
         key = (task_list, members)
-        ring = self._rings.get(key)
-        if ring is None:
+        cached = self._rings.get(key)
+        if cached is None:
             if len(self._rings) > 64:
                 self._rings.clear()
-            ring = self._rings[key] = Ring(dict(members))
-        return ring
+            ring = Ring({name: weight for name, weight, _slots in members})
+            cached = self._rings[key] = (ring, {name: slots for name, _w, slots in members})
+        return cached
+
+    @staticmethod
+    def _members(view: ClusterView, task_list: str) -> frozenset[tuple[str, int, int]]:
+        return frozenset(
+            (name, info.weight, info.slots)
+            for name, info in view.nodes.items()
+            if info.serves(task_list)
+        )
 
     def choose(self, task_list: str, name: str) -> str:
         """The node for a new run of ``name``, counted against it until the next refresh."""
-        ring = self.ring(task_list)
+        ring, slots = self.ring(task_list)
+        balance = get_settings().BALANCE_FACTOR
         with self._lock:
-            node = ring.place(f"{task_list}:{name}", self._loads, get_settings().BALANCE_FACTOR)
+            node = ring.place(f"{task_list}:{name}", self._loads, balance, slots)
             self._loads[node] += 1
         return node
 

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 
 from celery import signals as celery_signals
+from celery.worker import state as worker_state
 
 from distributed_tasks import keys
 from distributed_tasks.celery import get_app
@@ -40,9 +41,12 @@ class WorkerNode:
     def __init__(self, options: WorkerOptions) -> None:
         self.options = options
         self.info = NodeInfo(
-            name=options.node, weight=options.weight, task_lists=options.task_lists
+            name=options.node,
+            weight=options.weight,
+            task_lists=options.task_lists,
+            capacity=options.concurrency * options.weight,
         )
-        self.heartbeat = Heartbeat(self.info)
+        self.heartbeat = Heartbeat(self.info, active=lambda: len(worker_state.active_requests))
 
     def _on_ready(self, **kwargs: object) -> None:
         if not self.heartbeat.is_alive():

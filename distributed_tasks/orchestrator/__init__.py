@@ -55,9 +55,10 @@ def default_duties() -> list[Duty]:
     from distributed_tasks.orchestrator.dispatcher import Dispatcher
     from distributed_tasks.orchestrator.lifeline import Lifeline
     from distributed_tasks.orchestrator.reaper import Reaper
+    from distributed_tasks.orchestrator.rebalancer import Rebalancer
     from distributed_tasks.orchestrator.resync import Resync
 
-    return [Resync(), Lifeline(), Reaper(), Dispatcher()]
+    return [Resync(), Lifeline(), Reaper(), Rebalancer(), Dispatcher()]
 
 
 class Orchestrator:

@@ -1,4 +1,4 @@
-"""Dispatcher: each due slot of each enabled periodic task becomes one run, on a random node.
+"""Dispatcher: each due slot of each enabled periodic task becomes one run, on a free node.
 
 Slots are the multiples of ``interval`` on the clock, so schedules do not drift.
 A slot is claimed by moving ``last_slot`` forward with a conditional update in
@@ -6,6 +6,9 @@ the leader's fenced transaction: two leaders, or one leader twice, can never
 dispatch the same slot. The run is the unique named run ``periodic:<name>``: if
 the previous one still runs, the slot is skipped and counted, never overlapped.
 After a leader gap only the current slot runs (one catch-up, no burst).
+The run goes to a random node among ``nodes()`` that has a free slot (the least
+loaded for its capacity when none has), so a node busy with long user runs never
+makes a slot wait behind them, and the next slot is never skipped for that.
 """
 
 from __future__ import annotations
@@ -49,12 +52,14 @@ class Dispatcher(Duty):
         self.synced_at: dt.datetime | None = None
         self.next_due: dt.datetime | None = None
         self.client = ClusterClient()
+        self.placed: Counter[str] = Counter()  # runs started this tick, per node
 
     def reset(self) -> None:
         self.synced_at = None
 
     def run(self, ctx: TickContext) -> dict[str, int]:
         counts: Counter[str] = Counter()
+        self.placed.clear()
         if self.synced_at is None or ctx.now - self.synced_at > SYNC_EVERY:
             self.sync(ctx, counts)
         rows = PeriodicTaskState.objects.filter(enabled=True, next_run_at__lte=ctx.now)
@@ -134,6 +139,16 @@ class Dispatcher(Duty):
         recent = 2 * get_settings().HEARTBEAT_INTERVAL + 0.5
         return [n for n in serving if ctx.view.age(n) <= recent] or serving
 
+    def _least_busy(self, allowed: list[str], ctx: TickContext) -> str:
+        """A random node with a free slot, else a random one of the least loaded."""
+        nodes = ctx.view.nodes
+        ratio = {n: (ctx.view.loads.get(n, 0) + self.placed[n]) / nodes[n].slots for n in allowed}
+        free = [n for n in allowed if ratio[n] < 1]
+        least = min(ratio.values())
+        node = random.choice(free or [n for n in allowed if ratio[n] == least])
+        self.placed[node] += 1  # ctx.view's loads do not include this tick's starts
+        return node
+
     def _start(self, row: PeriodicTaskState, slot: dt.datetime, ctx: TickContext) -> str:
         rows = PeriodicTaskState.objects.filter(name=row.name, last_slot=slot)
         live = self._candidates(ctx, row.task_list)
@@ -149,7 +164,7 @@ class Dispatcher(Duty):
                 last_error="no live node among nodes()",
             )
             return "no_node"
-        node = random.choice(allowed)
+        node = self._least_busy(allowed, ctx)
         try:
             handle = self.client.start_on(
                 node,

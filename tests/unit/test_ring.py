@@ -75,3 +75,57 @@ def test_empty_ring_places_nothing():
     assert not ring
     assert ring.node_for("x") is None
     assert ring.place("x", {}, 1.25) is None
+
+
+# -- capacity-aware placement (slots: runs each node executes at once) ------------------
+
+
+def test_a_name_stays_on_its_node_while_that_node_has_a_free_slot():
+    ring = Ring(nodes(3))
+    slots = dict.fromkeys(ring.members, 2)
+    home = ring.node_for("key")
+    assert ring.place("key", {home: 1}, 1.25, slots) == home
+
+
+def test_a_name_whose_node_is_full_goes_to_the_next_node_with_a_free_slot():
+    ring = Ring(nodes(3))
+    first, second, third = list(ring.walk("key"))
+    slots = dict.fromkeys(ring.members, 2)
+    assert ring.place("key", {first: 2}, 1.25, slots) == second
+    assert ring.place("key", {first: 2, second: 5}, 1.25, slots) == third
+
+
+def test_when_every_node_is_full_the_least_loaded_for_its_capacity_takes_the_run():
+    ring = Ring({"big": 1, "small": 1})
+    slots = {"big": 4, "small": 1}
+    # big: 6/4 = 1.5 per slot, small: 2/1 = 2: big waits least although it holds more.
+    assert ring.place("any", {"big": 6, "small": 2}, 1.25, slots) == "big"
+
+
+def test_a_tie_between_full_nodes_keeps_the_name_on_its_own_node():
+    ring = Ring(nodes(3))
+    slots = dict.fromkeys(ring.members, 2)
+    loads = dict.fromkeys(ring.members, 3)
+    assert ring.place("key", loads, 1.25, slots) == ring.node_for("key")
+
+
+@pytest.mark.parametrize("count", [3, 10])
+def test_a_burst_fills_every_slot_first_then_spreads_by_capacity(count):
+    ring = Ring(nodes(count))
+    slots = {n: 1 + i % 3 for i, n in enumerate(ring.members)}  # capacities 1, 2, 3, 1, ...
+    loads: Counter = Counter()
+    for i in range(sum(slots.values())):
+        loads[ring.place(f"burst-{i}", loads, 1.25, slots)] += 1
+    assert loads == slots  # no run waits while a slot is free
+    for i in range(20 * count):
+        loads[ring.place(f"more-{i}", loads, 1.25, slots)] += 1
+    total = sum(loads.values())
+    room = sum(slots.values())
+    for node, load in loads.items():
+        assert load <= 1.25 * total * slots[node] / room + 1
+
+
+def test_capacity_placement_without_slots_is_the_classic_walk():
+    ring = Ring(nodes(3))
+    first, second, _ = list(ring.walk("key"))
+    assert ring.place("key", {first: 100, second: 0}, 1.25, None) == second

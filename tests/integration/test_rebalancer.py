@@ -1,0 +1,79 @@
+"""The rebalancer duty, one tick at a time, on real Redis and PostgreSQL (nodes: threads)."""
+
+import datetime as dt
+
+import pytest
+from django.utils import timezone
+
+from distributed_tasks import claims
+from distributed_tasks.models import TaskRun
+from tests.conftest import _heartbeating
+from tests.integration.test_orchestrator import lead, messages, row, settle
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def busy():
+    """A live node with one slot; the test fills it with a RUNNING row."""
+    yield from _heartbeating(name="busy@test", capacity=1)
+
+
+@pytest.fixture
+def idle():
+    yield from _heartbeating(name="idle@test", capacity=2)
+
+
+def waited(seconds: float) -> dict:
+    return {"run_after": timezone.now() - dt.timedelta(seconds=seconds)}
+
+
+def test_a_run_waiting_behind_a_busy_node_moves_to_a_free_one(busy, idle, redis):
+    orchestrator = lead()
+    settle(orchestrator, redis)
+    row("long", busy.name, state="RUNNING")
+    waiting = row("waiting", busy.name, **waited(5))
+    report = orchestrator.tick()
+    assert report["rebalancer"] == {"moved": 1}
+    waiting.refresh_from_db()
+    assert (waiting.state, waiting.node, waiting.attempt) == ("QUEUED", idle.name, 2)
+    assert waiting.orchestrator_epoch == orchestrator.epoch
+    assert [m["headers"]["id"] for m in messages(redis, idle.name)] == [f"{waiting.run_id}:2"]
+    status = claims.read("default", "waiting")
+    assert (status["node"], status["attempt"]) == (idle.name, "2")
+    assert orchestrator.tick()["rebalancer"] == {}
+
+
+def test_runs_stay_put_while_they_are_fresh_or_their_node_has_a_free_slot(busy, idle, redis):
+    orchestrator = lead()
+    settle(orchestrator, redis)
+    fresh = row("fresh", busy.name)  # queued just now: its node may yet start it
+    row("on-idle", idle.name, **waited(5))  # idle has a free slot: it will start it
+    assert orchestrator.tick()["rebalancer"] == {}
+    row("long", busy.name, state="RUNNING")
+    assert orchestrator.tick()["rebalancer"] == {}
+    fresh.refresh_from_db()
+    assert (fresh.node, fresh.attempt) == (busy.name, 1)
+
+
+def test_a_run_that_its_node_started_meanwhile_is_not_moved(busy, idle, redis, monkeypatch):
+    from distributed_tasks import attempts
+    from distributed_tasks.store import get_store
+
+    orchestrator = lead()
+    settle(orchestrator, redis)
+    row("long", busy.name, state="RUNNING")
+    waiting = row("waiting", busy.name, **waited(5))
+    next_attempt = attempts.next_attempt
+
+    def started_first(msg, **kwargs):
+        # The old node's worker wins the race for the row just before the move.
+        TaskRun.objects.filter(id=waiting.id).update(state="RUNNING")
+        return next_attempt(msg, **kwargs)
+
+    monkeypatch.setattr(attempts, "next_attempt", started_first)
+    assert orchestrator.tick()["rebalancer"] == {"started_meanwhile": 1}
+    waiting.refresh_from_db()
+    assert (waiting.node, waiting.attempt) == (busy.name, 1)
+    assert messages(redis, idle.name) == []
+    assert get_store().is_active(waiting.id)
