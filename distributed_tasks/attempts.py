@@ -61,7 +61,6 @@ def _announce(old: RunMessage, new: RunMessage, countdown: float) -> None:
         pipe.hincrby(keys.loads_key(), new.node, 1)
         pipe.execute()
     deliver(new, countdown)
-    signals.send_moved(RunMessage, new, old, error)  # run_retried, or run_moved off a lost node
 
 
 def next_attempt(
@@ -98,4 +97,8 @@ def next_attempt(
         return None
     new = msg.for_attempt(msg.attempt + 1, node)
     transaction.on_commit(lambda: _announce(msg, new, countdown), using=get_store().alias)
+    # run_retried (after a failure), or run_moved off a lost node
+    transaction.on_commit(
+        lambda: signals.send_moved(RunMessage, new, msg, error), using=get_store().alias
+    )
     return new
