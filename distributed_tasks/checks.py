@@ -26,6 +26,7 @@ E006 = "distributed_tasks.E006"  # CELERY_APP / BACKEND cannot be imported
 E007 = "distributed_tasks.E007"  # a PERIODIC entry cannot work
 W001 = "distributed_tasks.W001"  # unknown key
 W002 = "distributed_tasks.W002"  # LEASE_TTL leaves no room to renew
+W003 = "distributed_tasks.W003"  # SQLite without WAL, immediate transactions and a timeout
 
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
 _BROKER_SCHEMES = (*_REDIS_SCHEMES, "amqp", "amqps", "pyamqp", "sentinel", "memory")
@@ -187,7 +188,43 @@ def _check_relations(conf: dict[str, Any]) -> list[checks.CheckMessage]:
             messages += _check_import(key, conf[key])
     for name, entry in conf["PERIODIC"].items():
         messages += _check_periodic(name, entry)
-    return messages
+    alias = conf["DATABASE_ALIAS"]
+    return messages + check_sqlite(alias, settings.DATABASES.get(alias, {}))
+
+
+SQLITE_TIMEOUT = 20  # seconds a writer waits for another's lock before "database is locked"
+SQLITE_OPTIONS = {
+    "init_command": "PRAGMA journal_mode=WAL;",
+    "transaction_mode": "IMMEDIATE",
+    "timeout": SQLITE_TIMEOUT,
+}
+
+
+def check_sqlite(alias: str, db: dict[str, Any]) -> list[checks.CheckMessage]:
+    """SQLite's defaults make concurrent writers fail at once with "database is locked"."""
+    if not db.get("ENGINE", "").endswith("sqlite3"):
+        return []
+    options = db.get("OPTIONS") or {}
+    missing = []
+    if "journal_mode=wal" not in str(options.get("init_command", "")).lower().replace(" ", ""):
+        missing.append("WAL (readers then never block the writer)")
+    if str(options.get("transaction_mode", "")).upper() != "IMMEDIATE":
+        missing.append('"transaction_mode": "IMMEDIATE" (writers queue instead of failing)')
+    if not isinstance(options.get("timeout"), int | float) or options["timeout"] < SQLITE_TIMEOUT:
+        missing.append(f'a "timeout" of {SQLITE_TIMEOUT} s or more (the default is 5)')
+    if not missing:
+        return []
+    return [
+        checks.Warning(
+            f"DATABASES[{alias!r}] is SQLite without {'; '.join(missing)}: workers and the "
+            'orchestrator write at once and SQLite answers "database is locked".',
+            hint=f'Add DATABASES[{alias!r}]["OPTIONS"] = {SQLITE_OPTIONS!r} (README, '
+            "Quickstart). SQLite is for trying things out: use PostgreSQL, MySQL or MariaDB "
+            "in production.",
+            obj=f"DATABASES[{alias!r}]",
+            id=W003,
+        )
+    ]
 
 
 def _check_periodic(name: str, entry: Any) -> list[checks.CheckMessage]:

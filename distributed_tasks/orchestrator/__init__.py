@@ -23,6 +23,7 @@ from distributed_tasks import fencing, signals
 from distributed_tasks.conf import get_settings
 from distributed_tasks.lease import Lease
 from distributed_tasks.nodes import ClusterView, live_nodes
+from distributed_tasks.outage import Outage
 
 logger = logging.getLogger("distributed_tasks.orchestrator")
 
@@ -71,6 +72,7 @@ class Orchestrator:
         self._ready_epoch = 0
         self._redis_lost_at: float | None = None
         self.ticks = 0
+        self.outage = Outage("Orchestrator tick", logger)
         self.last_report: dict[str, dict[str, int]] = {}
 
     @property
@@ -122,12 +124,21 @@ class Orchestrator:
         return next((d for d in self.duties if d.name == name), None)
 
     def tick(self, only: str | None = None) -> dict[str, dict[str, int]] | None:
-        """Run every duty (or just ``only``) once if this process leads; None otherwise."""
-        if not self.is_leader() or not self.lease.verify():
+        """Run every duty (or just ``only``) once if this process leads; None otherwise.
+
+        Never raises: a dependency that fails (the database locked or gone, Redis away)
+        is logged once by ``self.outage`` and the next tick waits ``retry_in()``; the
+        leader keeps its lease and resumes by itself when the dependency answers.
+        """
+        try:
+            if not self.is_leader() or not self.lease.verify():
+                return None
+            close_old_connections()
+            view = live_nodes()
+        except Exception as exc:
+            self.outage.failed(exc, during="cluster view")
             return None
         epoch = self._ready_epoch
-        close_old_connections()
-        view = live_nodes()
         ctx = TickContext(
             epoch=epoch,
             holder=self.holder,
@@ -137,6 +148,7 @@ class Orchestrator:
             redis_settling=self._settling(view),
         )
         report: dict[str, dict[str, int]] = {}
+        failure: tuple[str, Exception] | None = None
         for duty in self.duties:
             if only is not None and duty.name != only:
                 continue
@@ -148,17 +160,27 @@ class Orchestrator:
                 logger.warning("%s", exc, extra={"action": "fenced"})
                 self._ready_epoch = 0
                 return report
-            except Exception:
+            except Exception as exc:
                 # One failing duty must not stop the others or the beat.
-                logger.exception("Orchestrator duty %s failed", duty.name)
                 report[duty.name] = {"errors": 1}
+                failure = failure or (duty.name, exc)
         try:
             fencing.record_tick(epoch)
         except fencing.Fenced:
             self._ready_epoch = 0
+        except Exception as exc:
+            failure = failure or ("record_tick", exc)
+        if failure is None:
+            self.outage.ok()
+        else:
+            self.outage.failed(failure[1], during=failure[0])
         self.ticks += 1
         self.last_report = report
         return report
+
+    def retry_in(self) -> float:
+        """Seconds the next tick should wait for a failing dependency (0 when all is well)."""
+        return self.outage.remaining()
 
     def stop(self) -> None:
         """Give the lease up at once (graceful stop), so a follower takes over within its poll."""

@@ -8,18 +8,22 @@ crash the lease expires within ``LEASE_TTL``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
 
-from django.db import DatabaseError, connection
-from redis.exceptions import RedisError
+from django.db import connection
 
 from distributed_tasks.orchestrator import Orchestrator
+from distributed_tasks.outage import Outage
 
 logger = logging.getLogger("distributed_tasks.orchestrator.keeper")
 
 FOLLOWER_POLL = 0.2
+# Longest wait between two tries while Redis or the database fails: how long a
+# recovered dependency may go unnoticed (well under LEASE_TTL's failover bound).
+MAX_WAIT = 2.0
 
 
 class LeaseKeeper(threading.Thread):
@@ -30,6 +34,7 @@ class LeaseKeeper(threading.Thread):
         self._stop_event = threading.Event()
         self._release = True
         self.elected = threading.Event()  # set while this process leads (for tests/demo)
+        self.outage = Outage("Orchestrator lease", logger, initial=poll, cap=MAX_WAIT)
 
     def step(self) -> float:
         """One renewal or acquisition attempt; returns the seconds until the next one."""
@@ -47,8 +52,13 @@ class LeaseKeeper(threading.Thread):
         if lease.is_held() or lease.try_acquire():
             try:
                 ok = self.orchestrator.on_acquired()
+            except Exception:
+                # The database did not answer: let a beat that can reach it lead.
+                lease.release()
+                raise
             finally:
-                connection.close()  # this thread's connection; opened only on election
+                with contextlib.suppress(Exception):
+                    connection.close()  # this thread's connection; opened only on election
             if ok:
                 self.elected.set()
                 return lease.ttl / 3 * random.uniform(0.8, 1.0)
@@ -60,10 +70,14 @@ class LeaseKeeper(threading.Thread):
         while not self._stop_event.is_set():
             try:
                 wait = self.step()
-            except (RedisError, DatabaseError) as exc:
-                logger.warning("Lease keeper: %s", exc)
+            except Exception as exc:
+                # Redis or the database failed (or anything else: this thread must not
+                # die, or the beat would run on and never lead again). Logged once per
+                # change of state; the wait grows to a cap while it lasts.
                 self.elected.clear()
-                wait = self.poll
+                wait = self.outage.failed(exc)
+            else:
+                self.outage.ok()
             self._stop_event.wait(wait)
         if self._release:
             self.orchestrator.stop()  # here, not in the caller: see stop()

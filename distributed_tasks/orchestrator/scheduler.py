@@ -9,6 +9,7 @@ continues the schedule where the old one stopped instead of starting over.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -25,6 +26,7 @@ from distributed_tasks.connection import as_dict, get_redis, private_redis
 from distributed_tasks.lease import Lease
 from distributed_tasks.orchestrator import Orchestrator
 from distributed_tasks.orchestrator.keeper import LeaseKeeper
+from distributed_tasks.outage import Outage
 
 logger = logging.getLogger("distributed_tasks.orchestrator.scheduler")
 
@@ -44,25 +46,44 @@ class DistributedScheduler(Scheduler):
         self.keeper = LeaseKeeper(self.orchestrator)
         self._led_epoch = 0
         self._next_tick = 0.0
+        self.outage = Outage("Orchestrator beat", logger)
+        self.broker = Outage("Celery broker", logger)
         super().__init__(app, *args, **kwargs)
         self.keeper.start()
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
-        if not self.orchestrator.is_leader():
+        """celery beat's loop step: never raises (celery beat exits on any exception)."""
+        try:
+            wait = self._tick(*args, **kwargs)
+        except Exception as exc:
+            return self.outage.failed(exc, during="beat tick")
+        self.outage.ok()
+        return wait
+
+    def _tick(self, *args: Any, **kwargs: Any) -> float:
+        orchestrator = self.orchestrator
+        if not orchestrator.is_leader():
             self._led_epoch = 0
             return FOLLOWER_WAIT
-        if self._led_epoch != self.orchestrator.epoch:
-            self._led_epoch = self.orchestrator.epoch
+        if self._led_epoch != orchestrator.epoch:
+            self._led_epoch = orchestrator.epoch
             self._resume_schedule()
         now = time.monotonic()
         if now >= self._next_tick:
-            self._next_tick = now + get_settings().TICK_INTERVAL
-            self.orchestrator.tick()
-        elif (slot_wait := self._periodic_wait()) is not None and slot_wait <= 0:
-            self.orchestrator.tick(only="dispatcher")  # a slot starts between two ticks
+            orchestrator.tick()
+            # A failing dependency stretches the wait (capped backoff) instead of hammering it.
+            self._next_tick = time.monotonic() + max(
+                get_settings().TICK_INTERVAL, orchestrator.retry_in()
+            )
+        elif (
+            orchestrator.outage.ready()
+            and (slot_wait := self._periodic_wait()) is not None
+            and slot_wait <= 0
+        ):
+            orchestrator.tick(only="dispatcher")  # a slot starts between two ticks
         beat_wait = super().tick(*args, **kwargs)
         waits = [beat_wait, self._next_tick - time.monotonic()]
-        if (slot_wait := self._periodic_wait()) is not None:
+        if (slot_wait := self._periodic_wait()) is not None and orchestrator.outage.ready():
             waits.append(slot_wait)
         return max(0.0, min(waits))
 
@@ -73,14 +94,42 @@ class DistributedScheduler(Scheduler):
         return None if due is None else due.timestamp() - time.time()
 
     def apply_entry(self, entry: Any, producer: Any = None) -> None:
+        """Send one ``CELERY_BEAT_SCHEDULE`` entry; a broker that fails is logged once.
+
+        Celery's own version logs every failed send with a stack dump; here the broker
+        gets an ``Outage``: while it backs off, due entries are skipped (as celery skips
+        a failed send: the entry is not replayed later), and the cached connection is
+        dropped so the next send reconnects.
+        """
         if not self.orchestrator.is_leader():  # fail closed between the check and the send
             return
-        super().apply_entry(entry, producer=producer)
+        if not self.broker.ready():
+            return
+        try:
+            self.apply_async(entry, producer=producer, advance=False)
+        except Exception as exc:
+            self.broker.failed(exc, during=f"sending {entry.name}")
+            self._drop_connection()
+            return
+        self.broker.ok()
         sent = self.schedule.get(entry.name, entry).last_run_at
         try:
             get_redis().hset(keys.beat_key(), entry.name, sent.isoformat())
         except RedisError as exc:
             logger.warning("Could not record the run of %s: %s", entry.name, exc)
+
+    def _ensure_connected(self) -> Any:
+        # Celery connects here, retrying up to 100 times inside the beat loop (the
+        # orchestrator's ticks would stop) and outside apply_entry (a failure would drop
+        # the entry from the heap). The producer connects lazily on its first send instead.
+        return self.connection
+
+    def _drop_connection(self) -> None:
+        self.__dict__.pop("producer", None)
+        conn = self.__dict__.pop("connection", None)
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.release()
 
     def _resume_schedule(self) -> None:
         """On election, continue each entry from the cluster's last run, not from now."""

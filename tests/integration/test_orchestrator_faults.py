@@ -1,0 +1,121 @@
+"""The orchestrator rides out failing dependencies in-process: no exception leaves a tick
+or the lease keeper, one log line per change of state, and it resumes by itself.
+(Real processes against a locked SQLite and a vanishing Redis: tests/cluster/test_beat_faults.py.)
+"""
+
+import logging
+
+import pytest
+from django.db import OperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from distributed_tasks import orchestrator as orchestrator_module
+from distributed_tasks.orchestrator import Duty, Orchestrator
+from distributed_tasks.orchestrator.keeper import LeaseKeeper
+from tests.support import poll_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class Flaky(Duty):
+    """A duty whose dependency fails while ``failing`` is set."""
+
+    name = "flaky"
+
+    def __init__(self) -> None:
+        self.failing: Exception | None = None
+        self.runs = 0
+
+    def run(self, ctx):
+        if self.failing:
+            raise self.failing
+        self.runs += 1
+        return {"done": 1}
+
+
+class Counting(Duty):
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.runs = 0
+
+    def run(self, ctx):
+        self.runs += 1
+        return {}
+
+
+def lead(*duties) -> Orchestrator:
+    orchestrator = Orchestrator("faults@test", list(duties))
+    assert orchestrator.lease.try_acquire() and orchestrator.on_acquired()
+    return orchestrator
+
+
+def lines(caplog):
+    """What the outage trackers logged (the first tick's resync line aside)."""
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if getattr(r, "action", None) in ("outage", "recovered")
+    ]
+
+
+def test_a_locked_database_costs_one_line_and_the_other_duties_still_run(caplog):
+    flaky, counting = Flaky(), Counting()
+    orchestrator = lead(flaky, counting)
+    flaky.failing = OperationalError("database is locked")
+    with caplog.at_level(logging.INFO, logger="distributed_tasks"):
+        reports = [orchestrator.tick() for _ in range(20)]
+        assert orchestrator.retry_in() > 0  # the beat waits before the next tick
+        flaky.failing = None
+        assert orchestrator.tick() == {"flaky": {"done": 1}, "counting": {}}
+        orchestrator.tick()
+    assert reports[0] == {"flaky": {"errors": 1}, "counting": {}}
+    assert counting.runs == 22 and orchestrator.is_leader()
+    assert orchestrator.retry_in() == 0
+    down, up = lines(caplog)
+    assert down == (
+        "Orchestrator tick failed (flaky): OperationalError: database is locked; retrying "
+        "with backoff (at most every 5 s) until it answers"
+    )
+    assert up.startswith("Orchestrator tick works again after ")
+    assert up.endswith(" s (20 failed attempts)")
+
+
+def test_redis_gone_mid_tick_is_no_exception(monkeypatch, caplog):
+    counting = Counting()
+    orchestrator = lead(counting)
+
+    def gone():
+        raise RedisConnectionError("Error 111 connecting to 127.0.0.1:6399. Connection refused.")
+
+    monkeypatch.setattr(orchestrator_module, "live_nodes", gone)
+    with caplog.at_level(logging.INFO, logger="distributed_tasks"):
+        assert [orchestrator.tick() for _ in range(5)] == [None] * 5
+        monkeypatch.undo()
+        assert orchestrator.tick() == {"counting": {}}
+    assert len(lines(caplog)) == 2 and "cluster view" in lines(caplog)[0]
+
+
+def test_the_keeper_survives_any_exception_and_leads_again(monkeypatch, caplog):
+    orchestrator = Orchestrator("keeper@test", [Counting()])
+    keeper = LeaseKeeper(orchestrator, poll=0.01)
+    real = orchestrator.on_acquired
+    failures = []
+
+    def broken():
+        if len(failures) < 3:
+            failures.append(1)
+            raise OperationalError("could not connect to server")
+        return real()
+
+    monkeypatch.setattr(orchestrator, "on_acquired", broken)
+    with caplog.at_level(logging.INFO, logger="distributed_tasks"):
+        keeper.start()
+        try:
+            poll_until(keeper.elected.is_set, timeout=15, message="the keeper to lead")
+            assert keeper.is_alive() and orchestrator.is_leader()
+        finally:
+            keeper.stop()
+    messages = lines(caplog)
+    assert sum("Orchestrator lease failed" in m for m in messages) == 1
+    assert sum("Orchestrator lease works again" in m for m in messages) == 1
