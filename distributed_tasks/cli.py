@@ -171,6 +171,11 @@ def when(value: dt.datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
 
 
+def iso_when(value: str | None) -> str:
+    """``when`` for an ISO 8601 string (as JSON fields such as ``TaskRun.attempts`` hold)."""
+    return when(dt.datetime.fromisoformat(value)) if value else "-"
+
+
 def seconds(value: float | None) -> str:
     if value is None:
         return "-"

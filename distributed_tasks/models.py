@@ -174,6 +174,18 @@ class TaskRun(models.Model):
             traceback=self.traceback,
         )
 
+    def history(self) -> list[dict[str, Any]]:
+        """Every attempt, oldest first: the earlier ones (``attempts``), then the current one."""
+        finished = self.state in FINISHED_STATES
+        current = attempt_record(
+            attempt=self.attempt,
+            node=self.node,
+            started_at=self.started_at,
+            ended_at=self.finished_at,
+            outcome=self.outcome() if finished else None,
+        )
+        return [*self.attempts, {**current, "state": self.state}]
+
     @property
     def duration(self) -> float | None:
         if self.started_at and self.finished_at:
@@ -249,6 +261,14 @@ class Leadership(models.Model):
         return f"{self.holder or 'nobody'} (epoch {self.epoch})"
 
 
+class PeriodicTaskStateQuerySet(models.QuerySet):
+    def update(self, **kwargs: Any) -> int:
+        """Every write moves ``updated_at``: ``QuerySet.update`` skips ``auto_now`` fields,
+        and the leader and the workers write these rows with conditional updates only."""
+        kwargs.setdefault("updated_at", timezone.now())
+        return super().update(**kwargs)
+
+
 class PeriodicTaskState(models.Model):
     """One global periodic task: its schedule, its state between runs, and its record.
 
@@ -280,6 +300,8 @@ class PeriodicTaskState(models.Model):
     skips = models.PositiveIntegerField(default=0, help_text="Slots skipped: previous run busy.")
     failures = models.PositiveIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = PeriodicTaskStateQuerySet.as_manager()
 
     class Meta:
         verbose_name = "periodic task"

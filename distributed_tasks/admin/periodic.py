@@ -18,25 +18,29 @@ from django.utils.html import format_html
 
 from distributed_tasks import api
 from distributed_tasks.admin.actions import Tally, apply
-from distributed_tasks.admin.runs import STATE_COLOURS, format_seconds, pretty_json
+from distributed_tasks.admin.display import (
+    OUTCOME_COLOURS,
+    error_summary,
+    format_seconds,
+    pretty_json,
+    time_column,
+)
 from distributed_tasks.models import PeriodicTaskState
 from distributed_tasks.periodic import PeriodicRun
-from distributed_tasks.types import State
-
-OUTCOME_COLOURS = {"DONE": STATE_COLOURS[State.DONE], "FAILED": STATE_COLOURS[State.FAILED],
-                   "SKIPPED": STATE_COLOURS[State.QUEUED]}  # fmt: skip
 
 
 class PeriodicTaskStateAdmin(admin.ModelAdmin):
-    list_display = ("name", "enabled", "every", "timeout", "last_slot", "last_node",
-                    "outcome", "runs", "skips", "failures", "next_run_at")  # fmt: skip
+    # Fits a 1366 px screen beside the filters: times with their age, the outcome with
+    # the error's first line, and the three counters in one column.
+    list_display = ("name", "enabled", "every", "last_slot_at", "last_node", "outcome",
+                    "counts", "next_run")  # fmt: skip
     list_filter = ("enabled", "last_outcome", "task_list")
     search_fields = ("name", "task")
     actions = ("enable", "disable", "run_now", "reset_state")
     readonly_fields = (
         "name", "task", "task_list", "interval", "timeout", "instant", "args_json", "state_json",
-        "last_slot", "last_run_id", "last_node", "outcome", "last_error", "next_run_at", "runs",
-        "skips", "failures", "updated_at",
+        "last_slot_at", "last_run_id", "last_node", "outcome", "last_error", "next_run", "runs",
+        "skips", "failures", "updated",
     )  # fmt: skip
     fields = ("name", "task", "enabled", *readonly_fields[2:])
 
@@ -50,13 +54,24 @@ class PeriodicTaskStateAdmin(admin.ModelAdmin):
     def every(self, row: PeriodicTaskState) -> str:
         return format_seconds(row.interval)
 
+    last_slot_at = time_column("last_slot", "last slot")
+    next_run = time_column("next_run_at", "next run")
+    updated = time_column("updated_at", "updated")
+
+    @admin.display(description="runs · skips · failures")
+    def counts(self, row: PeriodicTaskState) -> str:
+        return f"{row.runs} · {row.skips} · {row.failures}"
+
     @admin.display(description="last outcome", ordering="last_outcome")
     def outcome(self, row: PeriodicTaskState) -> str:
         if not row.last_outcome:
             return "-"
         colour = OUTCOME_COLOURS.get(row.last_outcome, "inherit")
-        return format_html('<strong style="color: {}" title="{}">{}</strong>', colour,
-                           row.last_error, row.last_outcome)  # fmt: skip
+        badge = format_html('<strong style="color: {}" title="{}">{}</strong>', colour,
+                            row.last_error, row.last_outcome)  # fmt: skip
+        if not row.last_error:
+            return badge
+        return format_html("{} {}", badge, error_summary("", row.last_error, limit=40))
 
     @admin.display(description="args")
     def args_json(self, row: PeriodicTaskState) -> str | None:

@@ -14,7 +14,6 @@ broker message, and Django's bulk delete checks the permission without the rows,
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
@@ -23,67 +22,33 @@ from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied
 from django.db.models import DurationField, ExpressionWrapper, F, QuerySet
+from django.db.models.functions import Substr
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
 from django.utils.html import format_html
 
 from distributed_tasks.admin import actions, cluster
+from distributed_tasks.admin.display import (
+    error_summary,
+    format_seconds,
+    history_table,
+    preformatted,
+    pretty_json,
+    state_badge,
+    time_column,
+)
 from distributed_tasks.conf import get_settings
 from distributed_tasks.health import check_health
 from distributed_tasks.models import TaskRun
-from distributed_tasks.types import STORED_STATES, Reason, State
+from distributed_tasks.types import STORED_STATES, State
 
 CLUSTER_URL_NAME = "distributed_tasks_cluster"
 
-# Not shown in the list; a traceback alone may be 32 KB, so a page of runs leaves them out.
-HEAVY_FIELDS = ("args", "kwargs", "data", "result", "error", "traceback")
-
-# Readable on the admin's light and dark themes alike.
-STATE_COLOURS = {
-    State.QUEUED: "#808080",
-    State.RUNNING: "#2b7bb9",
-    State.DONE: "#2e8540",
-    State.FAILED: "#ba2121",
-}
-
-REASONS = dict(Reason.choices)
-
-
-def state_badge(run: TaskRun) -> str:
-    """The state in its colour; the reason of a failure shows on hover."""
-    state = State(run.state)
-    return format_html(
-        '<strong class="dt-state dt-state-{}" style="color: {}" title="{}">{}</strong>',
-        state.value.lower(),
-        STATE_COLOURS[state],
-        REASONS.get(run.reason, run.reason),
-        state.label,
-    )
-
-
-def format_seconds(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.2f} s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)} min {int(seconds % 60)} s"
-    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
-
-
-def preformatted(text: str) -> str | None:
-    """Text as the user's code or the worker produced it, escaped, in a ``<pre>``.
-
-    None when there is nothing to show: the caller puts the admin's empty value there
-    (read-only fields, unlike list columns, would print "None").
-    """
-    if not text:
-        return None
-    return format_html('<pre style="white-space: pre-wrap; margin: 0">{}</pre>', text)
-
-
-def pretty_json(value: Any) -> str | None:
-    if value is None:
-        return None
-    return preformatted(json.dumps(value, indent=2, ensure_ascii=False))
+# Not loaded for the list; a traceback alone may be 32 KB. The list shows the first
+# line of ``error`` instead, cut in the database (``error_head``).
+HEAVY_FIELDS = ("args", "kwargs", "data", "result", "error", "traceback", "attempts")
+ERROR_HEAD = 200  # characters of the error the list loads
+NAME_WIDTH = 40  # characters of a name the list shows (the whole name on hover)
 
 
 class StateFilter(admin.SimpleListFilter):
@@ -94,6 +59,13 @@ class StateFilter(admin.SimpleListFilter):
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         return [("active", "Active (queued or running)"), *STORED_STATES, ("finished", "Finished")]
+
+    def value(self) -> str | None:
+        """The parameter in any case: ``?state=failed`` is ``FAILED``, ``?state=Active`` active."""
+        value = super().value()
+        if value is None:
+            return None
+        return value.lower() if value.lower() in ("active", "finished") else value.upper()
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet | None:
         value = self.value()
@@ -114,17 +86,19 @@ class RunChangeList(ChangeList):
 
 
 class TaskRunAdmin(admin.ModelAdmin):
+    # Fits a 1366 px screen beside the filters: one time (queued, with its age) and the
+    # duration instead of three timestamps, the function's last two parts, the error's
+    # first line; the rest is on the run's page.
     list_display = (
-        "name",
+        "short_name",
         "task_list",
-        "function",
         "state_colour",
+        "short_function",
         "node",
         "attempt",
-        "queued_at",
-        "started_at",
-        "finished_at",
+        "queued",
         "duration",
+        "error_line",
     )
     list_filter = (StateFilter, "node", "task_list", "function")
     search_fields = ("name",)
@@ -167,8 +141,9 @@ class TaskRunAdmin(admin.ModelAdmin):
                 )
             },
         ),
-        ("Times", {"fields": ("queued_at", "run_after", "started_at", "finished_at", "duration")}),
+        ("Times", {"fields": ("queued", "run_after_at", "started", "finished", "duration")}),
         ("Outcome", {"fields": ("result_json", "error_type", "error", "traceback_pre")}),
+        ("Attempts", {"fields": ("history",)}),
     )
     readonly_fields = tuple(name for _title, fieldset in fieldsets for name in fieldset["fields"])
 
@@ -205,7 +180,7 @@ class TaskRunAdmin(admin.ModelAdmin):
             super()
             .get_queryset(request)
             .using(get_settings().DATABASE_ALIAS)
-            .annotate(duration_value=duration)
+            .annotate(duration_value=duration, error_head=Substr("error", 1, ERROR_HEAD))
         )
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
@@ -224,9 +199,35 @@ class TaskRunAdmin(admin.ModelAdmin):
 
     # -- columns and read-only fields ---------------------------------------------------
 
+    @admin.display(description="name", ordering="name")
+    def short_name(self, run: TaskRun) -> str:
+        if len(run.name) <= NAME_WIDTH:
+            return run.name
+        return format_html('<span title="{}">{}…</span>', run.name, run.name[: NAME_WIDTH - 1])
+
+    @admin.display(description="function", ordering="function")
+    def short_function(self, run: TaskRun) -> str:
+        """``module.function``: the package path is on hover (and in the filter)."""
+        short = ".".join(run.function.rsplit(".", 2)[-2:])
+        return format_html('<span title="{}">{}</span>', run.function, short)
+
     @admin.display(description="state", ordering="state")
     def state_colour(self, run: TaskRun) -> str:
-        return state_badge(run)
+        return state_badge(run.state, run.reason)
+
+    queued = time_column("queued_at", "queued")
+    run_after_at = time_column("run_after", "may start")
+    started = time_column("started_at", "started")
+    finished = time_column("finished_at", "finished")
+
+    @admin.display(description="error")
+    def error_line(self, run: TaskRun) -> str:
+        error = getattr(run, "error_head", None)
+        return error_summary(run.error_type, run.error if error is None else error)
+
+    @admin.display(description="attempts")
+    def history(self, run: TaskRun) -> str:
+        return history_table(run.history())
 
     @admin.display(description="duration", ordering="duration_value")
     def duration(self, run: TaskRun) -> str:

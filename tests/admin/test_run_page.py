@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.urls import reverse
 
@@ -61,3 +63,16 @@ def test_view_permission_is_enough_to_read(staff_client, node):
     run = failed("broken")
     assert staff_client("view").get(page(run)).status_code == 200
     assert staff_client("add", username="other").get(page(run)).status_code == 403
+
+
+def test_a_retried_run_shows_its_earlier_attempts(admin_client, node):
+    from distributed_tasks import retry
+
+    run = failed("twice", message="disk full")
+    retry("twice")
+    html = admin_client.get(page(run)).content.decode()
+    (attempt,) = re.findall(r'<tr class="dt-attempt">(.*?)</tr>', html)[:1]
+    assert ">1<" in attempt and "FAILED" in attempt and "exception" in attempt
+    assert "ValueError: disk full" in attempt
+    assert html.count('<tr class="dt-attempt">') == 2  # the failed attempt, then the queued one
+    assert '<div class="readonly">-</div>' in html  # the current attempt has no error yet

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 from django.conf import settings
@@ -165,3 +166,27 @@ def test_list_shows_when_the_cluster_is_down(admin_client):
     html = response.content.decode()
     assert "<strong>The cluster is down.</strong>" in html
     assert '<li class="error">Redis does not answer' in html
+
+
+@pytest.mark.parametrize("value", ["failed", "Failed", "FAILED"])
+def test_state_filter_ignores_case(admin_client, node, value):
+    failed("failing")
+    queued("waiting")
+    assert shown(admin_client.get(reverse(CHANGELIST), {"state": value})) == ["failing"]
+    assert set(shown(admin_client.get(reverse(CHANGELIST), {"state": "ACTIVE"}))) == {"waiting"}
+
+
+def test_times_have_seconds_and_age_and_errors_their_first_line(admin_client, node):
+    run = failed("broken", message="first line\nsecond line " + "x" * 300)
+    html = admin_client.get(reverse(CHANGELIST)).content.decode()
+    clock = timezone.localtime(run.queued_at).strftime("%H:%M:%S")
+    time = rf'<time class="dt-time"[^>]*>{clock}</time> <span class="dt-age">\d+ s ago'
+    assert re.search(time, html)
+    assert ">ValueError: first line</span>" in html
+    assert "x" * 250 not in html  # the list loads the error's head only (the rest on hover)
+
+
+def test_cluster_problems_show_commands_as_code(admin_client):
+    html = admin_client.get(reverse(CHANGELIST)).content.decode()  # no node, no leader
+    assert "<code>manage.py dt_worker</code>" in html
+    assert "`" not in html.split('class="messagelist dt-health-banner"')[1].split("</ul>")[0]

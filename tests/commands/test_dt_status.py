@@ -70,3 +70,22 @@ def test_unknown_name_is_not_found(run_command):
 def test_bad_name_is_a_usage_error(run_command):
     with pytest.raises(CommandError, match="non-printable"):
         run_command("dt_status", "bell\x07")
+
+
+def test_history_lists_every_attempt_of_a_retried_run(run_command, node):
+    from distributed_tasks import retry
+
+    start_async(tasks.fail, ["disk full"], name="twice")
+    execute("twice")
+    retry("twice")
+    out = run_command("dt_status", "twice", "--history")
+    assert "state      QUEUED" in out and "error" not in out.split("attempt  node")[0]
+    rows = [line.split() for line in out.split("attempt  node")[1].splitlines()[1:]]
+    assert [row[:4] for row in rows] == [
+        ["1", node.name, "FAILED", "exception"],
+        ["2", node.name, "QUEUED", "-"],
+    ]
+    assert out.rstrip().splitlines()[-2].endswith("ValueError: disk full")
+    data = json.loads(run_command("dt_status", "twice", "--history", "--json"))
+    assert [(a["attempt"], a["state"]) for a in data["history"]] == [(1, "FAILED"), (2, "QUEUED")]
+    assert (data["state"], data["error"]) == ("QUEUED", None)

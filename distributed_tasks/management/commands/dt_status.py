@@ -9,6 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from distributed_tasks import api, cli
+from distributed_tasks.store import get_store
 from distributed_tasks.types import State
 
 
@@ -20,13 +21,54 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         cli.add_name_arguments(parser)
+        parser.add_argument(
+            "--history",
+            action="store_true",
+            help="Also list every attempt of the newest run: node, outcome, times, error.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         with cli.api_errors():
             status = api.get_status(options["name"], options["task_list"])
+        history = self._history(options) if options["history"] else None
         if options["json"]:
-            self.stdout.write(cli.dumps(asdict(status)))
+            data = asdict(status) if history is None else {**asdict(status), "history": history}
+            self.stdout.write(cli.dumps(data))
             return
+        self._write_status(status)
+        if history is not None:
+            self._write_history(history)
+
+    def _history(self, options: dict[str, Any]) -> list[dict[str, Any]]:
+        """The attempts of the newest run; the database keeps them past CLEANUP_TIMEOUT."""
+        run = get_store().latest(options["task_list"], options["name"])
+        return run.history() if run is not None else []
+
+    def _write_history(self, history: list[dict[str, Any]]) -> None:
+        self.stdout.write("")
+        if not history:
+            self.stdout.write("history    none: no run of this name is recorded")
+            return
+        table = cli.Table(
+            self.stdout, ["attempt", "node", "state", "reason", "started", "ended", "error"], cap=60
+        )
+        for entry in history:
+            error = entry["error"].splitlines()[0] if entry["error"] else ""
+            kind = entry["error_type"]
+            table.add(
+                [
+                    entry["attempt"],
+                    entry["node"],
+                    entry["state"],
+                    entry["reason"],
+                    cli.iso_when(entry["started_at"]),
+                    cli.iso_when(entry["ended_at"]),
+                    f"{kind}: {error}" if kind else error,
+                ]
+            )
+        table.close()
+
+    def _write_status(self, status: Any) -> None:
         if status.state == State.NOT_FOUND:
             self.stdout.write(
                 f"{status.name!r} in task list {status.task_list!r}: NOT_FOUND (it never ran, "
