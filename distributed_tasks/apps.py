@@ -18,3 +18,7 @@ class DistributedTasksConfig(AppConfig):
         # Fill the registry: every installed app's tasks.py is imported at start-up,
         # so a worker knows every function by path without importing paths it is sent.
         autodiscover_modules("tasks")
+
+        from distributed_tasks import observability
+
+        observability.install()  # metrics, tracing and run-bound logs, each when enabled

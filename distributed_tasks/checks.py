@@ -73,6 +73,10 @@ def _dict(value: Any) -> str | None:
     return None if isinstance(value, dict) else "must be a dict"
 
 
+def _bool(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "must be True or False"
+
+
 VALIDATORS: dict[str, Callable[[Any], str | None]] = {
     "REDIS_URL": _url(_REDIS_SCHEMES),
     "BROKER_URL": _url(_BROKER_SCHEMES, optional=True),
@@ -96,6 +100,9 @@ VALIDATORS: dict[str, Callable[[Any], str | None]] = {
     "TICK_INTERVAL": _number(),
     "RING_CACHE_TTL": _number(minimum=-1e-9),
     "BATCH_SIZE": _number(integer=True),
+    "METRICS": _bool,
+    "METRICS_TOKEN": _string(optional=True),
+    "TRACING": _bool,
 }
 assert set(VALIDATORS) == set(DEFAULTS), "every setting needs a validator"
 

@@ -81,6 +81,13 @@ def positive_int(value: str) -> int:
     return number
 
 
+def port(value: str) -> int:
+    number = positive_int(value)
+    if number > 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a TCP port (1 to 65535)")
+    return number
+
+
 def positive_float(value: str) -> float:
     try:
         number = float(value)

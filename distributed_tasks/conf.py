@@ -65,6 +65,13 @@ DEFAULTS: dict[str, Any] = {
     "RING_CACHE_TTL": 1.0,
     # Rows handled per orchestrator duty per tick.
     "BATCH_SIZE": 1000,
+    # Prometheus metrics (docs/observability.md): recorded when prometheus_client is
+    # installed and this is True; False records and imports nothing.
+    "METRICS": True,
+    # Bearer token that may read GET <prefix>/metrics besides staff with view_taskrun.
+    "METRICS_TOKEN": None,
+    # OpenTelemetry spans per start and per run, when opentelemetry-api is installed.
+    "TRACING": True,
 }
 
 
@@ -94,6 +101,9 @@ class Settings:
     TICK_INTERVAL: float
     RING_CACHE_TTL: float
     BATCH_SIZE: int
+    METRICS: bool
+    METRICS_TOKEN: str | None
+    TRACING: bool
 
     @property
     def broker_url(self) -> str:

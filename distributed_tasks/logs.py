@@ -8,7 +8,8 @@ logger call, with the same keys everywhere:
 
 (``run_name``, not ``name``: ``LogRecord.name`` is the logger's name and ``logging``
 refuses to overwrite it). Anything with those attributes works as ``run``: a
-``RunMessage``, ``TaskHandle``, ``RunInfo`` or ``TaskRun`` (whose ``id`` is the run id).
+``RunMessage``, ``TaskHandle``, ``RunInfo`` or ``TaskRun`` (whose ``id`` is the run id),
+or a message body (a dict with those keys).
 
 Inside a run, ``bound(run)`` makes the run current for the pool process; the
 ``RunContextFilter`` then adds the same fields to *any* record passing a handler it is
@@ -35,14 +36,21 @@ _current: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.Context
 
 def run_fields(run: Any) -> dict[str, Any]:
     """The run's identifying fields, read from whatever object describes it."""
-    run_id = getattr(run, "run_id", None) or getattr(run, "id", None)
+    if isinstance(run, Mapping):  # a message body
+        get = run.get
+    else:
+
+        def get(key: str) -> Any:
+            return getattr(run, key, None)
+
+    run_id = get("run_id") or get("id")
     return {
         "run_id": str(run_id) if run_id is not None else None,
-        "run_name": getattr(run, "name", None),
-        "task_list": getattr(run, "task_list", None),
-        "node": getattr(run, "node", None) or None,
-        "attempt": getattr(run, "attempt", None),
-        "function": getattr(run, "function", None),
+        "run_name": get("name"),
+        "task_list": get("task_list"),
+        "node": get("node") or None,
+        "attempt": get("attempt"),
+        "function": get("function"),
     }
 
 
@@ -74,14 +82,24 @@ def run_logger(logger: logging.Logger | str, run: Any) -> RunLogAdapter:
     return RunLogAdapter(logger, run_fields(run))
 
 
+def bind(run: Any) -> contextvars.Token:
+    """Make ``run`` the current run (until ``unbind(token)``): for hooks that open and
+    close in two calls, as Celery's ``task_prerun`` / ``task_postrun`` do."""
+    return _current.set(run_fields(run))
+
+
+def unbind(token: contextvars.Token) -> None:
+    _current.reset(token)
+
+
 @contextlib.contextmanager
 def bound(run: Any) -> Iterator[None]:
     """Make ``run`` the current run of this thread/task while the block executes."""
-    token = _current.set(run_fields(run))
+    token = bind(run)
     try:
         yield
     finally:
-        _current.reset(token)
+        unbind(token)
 
 
 def current() -> Mapping[str, Any] | None:

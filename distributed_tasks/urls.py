@@ -13,5 +13,6 @@ app_name = "distributed_tasks"
 urlpatterns = [
     path("health", views.health, name="health"),
     path("status/<str:task_list>/<path:name>", views.task_status, name="status"),
+    path("metrics", views.metrics_view, name="metrics"),
     path("cancel/<str:task_list>/<path:name>", views.cancel, name="cancel"),
 ]

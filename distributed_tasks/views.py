@@ -7,6 +7,8 @@ cluster internals, so they check permissions the way the admin does:
 - ``status``: an authenticated user with ``distributed_tasks.view_taskrun``;
 - ``cancel``: ``distributed_tasks.change_taskrun``, POST only, CSRF-checked;
 - ``health``: public, but only ``{"status": ...}``; staff users get the details.
+- ``metrics``: Prometheus text for staff users with ``view_taskrun``, or a request
+  bearing ``METRICS_TOKEN``; never public.
 
 Names and task lists from the URL are only ever looked up, never resolved as
 function paths.
@@ -20,12 +22,14 @@ from dataclasses import asdict
 from typing import Any
 
 from django.db import DatabaseError
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
+from django.utils.crypto import constant_time_compare
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 
-from distributed_tasks import api
+from distributed_tasks import api, metrics
+from distributed_tasks.conf import get_settings
 from distributed_tasks.exceptions import (
     AlreadyRunning,
     ClusterUnavailable,
@@ -180,3 +184,38 @@ def health(request: HttpRequest) -> JsonResponse:
 def cancel(request: HttpRequest, task_list: str, name: str) -> JsonResponse:
     """``POST cancel/<task_list>/<name>``: end the QUEUED run of a name (409 if it started)."""
     return JsonResponse(asdict(api.cancel(name, task_list)))
+
+
+def _may_scrape(request: HttpRequest) -> bool:
+    token = get_settings().METRICS_TOKEN
+    auth = request.headers.get("Authorization", "")
+    if token and auth.startswith("Bearer ") and constant_time_compare(auth[7:], token):
+        return True
+    user = request.user
+    return user.is_active and user.is_staff and user.has_perm(VIEW_PERMISSION)
+
+
+@never_cache
+@csrf_exempt  # read-only, as above
+@allow("GET", "HEAD")
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """``GET metrics``: this process's counters and the cluster's gauges, for Prometheus."""
+    if not _may_scrape(request):
+        return error(
+            403,
+            "permission_denied",
+            "Metrics need a staff user with the permission "
+            f"{VIEW_PERMISSION}, or 'Authorization: Bearer <METRICS_TOKEN>' with the token "
+            "set in DISTRIBUTED_TASKS['METRICS_TOKEN'].",
+        )
+    if not metrics.enabled():
+        return error(
+            404,
+            "metrics_off",
+            "Metrics are off: install prometheus_client (pip install "
+            "'django-distributed-tasks[metrics]') and leave DISTRIBUTED_TASKS['METRICS'] true.",
+        )
+    from distributed_tasks import scrape
+
+    body = scrape.render(scrape.local_collector(), scrape.ClusterCollector())
+    return HttpResponse(body, content_type=scrape.CONTENT_TYPE)

@@ -4,7 +4,7 @@ import argparse
 
 from django.core.management.base import BaseCommand
 
-from distributed_tasks import cli
+from distributed_tasks import cli, scrape
 
 
 class Command(BaseCommand):
@@ -22,6 +22,7 @@ class Command(BaseCommand):
             help="Holder name shown in the lease (default beat-<pid>@<host>).",
         )
         parser.add_argument("-l", "--loglevel", default="INFO")
+        scrape.add_arguments(parser)  # --metrics-port, --metrics-addr
 
     def handle(self, *args, **options) -> None:
         from distributed_tasks.celery import get_app
@@ -40,4 +41,5 @@ class Command(BaseCommand):
         beat = beat_class(app)(
             scheduler=scheduler, max_interval=1.0, loglevel=options["loglevel"], quiet=True
         )
+        scrape.serve_from_command(options, scrape.ClusterCollector())  # cluster-wide gauges
         beat.run()

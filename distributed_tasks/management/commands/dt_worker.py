@@ -4,7 +4,7 @@ import argparse
 
 from django.core.management.base import BaseCommand
 
-from distributed_tasks import cli
+from distributed_tasks import cli, scrape
 from distributed_tasks.conf import get_settings
 
 
@@ -49,6 +49,7 @@ class Command(BaseCommand):
         )
         parser.add_argument("-l", "--loglevel", default="INFO")
         parser.add_argument("--max-tasks-per-child", type=cli.positive_int, default=None)
+        scrape.add_arguments(parser)  # --metrics-port, --metrics-addr
 
     def handle(self, *args, **options) -> None:
         from distributed_tasks.worker import WorkerNode, WorkerOptions
@@ -65,6 +66,7 @@ class Command(BaseCommand):
                 max_tasks_per_child=options["max_tasks_per_child"],
             )
         )
+        scrape.serve_from_command(options, scrape.ClusterCollector(node, options["concurrency"]))
         code = worker.run()
         if code:
             raise SystemExit(code)

@@ -1,0 +1,70 @@
+"""GET /tasks/metrics: who may read it, and the counters of the caller's process."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import override_settings
+
+from distributed_tasks import AlreadyRunning, InvalidName, start_async
+from tests.observability.conftest import sample
+
+pytestmark = pytest.mark.django_db(transaction=True)  # starts publish at once
+
+TOKEN = "s3cret-token"
+
+
+def _settings(**extra):
+    from django.conf import settings
+
+    return override_settings(DISTRIBUTED_TASKS={**settings.DISTRIBUTED_TASKS, **extra})
+
+
+def test_never_public_staff_need_the_permission_and_a_token_works(client, django_user_model):
+    assert client.get("/tasks/metrics").status_code == 403
+    staff = django_user_model.objects.create_user("staff", is_staff=True)
+    client.force_login(staff)
+    response = client.get("/tasks/metrics")
+    assert response.status_code == 403 and "view_taskrun" in response.json()["detail"]
+    client.logout()
+    assert client.get("/tasks/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").status_code == 403
+    with _settings(METRICS_TOKEN=TOKEN):
+        assert client.get("/tasks/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 403
+        ok = client.get("/tasks/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+    assert ok.status_code == 200 and b"dt_up" in ok.content
+    assert client.post("/tasks/metrics").status_code == 405
+
+
+def test_metrics_off_answers_404_saying_how_to_turn_them_on(scraper, client):
+    with _settings(METRICS=False):
+        response = client.get("/tasks/metrics")
+        from distributed_tasks import signals
+
+        assert not signals.run_queued.receivers  # nothing connected, nothing recorded
+    assert response.status_code == 404 and "METRICS" in response.json()["detail"]
+
+
+def test_starts_and_refusals_by_reason_and_node_gauges(scraper, node):
+    before = scraper()
+    start_async("tests.tasks.add", [1, 2], name="m-dup", task_list="obs")
+    with pytest.raises(AlreadyRunning):
+        start_async("tests.tasks.add", [1, 2], name="m-dup", task_list="obs")
+    with pytest.raises(InvalidName):
+        start_async("tests.tasks.add", [1, 2], name="", task_list="obs")
+    after = scraper()
+
+    def delta(name, **labels):
+        return (sample(after, name, **labels) or 0) - (sample(before, name, **labels) or 0)
+
+    assert delta("dt_runs_started_total", task_list="obs") == 1
+    assert delta("dt_runs_refused_total", task_list="obs", reason="already_running") == 1
+    assert delta("dt_runs_refused_total", task_list="obs", reason="invalid") == 1
+    # The idle node holds the QUEUED run; nothing consumes its queue.
+    assert sample(after, "dt_node_live", node=node.name) == 1
+    assert sample(after, "dt_node_active_runs", node=node.name) == 1
+    assert sample(after, "dt_node_queue_depth", node=node.name) == 1
+    assert sample(after, "dt_runs_active", state="QUEUED") == 1
+    assert 0 <= sample(after, "dt_node_heartbeat_age_seconds", node=node.name) < 5
+    assert (
+        sample(after, "dt_up", service="redis") == sample(after, "dt_up", service="database") == 1
+    )
+    assert sample(after, "dt_leader_epoch") == 0  # no dt_beat here
