@@ -13,6 +13,7 @@ import contextlib
 import datetime as dt
 import functools
 import logging
+import math
 
 from django.db import transaction
 from django.utils import timezone
@@ -26,6 +27,24 @@ from distributed_tasks.store import get_store
 from distributed_tasks.types import ACTIVE_STATES, Outcome, State
 
 logger = logging.getLogger("distributed_tasks.attempts")
+
+# The longest wait before a retry, whatever retry_backoff and the failures say.
+MAX_BACKOFF = 24 * 3600.0
+
+
+def retry_countdown(retry_backoff: float, executions: int) -> float:
+    """Seconds before the next attempt: ``retry_backoff`` doubled per failed execution.
+
+    Always finite and within [0, MAX_BACKOFF], even for a row written before
+    validation refused NaN or infinity: an error here would leave the run RUNNING.
+    """
+    try:
+        value = float(retry_backoff) * 2.0 ** min(max(0, executions - 1), 64)
+    except (TypeError, ValueError, OverflowError):
+        return 0.0
+    if math.isnan(value) or value < 0:
+        return 0.0
+    return min(value, MAX_BACKOFF)
 
 
 @functools.cache

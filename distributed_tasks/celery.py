@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -49,6 +50,22 @@ APP_DEFAULTS: dict[str, Any] = {
 }
 
 
+class _QuietEntrySuccess(logging.Filter):
+    """Celery logs "Task distributed_tasks.execute[...] succeeded in 0.02s" at INFO even
+    when the run FAILED: the entry task always returns. The runner logs the outcome
+    itself, so Celery's line for our task goes down to DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, dict) and args.get("name") == TASK_NAME and "runtime" in args:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+logging.getLogger("celery.app.trace").addFilter(_QuietEntrySuccess())
+
+
 class RunRequest(Request):
     """Records outcomes that never reach the pool process's own code.
 
@@ -77,10 +94,30 @@ class RunRequest(Request):
         return result
 
 
-def execute(body: dict[str, Any]) -> None:
+def execute(task: Any, body: dict[str, Any]) -> str:
+    """The entry task. Returns a short word for Celery's own (DEBUG) log line, which the
+    runner's outcome line replaces: "DONE", "FAILED" or "dropped"."""
     from distributed_tasks import runner
 
-    runner.execute(body)
+    outcome = runner.execute(body, limits=tuple(task.request.timelimit or (None, None)))
+    return "dropped" if outcome is None else outcome.state.value
+
+
+JSON_CONTENT = frozenset({"json", "application/json"})
+
+
+def content_problem(app: Celery) -> str | None:
+    """Why ``app`` must not consume node queues, or None: it accepts more than JSON."""
+    accepted = app.conf.accept_content
+    accepted = [accepted] if isinstance(accepted, str) else list(accepted or ())
+    others = [c for c in accepted if c not in JSON_CONTENT]
+    if not others:
+        return None
+    return (
+        f"The Celery app accepts {', '.join(map(repr, others))} besides JSON: dt_worker would "
+        "deserialize whatever anyone with access to the broker sends to a node queue "
+        "(pickle runs code). Run messages are JSON only."
+    )
 
 
 def install(app: Celery) -> Celery:
@@ -93,6 +130,7 @@ def install(app: Celery) -> Celery:
             reject_on_worker_lost=False,
             ignore_result=True,
             serializer="json",
+            bind=True,
             Request=RunRequest,
         )(execute)
     return app
@@ -117,6 +155,12 @@ def time_limits(timeout: float | None) -> dict[str, float]:
     if not timeout:
         return {}
     return {"soft_time_limit": timeout, "time_limit": timeout + HARD_LIMIT_GRACE}
+
+
+def header_limits(timeout: float | None) -> tuple[float | None, float | None]:
+    """The ``(hard, soft)`` limits a message for ``timeout`` carries (Celery's ``timelimit``)."""
+    limits = time_limits(timeout)
+    return limits.get("time_limit"), limits.get("soft_time_limit")
 
 
 class PublishFailed(Exception):

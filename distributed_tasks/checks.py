@@ -24,6 +24,7 @@ E004 = "distributed_tasks.E004"  # HEARTBEAT_INTERVAL must be below NODE_TIMEOUT
 E005 = "distributed_tasks.E005"  # DATABASE_ALIAS / CACHE_ALIAS names nothing
 E006 = "distributed_tasks.E006"  # CELERY_APP / BACKEND cannot be imported
 E007 = "distributed_tasks.E007"  # a PERIODIC entry cannot work
+E010 = "distributed_tasks.E010"  # the Celery app accepts content other than JSON
 W001 = "distributed_tasks.W001"  # unknown key
 W002 = "distributed_tasks.W002"  # LEASE_TTL leaves no room to renew
 W003 = "distributed_tasks.W003"  # SQLite without WAL, immediate transactions and a timeout
@@ -103,6 +104,7 @@ VALIDATORS: dict[str, Callable[[Any], str | None]] = {
     "METRICS": _bool,
     "METRICS_TOKEN": _string(optional=True),
     "TRACING": _bool,
+    "REMOTE_CONTROL": _bool,
 }
 assert set(VALIDATORS) == set(DEFAULTS), "every setting needs a validator"
 
@@ -267,3 +269,28 @@ def _check_import(key: str, path: str) -> list[checks.CheckMessage]:
             )
         ]
     return []
+
+
+@checks.register()
+def check_celery_content(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Node queues must accept JSON only: an app that accepts pickle makes every node
+    unpickle whatever anyone with broker access sends it (``dt_worker`` refuses too)."""
+    from distributed_tasks.celery import content_problem, get_app
+    from distributed_tasks.conf import get_settings
+
+    if not isinstance(getattr(settings, SETTING_NAME, {}), dict):
+        return []  # check_settings reports it
+    try:
+        problem = content_problem(get_app())
+    except Exception:  # an app that cannot be imported is E006
+        return []
+    if problem is None:
+        return []
+    return [
+        _error(
+            problem,
+            f"Set accept_content = ['json'] on {get_settings().CELERY_APP or 'the Celery app'} "
+            "(Celery's default), or give DISTRIBUTED_TASKS['CELERY_APP'] an app of its own.",
+            E010,
+        )
+    ]

@@ -72,6 +72,8 @@ DEFAULTS: dict[str, Any] = {
     "METRICS_TOKEN": None,
     # OpenTelemetry spans per start and per run, when opentelemetry-api is installed.
     "TRACING": True,
+    # Whether dt_worker answers Celery remote control (inspect, shutdown broadcasts...).
+    "REMOTE_CONTROL": False,
 }
 
 
@@ -104,6 +106,7 @@ class Settings:
     METRICS: bool
     METRICS_TOKEN: str | None
     TRACING: bool
+    REMOTE_CONTROL: bool
 
     @property
     def broker_url(self) -> str:

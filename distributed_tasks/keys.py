@@ -48,6 +48,12 @@ def node_key(node: str) -> str:
     return f"{_prefix()}:{{nodes}}:node:{node}"
 
 
+def node_running_key(node: str) -> str:
+    """JSON list of the attempts (``<run_id>:<attempt>``) a node executes, set with each
+    heartbeat: the leader's watchdog ends RUNNING rows a live node stops reporting."""
+    return f"{_prefix()}:{{nodes}}:running:{node}"
+
+
 def members_key() -> str:
     """Sorted set of node names scored by their last heartbeat (Redis server time, ms)."""
     return f"{_prefix()}:{{nodes}}:members"

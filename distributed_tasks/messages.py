@@ -18,6 +18,8 @@ from distributed_tasks.types import TaskHandle
 # An escaped NUL: "\u0000" after an even number of backslashes (an odd number
 # means the backslash itself was escaped and the text is a literal "\u0000").
 _NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+# A surrogate code point in a str: never valid UTF-8 (a pair of them is two code points).
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def strict_json(value: Any) -> str:
@@ -32,7 +34,29 @@ def strict_json(value: Any) -> str:
         raise ValueError(str(exc)) from None
     if _NUL.search(text):
         raise ValueError(r"a string contains a NUL character (\x00), which databases refuse")
+    if "\\ud" in text:  # maybe a lone surrogate, which is not UTF-8 and databases refuse
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(
+                "a string contains a lone surrogate (such as '\\ud800'), which is not UTF-8"
+            ) from None
     return text
+
+
+def storable(text: str, limit: int | None = None) -> str:
+    """``text`` as every database stores it: NUL and lone surrogates escaped, at most
+    ``limit`` characters. Used on what the worker writes that user code produced
+    (error messages, class names, tracebacks): refusing them would leave the run RUNNING."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    if _SURROGATE.search(text):
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if limit is None else text[:limit]
+
+
+# What a worker takes from the row, never from the message (issue 11 item 2).
+CALL_FIELDS = ("task_list", "name", "function", "args", "kwargs", "callback", "timeout", "data")
 
 
 class MalformedMessage(ValueError):
@@ -68,6 +92,15 @@ class RunMessage:
             node=self.node,
             attempt=self.attempt,
         )
+
+    def differences(self, row: RunMessage) -> list[str]:
+        """Fields of the call in which this message disagrees with its row's message."""
+        mine, theirs = self.call(), row.call()
+        return [key for key in CALL_FIELDS if mine[key] != theirs[key]]
+
+    def call(self) -> dict[str, Any]:
+        """What a worker executes (the rest only names the run and attempt)."""
+        return {key: getattr(self, key) or None for key in CALL_FIELDS}
 
     def to_body(self) -> dict[str, Any]:
         return asdict(self)

@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 
 from redis.exceptions import RedisError
@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from distributed_tasks import keys, scripts
 from distributed_tasks.conf import get_settings
 from distributed_tasks.connection import as_dict, text
+from distributed_tasks.resilience import Outage
 
 logger = logging.getLogger("distributed_tasks.nodes")
 
@@ -123,12 +124,24 @@ def live_nodes() -> ClusterView:
 
 
 class Heartbeat(threading.Thread):
-    """Keeps one node's liveness fresh until stopped; leaves the cluster on a graceful stop."""
+    """Keeps one node's liveness fresh until stopped; leaves the cluster on a graceful stop.
 
-    def __init__(self, info: NodeInfo, active: Callable[[], int] | None = None) -> None:
+    With ``running`` (a callable naming the attempts this node executes now, as
+    ``<run_id>:<attempt>``) each beat also reports them, for the leader's watchdog.
+    Redis errors, or anything else, never end the thread: it keeps beating every
+    interval, logging once when beats start failing and once when they work again.
+    """
+
+    def __init__(
+        self,
+        info: NodeInfo,
+        active: Callable[[], int] | None = None,
+        running: Callable[[], Iterable[str]] | None = None,
+    ) -> None:
         super().__init__(name=f"dt-heartbeat-{info.name}", daemon=True)
         self.info = info
         self.active = active  # how many runs execute now, published with each beat
+        self.running = running
         self._stop_event = threading.Event()
         self._warned_duplicate = False
         self.beats = 0
@@ -137,9 +150,15 @@ class Heartbeat(threading.Thread):
         conf = get_settings()
         if self.active is not None:
             self.info = replace(self.info, active=self.active())
+        running = json.dumps(sorted(self.running())) if self.running is not None else ""
         _now, previous = scripts.script(scripts.HEARTBEAT)(
-            keys=[keys.members_key(), keys.node_key(self.info.name), keys.membership_version_key()],
-            args=[self.info.name, self.info.to_json(), int(conf.NODE_TIMEOUT * 1000)],
+            keys=[
+                keys.members_key(),
+                keys.node_key(self.info.name),
+                keys.membership_version_key(),
+                keys.node_running_key(self.info.name),
+            ],
+            args=[self.info.name, self.info.to_json(), int(conf.NODE_TIMEOUT * 1000), running],
         )
         self.beats += 1
         previous = text(previous)
@@ -153,11 +172,15 @@ class Heartbeat(threading.Thread):
 
     def run(self) -> None:
         interval = get_settings().HEARTBEAT_INTERVAL
+        # No backoff beyond the interval: a node that beats less often looks dead.
+        outage = Outage(logger, f"Heartbeat of node {self.info.name}", first=interval, cap=interval)
         while not self._stop_event.is_set():
             try:
                 self.beat()
-            except RedisError as exc:
-                logger.warning("Heartbeat of %s failed: %s", self.info.name, exc)
+            except Exception as exc:  # the thread must outlive any fault
+                outage.failed(exc)
+            else:
+                outage.recovered()
             self._stop_event.wait(interval)
 
     def stop(self, *, leave: bool = True) -> None:

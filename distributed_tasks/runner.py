@@ -17,17 +17,28 @@ import time
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
-from django.db import connections
+from django.db import transaction
 
-from distributed_tasks import attempts, claims, registry, signals
-from distributed_tasks.exceptions import ClusterUnavailable, NotRegistered, NotSerializable
+from distributed_tasks import claims, outcomes, registry, signals
+from distributed_tasks.celery import header_limits
+from distributed_tasks.exceptions import NotRegistered, NotSerializable
 from distributed_tasks.messages import MalformedMessage, RunMessage, strict_json
 from distributed_tasks.models import TaskRun
 from distributed_tasks.nodes import current_node
-from distributed_tasks.store import get_store
-from distributed_tasks.types import ACTIVE_STATES, Outcome, Reason, State
+from distributed_tasks.resilience import (
+    DB_UNAVAILABLE,
+    Outage,
+    close_broken_connections,
+    until_answered,
+)
+from distributed_tasks.store import get_store, message_for
+from distributed_tasks.types import Outcome, Reason, State
 
 logger = logging.getLogger("distributed_tasks.runner")
+
+# Seconds the worker's main process retries storing a lost run's outcome: it must get
+# back to consuming; the leader's safety net (orchestrator/watchdog.py) ends the run.
+LOST_PATIENCE = 3.0
 
 
 class LostBy(enum.Enum):
@@ -52,12 +63,26 @@ def _info(msg: RunMessage) -> registry.RunInfo:
 def _hook(task: registry.DistributedTask, hook: str, *args: Any) -> None:
     try:
         getattr(task, hook)(*args)
-    except Exception:
+    except BaseException:
         logger.exception("%s.%s raised; the outcome stays as recorded", type(task).__name__, hook)
 
 
-def _guard(msg: RunMessage) -> Outcome:
-    """Run the function and callback; turn anything they do into an Outcome."""
+def _failure(reason: Reason, exc: BaseException) -> Outcome:
+    """What user code raised, as an outcome. ``BaseException`` too: ``SystemExit``,
+    ``KeyboardInterrupt`` or ``GeneratorExit`` from a task must end its run, not the
+    pool process (which would leave the run RUNNING)."""
+    if isinstance(exc, Exception):
+        return Outcome.failed(reason, exc)
+    detail = f": {exc}" if str(exc) else ""
+    return Outcome.failed(reason, exc, f"raised {type(exc).__name__}{detail}")
+
+
+def _guard(msg: RunMessage, *, contain: bool = True) -> Outcome:
+    """Run the function and callback; turn anything they do into an Outcome.
+
+    ``contain=False`` (the in-process test backend) lets an interrupt that is not an
+    ``Exception`` go on up to the caller, after the task's hook saw it.
+    """
     try:
         task = registry.resolve(msg.function).create()
     except NotRegistered as exc:
@@ -75,101 +100,84 @@ def _guard(msg: RunMessage) -> Outcome:
     except SoftTimeLimitExceeded as exc:
         _hook(task, "on_timeout", info)
         return Outcome.failed(Reason.TIMEOUT, exc, f"exceeded its timeout of {msg.timeout:g} s")
-    except Exception as exc:
+    except BaseException as exc:
         _hook(task, "on_failure", info, exc)
-        return Outcome.failed(Reason.EXCEPTION, exc)
+        if not contain and not isinstance(exc, Exception):
+            raise
+        return _failure(Reason.EXCEPTION, exc)
     if msg.callback:
         try:
             registry.resolve(msg.callback).create().run(msg.name, result)
-        except Exception as exc:
+        except BaseException as exc:
             _hook(task, "on_failure", info, exc)
-            return Outcome.failed(Reason.CALLBACK, exc)
+            return _failure(Reason.CALLBACK, exc)
     try:
         task.on_success(info, result)
-    except Exception as exc:
+    except BaseException as exc:
         logger.exception("%s.on_success raised; the run fails", type(task).__name__)
-        return Outcome.failed(Reason.EXCEPTION, exc)
+        return _failure(Reason.EXCEPTION, exc)
     return Outcome.done(result)
 
 
-RETRYABLE = frozenset({Reason.EXCEPTION, Reason.CALLBACK, Reason.TIMEOUT, Reason.WORKER_LOST})
+def _start(msg: RunMessage, limits: tuple | None) -> RunMessage | None:
+    """Fenced QUEUED -> RUNNING; the message of what the row holds, None if fenced or forged.
 
-
-def _retry(msg: RunMessage, outcome: Outcome, *, lost: bool) -> bool:
-    """Queue another attempt when the run allows more executions (at-least-once opt-in)."""
-    if outcome.state is not State.FAILED or outcome.reason not in RETRYABLE:
-        return False
-    run = get_store().get(msg.run_id)
-    if run is None or run.attempt != msg.attempt or run.executions >= run.max_attempts:
-        return False
-    countdown = run.retry_backoff * 2 ** max(0, run.executions - 1)
-    try:
-        new = attempts.next_attempt(
-            msg,
-            from_states=ACTIVE_STATES if lost else (State.RUNNING,),
-            countdown=countdown,
-            only_if_attempts_left=True,
-            error=outcome,
-        )
-    except ClusterUnavailable:
-        return False
-    if new is not None:
-        logger.info(
-            "%s failed (%s); attempt %s queued on %s in %.1f s (%s of %s executions used)",
-            msg.name, outcome.reason, new.attempt, new.node, countdown, run.executions,
-            run.max_attempts, extra={"action": "retry"},
-        )  # fmt: skip
-    return new is not None
-
-
-def _record(msg: RunMessage, outcome: Outcome, *, lost: bool = False) -> bool:
-    if _retry(msg, outcome, lost=lost):
-        return True
+    The message only names the run and attempt: the function, arguments, callback,
+    timeout and name come from the row. A message that disagrees with its row (or
+    whose Celery time limits are not the row's timeout) was not written by us: the
+    transition is rolled back and nothing runs.
+    """
+    node = current_node()
     store = get_store()
-    recorded = store.mark_lost(msg, outcome) if lost else store.mark_finished(msg, outcome)
-    if not recorded:
-        logger.warning(
-            "Outcome of %s attempt %s discarded: the run was already ended elsewhere",
-            msg.name,
-            msg.attempt,
-            extra={"action": "fenced"},
-        )
-        return False
-    claims.publish_outcome(msg, outcome)
-    signals.run_finished.send(sender=TaskRun, message=msg, outcome=outcome)
-    return True
+    with transaction.atomic(using=store.alias):
+        row = store.mark_running(msg, node.incarnation if node else "")
+        if row is None:
+            logger.info(
+                "Ignoring stale message for %s attempt %s on %s",
+                msg.name, msg.attempt, msg.node, extra={"action": "stale"},
+            )  # fmt: skip
+            return None
+        truth = message_for(row)
+        wrong = msg.differences(truth)
+        if limits is not None and tuple(limits) != header_limits(truth.timeout):
+            wrong.append("time limits")
+        if wrong:
+            transaction.set_rollback(True, using=store.alias)
+            logger.error(
+                "Dropping a message for run %s attempt %s that disagrees with its row on %s: "
+                "it was not sent by this cluster (anyone with access to the broker can send "
+                "messages; restrict it)",
+                msg.run_id, msg.attempt, ", ".join(wrong), extra={"action": "forged"},
+            )  # fmt: skip
+            return None
+    return truth
 
 
-def _drop_broken_connections() -> None:
-    """Connections outlive a run (worker.DB_REUSE_MAX): close one that an error left unusable."""
-    for conn in connections.all(initialized_only=True):
-        if conn.errors_occurred:
-            conn.close_if_unusable_or_obsolete()
-
-
-def execute(body: Any) -> Outcome | None:
-    """Execute one run message in this pool process; returns the outcome, or None if fenced."""
-    _drop_broken_connections()
+def execute(body: Any, limits: tuple | None = None) -> Outcome | None:
+    """Execute one run message in this pool process; returns the outcome, or None if
+    nothing ran (malformed, stale or forged). ``limits`` are the Celery time limits the
+    message arrived with, (hard, soft), when it came through Celery."""
+    close_broken_connections()
     try:
         msg = RunMessage.from_body(body)
     except MalformedMessage as exc:
         logger.error("Dropping malformed run message: %s", exc, extra={"action": "malformed"})
         return None
-    node = current_node()
-    incarnation = node.incarnation if node else ""
-    if not get_store().mark_running(msg, incarnation):
-        logger.info(
-            "Ignoring stale message for %s attempt %s on %s",
-            msg.name,
-            msg.attempt,
-            msg.node,
-            extra={"action": "stale"},
-        )
+    outage = Outage(logger, f"Starting {msg.name} attempt {msg.attempt}")
+    msg = until_answered(lambda: _start(msg, limits), outage, errors=DB_UNAVAILABLE)
+    if msg is None:
         return None
-    claims.publish(msg, claims.message_fields(msg, State.RUNNING, started_at=time.time()))
-    signals.run_started.send(sender=TaskRun, message=msg)
-    outcome = _guard(msg)
-    _record(msg, outcome)
+    began = time.monotonic()
+    try:
+        claims.publish(msg, claims.message_fields(msg, State.RUNNING, started_at=time.time()))
+        signals.run_started.send(sender=TaskRun, message=msg)
+        outcome = _guard(msg)
+    except BaseException as exc:  # a run_started receiver, or our own bug: still an outcome
+        outcome = Outcome.failed(Reason.EXCEPTION, exc)
+        if not isinstance(exc, Exception):
+            outcomes.record(msg, outcome, duration=time.monotonic() - began)
+            raise
+    outcomes.record(msg, outcome, duration=time.monotonic() - began)
     return outcome
 
 
@@ -188,7 +196,7 @@ def record_lost(args: Any, by: LostBy, *, timeout: float | None = None, exc: Any
         outcome = Outcome.failed(
             Reason.WORKER_LOST, exc, "the pool process running it died (killed or exited)"
         )
-    if _record(msg, outcome, lost=True):
+    if outcomes.record(msg, outcome, lost=True, patience=LOST_PATIENCE):
         if by is LostBy.TIMEOUT:
             call_hook(msg, "on_timeout")
         else:

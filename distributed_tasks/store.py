@@ -18,6 +18,7 @@ from typing import Any
 
 from django.db import IntegrityError, connections, transaction
 from django.db.models import F
+from django.db.models.sql.subqueries import UpdateQuery
 from django.utils import timezone
 
 from distributed_tasks.conf import get_settings
@@ -39,8 +40,9 @@ class BaseStore(abc.ABC):
         """Remove a run whose start could not complete (never published)."""
 
     @abc.abstractmethod
-    def mark_running(self, msg: RunMessage, incarnation: str) -> bool:
-        """QUEUED -> RUNNING for exactly this (run, attempt, node); False if fenced out."""
+    def mark_running(self, msg: RunMessage, incarnation: str) -> TaskRun | None:
+        """QUEUED -> RUNNING for exactly this (run, attempt, node): the row as updated,
+        or None if fenced out. The worker executes what this row holds."""
 
     @abc.abstractmethod
     def mark_finished(self, msg: RunMessage, outcome: Outcome) -> bool:
@@ -117,17 +119,35 @@ class OrmStore(BaseStore):
     def _attempt(self, msg: RunMessage):
         return self.runs.filter(id=msg.run_id, attempt=msg.attempt)
 
-    def mark_running(self, msg: RunMessage, incarnation: str) -> bool:
-        return bool(
-            self._attempt(msg)
-            .filter(node=msg.node, state=State.QUEUED)
-            .update(
-                state=State.RUNNING,
-                started_at=timezone.now(),
-                incarnation=incarnation,
-                executions=F("executions") + 1,
-            )
-        )
+    def mark_running(self, msg: RunMessage, incarnation: str) -> TaskRun | None:
+        rows = self._attempt(msg).filter(node=msg.node, state=State.QUEUED)
+        values = {
+            "state": State.RUNNING,
+            "started_at": timezone.now(),
+            "incarnation": incarnation,
+            "executions": F("executions") + 1,
+        }
+        return self._update_returning(rows, values, msg.run_id)
+
+    def _update_returning(self, rows, values: dict[str, Any], pk: Any) -> TaskRun | None:
+        """``rows.update(**values)`` on at most one row, returning it as updated.
+
+        One ``UPDATE ... RETURNING`` where the database has it (PostgreSQL, SQLite
+        3.35+); MySQL/MariaDB update and then read the row in the same transaction,
+        under the row lock the update took.
+        """
+        conn = connections[self.alias]
+        if not _update_returns(conn):
+            with transaction.atomic(using=self.alias, savepoint=False):
+                if not rows.update(**values):
+                    return None
+                return self.runs.get(pk=pk)
+        query = rows.query.chain(UpdateQuery)
+        query.add_update_values(values)
+        sql, params = query.get_compiler(self.alias).as_sql()
+        columns = ", ".join(conn.ops.quote_name(f.column) for f in TaskRun._meta.concrete_fields)
+        found = list(self.runs.raw(f"{sql} RETURNING {columns}", params))
+        return found[0] if found else None
 
     def _finish(self, rows, outcome: Outcome, epoch: int | None = None) -> bool:
         extra = {"orchestrator_epoch": epoch} if epoch else {}
@@ -232,6 +252,17 @@ class OrmStore(BaseStore):
 
     def get(self, run_id: Any) -> TaskRun | None:
         return self.runs.filter(id=run_id).first()
+
+
+def _update_returns(conn: Any) -> bool:
+    """Whether ``UPDATE ... RETURNING`` works on this connection (not MySQL/MariaDB)."""
+    if conn.vendor == "postgresql":
+        return True
+    if conn.vendor == "sqlite":
+        import sqlite3
+
+        return sqlite3.sqlite_version_info >= (3, 35)
+    return False
 
 
 def message_for(run: TaskRun) -> RunMessage:

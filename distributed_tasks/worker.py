@@ -15,7 +15,9 @@ from celery import signals as celery_signals
 from celery.worker import state as worker_state
 
 from distributed_tasks import keys
-from distributed_tasks.celery import get_app
+from distributed_tasks.celery import content_problem, get_app
+from distributed_tasks.conf import get_settings
+from distributed_tasks.exceptions import InvalidConfiguration
 from distributed_tasks.nodes import ALL_TASK_LISTS, Heartbeat, NodeInfo, set_current_node
 
 logger = logging.getLogger("distributed_tasks.worker")
@@ -37,6 +39,20 @@ class WorkerOptions:
     max_tasks_per_child: int | None = None
 
 
+def executing() -> list[str]:
+    """The attempts (Celery task ids, ``<run_id>:<attempt>``) this node holds now.
+
+    Read in the heartbeat thread while the consumer changes the sets: a copy that
+    races a change is taken again.
+    """
+    for _ in range(10):
+        try:
+            return [r.id for r in (*worker_state.active_requests, *worker_state.reserved_requests)]
+        except RuntimeError:  # "set changed size during iteration"
+            continue
+    raise RuntimeError("the worker's request sets kept changing")
+
+
 class WorkerNode:
     def __init__(self, options: WorkerOptions) -> None:
         self.options = options
@@ -46,7 +62,9 @@ class WorkerNode:
             task_lists=options.task_lists,
             capacity=options.concurrency * options.weight,
         )
-        self.heartbeat = Heartbeat(self.info, active=lambda: len(worker_state.active_requests))
+        self.heartbeat = Heartbeat(
+            self.info, active=lambda: len(worker_state.active_requests), running=executing
+        )
 
     def _on_ready(self, **kwargs: object) -> None:
         if not self.heartbeat.is_alive():
@@ -64,7 +82,12 @@ class WorkerNode:
         o = self.options
         set_current_node(self.info)  # before the pool forks, so children inherit it
         app = get_app()
+        if problem := content_problem(app):
+            raise InvalidConfiguration(problem)
         app.conf.setdefault("CELERY_DB_REUSE_MAX", DB_REUSE_MAX)  # read when the fixup starts
+        # Anyone who can write to the broker could otherwise stop the node with a
+        # `shutdown` broadcast (or change its pool, rate limits...).
+        app.conf.worker_enable_remote_control = get_settings().REMOTE_CONTROL
         celery_signals.worker_ready.connect(self._on_ready, weak=False)
         worker = app.Worker(
             hostname=o.node,

@@ -141,7 +141,7 @@ class Lifeline(Duty):
                 new = attempts.next_attempt(
                     msg,
                     from_states=(State.RUNNING,),
-                    countdown=run.retry_backoff * 2 ** max(0, run.executions - 1),
+                    countdown=attempts.retry_countdown(run.retry_backoff, run.executions),
                     only_if_attempts_left=True,
                     error=outcome,
                     epoch=ctx.epoch,

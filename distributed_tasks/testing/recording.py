@@ -34,7 +34,8 @@ from distributed_tasks.conf import get_settings
 from distributed_tasks.exceptions import AlreadyRunning, NameReserved, TaskNotFound
 from distributed_tasks.messages import RunMessage
 from distributed_tasks.models import TaskRun
-from distributed_tasks.runner import RETRYABLE, _guard
+from distributed_tasks.outcomes import RETRYABLE
+from distributed_tasks.runner import _guard
 from distributed_tasks.testing.assertions import StartAssertions
 from distributed_tasks.testing.records import Run, Start
 from distributed_tasks.types import (
@@ -252,7 +253,7 @@ class RecordingClient(StartAssertions):
             message = run.message()
             signals.run_started.send(sender=TaskRun, message=message)
             try:
-                outcome = _guard(message)
+                outcome = _guard(message, contain=False)
             except BaseException as exc:  # an interrupt got past the guard: never leave it RUNNING
                 self._record(run, message, Outcome.failed(Reason.EXCEPTION, exc))
                 raise

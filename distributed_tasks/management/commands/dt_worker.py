@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import argparse
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from distributed_tasks import cli, scrape
 from distributed_tasks.conf import get_settings
+from distributed_tasks.exceptions import InvalidConfiguration
 
 
 class Command(BaseCommand):
@@ -67,6 +68,9 @@ class Command(BaseCommand):
             )
         )
         scrape.serve_from_command(options, scrape.ClusterCollector(node, options["concurrency"]))
-        code = worker.run()
+        try:
+            code = worker.run()
+        except InvalidConfiguration as exc:
+            raise CommandError(str(exc)) from exc
         if code:
             raise SystemExit(code)

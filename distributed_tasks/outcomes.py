@@ -1,0 +1,162 @@
+"""Storing how an attempt ended: cleaned, retried until the database answers, logged once.
+
+The promise is that no run stays RUNNING on a live node. So the worker's last
+write must not fail on what user code produced (a NUL or a lone surrogate in an
+exception message, a class name longer than its column): ``storable`` escapes
+and truncates it. It must not give up while PostgreSQL is away: the write is
+retried with capped backoff until the database answers. And if the database
+still refuses the outcome itself, a plain FAILED outcome that says why is
+stored instead. The outcome is logged once, at a level that matches it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+from django.db import DatabaseError
+
+from distributed_tasks import attempts, claims, signals
+from distributed_tasks.exceptions import ClusterUnavailable
+from distributed_tasks.messages import RunMessage, storable
+from distributed_tasks.models import TaskRun
+from distributed_tasks.resilience import DB_UNAVAILABLE, Outage, until_answered
+from distributed_tasks.store import get_store
+from distributed_tasks.types import (
+    ACTIVE_STATES,
+    ERROR_LIMIT,
+    TRACEBACK_LIMIT,
+    Outcome,
+    Reason,
+    State,
+)
+
+logger = logging.getLogger("distributed_tasks.runner")
+
+RETRYABLE = frozenset({Reason.EXCEPTION, Reason.CALLBACK, Reason.TIMEOUT, Reason.WORKER_LOST})
+ERROR_TYPE_LIMIT = TaskRun._meta.get_field("error_type").max_length
+
+
+def cleaned(outcome: Outcome) -> Outcome:
+    """``outcome`` with every text field storable in every database."""
+    return replace(
+        outcome,
+        error_type=storable(outcome.error_type, ERROR_TYPE_LIMIT),
+        error=storable(outcome.error, ERROR_LIMIT),
+        traceback=storable(outcome.traceback, TRACEBACK_LIMIT),
+    )
+
+
+def _retry(msg: RunMessage, outcome: Outcome, *, lost: bool) -> RunMessage | None:
+    """Queue another attempt when the run allows more executions (at-least-once opt-in)."""
+    if outcome.state is not State.FAILED or outcome.reason not in RETRYABLE:
+        return None
+    run = get_store().get(msg.run_id)
+    if run is None or run.attempt != msg.attempt or run.executions >= run.max_attempts:
+        return None
+    try:
+        return attempts.next_attempt(
+            msg,
+            from_states=ACTIVE_STATES if lost else (State.RUNNING,),
+            countdown=attempts.retry_countdown(run.retry_backoff, run.executions),
+            only_if_attempts_left=True,
+            error=outcome,
+        )
+    except ClusterUnavailable:
+        return None
+
+
+def _store(msg: RunMessage, outcome: Outcome, lost: bool) -> tuple[bool, RunMessage | None]:
+    """One try: (recorded, next attempt if one was queued)."""
+    new = _retry(msg, outcome, lost=lost)
+    if new is not None:
+        return True, new
+    store = get_store()
+    return (store.mark_lost(msg, outcome) if lost else store.mark_finished(msg, outcome)), None
+
+
+def record(
+    msg: RunMessage,
+    outcome: Outcome,
+    *,
+    lost: bool = False,
+    duration: float | None = None,
+    patience: float | None = None,
+) -> bool:
+    """Store ``outcome`` for ``msg``'s attempt (or queue its retry); False if fenced out.
+
+    Retries while the database does not answer: for ever by default (a pool
+    process has nothing better to do), or ``patience`` seconds in the worker's main
+    process, which must keep consuming; the leader's safety net covers the rest.
+    """
+    outcome = cleaned(outcome)
+    outage = Outage(logger, f"Storing the outcome of {msg.name} attempt {msg.attempt}")
+    try:
+        recorded, new = until_answered(
+            lambda: _store(msg, outcome, lost), outage, errors=DB_UNAVAILABLE, patience=patience
+        )
+    except DB_UNAVAILABLE:
+        return False
+    except (DatabaseError, ValueError) as exc:  # the database refused this outcome itself
+        logger.exception("The database refused the outcome of %s: storing a plain FAILED", msg.name)
+        outcome = Outcome.failed(
+            Reason.EXCEPTION,
+            message=storable(
+                f"The run ended {outcome.state} ({outcome.error_type or 'no error'}), but the "
+                f"database refused to store that outcome: {type(exc).__name__}: {exc}",
+                ERROR_LIMIT,
+            ),
+        )
+        recorded, new = until_answered(
+            lambda: _store(msg, outcome, lost), outage, errors=DB_UNAVAILABLE, patience=patience
+        )
+    if not recorded:
+        logger.warning(
+            "Outcome of %s attempt %s discarded: the run was already ended elsewhere",
+            msg.name, msg.attempt, extra={"action": "fenced", **_fields(msg, outcome, duration)},
+        )  # fmt: skip
+        return False
+    log(msg, outcome, duration=duration, retry=new)
+    if new is None:
+        claims.publish_outcome(msg, outcome)
+        try:
+            signals.run_finished.send(sender=TaskRun, message=msg, outcome=outcome)
+        except Exception:
+            logger.exception("A run_finished receiver raised; the outcome stays as recorded")
+    return True
+
+
+def _fields(msg: RunMessage, outcome: Outcome, duration: float | None) -> dict:
+    return {
+        "task_name": msg.name,
+        "task_list": msg.task_list,
+        "run_id": msg.run_id,
+        "attempt": msg.attempt,
+        "node": msg.node,
+        "state": outcome.state.value,
+        "reason": outcome.reason,
+        "duration": None if duration is None else round(duration, 3),
+    }
+
+
+def log(
+    msg: RunMessage, outcome: Outcome, *, duration: float | None, retry: RunMessage | None = None
+) -> None:
+    """The one log line of an attempt's end: INFO for DONE, WARNING when a retry follows,
+    ERROR for a final FAILED. ``extra`` carries the fields (``task_name``: ``name`` is
+    reserved by ``logging``)."""
+    took = "" if duration is None else f" in {duration:.2f} s"
+    if outcome.state is State.DONE:
+        logger.info(
+            "%s (run %s attempt %s) DONE%s", msg.name, msg.run_id, msg.attempt, took,
+            extra={"action": "done", **_fields(msg, outcome, duration)},
+        )  # fmt: skip
+        return
+    then = f"; attempt {retry.attempt} queued on {retry.node}" if retry else ""
+    logger.log(
+        logging.WARNING if retry else logging.ERROR,
+        "%s (run %s attempt %s) FAILED(%s)%s: %s%s",
+        msg.name, msg.run_id, msg.attempt, outcome.reason, took,
+        outcome.error.partition("\n")[0][:300], then,
+        extra={"action": "retry" if retry else "failed", **_fields(msg, outcome, duration)},
+    )  # fmt: skip
