@@ -83,7 +83,8 @@ def get_status(name: str, task_list: str = "default") -> TaskStatus:
 
 
 def cancel(name: str, task_list: str = "default") -> TaskStatus:
-    """End a QUEUED run of ``name`` as FAILED(cancelled); a RUNNING run raises AlreadyRunning."""
+    """End a QUEUED run of ``name`` as FAILED(cancelled); a started or finished one raises
+    ``NotCancellable``, a name never recorded ``TaskNotFound``."""
     return get_client().cancel(name, task_list)
 
 

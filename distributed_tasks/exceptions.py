@@ -9,6 +9,8 @@ input, ``LookupError`` for a missing thing), so generic handlers keep working.
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django.core.exceptions import ImproperlyConfigured
 
 
@@ -69,6 +71,60 @@ class NameReserved(AlreadyRunning):
             "forbids starting it again until then. Pass reuse='allow' to restart "
             "finished names at once."
         )
+
+
+class NotCancellable(DistributedTasksError):
+    """The run of this name cannot be cancelled: it has started, or it already finished.
+
+    ``cancel()`` ends QUEUED runs only; the message says which state the run is in
+    (and, for a finished run, when it finished) and what the caller can do instead.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        task_list: str = "default",
+        run_id: str | None = None,
+        node: str | None = None,
+        state: str,
+        finished_at: dt.datetime | None = None,
+    ) -> None:
+        self.name = name
+        self.task_list = task_list
+        self.run_id = run_id
+        self.node = node
+        self.state = str(state)
+        self.finished_at = finished_at
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        which = f"{self.name!r} in task list {self.task_list!r}"
+        if self.state in ("DONE", "FAILED"):
+            when = f" at {self.finished_at:%Y-%m-%d %H:%M:%S %Z}" if self.finished_at else ""
+            return (
+                f"{which} already finished {self.state}{when} (run {self.run_id}): there is "
+                "nothing to cancel. get_status(name) (or dt_status) shows its outcome; "
+                "start_async() runs the name again."
+            )
+        where = f" on node {self.node!r}" if self.node else ""
+        return (
+            f"{which} is {self.state}{where} (run {self.run_id}) and cannot be cancelled: "
+            "cancel() ends QUEUED runs only, and a started run is never interrupted. Wait "
+            "for it to finish (poll get_status(name), or dt_status)."
+        )
+
+    def __reduce__(self):  # picklable, as AlreadyRunning, for multiprocessing test helpers
+        return (
+            _rebuild_not_cancellable,
+            (type(self), self.name, self.task_list, self.run_id, self.node, self.state,
+             self.finished_at),
+        )  # fmt: skip
+
+
+def _rebuild_not_cancellable(cls, name, task_list, run_id, node, state, finished_at):
+    return cls(name, task_list=task_list, run_id=run_id, node=node, state=state,
+               finished_at=finished_at)  # fmt: skip
 
 
 class NotRegistered(DistributedTasksError, LookupError):

@@ -16,6 +16,7 @@ from distributed_tasks.exceptions import (
     AlreadyRunning,
     ClusterUnavailable,
     InvalidState,
+    NotCancellable,
     TaskNotFound,
 )
 from distributed_tasks.models import TaskRun
@@ -30,23 +31,31 @@ def _names(name: str, task_list: str) -> None:
     check_name(task_list, "task list")
 
 
+def not_cancellable(run: TaskRun) -> NotCancellable:
+    return NotCancellable(run.name, task_list=run.task_list, run_id=run.run_id,
+                          node=run.node or None, state=run.state,
+                          finished_at=run.finished_at)  # fmt: skip
+
+
 def cancel(name: str, task_list: str = "default") -> None:
     """End a QUEUED run as FAILED(cancelled); its message, if delivered, runs nothing.
 
-    Raises ``TaskNotFound`` when no run of the name is active and ``AlreadyRunning``
-    when it has started (a running run is not interrupted).
+    Raises ``TaskNotFound`` when no run of the name is recorded, and ``NotCancellable``
+    when the newest run has started (a running run is not interrupted) or finished.
     """
     _names(name, task_list)
     store = get_store()
-    run = store.active(task_list, name)
-    if run is None:
-        raise TaskNotFound(name, task_list)
     outcome = Outcome.failed(Reason.CANCELLED, message="cancelled before it started")
-    if run.state != State.QUEUED or not store.mark_cancelled(run, outcome):
-        run.refresh_from_db()
-        raise AlreadyRunning(
-            name, run.run_id, run.node or None, task_list=task_list, state=run.state
-        )
+    for _race in range(3):  # a QUEUED run may move to a new attempt meanwhile: cancel that
+        run = store.active(task_list, name) or store.latest(task_list, name)
+        if run is None:
+            raise TaskNotFound(name, task_list)
+        if run.state != State.QUEUED:
+            raise not_cancellable(run)
+        if store.mark_cancelled(run, outcome):
+            break
+    else:
+        raise not_cancellable(store.latest(task_list, name) or run)
     msg = message_for(run)
     claims.publish_outcome(msg, outcome)
     signals.run_finished.send(sender=TaskRun, message=msg, outcome=outcome)

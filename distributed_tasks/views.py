@@ -35,6 +35,7 @@ from distributed_tasks.exceptions import (
     ClusterUnavailable,
     DistributedTasksError,
     InvalidName,
+    NotCancellable,
     TaskNotFound,
 )
 from distributed_tasks.health import Status, check_health
@@ -136,6 +137,8 @@ def api_errors(view: View) -> View:
             return error(404, "not_found", str(exc), name=exc.name, task_list=exc.task_list)
         except AlreadyRunning as exc:
             return error(409, "conflict", str(exc), state=str(exc.state), run_id=exc.run_id)
+        except NotCancellable as exc:
+            return error(409, "not_cancellable", str(exc), state=exc.state, run_id=exc.run_id)
         except ClusterUnavailable as exc:
             return error(503, "unavailable", str(exc))
         except DistributedTasksError as exc:
@@ -182,7 +185,8 @@ def health(request: HttpRequest) -> JsonResponse:
 @require_permission(CHANGE_PERMISSION, "Cancelling a run")
 @api_errors
 def cancel(request: HttpRequest, task_list: str, name: str) -> JsonResponse:
-    """``POST cancel/<task_list>/<name>``: end the QUEUED run of a name (409 if it started)."""
+    """``POST cancel/<task_list>/<name>``: end the QUEUED run of a name (409 if it started
+    or finished, 404 if it never ran)."""
     return JsonResponse(asdict(api.cancel(name, task_list)))
 
 

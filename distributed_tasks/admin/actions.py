@@ -34,6 +34,7 @@ from distributed_tasks.exceptions import (
     DistributedTasksError,
     InvalidState,
     NameReserved,
+    NotCancellable,
     NotRegistered,
     TaskNotFound,
 )
@@ -157,8 +158,8 @@ def cancel_runs(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: Qu
         queued,
         cancel,
         {
-            AlreadyRunning: "started meanwhile (a running run is never interrupted)",
-            TaskNotFound: "ended meanwhile",
+            NotCancellable: "started or ended meanwhile (a running run is never interrupted)",
+            TaskNotFound: "no longer found",
         },
     )
 

@@ -31,7 +31,12 @@ from typing import Any
 
 from distributed_tasks import signals
 from distributed_tasks.conf import get_settings
-from distributed_tasks.exceptions import AlreadyRunning, NameReserved, TaskNotFound
+from distributed_tasks.exceptions import (
+    AlreadyRunning,
+    NameReserved,
+    NotCancellable,
+    TaskNotFound,
+)
 from distributed_tasks.messages import RunMessage
 from distributed_tasks.models import TaskRun
 from distributed_tasks.outcomes import RETRYABLE
@@ -97,17 +102,23 @@ class RecordingClient(StartAssertions):
     def cancel(self, name: str, task_list: str = "default") -> TaskStatus:
         """End a QUEUED run as FAILED(cancelled), as the real client does.
 
-        A RUNNING run raises ``AlreadyRunning``; no active run, ``TaskNotFound``.
+        A started or finished run raises ``NotCancellable``; a name never started,
+        ``TaskNotFound``.
         """
         check_name(name)
         check_name(task_list, "task list")
         with self._lock:
             run = self._latest((task_list, name))
-            if run is None or not run.state.is_active:
+            if run is None:
                 raise TaskNotFound(name, task_list)
             if run.state != State.QUEUED:
-                raise AlreadyRunning(
-                    name, run.run_id, run.node, task_list=task_list, state=run.state.value
+                raise NotCancellable(
+                    name,
+                    task_list=task_list,
+                    run_id=run.run_id,
+                    node=run.node,
+                    state=run.state.value,
+                    finished_at=run.finished_at,
                 )
             outcome = Outcome.failed(Reason.CANCELLED, message="cancelled before it started")
             run.finish(outcome, self.now())

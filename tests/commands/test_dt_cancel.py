@@ -5,7 +5,7 @@ import json
 import pytest
 from django.core.management.base import CommandError
 
-from distributed_tasks import start_async
+from distributed_tasks import runner, start_async
 from distributed_tasks.models import TaskRun
 from distributed_tasks.store import get_store, message_for
 from tests import tasks
@@ -33,12 +33,23 @@ def test_a_running_run_is_not_interrupted(run_command, node):
     start_async(tasks.add, [1, 2], name="busy")
     run = TaskRun.objects.get(name="busy")
     assert get_store().mark_running(message_for(run), "incarnation")
-    with pytest.raises(CommandError, match="is already RUNNING on node idle@test") as info:
+    with pytest.raises(CommandError, match="is RUNNING on node 'idle@test'") as info:
         run_command("dt_cancel", "busy")
-    assert "only QUEUED runs can be cancelled" in str(info.value)
+    assert "cancel() ends QUEUED runs only" in str(info.value)
     assert TaskRun.objects.get(name="busy").state == "RUNNING"
 
 
 def test_unknown_name_is_an_error(run_command):
     with pytest.raises(CommandError, match="No run of 'never-ran' in task list 'default'"):
         run_command("dt_cancel", "never-ran")
+
+
+def test_a_finished_run_is_refused_without_a_traceback(manage_py, node):
+    start_async(tasks.add, [1, 2], name="finished")
+    run = TaskRun.objects.get(name="finished")
+    runner.execute(message_for(run).to_body())
+    result = manage_py("dt_cancel", "finished")
+    assert result.returncode == 1
+    assert "'finished' in task list 'default' already finished DONE at " in result.stderr
+    assert "nothing to cancel" in result.stderr
+    assert "Traceback" not in result.stderr

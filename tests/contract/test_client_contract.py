@@ -17,6 +17,7 @@ from distributed_tasks import (
     InvalidName,
     InvalidOption,
     NameReserved,
+    NotCancellable,
     NotRegistered,
     NotSerializable,
     PayloadTooLarge,
@@ -202,6 +203,16 @@ def test_a_finished_name_follows_the_reuse_policy(subject):
     second = client.start_async(tasks.add, [1, 2], name="again", reuse="allow")
     assert second.run_id != first.run_id
     assert client.get_status("again").run_id == second.run_id
+
+
+@pytest.mark.parametrize("subject", [FAKE, CLUSTER], indirect=True)
+def test_cancel_of_a_finished_run_says_it_finished(subject):
+    client = subject.client
+    handle = client.start_async(tasks.add, [1, 2], name="over")
+    client.cancel("over")
+    with pytest.raises(NotCancellable, match="already finished FAILED at ") as info:
+        client.cancel("over")
+    assert (info.value.state, info.value.run_id) == ("FAILED", handle.run_id)
 
 
 def test_cancel_of_an_unknown_name_raises_task_not_found(subject):

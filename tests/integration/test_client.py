@@ -317,15 +317,26 @@ def test_cancel_ends_a_queued_run_and_frees_the_name(node):
     assert start_async(tasks.add, [1, 2], name="unwanted").name == "unwanted"
 
 
-def test_cancel_refuses_running_and_unknown_runs(node):
-    from distributed_tasks import TaskNotFound, cancel
+def test_cancel_refuses_running_finished_and_unknown_runs(node):
+    from distributed_tasks import NotCancellable, TaskNotFound, cancel
 
-    with pytest.raises(TaskNotFound):
+    with pytest.raises(TaskNotFound, match="never ran"):
         cancel("nothing")
     start_async(tasks.add, [1, 2], name="busy")
     TaskRun.objects.filter(name="busy").update(state="RUNNING")
-    with pytest.raises(AlreadyRunning, match="already RUNNING"):
+    with pytest.raises(NotCancellable, match="is RUNNING on node 'idle@test'") as info:
         cancel("busy")
+    assert "cancel() ends QUEUED runs only" in str(info.value)
+    assert "Wait for it to finish" in str(info.value)
+    finished_at = timezone.now()
+    TaskRun.objects.filter(name="busy").update(
+        state="DONE", active_name=None, finished_at=finished_at
+    )
+    with pytest.raises(NotCancellable, match="already finished DONE at ") as info:
+        cancel("busy")
+    assert f"DONE at {finished_at:%Y-%m-%d %H:%M:%S} UTC (run " in str(info.value)
+    assert "never ran" not in str(info.value)
+    assert (info.value.state, info.value.finished_at) == ("DONE", finished_at)
 
 
 def test_retry_runs_a_failed_run_again_as_its_next_attempt(node, redis):

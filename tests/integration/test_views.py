@@ -260,5 +260,19 @@ def test_cancel_of_a_running_run_is_409_and_changes_nothing(login, node):
     response = post_with_csrf(login("change_taskrun"), cancel_url("busy"))
     assert response.status_code == 409
     data = response.json()
-    assert (data["error"], data["state"], data["run_id"]) == ("conflict", "RUNNING", run.run_id)
+    assert (data["error"], data["state"], data["run_id"]) == (
+        "not_cancellable",
+        "RUNNING",
+        run.run_id,
+    )
+    assert "cancel() ends QUEUED runs only" in data["detail"]
     assert TaskRun.objects.get(name="busy").state == State.RUNNING
+
+
+def test_cancel_of_a_finished_run_is_409_saying_it_finished(login, node):
+    start_async(tasks.add, [1, 2], name="over")
+    runner.execute(message_for(TaskRun.objects.get(name="over")).to_body())
+    response = post_with_csrf(login("change_taskrun"), cancel_url("over"))
+    data = response.json()
+    assert (response.status_code, data["error"], data["state"]) == (409, "not_cancellable", "DONE")
+    assert "already finished DONE at " in data["detail"]

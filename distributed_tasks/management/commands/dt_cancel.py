@@ -6,16 +6,16 @@ import argparse
 from dataclasses import asdict
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
 from distributed_tasks import api, cli
-from distributed_tasks.exceptions import AlreadyRunning
 
 
 class Command(BaseCommand):
     help = (
         "Cancel the QUEUED run of a name: it ends FAILED (reason 'cancelled') and its "
-        "message, if delivered later, runs nothing. A RUNNING run is never interrupted."
+        "message, if delivered later, runs nothing. A RUNNING run is never interrupted, and a "
+        "finished one has nothing left to cancel: both are refused with their state."
     )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -23,15 +23,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         name, task_list = options["name"], options["task_list"]
-        with cli.api_errors():
-            try:
-                status = api.cancel(name, task_list)
-            except AlreadyRunning as running:
-                raise CommandError(
-                    f"{name!r} in task list {task_list!r} is already {running.state} on node "
-                    f"{running.node} (run {running.run_id}): only QUEUED runs can be cancelled, "
-                    "and a started run is never interrupted. Wait for it with dt_status."
-                ) from None
+        with cli.api_errors():  # NotCancellable and TaskNotFound state the rule themselves
+            status = api.cancel(name, task_list)
         if options["json"]:
             self.stdout.write(cli.dumps(asdict(status)))
             return
