@@ -62,16 +62,22 @@ end
 return 0
 """
 
-# KEYS[1] lease, KEYS[2] epoch. ARGV[1] value, ARGV[2] minimum epoch.
-# After Redis lost the epoch counter, the holder raises it past what the database saw.
+# KEYS[1] lease, KEYS[2] epoch. ARGV[1] value, ARGV[2] minimum epoch, ARGV[3] TTL ms.
+# After Redis lost the epoch counter, the holder raises it past what the database saw,
+# and rewrites its lease value with that epoch (same token, same remaining TTL), so
+# everyone who reads the lease (dt_nodes, dt_check, the cluster page) sees the epoch
+# the leader acts with. Returns {epoch, value}, or 0 when the lease is not the caller's.
 RAISE_EPOCH = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-local current = tonumber(redis.call('GET', KEYS[2]) or '0')
-if current < tonumber(ARGV[2]) then
-  redis.call('SET', KEYS[2], ARGV[2])
-  return tonumber(ARGV[2])
-end
-return current
+local epoch = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), tonumber(ARGV[2]))
+redis.call('SET', KEYS[2], epoch)
+local data = cjson.decode(ARGV[1])
+if tonumber(data.epoch) == epoch then return {epoch, ARGV[1]} end
+local value = cjson.encode({holder = data.holder, token = data.token, epoch = epoch})
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 1 then ttl = ARGV[3] end
+redis.call('SET', KEYS[1], value, 'PX', ttl)
+return {epoch, value}
 """
 
 
@@ -184,15 +190,20 @@ class Lease:
         self._valid_until = 0.0
 
     def raise_epoch(self, minimum: int) -> int:
-        """Move the Redis epoch past ``minimum`` (the database saw a higher one) and adopt it."""
-        epoch = int(
-            self._script(
-                RAISE_EPOCH, keys.lease_key(), keys.epoch_key(), args=[self._value, minimum]
-            )
+        """Move the epoch past ``minimum`` (the database saw a higher one) and adopt it.
+
+        The lease's value carries the new epoch too; 0 when the lease is no longer ours.
+        """
+        reply = self._script(
+            RAISE_EPOCH,
+            keys.lease_key(),
+            keys.epoch_key(),
+            args=[self._value, minimum, self.ttl_ms],
         )
-        if epoch:
-            self.epoch = epoch
-        return epoch
+        if not reply:
+            return 0
+        self.epoch, self._value = int(reply[0]), text(reply[1])
+        return self.epoch
 
     def verify(self) -> bool:
         """Whether Redis still holds our value: checked before acting, not only on renewal.

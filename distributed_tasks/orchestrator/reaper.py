@@ -17,7 +17,7 @@ from django.db import transaction
 
 from distributed_tasks import keys, scripts
 from distributed_tasks.conf import get_settings
-from distributed_tasks.connection import get_redis
+from distributed_tasks.connection import get_redis, text
 from distributed_tasks.fencing import fenced
 from distributed_tasks.orchestrator import Duty, TickContext
 from distributed_tasks.store import get_store
@@ -60,6 +60,23 @@ class Reaper(Duty):
             history_rows=min(old, batch),
             names=[(tl, name, run_id.hex) for tl, name, run_id, _ in rows],
             until=rows[-1][3] if rows else None,
+        )
+
+    def would_reap(self, plan: ReapPlan) -> int:
+        """How many of ``plan``'s names ``apply`` would reap, changing nothing (``--dry-run``).
+
+        The same test as ``EXPIRE_FINISHED``, read-only: the cached status is still that
+        finished run. A name already reaped, expired or taken by a newer run is not counted.
+        """
+        if not plan.names:
+            return 0
+        pipe = get_redis().pipeline(transaction=False)
+        for task_list, name, _run_id in plan.names:
+            pipe.hmget(keys.run_key(task_list, name), "run_id", "state")
+        cached = [text(fields) for fields in pipe.execute()]
+        return sum(
+            run_id == cached_id and state in ("DONE", "FAILED")
+            for (_tl, _name, run_id), (cached_id, state) in zip(plan.names, cached, strict=True)
         )
 
     def run(self, ctx: TickContext) -> dict[str, int]:

@@ -87,5 +87,12 @@ def test_wall_clock_jumps_change_nothing(lease_pair, monkeypatch):
 def test_epoch_can_be_raised_past_what_the_database_saw(lease_pair, redis):
     a, _ = lease_pair
     a.try_acquire()
-    assert a.raise_epoch(a.epoch + 10) == a.epoch
+    first = a.epoch
+    assert a.raise_epoch(first + 10) == a.epoch == first + 10
     assert int(redis.get(keys.epoch_key())) == a.epoch
+    # Readers of the lease see the raised epoch; the holder still owns, renews, releases it.
+    assert (current_leader().holder, current_leader().epoch) == ("beat-a", first + 10)
+    assert a.verify() and a.renew()
+    assert a.raise_epoch(first) == first + 10  # never lowered
+    a.release()
+    assert current_leader() is None

@@ -10,6 +10,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from distributed_tasks import claims, fencing, keys, signals
+from distributed_tasks.health import check_health
 from distributed_tasks.models import Leadership, TaskRun
 from distributed_tasks.nodes import Heartbeat, NodeInfo, live_nodes
 from distributed_tasks.orchestrator import Orchestrator
@@ -81,6 +82,8 @@ def test_epoch_survives_a_redis_flush(redis):
     second = lead("second@test")
     assert second.epoch == first.epoch + 1
     assert Leadership.objects.get().holder == "second@test"
+    # dt_nodes, dt_check and the cluster page read the lease: they see the same epoch.
+    assert check_health().leader.epoch == second.epoch
 
 
 def test_lifeline_moves_retries_and_fails_runs_of_a_dead_node(node, redis, dead_node):

@@ -1,3 +1,5 @@
+"""``manage.py dt_reap``: what the leader's reaper does every tick, now, in batches."""
+
 from __future__ import annotations
 
 import sys
@@ -31,10 +33,10 @@ class Command(BaseCommand):
         retention = now - timezone.timedelta(seconds=get_settings().HISTORY_RETENTION)
         old_rows = get_store().runs.reapable(retention).count()
         totals = {"names_reaped": 0, "history_deleted": 0}
-        if options["dry_run"]:
+        if options["dry_run"]:  # the same plans a real reap walks, each counted, none applied
             names = 0
             while (plan := reaper.plan(now, batch)).names:
-                names += len(plan.names)
+                names += reaper.would_reap(plan)
                 reaper.watermark = plan.until
             totals = {"names_to_reap": names, "history_to_delete": old_rows}
         else:
@@ -51,8 +53,7 @@ class Command(BaseCommand):
                 progress.advance(done["history_deleted"])
             progress.close()
         if options["json"]:
-            cli.emit(self.stdout, cli.dumps(totals))
+            cli.emit(self.stdout, cli.dumps(totals) + "\n")
         else:
-            cli.emit(
-                self.stdout, ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in totals.items())
-            )
+            line = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in totals.items())
+            cli.emit(self.stdout, line + "\n")
