@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 from distributed_tasks import keys, scripts
 from distributed_tasks.conf import get_settings
 from distributed_tasks.connection import as_dict, text
-from distributed_tasks.resilience import Outage
+from distributed_tasks.outage import Outage
 
 logger = logging.getLogger("distributed_tasks.nodes")
 
@@ -173,14 +173,16 @@ class Heartbeat(threading.Thread):
     def run(self) -> None:
         interval = get_settings().HEARTBEAT_INTERVAL
         # No backoff beyond the interval: a node that beats less often looks dead.
-        outage = Outage(logger, f"Heartbeat of node {self.info.name}", first=interval, cap=interval)
+        outage = Outage(
+            f"Heartbeat of node {self.info.name}", logger, initial=interval, cap=interval
+        )
         while not self._stop_event.is_set():
             try:
                 self.beat()
             except Exception as exc:  # the thread must outlive any fault
                 outage.failed(exc)
             else:
-                outage.recovered()
+                outage.ok()
             self._stop_event.wait(interval)
 
     def stop(self, *, leave: bool = True) -> None:

@@ -20,7 +20,8 @@ from distributed_tasks import attempts, claims, signals
 from distributed_tasks.exceptions import ClusterUnavailable
 from distributed_tasks.messages import RunMessage, storable
 from distributed_tasks.models import TaskRun
-from distributed_tasks.resilience import DB_UNAVAILABLE, Outage, until_answered
+from distributed_tasks.outage import Outage
+from distributed_tasks.resilience import DB_UNAVAILABLE, until_answered
 from distributed_tasks.store import get_store
 from distributed_tasks.types import (
     ACTIVE_STATES,
@@ -90,7 +91,7 @@ def record(
     process, which must keep consuming; the leader's safety net covers the rest.
     """
     outcome = cleaned(outcome)
-    outage = Outage(logger, f"Storing the outcome of {msg.name} attempt {msg.attempt}")
+    outage = Outage(f"Storing the outcome of {msg.name} attempt {msg.attempt}", logger)
     try:
         recorded, new = until_answered(
             lambda: _store(msg, outcome, lost), outage, errors=DB_UNAVAILABLE, patience=patience

@@ -1,16 +1,13 @@
-"""Riding out a dependency that errors or vanishes: capped backoff, one log line per change.
+"""Retrying one call of the worker until its dependency answers.
 
 A worker must not give up on a run because PostgreSQL or Redis is away for a
-while, nor fill the log with one warning per attempt. ``Outage`` remembers
-whether a dependency is failing, logs only when that changes (first failure,
-recovery) and hands out the next delay; ``until_answered`` retries one call
-with it until the dependency answers.
+while, nor fill the log with one warning per attempt: ``until_answered`` retries
+a call with an ``Outage`` (capped backoff, one log line per change of state).
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -19,56 +16,12 @@ from typing import TypeVar
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from redis.exceptions import RedisError
 
+from distributed_tasks.outage import Outage
+
 T = TypeVar("T")
 
-FIRST_DELAY = 0.1
-MAX_DELAY = 5.0
 # Errors that say "the database is not answering now", not "this write is wrong".
 DB_UNAVAILABLE = (OperationalError, InterfaceError)
-
-
-class Outage:
-    """The state of one dependency as seen by one loop: up, or failing since when."""
-
-    def __init__(
-        self,
-        logger: logging.Logger,
-        what: str,
-        *,
-        first: float = FIRST_DELAY,
-        cap: float = MAX_DELAY,
-    ) -> None:
-        self.logger = logger
-        self.what = what
-        self.first = first
-        self.cap = cap
-        self.failures = 0
-        self.since = 0.0
-
-    @property
-    def failing(self) -> bool:
-        return self.failures > 0
-
-    def failed(self, exc: BaseException) -> float:
-        """Note one failure; returns how long to wait before the next try."""
-        if not self.failures:
-            self.since = time.monotonic()
-            self.logger.warning(
-                "%s failed: %s; retrying with backoff (up to %g s) until it answers",
-                self.what, exc, self.cap, extra={"action": "outage", "dependency": self.what},
-            )  # fmt: skip
-        self.failures += 1
-        return min(self.cap, self.first * 2 ** min(self.failures - 1, 30))
-
-    def recovered(self) -> None:
-        """Note a success; logs once if the dependency was failing."""
-        if self.failures:
-            self.logger.warning(
-                "%s works again after %.1f s and %s failed tries",
-                self.what, time.monotonic() - self.since, self.failures,
-                extra={"action": "recovered", "dependency": self.what},
-            )  # fmt: skip
-            self.failures = 0
 
 
 def close_broken_connections() -> None:
@@ -110,5 +63,5 @@ def until_answered(
             elif stop.wait(delay):
                 raise
             continue
-        outage.recovered()
+        outage.ok()
         return value

@@ -25,12 +25,8 @@ from distributed_tasks.exceptions import NotRegistered, NotSerializable
 from distributed_tasks.messages import MalformedMessage, RunMessage, strict_json
 from distributed_tasks.models import TaskRun
 from distributed_tasks.nodes import current_node
-from distributed_tasks.resilience import (
-    DB_UNAVAILABLE,
-    Outage,
-    close_broken_connections,
-    until_answered,
-)
+from distributed_tasks.outage import Outage
+from distributed_tasks.resilience import DB_UNAVAILABLE, close_broken_connections, until_answered
 from distributed_tasks.store import get_store, message_for
 from distributed_tasks.types import Outcome, Reason, State
 
@@ -163,7 +159,7 @@ def execute(body: Any, limits: tuple | None = None) -> Outcome | None:
     except MalformedMessage as exc:
         logger.error("Dropping malformed run message: %s", exc, extra={"action": "malformed"})
         return None
-    outage = Outage(logger, f"Starting {msg.name} attempt {msg.attempt}")
+    outage = Outage(f"Starting {msg.name} attempt {msg.attempt}", logger)
     msg = until_answered(lambda: _start(msg, limits), outage, errors=DB_UNAVAILABLE)
     if msg is None:
         return None
