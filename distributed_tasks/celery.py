@@ -99,7 +99,10 @@ def execute(task: Any, body: dict[str, Any]) -> str:
     runner's outcome line replaces: "DONE", "FAILED" or "dropped"."""
     from distributed_tasks import runner
 
-    outcome = runner.execute(body, limits=tuple(task.request.timelimit or (None, None)))
+    request = task.request
+    outcome = runner.execute(
+        body, limits=tuple(request.timelimit or (None, None)), task_id=request.id
+    )
     return "dropped" if outcome is None else outcome.state.value
 
 

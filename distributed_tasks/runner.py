@@ -115,7 +115,7 @@ def _guard(msg: RunMessage, *, contain: bool = True) -> Outcome:
     return Outcome.done(result)
 
 
-def _start(msg: RunMessage, limits: tuple | None) -> RunMessage | None:
+def _start(msg: RunMessage, limits: tuple | None, task_id: str | None) -> RunMessage | None:
     """Fenced QUEUED -> RUNNING; the message of what the row holds, None if fenced or forged.
 
     The message only names the run and attempt: the function, arguments, callback,
@@ -137,6 +137,8 @@ def _start(msg: RunMessage, limits: tuple | None) -> RunMessage | None:
         wrong = msg.differences(truth)
         if limits is not None and tuple(limits) != header_limits(truth.timeout):
             wrong.append("time limits")
+        if task_id is not None and task_id != truth.task_id:
+            wrong.append("task id")  # nodes report their runs by it (orchestrator/watchdog.py)
         if wrong:
             transaction.set_rollback(True, using=store.alias)
             logger.error(
@@ -149,10 +151,11 @@ def _start(msg: RunMessage, limits: tuple | None) -> RunMessage | None:
     return truth
 
 
-def execute(body: Any, limits: tuple | None = None) -> Outcome | None:
+def execute(body: Any, limits: tuple | None = None, task_id: str | None = None) -> Outcome | None:
     """Execute one run message in this pool process; returns the outcome, or None if
     nothing ran (malformed, stale or forged). ``limits`` are the Celery time limits the
-    message arrived with, (hard, soft), when it came through Celery."""
+    message arrived with, (hard, soft), and ``task_id`` its Celery task id, when it came
+    through Celery."""
     close_broken_connections()
     try:
         msg = RunMessage.from_body(body)
@@ -160,9 +163,10 @@ def execute(body: Any, limits: tuple | None = None) -> Outcome | None:
         logger.error("Dropping malformed run message: %s", exc, extra={"action": "malformed"})
         return None
     outage = Outage(f"Starting {msg.name} attempt {msg.attempt}", logger)
-    msg = until_answered(lambda: _start(msg, limits), outage, errors=DB_UNAVAILABLE)
-    if msg is None:
+    truth = until_answered(lambda: _start(msg, limits, task_id), outage, errors=DB_UNAVAILABLE)
+    if truth is None:
         return None
+    msg = truth
     began = time.monotonic()
     try:
         claims.publish(msg, claims.message_fields(msg, State.RUNNING, started_at=time.time()))

@@ -58,8 +58,9 @@ def default_duties() -> list[Duty]:
     from distributed_tasks.orchestrator.reaper import Reaper
     from distributed_tasks.orchestrator.rebalancer import Rebalancer
     from distributed_tasks.orchestrator.resync import Resync
+    from distributed_tasks.orchestrator.watchdog import Watchdog
 
-    return [Resync(), Lifeline(), Reaper(), Rebalancer(), Dispatcher()]
+    return [Resync(), Lifeline(), Watchdog(), Reaper(), Rebalancer(), Dispatcher()]
 
 
 class Orchestrator:

@@ -137,28 +137,43 @@ class Lifeline(Duty):
                     msg, from_states=(State.QUEUED,), countdown=countdown, epoch=ctx.epoch
                 )
                 return "moved" if new else "fenced"
-            if run.executions < run.max_attempts:
-                new = attempts.next_attempt(
-                    msg,
-                    from_states=(State.RUNNING,),
-                    countdown=attempts.retry_countdown(run.retry_backoff, run.executions),
-                    only_if_attempts_left=True,
-                    error=outcome,
-                    epoch=ctx.epoch,
-                )
-                return "retried" if new else "fenced"
         except ClusterUnavailable:
             return "waiting_for_a_node"
-        if not get_store().mark_lost(msg, outcome, epoch=ctx.epoch):
-            return "fenced"
-        transaction.on_commit(lambda: _finished(msg, outcome), using=get_store().alias)
-        return "failed"
+        return end_running(run, outcome, ctx, NodeLost)
 
 
-def _finished(msg, outcome: Outcome) -> None:
+def end_running(run: TaskRun, outcome: Outcome, ctx: TickContext, error: type[Exception]) -> str:
+    """A RUNNING attempt that nothing executes any more: retried on a live node if the run
+    has executions left, else ended with ``outcome``. Inside the caller's fenced
+    transaction; ``error`` is what the task's ``on_failure`` receives."""
+    msg = message_for(run)
+    try:
+        if run.executions < run.max_attempts:
+            new = attempts.next_attempt(
+                msg,
+                from_states=(State.RUNNING,),
+                countdown=attempts.retry_countdown(run.retry_backoff, run.executions),
+                only_if_attempts_left=True,
+                error=outcome,
+                epoch=ctx.epoch,
+            )
+            return "retried" if new else "fenced"
+    except ClusterUnavailable:
+        return "waiting_for_a_node"
+    if not get_store().mark_lost(msg, outcome, epoch=ctx.epoch):
+        return "fenced"
+    transaction.on_commit(lambda: _finished(msg, outcome, error), using=get_store().alias)
+    return "failed"
+
+
+def _finished(msg, outcome: Outcome, error: type[Exception]) -> None:
     claims.publish_outcome(msg, outcome)
-    runner.call_hook(msg, "on_failure", NodeLost(outcome.error))
+    runner.call_hook(msg, "on_failure", error(outcome.error))
     signals.run_finished.send(sender=TaskRun, message=msg, outcome=outcome)
     logger.warning(
-        "%s ended FAILED(node_lost): %s", msg.name, outcome.error, extra={"action": "node_lost"}
+        "%s ended FAILED(%s): %s",
+        msg.name,
+        outcome.reason,
+        outcome.error,
+        extra={"action": outcome.reason},
     )

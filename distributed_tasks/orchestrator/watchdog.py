@@ -1,0 +1,123 @@
+"""Watchdog: a RUNNING run that its live node no longer executes ends (or is retried).
+
+The lifeline covers nodes that die or restart. A node can also stay alive and
+simply stop executing a run without storing its outcome: the pool process died
+and the main process could not reach the database, the outcome write kept
+failing, a bug of ours. Nothing would ever end such a run, and its name would
+stay taken. So each node reports, with every heartbeat, the attempts it holds
+(``keys.node_running_key``), and the leader ends every RUNNING attempt on a live
+node (same incarnation) that the node's reports have left out for NODE_TIMEOUT,
+as FAILED(``worker_lost``), or retries it when the run has executions left.
+
+"Left out for NODE_TIMEOUT" is measured in Redis time between the first report
+the leader saw without the attempt and the newest one, so it holds across
+leaders' clocks. A node with no report at all (Redis lost its data, or a node of
+an older version) is not judged: its runs wait until it reports again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from typing import Any
+
+from distributed_tasks import keys
+from distributed_tasks.conf import get_settings
+from distributed_tasks.connection import get_redis, text
+from distributed_tasks.fencing import fenced
+from distributed_tasks.orchestrator import Duty, TickContext
+from distributed_tasks.orchestrator.lifeline import end_running
+from distributed_tasks.store import get_store
+from distributed_tasks.types import Outcome, Reason, State
+
+logger = logging.getLogger("distributed_tasks.orchestrator.watchdog")
+
+Attempt = tuple[str, int]  # (run id as hex, attempt)
+
+
+class WorkerLost(Exception):
+    """What ``on_failure`` receives for a run its live node stopped executing."""
+
+
+class Watchdog(Duty):
+    name = "watchdog"
+
+    def __init__(self) -> None:
+        # Attempt -> Redis time (ms) of the first report seen without it.
+        self.unreported_since: dict[Attempt, int] = {}
+
+    def reset(self) -> None:
+        self.unreported_since.clear()
+
+    def reports(self, ctx: TickContext) -> dict[str, set[Attempt]]:
+        """What each live node reported it executes; nodes without a report are left out."""
+        names = sorted(ctx.view.nodes)
+        if not names:
+            return {}
+        raw = get_redis().mget([keys.node_running_key(n) for n in names])
+        out: dict[str, set[Attempt]] = {}
+        for name, value in zip(names, raw, strict=True):
+            if value is None:
+                continue
+            try:
+                out[name] = {_attempt(task_id) for task_id in json.loads(text(value))}
+            except (ValueError, TypeError):
+                logger.warning("Ignoring an unreadable run report of node %s: %r", name, value)
+        return out
+
+    def run(self, ctx: TickContext) -> dict[str, int]:
+        if ctx.redis_settling:  # nodes are re-registering and re-reporting
+            return {"skipped": 1}
+        reports = self.reports(ctx)
+        live = ctx.view.nodes
+        running = (
+            get_store()
+            .runs.filter(state=State.RUNNING, node__in=list(reports))
+            .values_list("id", "attempt", "node", "incarnation")
+        )
+        timeout_ms = get_settings().NODE_TIMEOUT * 1000
+        since: dict[Attempt, int] = {}
+        overdue: list[Attempt] = []
+        for run_id, attempt, node, incarnation in running:
+            if incarnation != live[node].incarnation:
+                continue  # a restarted node's run: the lifeline's
+            key = (run_id.hex, attempt)
+            if key in reports[node]:
+                continue
+            since[key] = self.unreported_since.get(key, live[node].last_seen_ms)
+            if live[node].last_seen_ms - since[key] >= timeout_ms:
+                overdue.append(key)
+        self.unreported_since = since
+        if not overdue:
+            return {"unreported": len(since)} if since else {}
+        counts: Counter[str] = Counter(unreported=len(since) - len(overdue))
+        self._end(ctx, overdue[: ctx.batch], counts)
+        return +counts
+
+    def _end(self, ctx: TickContext, overdue: list[Attempt], counts: Counter[str]) -> None:
+        timeout = get_settings().NODE_TIMEOUT
+        wanted = dict(overdue)
+        with fenced(ctx.epoch):
+            runs = get_store().runs.filter(id__in=list(wanted), state=State.RUNNING)
+            for run in runs:
+                if wanted.get(run.id.hex) != run.attempt:
+                    counts["fenced"] += 1
+                    continue
+                outcome = Outcome.failed(
+                    Reason.WORKER_LOST,
+                    message=(
+                        f"node {run.node} is alive but stopped executing this run (attempt "
+                        f"{run.attempt}) without storing its outcome: it has not reported it for "
+                        f"{timeout:g} s. Its pool process may have died while the database was "
+                        "unreachable; see the node's log."
+                    ),
+                )
+                counts[end_running(run, outcome, ctx, WorkerLost)] += 1
+                self.unreported_since.pop((run.id.hex, run.attempt), None)
+
+
+def _attempt(task_id: Any) -> Attempt:
+    """``"<run_id>:<attempt>"`` (a Celery task id of ours) as a key."""
+    run_id, _, attempt = str(task_id).rpartition(":")
+    return run_id, int(attempt)
