@@ -210,30 +210,3 @@ def publish(messages: Iterable[tuple[RunMessage, float | None]]) -> None:
                 sent += 1
     except PUBLISH_ERRORS as exc:
         raise PublishFailed(0 if batched else sent) from exc
-
-
-def queue_depth(node: str) -> int | None:
-    """Messages waiting in ``node``'s queue; None when the broker does not answer.
-
-    A queue the broker does not know counts as empty: on Redis an empty queue is
-    no key at all, and a live node always declared its queue on RabbitMQ.
-    """
-    from amqp.exceptions import ChannelError as AmqpChannelError
-    from kombu.exceptions import ChannelError
-
-    app = get_app()
-    try:
-        with app.connection_for_read() as conn:
-            ok = conn.default_channel.queue_declare(keys.queue_name(node), passive=True)
-            return int(ok.message_count)
-    except (ChannelError, AmqpChannelError):
-        return 0
-    except PUBLISH_ERRORS:
-        return None
-
-
-def purge_queue(node: str) -> int:
-    """Drop every message waiting for ``node`` (used once the node is declared dead)."""
-    app = get_app()
-    with app.connection_for_write() as conn:
-        return conn.default_channel.queue_purge(keys.queue_name(node)) or 0

@@ -27,10 +27,8 @@ from typing import Any
 
 from django.db import DatabaseError
 from django.db.models import Count
-from kombu.exceptions import ChannelError, KombuError
 from redis.exceptions import RedisError
 
-from distributed_tasks import keys
 from distributed_tasks.conf import get_settings
 from distributed_tasks.lease import LeaderInfo, current_leader
 from distributed_tasks.models import TaskRun
@@ -138,32 +136,10 @@ def active_counts() -> Counter[tuple[str, str]]:
 
 
 def queue_depths(nodes: Iterable[str]) -> dict[str, int | None]:
-    """Messages waiting in each node's queue, by passive declare (never creates a queue).
+    """Messages waiting in each node's queue (None when the broker does not answer)."""
+    from distributed_tasks.brokers import get_broker
 
-    A queue the broker does not know holds nothing, so it counts 0. When the broker
-    does not answer every depth is None: depths are a hint, never a reason to fail.
-    """
-    from distributed_tasks.celery import get_app
-
-    names = list(nodes)
-    depths: dict[str, int | None] = dict.fromkeys(names)
-    try:
-        with get_app().connection_for_read() as conn:
-            channel = conn.channel()
-            try:
-                for name in names:
-                    try:
-                        ok = channel.queue_declare(queue=keys.queue_name(name), passive=True)
-                        depths[name] = ok.message_count
-                    except ChannelError:
-                        depths[name] = 0
-                        if not getattr(channel, "is_open", True):  # AMQP closes it on a 404
-                            channel = conn.channel()
-            finally:
-                channel.close()
-    except (KombuError, OSError, RedisError):
-        return dict.fromkeys(names)
-    return depths
+    return get_broker().depths(nodes)
 
 
 def _nodes(

@@ -22,7 +22,8 @@ from collections import Counter
 from django.db import transaction
 from django.db.models import Q
 
-from distributed_tasks import attempts, celery, claims, keys, runner, scripts, signals
+from distributed_tasks import attempts, claims, keys, runner, scripts, signals
+from distributed_tasks.brokers import get_broker
 from distributed_tasks.conf import get_settings
 from distributed_tasks.connection import get_redis
 from distributed_tasks.exceptions import ClusterUnavailable
@@ -109,7 +110,7 @@ class Lifeline(Duty):
         )
         if removed:
             counts["nodes_lost"] += 1
-            if purged := celery.purge_queue(node):
+            if purged := get_broker().purge(node):
                 counts["messages_purged"] += purged  # stale messages of moved runs
             signals.node_lost.send(sender=Lifeline, node=node)
 

@@ -28,8 +28,7 @@ from collections import Counter
 from django.db.models import Count
 
 from distributed_tasks import attempts, claims, keys, scripts
-from distributed_tasks.celery import queue_depth
-from distributed_tasks.conf import get_settings
+from distributed_tasks.brokers import get_broker
 from distributed_tasks.connection import as_dict, get_redis, text
 from distributed_tasks.orchestrator import Duty, TickContext
 from distributed_tasks.store import get_store, message_for
@@ -66,8 +65,7 @@ class Resync(Duty):
             get_store().runs.active().filter(id__gt=self.rebuild_from or "0" * 32).order_by("id")
             [: ctx.batch]
         )  # fmt: skip
-        conf = get_settings()
-        republish = conf.BROKER_URL in (None, conf.REDIS_URL)
+        republish = get_broker().shares_redis
         for run in runs:
             if claims.fill(run.task_list, run.name, claims.fields_for_run(run)):
                 counts["statuses_restored"] += 1
@@ -99,11 +97,9 @@ class Resync(Duty):
             )
             .order_by("run_after")[: ctx.batch]
         )
-        empty: dict[str, bool] = {}
+        depths = get_broker().depths({run.node for run in runs}) if runs else {}
         for run in runs:
-            if run.node not in empty:
-                empty[run.node] = queue_depth(run.node) == 0
-            if empty[run.node]:
+            if depths[run.node] == 0:
                 counts["orphans_republished"] += attempts.deliver(message_for(run))
 
     def _stale_claims(self, ctx: TickContext, counts: Counter[str]) -> None:

@@ -1,0 +1,122 @@
+"""What differs between the brokers a node queue can live on: Redis and RabbitMQ.
+
+Publishing, consuming and acking are Celery's and behave the same on both. Three
+things do not, and this module is the one place that knows them:
+
+* **Queue depth.** A passive declare answers on both, but an empty queue is no key
+  at all on Redis, and a 404 closes the channel on AMQP.
+* **A lost node's queue.** Both purge it. RabbitMQ also keeps a queue forever, so the
+  queue is deleted when it has no consumer and nothing in it (a node that came back
+  under the same name keeps its queue: the broker refuses the delete).
+* **Losing Redis.** When the broker *is* the Redis of ``REDIS_URL``, a flush or a
+  restart loses the waiting messages with the claims, so the leader's resync
+  publishes the QUEUED runs again; a separate broker keeps them.
+
+Message lifetime needs nothing per broker: a message carries its run's id and the
+runner ignores one whose run moved on, so a stale message is harmless on both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from urllib.parse import urlparse
+
+from kombu.exceptions import ChannelError, KombuError
+from redis.exceptions import RedisError
+
+from distributed_tasks import keys
+from distributed_tasks.conf import get_settings
+
+AMQP_SCHEMES = frozenset({"amqp", "amqps", "pyamqp", "librabbitmq"})
+# What a broker that does not answer raises (kombu wraps some, sockets raise the rest).
+BROKER_ERRORS = (KombuError, OSError, RedisError)
+_CHANNEL_ERRORS: tuple[type[Exception], ...] = (ChannelError,)
+with contextlib.suppress(ImportError):
+    from amqp.exceptions import ChannelError as _AmqpChannelError
+
+    _CHANNEL_ERRORS = (ChannelError, _AmqpChannelError)
+
+
+class Broker:
+    """Node-queue operations of the Celery app's broker (the Redis transport's behaviour)."""
+
+    name = "redis"
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    def depths(self, nodes: Iterable[str]) -> dict[str, int | None]:
+        """Messages waiting in each node's queue, by passive declare (never creates one).
+
+        A queue the broker does not know holds nothing (0). When the broker does not
+        answer every depth is None: depths are a hint, never a reason to fail.
+        """
+        names = list(nodes)
+        depths: dict[str, int | None] = dict.fromkeys(names)
+        try:
+            with self.app.connection_for_read() as conn:
+                channel = conn.channel()
+                try:
+                    for name in names:
+                        try:
+                            ok = channel.queue_declare(queue=keys.queue_name(name), passive=True)
+                            depths[name] = int(ok.message_count)
+                        except _CHANNEL_ERRORS:
+                            depths[name] = 0
+                            if not getattr(channel, "is_open", True):  # AMQP closes it on a 404
+                                channel = conn.channel()
+                finally:
+                    with contextlib.suppress(*BROKER_ERRORS, *_CHANNEL_ERRORS):
+                        channel.close()
+        except BROKER_ERRORS:
+            return dict.fromkeys(names)
+        return depths
+
+    def depth(self, node: str) -> int | None:
+        return self.depths([node])[node]
+
+    def purge(self, node: str) -> int:
+        """Drop every message waiting for ``node`` (declared dead); how many were dropped."""
+        with self.app.connection_for_write() as conn:
+            try:
+                return conn.default_channel.queue_purge(keys.queue_name(node)) or 0
+            except _CHANNEL_ERRORS:  # AMQP: the queue never existed
+                return 0
+
+    @property
+    def shares_redis(self) -> bool:
+        """True when the broker is the Redis of ``REDIS_URL``: its messages die with it."""
+        conf = get_settings()
+        return conf.BROKER_URL in (None, conf.REDIS_URL)
+
+
+class AmqpBroker(Broker):
+    """RabbitMQ: queues outlive their consumers, so a lost node's idle queue is deleted."""
+
+    name = "amqp"
+
+    def purge(self, node: str) -> int:
+        purged = super().purge(node)
+        # Refused (and the channel closed) while a consumer is attached or a message
+        # arrived: a node of that name is back, and the queue is its own again.
+        with (
+            self.app.connection_for_write() as conn,
+            conn.channel() as channel,
+            contextlib.suppress(*_CHANNEL_ERRORS),
+        ):
+            channel.queue_delete(keys.queue_name(node), if_unused=True, if_empty=True)
+        return purged
+
+    @property
+    def shares_redis(self) -> bool:
+        return False
+
+
+def get_broker() -> Broker:
+    """The broker of the Celery app in use, chosen by its URL's scheme."""
+    from distributed_tasks.celery import get_app
+
+    app = get_app()
+    scheme = urlparse(str(app.conf.broker_url or "")).scheme
+    return AmqpBroker(app) if scheme in AMQP_SCHEMES else Broker(app)
