@@ -49,6 +49,8 @@ REDIS_URL = os.environ.get("DT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 DISTRIBUTED_TASKS = {
     "REDIS_URL": REDIS_URL,
+    # The engine tests (tests/engines) point their subprocesses at another broker.
+    "BROKER_URL": os.environ.get("DT_TEST_BROKER_URL") or None,
     "KEY_PREFIX": "dt",
     # Periodic tasks run only where a test declares them (its beat processes get this).
     "PERIODIC": json.loads(os.environ.get("DT_TEST_PERIODIC", "{}")),

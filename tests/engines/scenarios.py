@@ -1,0 +1,137 @@
+"""The core scenarios every engine passes, written once; each engine module imports them.
+
+From ``tests/cluster``: the unique start race, the status walk and node loss by
+SIGKILL, as they are. Here: leader failover with periodic slots, and the check
+used by the engines that can lose a Redis master (Cluster, Sentinel): a fault
+under load loses no run, runs none twice, leaves every status readable, and
+the fencing epoch never goes back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+from distributed_tasks import AlreadyRunning, ClusterUnavailable, State, get_status, start_async
+from distributed_tasks.conf import get_settings
+from distributed_tasks.fencing import leadership
+from distributed_tasks.models import TaskRun
+from tests import tasks
+from tests.cluster.test_concurrency import (  # noqa: F401 - collected where imported
+    test_200_concurrent_starts_of_one_name_make_one_run,
+)
+from tests.cluster.test_execution import test_status_moves_queued_running_done  # noqa: F401
+from tests.cluster.test_failover import new_leader_acts
+from tests.cluster.test_node_loss import (  # noqa: F401
+    test_running_runs_of_a_killed_node_end_failed_node_lost,
+)
+from tests.cluster.test_periodic import slots, wait_for_slots
+from tests.support import poll_until
+
+SLOTS = 6
+
+
+def test_leader_sigkill_fails_over_with_a_higher_epoch_and_no_slot_twice(full):
+    promise = get_settings().LEASE_TTL + 1.0
+    poll_until(lambda: slots("counter"), timeout=20, message="a first periodic run")
+    began = dt.datetime.now(dt.UTC)
+    leader = full.wait_leader()
+    full.kill(leader.holder, signal.SIGKILL)
+    killed_at = time.monotonic()
+    successor = full.wait_leader(timeout=promise, other_than=leader.holder)
+    print(f"\nleader failover: {time.monotonic() - killed_at:.2f} s")
+    assert successor.epoch > leader.epoch
+    new_leader_acts(leader.epoch, timeout=max(0.1, promise - (time.monotonic() - killed_at)))
+    times = [s for s, _ in wait_for_slots("counter", began, SLOTS, timeout=30)]
+    assert len(times) == len(set(times))  # no slot ran twice
+    assert max(b - a for a, b in itertools.pairwise(times)).total_seconds() <= promise
+
+
+class FenceWatch(threading.Thread):
+    """Samples the database's fence (epoch, holder) until stopped: it must never go back."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.seen: list[tuple[int, str]] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        from django.db import connection
+
+        try:
+            while not self.halt.wait(0.05):
+                row = leadership()
+                if row and (not self.seen or self.seen[-1] != (row.epoch, row.holder)):
+                    self.seen.append((row.epoch, row.holder))
+        finally:
+            connection.close()
+
+    def stop(self) -> list[tuple[int, str]]:
+        self.halt.set()
+        self.join(10)
+        return self.seen
+
+
+def start_until_accepted(name: str, deadline: float) -> None:
+    """Start ``name``, again while the cluster is unavailable (a failover in progress).
+
+    ``AlreadyRunning`` on a retry means an earlier try went through.
+    """
+    while True:
+        try:
+            start_async(tasks.sleep, [0.1], name=name)
+            return
+        except AlreadyRunning:
+            return
+        except ClusterUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def assert_fault_under_load_loses_nothing(fault: Callable[[], None], prefix: str, runs: int):
+    """Start ``runs`` runs, inject ``fault`` halfway, and check every invariant.
+
+    Returns the seconds from the fault to the first start accepted after it.
+    """
+    names = [f"{prefix}-{i}" for i in range(runs)]
+    watch = FenceWatch()
+    watch.start()
+    for name in names[: runs // 2]:
+        start_async(tasks.sleep, [0.1], name=name)
+    fault()
+    faulted = time.monotonic()
+    start_until_accepted(names[runs // 2], deadline=faulted + 60)
+    recovered = time.monotonic() - faulted
+    for name in names[runs // 2 + 1 :]:
+        start_until_accepted(name, deadline=time.monotonic() + 60)
+    poll_until(
+        lambda: TaskRun.objects.filter(name__in=names, state=State.DONE).count() == runs,
+        timeout=90,
+        message="every run done",
+    )
+    rows = TaskRun.objects.filter(name__in=names)
+    assert rows.count() == runs  # none lost, none started twice
+    assert set(rows.values_list("executions", flat=True)) == {1}  # none executed twice
+    statuses = poll_until(
+        lambda: readable_statuses(names), timeout=30, message="statuses readable after failover"
+    )
+    assert {s.state for s in statuses} == {State.DONE}
+    fence = watch.stop()
+    epochs = [epoch for epoch, _ in fence]
+    assert epochs == sorted(epochs), fence  # the fence never goes back
+    assert len({e for e, _ in fence}) == len(fence), fence  # a new holder, a new epoch
+    times = [s for s, _ in slots("counter")]
+    assert len(times) == len(set(times))  # no periodic slot ran twice
+    return recovered
+
+
+def readable_statuses(names: list[str]):
+    try:
+        return [get_status(name) for name in names]
+    except ClusterUnavailable:
+        return None

@@ -1,0 +1,85 @@
+"""RabbitMQ as the Celery broker: node queues on AMQP, claims and the lease on Redis.
+
+The module makes a vhost of its own (``rabbitmqctl add_vhost``) on the machine's
+RabbitMQ (127.0.0.1:5672, guest/guest) and deletes it at the end, so nothing it
+declares meets another suite's queues.
+"""
+
+import os
+import signal
+import uuid
+
+import pytest
+from django.conf import settings
+
+from distributed_tasks import State, keys, start_async
+from distributed_tasks.brokers import AmqpBroker, get_broker
+from distributed_tasks.nodes import live_nodes
+from distributed_tasks.ring import Ring
+from tests import tasks
+from tests.cluster.conftest import NODES, wait_finished
+from tests.engines.conftest import Engine, require, run
+from tests.engines.scenarios import (  # noqa: F401 - the core scenarios, run on this engine
+    test_200_concurrent_starts_of_one_name_make_one_run,
+    test_leader_sigkill_fails_over_with_a_higher_epoch_and_no_slot_twice,
+    test_running_runs_of_a_killed_node_end_failed_node_lost,
+    test_status_moves_queued_running_done,
+)
+from tests.support import poll_until
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+AMQP = os.environ.get("DT_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672")
+
+
+@pytest.fixture(scope="module")
+def engine():
+    ctl = require("rabbitmqctl")
+    vhost = f"dt-test-{uuid.uuid4().hex[:8]}"
+    run(ctl, "add_vhost", vhost)
+    try:
+        run(ctl, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        yield Engine(redis_url=settings.REDIS_URL, broker_url=f"{AMQP}/{vhost}")
+    finally:
+        run(ctl, "delete_vhost", vhost)
+
+
+def test_node_queues_are_amqp_queues_and_depths_read_from_them(full):
+    broker = get_broker()
+    assert isinstance(broker, AmqpBroker)
+    assert broker.depths(NODES) == dict.fromkeys(NODES, 0)
+    assert broker.depth("never-started@engine") == 0  # a 404, not an error
+    handle = start_async(tasks.add, [2, 3], name="amqp-add")
+    assert wait_finished("amqp-add").result == 5
+    assert handle.node in NODES
+
+
+def test_a_lost_nodes_queue_is_purged_and_deleted(full, redis):
+    victim = NODES[0]
+    full.kill(victim, signal.SIGKILL)
+    broker = get_broker()
+    with broker.app.connection_for_write() as conn:  # a message nobody will consume
+        conn.Producer().publish({}, exchange="", routing_key=keys.queue_name(victim))
+    poll_until(lambda: broker.depth(victim) == 1, timeout=5, message="the stray message")
+    poll_until(
+        lambda: not queue_exists(broker, victim),
+        timeout=15,
+        message=f"{victim}'s queue to be deleted once the node is lost",
+    )
+    full.revive(victim)
+    full.wait_live(victim)
+    ring = Ring({name: info.weight for name, info in live_nodes().nodes.items()})
+    name = next(n for i in range(1000) if ring.node_for(f"default:{(n := f'back-{i}')}") == victim)
+    start_async(tasks.where, name=name)  # the node declares its queue again and consumes it
+    assert (wait_finished(name).state, wait_finished(name).result) == (State.DONE, victim)
+
+
+def queue_exists(broker, node: str) -> bool:
+    from amqp.exceptions import NotFound
+
+    with broker.app.connection_for_read() as conn, conn.channel() as channel:
+        try:
+            channel.queue_declare(keys.queue_name(node), passive=True)
+        except NotFound:
+            return False
+    return True
