@@ -21,6 +21,9 @@ from distributed_tasks.exceptions import ClusterUnavailable
 from distributed_tasks.nodes import ClusterView, live_nodes
 from distributed_tasks.ring import Ring
 
+# Seconds after which a cached view is read again when it shows no free slot anywhere.
+RECHECK_FULL = 0.1
+
 
 class Placement:
     def __init__(self) -> None:
@@ -76,12 +79,23 @@ class Placement:
 
     def choose(self, task_list: str, name: str) -> str:
         """The node for a new run of ``name``, counted against it until the next refresh."""
+        node, free = self._place(task_list, name)
+        if not free and time.monotonic() - self._fetched > RECHECK_FULL:
+            # Every node looks busy, but runs that finished since the last read do not
+            # show in the cached loads: read them again (at most every RECHECK_FULL
+            # seconds) before queueing the run behind a busy node.
+            self.view(refresh=True)
+            node, free = self._place(task_list, name)
+        return node
+
+    def _place(self, task_list: str, name: str) -> tuple[str, bool]:
         ring, slots = self.ring(task_list)
         balance = get_settings().BALANCE_FACTOR
         with self._lock:
             node = ring.place(f"{task_list}:{name}", self._loads, balance, slots)
+            free = self._loads[node] < slots[node]
             self._loads[node] += 1
-        return node
+        return node, free
 
     def unchoose(self, node: str) -> None:
         """Forget a placement that did not become a run (its claim failed)."""
