@@ -57,6 +57,7 @@ def busy_a(cluster, redis):
     """A runs a long run until the test ends."""
     (name,) = hashing_to(A, "long")
     key = f"release:{name}"
+    redis.delete(key)  # Redis outlives the tests of a cluster module
     handle = start_async(tasks.wait_for, [key], name=name)
     assert handle.node == A
     poll_until(lambda: get_status(name).state == State.RUNNING, message=f"{name} RUNNING")
@@ -83,12 +84,12 @@ def test_names_that_hash_to_a_busy_node_start_on_an_idle_one(busy_a, redis):
     assert counted(redis, [first, *more]) == dict.fromkeys([first, *more], 1)
 
 
-@pytest.mark.slow
 def test_a_node_that_joins_takes_the_runs_waiting_on_a_busy_one_exactly_once(cluster, redis):
     cluster.stop(B)
     poll_until(lambda: B not in live_nodes().nodes, message=f"{B} to leave")
     reset_caches()
     key = "release:joined-long"
+    redis.delete(key)
     start_async(tasks.wait_for, [key], name="joined-long")
     poll_until(lambda: get_status("joined-long").state == State.RUNNING, message="long RUNNING")
     names = [f"joined-{i}" for i in range(3)]
@@ -119,14 +120,18 @@ def test_a_node_that_joins_takes_the_runs_waiting_on_a_busy_one_exactly_once(clu
 @pytest.mark.slow
 def test_periodic_slots_are_not_skipped_while_a_node_is_busy(busy_a):
     rows = PeriodicTaskState.objects.filter(name="counter")
+    # Each test empties the tables: the leader declares the task again within SYNC_EVERY.
+    poll_until(rows.exists, timeout=15, message="the periodic task to be declared")
     rows.update(enabled=True)
     began = dt.datetime.now(dt.UTC)
     try:
         poll_until(
-            lambda: TaskRun.objects.filter(
-                name="periodic:counter", state=State.DONE, queued_at__gt=began
-            ).count()
-            >= 5,
+            lambda: (
+                TaskRun.objects.filter(
+                    name="periodic:counter", state=State.DONE, queued_at__gt=began
+                ).count()
+                >= 5
+            ),
             timeout=20,
             message="five periodic runs",
         )
