@@ -33,7 +33,11 @@ def _json(value: str, kind: type, noun: str, example: str) -> Any:
         data = json.loads(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(
-            f"{value!r} is not valid JSON ({exc}); pass {noun} such as {example}"
+            f"{value[:80]!r} is not valid JSON ({exc}); pass {noun} such as {example}"
+        ) from None
+    except RecursionError:
+        raise argparse.ArgumentTypeError(
+            f"{value[:80]!r}... nests too deeply; pass {noun} such as {example}"
         ) from None
     if not isinstance(data, kind):
         raise argparse.ArgumentTypeError(

@@ -7,8 +7,12 @@
 4. insert the ``TaskRun`` row: the unique active-name constraint decides races that
    Redis missed (after a flush, say); on conflict the claim is released;
 5. publish the message to ``dt.node.<node>`` (after commit when called inside a
-   transaction, so the worker can see the row); if the broker refuses, the row and
-   the claim are removed and the caller gets ``ClusterUnavailable``.
+   transaction, so the worker can see the row).
+
+A start that fails after its claim (the database, Redis or the broker stops
+answering) is rolled back entry by entry: its row, its claim and its node-load
+count are removed, and the caller gets a ``DistributedTasksError``
+(``ClusterUnavailable``), never a driver's exception.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connections, transaction
+from django.db import DatabaseError, DataError, IntegrityError, connections, transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 
@@ -33,6 +37,8 @@ from distributed_tasks.connection import get_redis
 from distributed_tasks.exceptions import (
     AlreadyRunning,
     ClusterUnavailable,
+    DistributedTasksError,
+    InvalidOption,
     NameReserved,
 )
 from distributed_tasks.messages import RunMessage
@@ -46,7 +52,7 @@ from distributed_tasks.types import (
     TaskHandle,
     TaskStatus,
 )
-from distributed_tasks.validation import StartRequest, prepare
+from distributed_tasks.validation import StartRequest, prepare, prepare_many
 
 logger = logging.getLogger("distributed_tasks.client")
 
@@ -58,6 +64,9 @@ class _Start:
     request: StartRequest
     message: RunMessage
     outcome: TaskHandle | AlreadyRunning | None = None
+    claimed: bool = False  # holds its claim and a node-load count in Redis
+    recorded: bool = False  # its row was inserted
+    sent: bool = False  # its message went out (or waits for the caller's commit)
 
     @property
     def handle(self) -> TaskHandle:
@@ -93,6 +102,19 @@ def _unavailable(what: str, exc: BaseException) -> ClusterUnavailable:
     return ClusterUnavailable(f"{what} does not answer ({exc}); nothing was started.")
 
 
+def _failure(exc: BaseException) -> BaseException:
+    """The ``DistributedTasksError`` a start that failed after its claim raises."""
+    if isinstance(exc, DistributedTasksError):
+        return exc
+    if isinstance(exc, RedisError):
+        return _unavailable("Redis", exc)
+    if isinstance(exc, (DataError, IntegrityError)):
+        return InvalidOption(f"The database refused the start ({exc}); nothing was started.")
+    if isinstance(exc, DatabaseError):
+        return _unavailable("The database", exc)
+    return exc
+
+
 class ClusterClient:
     """``start_async`` / ``start_many`` / ``get_status`` against the real cluster."""
 
@@ -113,7 +135,7 @@ class ClusterClient:
         Every entry is validated before anything is written. The result lists, in
         order, a ``TaskHandle`` or the ``AlreadyRunning`` that refused that entry.
         """
-        requests = [prepare(**dict(call)) for call in calls]
+        requests = prepare_many(calls)
         return self._start(requests) if requests else []
 
     def start_on(self, node: str, func: Any, args: Any = (), kwargs: Any = None, **options: Any):
@@ -147,10 +169,17 @@ class ClusterClient:
             )
             for r in requests
         ]
-        claimed = self._claim(starts, now)
-        self._check_reuse(claimed)
-        recorded = self._insert([s for s in claimed if s.outcome is None])
-        self._publish(recorded)
+        try:
+            claimed = self._claim(starts, now)
+            self._check_reuse(claimed)
+            recorded = self._insert([s for s in claimed if s.outcome is None])
+            self._publish(recorded)
+        except BaseException as exc:
+            self._roll_back(starts)
+            failure = _failure(exc)
+            if failure is exc:
+                raise
+            raise failure from exc
         signals.send_refusals(TaskRun, (s.outcome for s in starts))
         return [s.outcome for s in starts]  # type: ignore[misc]
 
@@ -166,6 +195,8 @@ class ClusterClient:
             replies = pipe.execute()[::2]
         except RedisError as exc:
             raise _unavailable("Redis", exc) from exc
+        for s in starts:  # each holds a load count, and maybe its claim: undone on failure
+            s.claimed = True
         claimed = []
         for s, raw in zip(starts, replies, strict=True):
             reply = ClaimReply.parse(raw)
@@ -174,7 +205,7 @@ class ClusterClient:
             if reply.outcome is ClaimOutcome.CLAIMED:
                 claimed.append(s)
             else:
-                self._unload(s.message.node)
+                self._unload(s)
                 s.outcome = self._refusal(s, reply)
         return claimed
 
@@ -227,12 +258,14 @@ class ClusterClient:
             state=reply.state or State.RUNNING,
         )
 
-    def _unload(self, node: str) -> None:
-        self.placement.unchoose(node)
-        with contextlib.suppress(
-            RedisError
-        ):  # loads are approximate and rebuilt by the orchestrator
-            get_redis().hincrby(keys.loads_key(), node, -1)
+    def _unload(self, s: _Start) -> None:
+        """Take back the node-load count of a start that will not run (once)."""
+        if not s.claimed:
+            return
+        s.claimed = False
+        self.placement.unchoose(s.message.node)
+        with contextlib.suppress(RedisError):  # approximate; the orchestrator rebuilds them
+            get_redis().hincrby(keys.loads_key(), s.message.node, -1)
 
     def _check_reuse(self, claimed: list[_Start]) -> None:
         """Redis may have lost a finished status: ask the database before reusing a name."""
@@ -253,12 +286,27 @@ class ClusterClient:
                 )
 
     def _abandon(self, s: _Start) -> None:
+        """Release the claim and the load count of a start that will not run."""
+        if not s.claimed:
+            return
         m = s.message
-        with contextlib.suppress(
-            RedisError
-        ):  # a leftover QUEUED claim with no row is stale and gets replaced
+        with contextlib.suppress(RedisError):  # a QUEUED claim with no row is stale, replaced
             claims.release(m.task_list, m.name, m.run_id)
-        self._unload(m.node)
+        self._unload(s)
+
+    def _roll_back(self, starts: list[_Start]) -> None:
+        """Undo every entry a failure stopped half-way: its row, then its claim and load."""
+        for s in starts:
+            if s.sent:
+                continue
+            if s.recorded:
+                try:
+                    get_store().delete(s.message.run_id)
+                except DatabaseError as exc:
+                    # Its row may exist: the orchestrator publishes it once ORPHAN_AFTER passed.
+                    logger.warning("Could not delete run %s: %s", s.message.run_id, exc)
+                    continue
+            self._abandon(s)
 
     def _insert(self, starts: list[_Start]) -> list[_Start]:
         if not starts:
@@ -275,6 +323,7 @@ class ClusterClient:
         recorded = []
         for s, error in zip(starts, errors, strict=True):
             if error is None:
+                s.recorded = True
                 recorded.append(s)
                 continue
             # Redis let it through but the database has an active run: Redis lost it.
@@ -303,7 +352,7 @@ class ClusterClient:
             batch = list(starts)
             transaction.on_commit(lambda: self._send(batch, deferred=True), using=alias)
             for s in starts:
-                s.outcome = s.handle
+                s.outcome, s.sent = s.handle, True
             return
         self._send(starts)
 
@@ -315,19 +364,17 @@ class ClusterClient:
             failure = exc
         sent = failure.sent if failure else len(starts)
         for s in starts[:sent]:
-            s.outcome = s.handle
+            s.outcome, s.sent = s.handle, True
             signals.run_queued.send(sender=TaskRun, handle=s.outcome)
         if failure is None:
             return
-        unsent = starts[sent:]
         if deferred:
             # The caller already holds handles: keep the QUEUED rows for the orchestrator
             # to re-publish rather than make runs vanish after a commit.
-            logger.error("Broker refused %d start(s) after commit: %s", len(unsent), failure)
+            unsent = len(starts) - sent
+            logger.error("Broker refused %d start(s) after commit: %s", unsent, failure)
             return
-        for s in unsent:
-            get_store().delete(s.message.run_id)
-            self._abandon(s)
+        # _start rolls back the unsent entries (rows, claims, loads).
         raise _unavailable("The Celery broker", failure.__cause__ or failure) from failure
 
     # -- acting on an existing run (see lifecycle.py) ---------------------------------

@@ -32,8 +32,7 @@ def strict_json(value: Any) -> str:
         text = json.dumps(value, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
         raise ValueError(str(exc)) from None
-    if _NUL.search(text):
-        raise ValueError(r"a string contains a NUL character (\x00), which databases refuse")
+    check_nul(text)
     if "\\ud" in text:  # maybe a lone surrogate, which is not UTF-8 and databases refuse
         try:
             json.dumps(value, ensure_ascii=False).encode("utf-8")
@@ -42,6 +41,12 @@ def strict_json(value: Any) -> str:
                 "a string contains a lone surrogate (such as '\\ud800'), which is not UTF-8"
             ) from None
     return text
+
+
+def check_nul(text: str) -> None:
+    """``ValueError`` if the JSON ``text`` encodes a NUL (a plain substring test first: fast)."""
+    if "\\u0000" in text and _NUL.search(text):
+        raise ValueError(r"a string contains a NUL character (\x00), which databases refuse")
 
 
 def storable(text: str, limit: int | None = None) -> str:

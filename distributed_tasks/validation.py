@@ -1,12 +1,22 @@
 """Checking a start before anything is written.
 
 Every bad input is refused here with a message that says the rule, so a start
-either passes all checks or changes nothing (no claim, no row, no message).
+either passes all checks or changes nothing (no claim, no row, no message). The
+checks cover what the stores would refuse later: numbers outside their column
+(or not finite), strings that are not strict UTF-8 or hold NUL, and nesting deep
+enough to overflow a decoder's stack. The payload is encoded once, by the C
+encoder; only a payload with more brackets than ``MAX_DEPTH`` is scanned for its
+depth, so a common start costs a few microseconds here.
 """
 
 from __future__ import annotations
 
+import inspect
+import itertools
+import json
+import re
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,13 +28,26 @@ from distributed_tasks.exceptions import (
     NotSerializable,
     PayloadTooLarge,
 )
-from distributed_tasks.messages import strict_json
+from distributed_tasks.messages import check_nul
 from distributed_tasks.models import NAME_MAX_LENGTH
 from distributed_tasks.types import OnConflict, Reuse
 
+# Deeper arguments (or kwargs, data values) are refused: decoders (Python's json,
+# PostgreSQL's jsonb) recurse, and a message must not overflow a worker's stack.
+MAX_DEPTH = 100
+# Longest countdown, timeout or retry backoff: ten years, far inside datetime's range.
+MAX_SECONDS = 10 * 365 * 24 * 3600.0
+# max_attempts is a PositiveIntegerField: a 32-bit signed integer on PostgreSQL.
+MAX_ATTEMPTS = 2**31 - 1
+
+_ENCODER = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
 
 def check_name(value: Any, what: str = "name") -> str:
-    """Names and task lists: 1-200 printable characters."""
+    """Names and task lists: 1-200 printable characters, not only whitespace."""
     if not isinstance(value, str):
         raise InvalidName(f"The task {what} must be a string, got {type(value).__name__}.")
     if not 1 <= len(value) <= NAME_MAX_LENGTH:
@@ -36,6 +59,8 @@ def check_name(value: Any, what: str = "name") -> str:
             f"The task {what} {value!r} contains control or other non-printable characters; "
             "use printable characters only."
         )
+    if value.isspace():
+        raise InvalidName(f"The task {what} {value!r} is only whitespace; give it a visible name.")
     return value
 
 
@@ -46,14 +71,51 @@ def _choice(value: Any, choices: type, option: str) -> str:
     return value
 
 
-def _positive(value: Any, option: str, *, integer: bool = False) -> Any:
+def _positive(value: Any, option: str, maximum: float, *, integer: bool = False) -> Any:
+    """``value`` if it is a number in (0, maximum]; NaN, infinities and huge ints fail the range."""
     kind = int if integer else (int, float)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
-        noun = "a whole number" if integer else "a number"
-        raise InvalidOption(f"{option} must be {noun} greater than 0, got {value!r}.")
+    if isinstance(value, bool) or not isinstance(value, kind) or not 0 < value <= maximum:
+        noun = "a whole number" if integer else "a finite number"
+        raise InvalidOption(
+            f"{option} must be {noun} greater than 0 and at most {maximum:g}, got {value!r}."
+        )
     return value
+
+
+def _depth(raw: bytes) -> int:
+    """How deeply a JSON text nests (a cheap upper bound first: its count of brackets)."""
+    bound = raw.count(b"[") + raw.count(b"{")
+    if bound <= MAX_DEPTH:
+        return bound
+    # Outside strings only: split at quotes, unless a string holds an escaped quote.
+    outside = _STRING.sub(b"", raw) if b'\\"' in raw else b"".join(raw.split(b'"')[::2])
+    brackets = outside.translate(None, _NOT_BRACKETS)
+    return max(itertools.accumulate(map(_STEP.__getitem__, brackets)), default=0)
+
+
+def encode_payload(value: Any, name: str) -> bytes:
+    """``value`` as the UTF-8 JSON every store and decoder accepts, or ``NotSerializable``."""
+    try:
+        text = _ENCODER.encode(value)
+        check_nul(text)
+        raw = text.encode()  # strict UTF-8: a lone surrogate ("\\ud800") fails here
+    except RecursionError:
+        reason = f"nested more than {MAX_DEPTH} levels deep"
+    except UnicodeEncodeError:
+        reason = "a string holds a lone surrogate (such as '\\ud800'), which is not UTF-8"
+    except (TypeError, ValueError) as exc:
+        reason = str(exc)
+    else:
+        if _depth(raw) <= MAX_DEPTH + 2:  # the lists of [args, kwargs, data] and of args
+            return raw
+        reason = f"nested more than {MAX_DEPTH} levels deep"
+    raise NotSerializable(
+        f"args/kwargs/data of {name!r} cannot be encoded as JSON ({reason}). Pass "
+        "JSON-compatible values (str, numbers, bools, None, lists, dicts) such as ids, not "
+        "objects."
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,7 +158,7 @@ def prepare(
     callback_path = registry.resolve(callback).path if callback is not None else ""
     name = uuid.uuid4().hex if name is None else check_name(name)
     check_name(task_list, "task list")
-    if isinstance(args, (str, bytes, dict)) or not hasattr(args, "__iter__"):
+    if not isinstance(args, (list, tuple)):
         raise NotSerializable(
             f"args of {name!r} must be a list or tuple of positional arguments, "
             f"got {type(args).__name__}."
@@ -108,24 +170,17 @@ def prepare(
     data = {} if data is None else data
     if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
         raise NotSerializable(f"data of {name!r} must be a dict with string keys.")
-    try:
-        payload = strict_json([args, kwargs, data])
-    except ValueError as exc:
-        raise NotSerializable(
-            f"args/kwargs/data of {name!r} cannot be encoded as JSON ({exc}). Pass JSON-compatible "
-            "values (str, numbers, bools, None, lists, dicts) such as ids, not objects."
-        ) from None
+    size = len(encode_payload([args, kwargs, data], name))
     limit = get_settings().MAX_PAYLOAD_BYTES
-    size = len(payload.encode())
     if size > limit:
         raise PayloadTooLarge(
             f"args/kwargs/data of {name!r} are {size} bytes of JSON; MAX_PAYLOAD_BYTES allows "
             f"{limit}. Store large data elsewhere and pass its id."
         )
-    timeout = _positive(timeout, "timeout")
+    timeout = _positive(timeout, "timeout", MAX_SECONDS)
     if timeout is None:
         timeout = entry.timeout if entry.timeout is not None else get_settings().DEFAULT_TIMEOUT
-    max_attempts = _positive(max_attempts, "max_attempts", integer=True)
+    max_attempts = _positive(max_attempts, "max_attempts", MAX_ATTEMPTS, integer=True)
     return StartRequest(
         function=entry.path,
         args=args,
@@ -137,7 +192,35 @@ def prepare(
         reuse=_choice(reuse, Reuse, "reuse"),
         timeout=timeout,
         max_attempts=max_attempts or entry.max_attempts or 1,
-        retry_backoff=_positive(retry_backoff, "retry_backoff") or 0.0,
+        retry_backoff=_positive(retry_backoff, "retry_backoff", MAX_SECONDS) or 0.0,
         data=data,
-        countdown=_positive(countdown, "countdown"),
+        countdown=_positive(countdown, "countdown", MAX_SECONDS),
     )
+
+
+# The keys a start_many() entry may hold: prepare()'s own arguments.
+_KEYS = frozenset(inspect.signature(prepare).parameters)
+
+
+def prepare_many(calls: Iterable[Mapping[str, Any]]) -> list[StartRequest]:
+    """Every entry of a ``start_many`` batch, validated before any is written."""
+    if isinstance(calls, (str, bytes, Mapping)) or not isinstance(calls, Iterable):
+        raise InvalidOption(
+            f"start_many() takes a list of mappings (one per start), got {type(calls).__name__}."
+        )
+    requests = []
+    for index, call in enumerate(calls):
+        if not isinstance(call, Mapping):
+            raise InvalidOption(
+                f"Entry {index} of start_many() must be a mapping of start_async()'s "
+                f"arguments (with 'func'), got {type(call).__name__}."
+            )
+        unknown = sorted(map(str, set(call) - _KEYS))
+        if unknown or "func" not in call:
+            problem = f"unknown keys {unknown}" if unknown else "no 'func'"
+            raise InvalidOption(
+                f"Entry {index} of start_many() has {problem}; its keys are start_async()'s "
+                f"arguments: {', '.join(sorted(_KEYS))}."
+            )
+        requests.append(prepare(**call))
+    return requests

@@ -52,7 +52,7 @@ from distributed_tasks.types import (
     TaskHandle,
     TaskStatus,
 )
-from distributed_tasks.validation import StartRequest, check_name, prepare
+from distributed_tasks.validation import StartRequest, check_name, prepare, prepare_many
 
 logger = logging.getLogger("distributed_tasks.testing")
 
@@ -84,7 +84,7 @@ class RecordingClient(StartAssertions):
 
     def start_many(self, calls: Iterable[Mapping[str, Any]]) -> list[TaskHandle | AlreadyRunning]:
         """Every entry is validated before any is recorded, as in the real client."""
-        requests = [prepare(**dict(call)) for call in calls]
+        requests = prepare_many(calls)
         return self._start(requests) if requests else []
 
     def get_status(self, name: str, task_list: str = "default") -> TaskStatus:

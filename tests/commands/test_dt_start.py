@@ -3,9 +3,10 @@
 import json
 
 import pytest
+from django.conf import settings
 from django.core.management.base import CommandError
 
-from distributed_tasks import claims
+from distributed_tasks import claims, keys
 from distributed_tasks.models import TaskRun
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -79,12 +80,34 @@ def test_a_second_start_is_refused_or_returns_the_existing_run(run_command, node
         (["tests.tasks.add", "--on-conflict", "ignore"], "invalid choice: 'ignore'"),
         (["tests.tasks.add", "[1]", "--kwargs", '{"b": "' + "x" * 300_000 + '"}'],
          "MAX_PAYLOAD_BYTES"),
+        (["tests.tasks.add", '["\\ud800"]'], "lone surrogate"),
+        (["tests.tasks.add", "[" * 200 + "]" * 200], "nested more than 100 levels"),
+        (["tests.tasks.add", "[" * 100_000 + "]" * 100_000], "nests too deeply"),
+        (["tests.tasks.add", "--max-attempts", str(2**40)], "at most"),
+        (["tests.tasks.add", "--timeout", "1e12"], "at most"),
+        (["tests.tasks.add", "--name", "   "], "only whitespace"),
     ],
 )  # fmt: skip
 def test_bad_input_is_refused_and_changes_nothing(run_command, node, argv, words):
     with pytest.raises(CommandError, match=words.replace("(", r"\(").replace("?", r"\?")):
         run_command("dt_start", *argv)
     assert TaskRun.objects.count() == 0
+
+
+@pytest.mark.skipif(settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"), reason="TCP")
+def test_database_down_is_an_error_not_a_traceback(manage_py, node, redis):
+    """A subprocess whose PostgreSQL is a proxy that was killed: one line, exit 1."""
+    from tests.proxy import TcpProxy
+
+    proxy = TcpProxy("127.0.0.1", 5432).start()
+    proxy.stop()  # its port now refuses connections, as a crashed server's would
+    argv = ["dt_start", "tests.tasks.add", "[1]", "--name", "x"]
+    done = manage_py(*argv, DT_PG_PORT=str(proxy.port))
+    assert done.returncode == 1
+    assert "CommandError: The database does not answer" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not redis.exists(keys.run_key("default", "x"))
+    assert int(redis.hget(keys.loads_key(), node.name) or 0) == 0
 
 
 def test_no_live_node_is_an_error_that_says_what_to_start(run_command):

@@ -263,15 +263,6 @@ def test_rolled_back_start_leaves_a_claim_that_a_later_start_replaces(node, redi
     assert start_async(tasks.add, [1, 2], name="rolled-back").name == "rolled-back"
 
 
-def test_broker_down_is_cluster_unavailable_and_writes_nothing(node, redis):
-    conf = {"REDIS_URL": settings.REDIS_URL, "BROKER_URL": "redis://127.0.0.1:1/0"}
-    with override_settings(DISTRIBUTED_TASKS=conf):
-        with pytest.raises(ClusterUnavailable, match="broker"):
-            start_async(tasks.add, [1, 2], name="nowhere")
-        assert not TaskRun.objects.filter(name="nowhere").exists()
-        assert claims.read("default", "nowhere") == {}
-
-
 def test_start_many_reports_each_entry(node, redis):
     start_async(tasks.add, [0, 0], name="batch-2")
     results = start_many(

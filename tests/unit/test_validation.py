@@ -8,7 +8,7 @@ from distributed_tasks.exceptions import (
     NotSerializable,
     PayloadTooLarge,
 )
-from distributed_tasks.validation import check_name, prepare
+from distributed_tasks.validation import check_name, prepare, prepare_many
 from tests import tasks
 
 
@@ -106,3 +106,95 @@ def test_nul_characters_are_refused_before_any_database_sees_them(value):
 
 def test_a_literal_backslash_u0000_is_fine():
     assert prepare(tasks.add, ["\\u0000", 1]).args == ["\\u0000", 1]
+
+
+def nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("countdown", float("nan")),
+        ("countdown", float("inf")),
+        ("countdown", 1e12),
+        ("timeout", float("nan")),
+        ("timeout", float("-inf")),
+        ("retry_backoff", float("inf")),
+        ("retry_backoff", float("nan")),
+        ("max_attempts", 2**40),
+        ("max_attempts", 2**2000),  # too large for a float: still a clear refusal
+    ],
+)
+def test_numbers_must_be_finite_and_fit_their_column(option, value):
+    with pytest.raises(InvalidOption, match=f"{option} must be .* at most"):
+        prepare(tasks.add, [1, 2], **{option: value})
+
+
+def test_the_largest_values_pass():
+    request = prepare(tasks.add, [1, 2], max_attempts=2**31 - 1, countdown=3e8, timeout=3e8)
+    assert (request.max_attempts, request.countdown) == (2**31 - 1, 3e8)
+
+
+@pytest.mark.parametrize("depth", [101, 5_000, 100_000])
+def test_deep_nesting_is_refused_without_a_recursion_error(depth):
+    with pytest.raises(NotSerializable, match="nested more than 100 levels"):
+        prepare(tasks.add, [nested(depth)])
+
+
+def test_nesting_is_measured_outside_strings():
+    prepare(tasks.add, [nested(100)])
+    prepare(tasks.add, ["[" * 500, {"k": "{" * 500}])  # brackets in strings are text
+    prepare(tasks.add, ['"[' * 500])  # with escaped quotes
+    with pytest.raises(NotSerializable, match="nested"):
+        prepare(tasks.add, ["]" * 500, nested(101)])
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        {"args": ["\ud800"]},
+        {"kwargs": {"k": "a\udfffb"}},
+        {"kwargs": {"\ud83d": 1}},
+        {"data": {"d": ["\udc00"]}},
+    ],
+)
+def test_lone_surrogates_are_refused(call):
+    with pytest.raises(NotSerializable, match="lone surrogate"):
+        prepare(tasks.add, **call)
+
+
+def test_surrogate_pairs_and_other_unicode_pass():
+    assert prepare(tasks.add, ["😀 ünï"]).args == ["😀 ünï"]
+
+
+@pytest.mark.parametrize("name", [" ", "    "])
+def test_whitespace_only_names_are_refused(name):
+    with pytest.raises(InvalidName, match="only whitespace"):
+        prepare(tasks.add, [1, 2], name=name)
+    with pytest.raises(InvalidName, match="only whitespace"):
+        prepare(tasks.add, [1, 2], task_list=name)
+
+
+@pytest.mark.parametrize("args", [{1, 2}, frozenset([1]), iter([1, 2]), range(2)])
+def test_args_that_are_not_a_list_or_tuple_are_refused(args):
+    with pytest.raises(NotSerializable, match="list or tuple"):
+        prepare(tasks.add, args)
+
+
+@pytest.mark.parametrize(
+    ("calls", "message"),
+    [
+        ([{"func": tasks.add, "args": [1, 2]}, ("add", [1])], "Entry 1 .* mapping"),
+        ([{"func": tasks.add, "nmae": "typo"}], r"unknown keys \['nmae'\]"),
+        ([{"args": [1, 2]}], "no 'func'"),
+        ({"func": tasks.add}, "list of mappings"),
+        ("func", "list of mappings"),
+    ],
+)
+def test_start_many_entries_must_be_mappings_of_known_keys(calls, message):
+    with pytest.raises(InvalidOption, match=message):
+        prepare_many(calls)

@@ -1,0 +1,139 @@
+"""A refused or failed start writes nothing: no row, no claim, no load count, no message.
+
+Every bad input of issue 11 item 5 is refused before the claim; a failure after the
+claim (PostgreSQL taken away through a proxy, the broker down) is rolled back for
+every entry of the batch. Afterwards a valid start of the same name succeeds.
+"""
+
+import pytest
+from django.conf import settings
+from django.db import connections
+from django.db.utils import load_backend
+from django.test import override_settings
+
+from distributed_tasks import (
+    ClusterUnavailable,
+    InvalidName,
+    InvalidOption,
+    NotSerializable,
+    keys,
+    start_async,
+    start_many,
+)
+from distributed_tasks.conf import reset_caches
+from distributed_tasks.models import TaskRun
+from tests import tasks
+from tests.proxy import TcpProxy
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def deep(depth: int) -> list:
+    value: list = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+BAD = {
+    "lone surrogate": ({"args": ["\ud800"]}, NotSerializable),
+    "surrogate in a kwargs key": ({"kwargs": {"\udc00": 1}}, NotSerializable),
+    "max_attempts 2**40": ({"max_attempts": 2**40}, InvalidOption),
+    "countdown NaN": ({"countdown": float("nan")}, InvalidOption),
+    "countdown inf": ({"countdown": float("inf")}, InvalidOption),
+    "countdown 1e12": ({"countdown": 1e12}, InvalidOption),
+    "timeout NaN": ({"timeout": float("nan")}, InvalidOption),
+    "retry_backoff inf": ({"retry_backoff": float("inf")}, InvalidOption),
+    "deeply nested args": ({"args": [deep(50_000)]}, NotSerializable),
+    "a set as args": ({"args": {1, 2}}, NotSerializable),
+    "whitespace-only task list": ({"task_list": "   "}, InvalidName),
+}
+
+
+def nothing_left(redis, name: str, node: str = "idle@test", task_list: str = "default"):
+    assert not TaskRun.objects.filter(name=name).exists(), "a row"
+    assert not redis.exists(keys.run_key(task_list, name)), "a claim"
+    assert int(redis.hget(keys.loads_key(), node) or 0) == 0, "a load count"
+    assert redis.llen(keys.queue_name(node)) == 0, "a message"
+
+
+def starts_again(name: str) -> None:
+    handle = start_async(tasks.add, [1, 2], name=name)
+    assert TaskRun.objects.get(name=name).run_id == handle.run_id
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_is_refused_before_anything_is_written(node, redis, case):
+    options, error = BAD[case]
+    call = {"func": tasks.add, "args": [1, 2], "name": "bad", **options}
+    with pytest.raises(error):
+        start_async(**call)
+    with pytest.raises(error):  # one bad entry refuses the whole batch
+        start_many([{"func": tasks.add, "args": [3, 4], "name": "good"}, call])
+    nothing_left(redis, "bad")
+    nothing_left(redis, "good")
+    starts_again("bad")
+
+
+@pytest.mark.parametrize("name", [" ", "    "])
+def test_whitespace_only_names_are_refused(node, redis, name):
+    with pytest.raises(InvalidName, match="only whitespace"):
+        start_async(tasks.add, [1, 2], name=name)
+    assert TaskRun.objects.count() == 0 and redis.llen(keys.queue_name(node.name)) == 0
+
+
+@pytest.mark.parametrize(
+    "entry", [("add", [1, 2]), {"func": tasks.add, "name": "bad", "countdwon": 5}]
+)
+def test_start_many_entries_that_are_not_mappings_of_known_keys(node, redis, entry):
+    with pytest.raises(InvalidOption, match="Entry 1"):
+        start_many([{"func": tasks.add, "args": [1, 2], "name": "good"}, entry])
+    nothing_left(redis, "good")
+    nothing_left(redis, "bad")
+
+
+@pytest.fixture
+def database_proxy():
+    """The store on a second connection to the test database, through a proxy the test kills
+    (a connection made at run time: the test's database isolation allows it)."""
+    target = connections["default"].settings_dict
+    proxy = TcpProxy(target["HOST"] or "127.0.0.1", int(target["PORT"] or 5432)).start()
+    proxied = {**target, "HOST": "127.0.0.1", "PORT": str(proxy.port)}
+    connections["proxied"] = load_backend(target["ENGINE"]).DatabaseWrapper(proxied, "proxied")
+    conf = {**settings.DISTRIBUTED_TASKS, "DATABASE_ALIAS": "proxied"}
+    try:
+        with override_settings(DISTRIBUTED_TASKS=conf):
+            yield proxy
+    finally:
+        proxy.stop()
+        connections["proxied"].close()
+        del connections["proxied"]
+        reset_caches()
+
+
+@pytest.mark.skipif(settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"), reason="TCP")
+def test_database_down_after_the_claim_rolls_back_every_entry(node, redis, database_proxy):
+    start_async(tasks.add, [1, 2], name="through-proxy")  # the proxied store works
+    TaskRun.objects.all().delete()
+    redis.delete(keys.run_key("default", "through-proxy"), keys.loads_key())
+    redis.delete(keys.queue_name(node.name))
+    database_proxy.stop()
+    with pytest.raises(ClusterUnavailable, match="database does not answer"):
+        start_async(tasks.add, [1, 2], name="one")
+    with pytest.raises(ClusterUnavailable, match="database does not answer"):
+        start_many([{"func": tasks.add, "args": [i, i], "name": f"many-{i}"} for i in range(3)])
+    for name in ["one", "many-0", "many-1", "many-2"]:
+        nothing_left(redis, name)
+    database_proxy.start()
+    connections["proxied"].close()
+    starts_again("one")
+    assert len(start_many([{"func": tasks.add, "name": f"many-{i}"} for i in range(3)])) == 3
+
+
+def test_broker_down_rolls_back_the_row_claim_and_load(node, redis):
+    conf = {**settings.DISTRIBUTED_TASKS, "BROKER_URL": "redis://127.0.0.1:1/0"}
+    with override_settings(DISTRIBUTED_TASKS=conf), pytest.raises(ClusterUnavailable, match="brok"):
+        start_many([{"func": tasks.add, "args": [i, i], "name": f"b-{i}"} for i in range(2)])
+    for name in ["b-0", "b-1"]:
+        nothing_left(redis, name)
+    starts_again("b-0")
