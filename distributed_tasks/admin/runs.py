@@ -95,7 +95,6 @@ class TaskRunAdmin(admin.ModelAdmin):
         "state_colour",
         "short_function",
         "node",
-        "attempt",
         "queued",
         "duration",
         "error_line",
@@ -128,7 +127,7 @@ class TaskRunAdmin(admin.ModelAdmin):
             "State",
             {
                 "fields": (
-                    "state_colour",
+                    "state_only",
                     "reason",
                     "node",
                     "incarnation",
@@ -213,7 +212,15 @@ class TaskRunAdmin(admin.ModelAdmin):
 
     @admin.display(description="state", ordering="state")
     def state_colour(self, run: TaskRun) -> str:
-        return state_badge(run.state, run.reason)
+        """The state; a later attempt says which (the list has no attempt column)."""
+        badge = state_badge(run.state, run.reason)
+        if run.attempt <= 1:
+            return badge
+        return format_html('{}<span class="dt-attempt-note">attempt {}</span>', badge, run.attempt)
+
+    @admin.display(description="state")
+    def state_only(self, run: TaskRun) -> str:
+        return state_badge(run.state, run.reason)  # the run's page shows the attempt apart
 
     queued = time_column("queued_at", "queued")
     run_after_at = time_column("run_after", "may start")

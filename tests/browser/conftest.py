@@ -84,13 +84,13 @@ def browser_page(chromium):
     from playwright.sync_api import sync_playwright
 
     @contextlib.contextmanager
-    def open_page() -> Iterator:
+    def open_page(viewport: dict[str, int] | None = None) -> Iterator:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(
                 executable_path=str(chromium), headless=True, args=CHROMIUM_ARGS
             )
             try:
-                page = browser.new_page(viewport={"width": 1600, "height": 900})
+                page = browser.new_page(viewport=viewport or {"width": 1600, "height": 900})
                 page.set_default_timeout(15_000)
                 yield page
             finally:
