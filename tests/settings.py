@@ -25,7 +25,10 @@ if os.environ.get("DT_TEST_DB") == "sqlite":
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": _TEST_DB_NAME or str(_dir / "db.sqlite3"),
-            "OPTIONS": {
+            # DT_TEST_SQLITE_OPTIONS=none: startproject's defaults (the fault tests' worst case).
+            "OPTIONS": {}
+            if os.environ.get("DT_TEST_SQLITE_OPTIONS") == "none"
+            else {
                 "timeout": 30,
                 "transaction_mode": "IMMEDIATE",
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",

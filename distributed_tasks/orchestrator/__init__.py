@@ -23,7 +23,7 @@ from distributed_tasks import fencing, signals
 from distributed_tasks.conf import get_settings
 from distributed_tasks.lease import Lease
 from distributed_tasks.nodes import ClusterView, live_nodes
-from distributed_tasks.outage import Outage
+from distributed_tasks.outage import DEPENDENCY_ERRORS, Outage
 
 logger = logging.getLogger("distributed_tasks.orchestrator")
 
@@ -161,12 +161,19 @@ class Orchestrator:
                 logger.warning("%s", exc, extra={"action": "fenced"})
                 self._ready_epoch = 0
                 return report
+            except DEPENDENCY_ERRORS as exc:
+                # The database or Redis failed: the next duties would wait for it too
+                # (a locked SQLite makes each wait its busy timeout). Retry after backoff.
+                report[duty.name] = {"errors": 1}
+                failure = failure or (duty.name, exc)
+                break
             except Exception as exc:
-                # One failing duty must not stop the others or the beat.
+                # A bug in one duty must not stop the others or the beat.
                 report[duty.name] = {"errors": 1}
                 failure = failure or (duty.name, exc)
         try:
-            fencing.record_tick(epoch)
+            if failure is None or not isinstance(failure[1], DEPENDENCY_ERRORS):
+                fencing.record_tick(epoch)
         except fencing.Fenced:
             self._ready_epoch = 0
         except Exception as exc:

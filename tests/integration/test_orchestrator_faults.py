@@ -59,18 +59,20 @@ def lines(caplog):
     ]
 
 
-def test_a_locked_database_costs_one_line_and_the_other_duties_still_run(caplog):
-    flaky, counting = Flaky(), Counting()
-    orchestrator = lead(flaky, counting)
+def test_a_locked_database_costs_one_line_and_ends_the_tick_early(caplog):
+    counting, flaky, after = Counting(), Flaky(), Counting()
+    after.name = "after"
+    orchestrator = lead(counting, flaky, after)
     flaky.failing = OperationalError("database is locked")
     with caplog.at_level(logging.INFO, logger="distributed_tasks"):
         reports = [orchestrator.tick() for _ in range(20)]
         assert orchestrator.retry_in() > 0  # the beat waits before the next tick
         flaky.failing = None
-        assert orchestrator.tick() == {"flaky": {"done": 1}, "counting": {}}
+        assert orchestrator.tick() == {"counting": {}, "flaky": {"done": 1}, "after": {}}
         orchestrator.tick()
-    assert reports[0] == {"flaky": {"errors": 1}, "counting": {}}
-    assert counting.runs == 22 and orchestrator.is_leader()
+    # The duties after it would wait for the same database: they wait for the next tick.
+    assert reports[0] == {"counting": {}, "flaky": {"errors": 1}}
+    assert (counting.runs, after.runs) == (22, 2) and orchestrator.is_leader()
     assert orchestrator.retry_in() == 0
     down, up = lines(caplog)
     assert down == (
@@ -79,6 +81,17 @@ def test_a_locked_database_costs_one_line_and_the_other_duties_still_run(caplog)
     )
     assert up.startswith("Orchestrator tick works again after ")
     assert up.endswith(" s (20 failed attempts)")
+
+
+def test_a_bug_in_one_duty_leaves_the_others_running_and_logs_its_traceback_once(caplog):
+    flaky, counting = Flaky(), Counting()
+    orchestrator = lead(flaky, counting)
+    flaky.failing = KeyError("a bug")
+    with caplog.at_level(logging.INFO, logger="distributed_tasks"):
+        for _ in range(5):
+            assert orchestrator.tick() == {"flaky": {"errors": 1}, "counting": {}}
+    (down,) = [r for r in caplog.records if getattr(r, "action", None) == "outage"]
+    assert down.exc_info is not None and counting.runs == 5
 
 
 def test_redis_gone_mid_tick_is_no_exception(monkeypatch, caplog):
