@@ -19,9 +19,10 @@ from distributed_tasks.exceptions import InvalidConfiguration
 if django.VERSION >= (6, 0):
     from django.tasks import task, task_backends
     from django.tasks.backends.base import BaseTaskBackend
-    from django.tasks.base import Task, TaskError, TaskResult, TaskResultStatus
+    from django.tasks.base import Task, TaskContext, TaskError, TaskResult, TaskResultStatus
     from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist, TaskResultMismatch
-    from django.tasks.signals import task_enqueued
+    from django.tasks.signals import task_enqueued, task_finished, task_started
+    from django.utils.json import normalize_json
 
     TASKS_MODULE = "django.tasks"  # the framework's package, also its logger's name
 else:
@@ -37,10 +38,13 @@ else:
     # does so only from its AppConfig, so register it here too (once: a module imports once).
     from django_tasks import checks as _checks  # noqa: F401
     from django_tasks.backends.base import BaseTaskBackend
-    from django_tasks.base import Task, TaskError, TaskResult, TaskResultStatus
+    from django_tasks.base import Task, TaskContext, TaskError, TaskResult, TaskResultStatus
     from django_tasks.exceptions import InvalidTaskError as InvalidTask
     from django_tasks.exceptions import TaskResultDoesNotExist, TaskResultMismatch
-    from django_tasks.signals import task_enqueued  # also resets backends on setting_changed
+
+    # Also resets backends on setting_changed.
+    from django_tasks.signals import task_enqueued, task_finished, task_started
+    from django_tasks.utils import normalize_json
 
     TASKS_MODULE = "django_tasks"
 
@@ -49,12 +53,16 @@ __all__ = [
     "BaseTaskBackend",
     "InvalidTask",
     "Task",
+    "TaskContext",
     "TaskError",
     "TaskResult",
     "TaskResultDoesNotExist",
     "TaskResultMismatch",
     "TaskResultStatus",
+    "normalize_json",
     "task",
     "task_backends",
     "task_enqueued",
+    "task_finished",
+    "task_started",
 ]

@@ -8,6 +8,7 @@ up in the registry, never imported.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from dataclasses import asdict, dataclass, field, replace
@@ -96,6 +97,9 @@ class RunMessage:
             run_id=self.run_id,
             node=self.node,
             attempt=self.attempt,
+            queued_at=dt.datetime.fromtimestamp(self.queued_at, tz=dt.UTC)
+            if self.queued_at
+            else None,
         )
 
     def differences(self, row: RunMessage) -> list[str]:

@@ -9,6 +9,9 @@ module is imported at start-up, and ``resolve`` never imports anything.
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -82,6 +85,29 @@ class DistributedTask:
         """Called when the run exceeded its timeout."""
 
 
+def invoke(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """Call ``func``; an ``async def`` function runs to completion on a new event loop.
+
+    The loop runs in this thread (``asyncio.run``), not in a helper thread as
+    ``async_to_sync`` would, so a soft time limit interrupts the coroutine itself.
+    """
+    if inspect.iscoroutinefunction(func):
+        return asyncio.run(func(*args, **kwargs))
+    return func(*args, **kwargs)
+
+
+# Integrations that wrap each call of a registered function: ``wrap(call, info)``
+# returns the callable to use instead of ``call`` (the django.tasks backend passes a
+# TaskContext and sends Django's signals this way). ``info`` is None for callbacks.
+CallWrapper = Callable[[Callable[..., Any], "RunInfo | None"], Callable[..., Any]]
+_call_wrappers: list[CallWrapper] = []
+
+
+def add_call_wrapper(wrapper: CallWrapper) -> None:
+    if wrapper not in _call_wrappers:
+        _call_wrappers.append(wrapper)
+
+
 class FunctionTask(DistributedTask):
     """Adapter that lets a plain decorated function run through the class protocol."""
 
@@ -91,7 +117,10 @@ class FunctionTask(DistributedTask):
         self.func = func
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
-        return self.func(*args, **kwargs)
+        call: Callable[..., Any] = functools.partial(invoke, self.func)
+        for wrap in _call_wrappers:
+            call = wrap(call, self.info)
+        return call(*args, **kwargs)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

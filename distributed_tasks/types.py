@@ -75,6 +75,7 @@ class TaskHandle:
     task_list: str = "default"
     attempt: int = 1
     existing: bool = False  # True when on_conflict="return_existing" returned a running run
+    queued_at: dt.datetime | None = None  # the run's queued_at as stored (None for an existing run)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -59,6 +59,15 @@ DISTRIBUTED_TASKS = {
     "PERIODIC": json.loads(os.environ.get("DT_TEST_PERIODIC", "{}")),
 }
 
+# Django's task framework (django.tasks; the django_tasks backport on Django 5.2) runs on
+# the cluster, in the test process and in worker subprocesses alike.
+TASKS = {
+    "default": {
+        "BACKEND": "distributed_tasks.backends.DistributedTasksBackend",
+        "QUEUES": ["default", "builds", "priority"],
+    }
+}
+
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 # An ordinary beat entry: only the orchestrator leader may send it (HA beat). Nothing

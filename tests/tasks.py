@@ -135,13 +135,6 @@ def backend_fail(message: str) -> None:
     raise ValueError(message)
 
 
-@django_task
-@distributed_task
-def backend_wait(key: str, limit: float = WAIT_LIMIT) -> str:
-    """``wait_for`` as a Django task: runs until the test sets ``key`` in Redis."""
-    return wait_for(key, limit=limit)
-
-
 @distributed_task
 def journal(key: str, release: str, limit: float = WAIT_LIMIT) -> str:
     """Notes (node, time) of each execution in Redis list ``key``, then waits for ``release``."""
@@ -243,3 +236,7 @@ def timed(key: str, seconds: float) -> float:
     time.sleep(seconds)
     redis.rpush(key, json.dumps({"event": "end", "node": name, "at": time.time()}))
     return seconds
+
+
+# The backend contract's Django tasks register in every process that imports this module.
+from tests.backend_contract import tasks as _backend_contract_tasks  # noqa: E402, F401

@@ -12,7 +12,8 @@ from datetime import timedelta
 import pytest
 from asgiref.sync import async_to_sync
 from django.core import checks
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from distributed_tasks import (
@@ -104,7 +105,7 @@ def local_function():
 def test_backend_declares_what_it_supports(backend):
     assert isinstance(backend, DistributedTasksBackend)
     assert (backend.supports_get_result, backend.supports_defer) == (True, True)
-    assert (backend.supports_priority, backend.supports_async_task) == (False, False)
+    assert (backend.supports_priority, backend.supports_async_task) == (False, True)
     assert isinstance(task()(tasks.backend_add.func), NamedTask)
 
 
@@ -113,8 +114,7 @@ def test_backend_declares_what_it_supports(backend):
     [
         (lambda: task()(unregistered), "is not registered with distributed_tasks"),
         (lambda: task()(local_function()), "task function must be defined at a module level."),
-        (lambda: task(takes_context=True)(with_context), "does not pass a TaskContext"),
-        (lambda: task()(coroutine), "backend does not support async tasks."),
+        (lambda: task(takes_context=True)(unregistered), "does not have a first argument of 'c"),
         (lambda: named(tasks.backend_add, priority=5), "does not support setting priority"),
         (lambda: named(tasks.backend_add, queue_name="x"), "queue 'x' is not valid for backend."),
         (lambda: named(tasks.backend_add, run_name="a\nb"), "contains control or other non-"),
@@ -141,10 +141,29 @@ def test_unregistered_function_error_shows_the_way_out(backend):
 
 
 def test_non_json_arguments_are_refused_and_change_nothing(backend, node, redis):
-    with pytest.raises(NotSerializable):
+    # Django's TypeError and wording ("Unsupported type: ..."), then the way out.
+    with pytest.raises(TypeError, match=r"^Unsupported type: <class 'object'>\. The arg") as info:
         tasks.backend_add.enqueue(object(), 1)
+    assert isinstance(info.value, NotSerializable)
+    with pytest.raises(TypeError, match="Unsupported type: <class 'set'>"):
+        tasks.backend_add.enqueue(1, b={1})
     assert not TaskRun.objects.exists()
     assert published(redis) == []
+
+
+def test_arguments_are_normalised_as_django_does(backend, node):
+    result = tasks.backend_add.enqueue((1, 2), b=b"bytes")
+    assert (result.args, result.kwargs) == ([[1, 2]], {"b": "bytes"})
+    assert backend.get_result(result.id) == result
+
+
+def test_enqueue_does_not_read_the_run_back(backend, node):
+    """The result is built from what was sent: a fast worker cannot make it RUNNING."""
+    with CaptureQueriesContext(connection) as queries:
+        result = tasks.backend_add.enqueue(1, 2)
+    assert result.status == TaskResultStatus.READY
+    reads = [q["sql"] for q in queries if q["sql"].lstrip().upper().startswith("SELECT")]
+    assert reads == []
 
 
 def test_enqueue_returns_a_ready_result_for_the_queued_run(backend, node, redis):
@@ -245,16 +264,11 @@ def test_run_after_becomes_a_countdown(backend, node):
 
 def test_get_result_round_trip(backend, node):
     result = tasks.backend_add.enqueue(1, b=2)
-    got = backend.get_result(result.id)
-    fields = ("id", "status", "args", "kwargs", "backend", "enqueued_at", "started_at", "errors")
-    assert [getattr(got, f) for f in fields] == [getattr(result, f) for f in fields]
-    assert (got.task.func, got.task.queue_name, got.task.backend) == (
-        tasks.backend_add.func,
-        "default",
-        "default",
-    )
-    assert got.task.run_name == TaskRun.objects.get(id=result.id).name
-    assert tasks.backend_add.get_result(result.id).id == result.id
+    assert backend.get_result(result.id) == result  # task included: no run name was given
+    assert result.task.run_name is None
+    named_run = named(tasks.backend_add, run_name="rt", timeout=5).using(priority=0).enqueue(1, 2)
+    assert backend.get_result(named_run.id) == named_run
+    assert tasks.backend_add.get_result(result.id) == result
     with pytest.raises(TaskResultMismatch):
         tasks.backend_fail.get_result(result.id)
 

@@ -31,32 +31,39 @@ from django.core import checks
 from django.utils import timezone
 
 from distributed_tasks import registry
+from distributed_tasks.backends import execution
+from distributed_tasks.backends.results import (
+    GENERIC_ERROR,
+    SPEC_KEY,
+    STATUSES,
+    result_of,
+    spec_of,
+    stored_spec,
+    task_fields,
+)
 from distributed_tasks.compat import (
     BaseTaskBackend,
     InvalidTask,
     Task,
-    TaskError,
     TaskResult,
     TaskResultDoesNotExist,
     TaskResultStatus,
+    normalize_json,
     task_enqueued,
 )
-from distributed_tasks.exceptions import DistributedTasksError, InvalidName, NotRegistered
-from distributed_tasks.types import OnConflict, Reuse, State, TaskHandle
+from distributed_tasks.exceptions import (
+    DistributedTasksError,
+    InvalidName,
+    NotRegistered,
+    NotSerializable,
+)
+from distributed_tasks.types import OnConflict, Reuse, TaskHandle
+
+__all__ = ["GENERIC_ERROR", "STATUSES", "DistributedTasksBackend", "NamedTask"]
 
 E101 = "distributed_tasks.E101"  # OPTIONS is not a dict, or has an unknown key
 E102 = "distributed_tasks.E102"  # an OPTIONS value is outside its allowed set
 E103 = "distributed_tasks.E103"  # a QUEUES entry cannot be a task list name
-
-STATUSES = {
-    State.QUEUED: TaskResultStatus.READY,
-    State.RUNNING: TaskResultStatus.RUNNING,
-    State.DONE: TaskResultStatus.SUCCESSFUL,
-    State.FAILED: TaskResultStatus.FAILED,
-}
-
-# A run that failed without an exception (node lost, cancelled) reports this class.
-GENERIC_ERROR = "distributed_tasks.exceptions.DistributedTasksError"
 
 
 def _choice(choices: Any) -> Callable[[Any], str | None]:
@@ -118,19 +125,13 @@ class DistributedTasksBackend(BaseTaskBackend):
 
     task_class = NamedTask
     supports_defer = True  # run_after becomes start_async's countdown
-    supports_async_task = False  # workers call functions synchronously
+    supports_async_task = True  # workers run async def functions with asyncio.run
     supports_get_result = True  # results are TaskRun rows, readable from any process
     supports_priority = False  # each node's queue is FIFO
 
     def validate_task(self, task: Task) -> None:
         """Django's rules, then ours: registered function, valid names and options."""
         super().validate_task(task)
-        if task.takes_context:
-            raise InvalidTask(
-                f"{type(self).__name__} does not pass a TaskContext: workers call "
-                f"{task.module_path} with its own arguments only. Drop takes_context=True "
-                "and pass what the task needs as arguments."
-            )
         from distributed_tasks.validation import prepare  # needs the app registry
 
         try:
@@ -148,31 +149,27 @@ class DistributedTasksBackend(BaseTaskBackend):
     def enqueue(self, task: Task, args: Any, kwargs: Any) -> TaskResult:
         """Start a run; its id is the result id. Raises ``AlreadyRunning`` for a busy name.
 
-        With ``on_conflict="return_existing"`` the result of the active run of the
-        name is returned instead (its own task and arguments, no new run).
+        The result is built from what was sent, not read back: a fast worker may have
+        started the run already, and Django's contract is a READY result. With
+        ``on_conflict="return_existing"`` the result of the active run of the name is
+        returned instead (read from its row: its own task and arguments, no new run).
         """
         self.validate_task(task)
+        args, kwargs = _json_arguments(task, args, kwargs)
         from distributed_tasks import api
-        from distributed_tasks.client import ClusterClient
-        from distributed_tasks.store import get_store
 
         handle = api.start_async(
             task.func,
             args,
             kwargs,
             countdown=self._countdown(task),
+            data={SPEC_KEY: spec_of(task)},
             **self._start_options(task, self.options if isinstance(self.options, Mapping) else {}),
         )
-        # The real client's row is the truth; a testing double keeps no rows (and may
-        # run without a database), so its result is built from the handle.
-        keeps_rows = isinstance(api.get_client(), ClusterClient)
-        run = get_store().get(handle.run_id) if keeps_rows else None
-        if run is None:
-            result = self._pending(task, handle, args, kwargs)
-        else:
-            result = self._result(run, None if handle.existing else task)
-        if not handle.existing:
-            task_enqueued.send(type(self), task_result=result)
+        if handle.existing:
+            return self.get_result(handle.run_id)
+        result = self._ready(task, handle, args, kwargs)
+        task_enqueued.send(type(self), task_result=result)
         return result
 
     def get_result(self, result_id: str) -> TaskResult:
@@ -188,7 +185,7 @@ class DistributedTasksBackend(BaseTaskBackend):
                 f"No run has the id {result_id!r}: it was never enqueued, its transaction "
                 "rolled back, or its record is older than HISTORY_RETENTION."
             )
-        return self._result(run)
+        return result_of(run, self._task_for(run), self.alias)
 
     def check(self, **kwargs: Any) -> Iterator[checks.CheckMessage]:
         yield from super().check(**kwargs)
@@ -231,7 +228,11 @@ class DistributedTasksBackend(BaseTaskBackend):
         return seconds if seconds > 0 else None
 
     def _task_for(self, run: Any) -> Task:
-        """The task of a run read back: the registered function, never an import."""
+        """The task of a run read back: the registered function, never an import.
+
+        A run the backend enqueued is rebuilt from its stored spec, equal to the task
+        it was enqueued as; another run (``start_async``) reads as a task named after it.
+        """
         try:
             entry = registry.resolve(run.function)
         except NotRegistered:
@@ -241,50 +242,28 @@ class DistributedTasksBackend(BaseTaskBackend):
                 f"Run {run.run_id} runs {run.function}, which is not a registered function in "
                 "this process, so it is no task result; read it with get_status(name) instead."
             )
+        spec = stored_spec(run.data)
+        fields = task_fields(spec) if spec else {"run_name": run.name}
         try:
             return self.task_class(
-                func=entry.factory, backend=self.alias, queue_name=run.task_list, run_name=run.name
+                func=entry.factory, backend=self.alias, queue_name=run.task_list, **fields
             )
-        except InvalidTask as exc:
+        except (InvalidTask, DistributedTasksError, TypeError, ValueError) as exc:
             raise TaskResultDoesNotExist(
                 f"Run {run.run_id} cannot be a task of backend {self.alias!r}: {exc}"
             ) from exc
 
-    def _result(self, run: Any, task: Task | None = None) -> TaskResult:
-        """A TaskResult for a TaskRun row.
-
-        ``worker_ids`` repeats the run's node once per execution: the row keeps only
-        the latest node, and Django counts ``attempts`` from this list.
-        """
-        result = TaskResult(
-            task=task or self._task_for(run),
-            id=run.run_id,
-            status=STATUSES[State(run.state)],
-            enqueued_at=run.queued_at,
-            started_at=run.started_at,
-            finished_at=run.finished_at,
-            last_attempted_at=run.started_at,
-            args=run.args,
-            kwargs=run.kwargs,
-            backend=self.alias,
-            errors=_errors(run),
-            worker_ids=[run.node] * run.executions,
-        )
-        if run.state == State.DONE:
-            object.__setattr__(result, "_return_value", run.result)
-        return result
-
-    def _pending(self, task: Task, handle: TaskHandle, args: Any, kwargs: Any) -> TaskResult:
-        """A READY result for a client that keeps no rows (the testing doubles)."""
+    def _ready(self, task: Task, handle: TaskHandle, args: Any, kwargs: Any) -> TaskResult:
+        """The READY result of a run just started (a testing double has no queued_at)."""
         never = dict.fromkeys(("started_at", "finished_at", "last_attempted_at"))
         return TaskResult(
             task=task,
             id=handle.run_id,
             status=TaskResultStatus.READY,
-            enqueued_at=timezone.now(),
+            enqueued_at=handle.queued_at or timezone.now(),
             **never,
-            args=list(args),
-            kwargs=dict(kwargs),
+            args=args,
+            kwargs=kwargs,
             backend=self.alias,
             errors=[],
             worker_ids=[],
@@ -321,12 +300,20 @@ class DistributedTasksBackend(BaseTaskBackend):
                 )
 
 
-def _errors(run: Any) -> list[TaskError]:
-    """The run's last failure as Django's TaskError (also kept while a retry waits)."""
-    if not (run.error_type or run.error):
-        return []
-    path = run.error_type or GENERIC_ERROR
-    if "." not in path:  # our rows drop the "builtins." prefix that import_string needs
-        path = f"builtins.{path}"
-    summary = f"{run.reason}: {run.error}" if run.reason else run.error
-    return [TaskError(exception_class_path=path, traceback=run.traceback or summary)]
+def _json_arguments(task: Task, args: Any, kwargs: Any) -> tuple[list[Any], dict[str, Any]]:
+    """Arguments as Django normalises them (tuples to lists, bytes to str).
+
+    What Django cannot normalise raises ``NotSerializable``, a ``TypeError`` that
+    starts with Django's own words ("Unsupported type: ...").
+    """
+    try:
+        return normalize_json(list(args)), normalize_json(dict(kwargs))
+    except TypeError as exc:
+        raise NotSerializable(
+            f"{exc}. The arguments of {task.module_path} are stored as JSON: pass "
+            "JSON-compatible values (str, numbers, bools, None, lists, dicts) such as ids, "
+            "not objects."
+        ) from None
+
+
+execution.install()

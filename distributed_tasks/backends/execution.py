@@ -1,0 +1,100 @@
+"""Django's task framework on the worker: context, return values and signals.
+
+A run the backend enqueued carries its task's spec in its data (``results.SPEC_KEY``).
+For such a run, the worker's call of the function goes through ``wrap`` (a registry
+call wrapper), which does what Django's own backends do around a task:
+
+- sends ``task_started`` with the RUNNING result, just before the call;
+- passes a ``TaskContext`` (the result, with ``attempt``) to ``takes_context`` tasks;
+- normalises the return value with Django's ``normalize_json``, so a value Django
+  refuses fails the run with Django's ``TypeError``.
+
+``task_finished`` follows our ``run_finished``: once the outcome is recorded for good
+(a failed attempt that is retried sends neither). Django's receiver logs a failure
+with ``sys.exc_info()``, so for a run that failed in this thread the signal is sent
+while the task's exception is being handled, as Django's backends do.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from distributed_tasks import registry, signals
+from distributed_tasks.backends.results import stored_spec
+from distributed_tasks.compat import (
+    TaskContext,
+    TaskResultDoesNotExist,
+    normalize_json,
+    task_backends,
+    task_finished,
+    task_started,
+)
+from distributed_tasks.types import State
+
+logger = logging.getLogger("distributed_tasks.backends")
+
+# The exception of the attempt that last failed in this thread: (run id, exception).
+_failure = threading.local()
+
+
+def _result(run_id: str, spec: dict[str, Any]) -> tuple[type, Any] | None:
+    """(backend class, TaskResult) of a run, or None (logged) when it cannot be read."""
+    try:
+        backend = task_backends[spec["backend"]]
+        return type(backend), backend.get_result(run_id)
+    except (TaskResultDoesNotExist, KeyError, ImportError, ValueError) as exc:
+        logger.warning("Run %s has no Django task result here: %s", run_id, exc)
+        return None
+
+
+def wrap(call: Callable[..., Any], info: registry.RunInfo | None) -> Callable[..., Any]:
+    """The call of a run the backend enqueued, inside Django's task protocol."""
+    spec = stored_spec(info.data) if info is not None else None
+    if info is None or spec is None:
+        return call
+    run_id = info.run_id
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        _failure.value = None
+        found = _result(run_id, spec)
+        if found is not None:
+            sender, result = found
+            task_started.send(sender=sender, task_result=result)
+            if result.task.takes_context:
+                args = (TaskContext(task_result=result), *args)
+        try:
+            return normalize_json(call(*args, **kwargs))
+        except BaseException as exc:
+            _failure.value = (run_id, exc)
+            raise
+
+    return run
+
+
+def _finished(sender: Any, message: Any, outcome: Any, **kwargs: Any) -> None:
+    """Send Django's ``task_finished`` for a run the backend enqueued."""
+    spec = stored_spec(getattr(message, "data", None))
+    if spec is None:
+        return
+    failure = getattr(_failure, "value", None)
+    _failure.value = None
+    found = _result(message.run_id, spec)
+    if found is None:
+        return
+    backend, result = found
+    if outcome.state == State.FAILED and failure is not None and failure[0] == message.run_id:
+        try:
+            raise failure[1]
+        except BaseException:  # Django's receiver logs sys.exc_info()
+            task_finished.send(sender=backend, task_result=result)
+    else:
+        task_finished.send(sender=backend, task_result=result)
+
+
+def install() -> None:
+    """Hook into the worker (idempotent): every process that loads the backend runs this."""
+    registry.add_call_wrapper(wrap)
+    signals.run_finished.connect(_finished, dispatch_uid="distributed_tasks.backends.finished")
