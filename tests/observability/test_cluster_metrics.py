@@ -1,0 +1,151 @@
+"""Metrics scraped from a real node (prefork, recycled children), a real dt_beat and
+/tasks/metrics after a known mix of runs: done, failed, retried, refused, a periodic slot."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.request
+
+import pytest
+
+from distributed_tasks import AlreadyRunning, InvalidName, start_async
+from distributed_tasks.models import PeriodicTaskState
+from distributed_tasks.periodic import PeriodicRun
+from distributed_tasks.registry import path_of
+from tests.cluster.conftest import release as release  # the fixture
+from tests.cluster.conftest import wait_finished
+from tests.observability.conftest import parse, sample
+from tests.support import poll_until
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+NODE, BEAT = "m1@obs", "beat-obs"
+ENV = {"DT_TEST_PERIODIC": json.dumps({"broken": {"task": "tests.tasks.Broken", "interval": 2}})}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape_port(port: int) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        return parse(response.read().decode())
+
+
+@pytest.fixture(scope="module")
+def ports(cluster_factory):
+    node_port, beat_port = free_port(), free_port()
+    # One child per run (--max-tasks-per-child 1): counts of exited children must stay.
+    cluster_factory.start_worker(
+        NODE,
+        concurrency=2,
+        args=("--metrics-port", str(node_port), "--max-tasks-per-child", "1"),
+        **ENV,
+    )
+    cluster_factory.spawn(
+        BEAT, ["dt_beat", "--name", BEAT, "--metrics-port", str(beat_port)], **ENV
+    )
+    cluster_factory.wait_live(NODE)
+    cluster_factory.wait_leader()
+    return node_port, beat_port
+
+
+def test_counters_histograms_and_gauges_after_a_known_mix(ports, scraper, redis, release):
+    node_port, beat_port = ports
+    # Let 'broken' fail at least once, then disable it (as the admin does) and let it settle:
+    # the database's counts are then what every metric must say.
+    poll_until(
+        lambda: PeriodicTaskState.objects.filter(name="broken", failures__gte=1).exists(),
+        timeout=30,
+        message=lambda: f"a slot of 'broken' to fail: {_periodic_rows()}",
+    )
+    PeriodicTaskState.objects.filter(name="broken").update(enabled=False)
+    wait_finished("periodic:broken")
+    periodic = PeriodicTaskState.objects.get(name="broken")
+    web_before = scraper()
+    for i in range(3):
+        start_async("tests.tasks.add", [i, 1], name=f"obs-add-{i}")
+    start_async("tests.tasks.fail", ["boom"], name="obs-fail")
+    start_async("tests.tasks.fail", ["again"], name="obs-retry", max_attempts=2, retry_backoff=0.1)
+    start_async("tests.tasks.wait_for", [release("obs:go")], name="obs-wait")
+    with pytest.raises(AlreadyRunning):
+        start_async("tests.tasks.add", [0, 0], name="obs-wait")
+    with pytest.raises(InvalidName):
+        start_async("tests.tasks.add", [0, 0], name="bad\nname")
+    for name in ("obs-add-0", "obs-add-1", "obs-add-2", "obs-fail", "obs-retry"):
+        wait_finished(name)
+
+    # While obs-wait runs: node gauges on the node's own port and on /tasks/metrics.
+    poll_until(lambda: _running(node_port), message="obs-wait to run on the node")
+    node = scrape_port(node_port)
+    web = scraper()
+    for samples in (node, web):
+        assert sample(samples, "dt_node_live", node=NODE) == 1
+        assert sample(samples, "dt_node_capacity", node=NODE) == 2
+        assert sample(samples, "dt_node_active_runs", node=NODE) == 1
+        assert sample(samples, "dt_node_queue_depth", node=NODE) == 0
+        assert 0 <= sample(samples, "dt_node_heartbeat_age_seconds", node=NODE) < 5
+    assert sample(web, "dt_runs_active", state="RUNNING") == 1
+
+    def delta(name, **labels):
+        return (sample(web, name, **labels) or 0) - (sample(web_before, name, **labels) or 0)
+
+    assert delta("dt_runs_started_total", task_list="default") == 6
+    assert delta("dt_runs_refused_total", task_list="default", reason="already_running") == 1
+    assert delta("dt_runs_refused_total", task_list="default", reason="invalid") == 1
+    assert sample(web, "dt_periodic_failures_total", task="broken") == periodic.failures
+    assert sample(web, "dt_periodic_skips_total", task="broken") == periodic.skips
+    assert sample(web, "dt_leader", holder=BEAT) == 1 and sample(web, "dt_leader_epoch") >= 1
+
+    redis.set("obs:go", 1)
+    wait_finished("obs-wait")
+    node = scrape_port(node_port)
+
+    def finished(function, state, reason=""):
+        labels = {"function": function, "task_list": "default", "state": state, "reason": reason}
+        return sample(node, "dt_runs_finished_total", **labels)
+
+    assert finished("tests.tasks.add", "DONE") == 3
+    assert finished("tests.tasks.wait_for", "DONE") == 1
+    assert finished("tests.tasks.fail", "FAILED", "exception") == 2
+    assert finished(path_of(PeriodicRun), "FAILED", "exception") == periodic.failures
+    retried = {"function": "tests.tasks.fail", "task_list": "default", "reason": "exception"}
+    assert sample(node, "dt_runs_retried_total", **retried) == 1
+    # Every attempt is timed (3 of fail: two final, one retried); queue waits of first attempts.
+    assert sample(node, "dt_run_duration_seconds_count", function="tests.tasks.add") == 3
+    assert sample(node, "dt_run_duration_seconds_count", function="tests.tasks.fail") == 3
+    assert sample(node, "dt_run_queue_wait_seconds_count", function="tests.tasks.add") == 3
+    assert sample(node, "dt_run_duration_seconds_sum", function="tests.tasks.add") > 0
+    assert sample(node, "dt_node_queue_depth", node=NODE) == 0
+    assert sample(node, "dt_node_active_runs", node=NODE) == 0
+
+    beat = scrape_port(beat_port)
+    assert sample(beat, "dt_leader_elections_total", holder=BEAT) == 1
+    assert sample(beat, "dt_lease_renewals_total", holder=BEAT) >= 1
+    slots = {
+        dict(labels)["outcome"]: value
+        for (name, labels), value in beat.items()
+        if name == "dt_periodic_slots_total" and dict(labels)["task"] == "broken"
+    }
+    assert slots.pop("dispatched") == periodic.failures  # each dispatched slot failed
+    slots.pop("already_dispatched", None)
+    assert sum(slots.values()) == periodic.skips  # no_node, skipped, unavailable
+    assert sample(beat, "dt_leader", holder=BEAT) == 1
+
+
+def _running(port: int) -> bool:
+    return sample(scrape_port(port), "dt_node_active_runs", node=NODE) == 1
+
+
+def _periodic_rows() -> str:
+    from distributed_tasks.models import TaskRun
+
+    return repr(
+        (
+            list(PeriodicTaskState.objects.values()),
+            list(TaskRun.objects.values("name", "state", "node", "attempt", "reason", "error")),
+        )
+    )
