@@ -19,7 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from distributed_tasks import celery, claims, keys, signals
+from distributed_tasks import celery, claims, keys, logs, signals
 from distributed_tasks.connection import get_redis
 from distributed_tasks.messages import RunMessage
 from distributed_tasks.placement import Placement
@@ -64,7 +64,7 @@ def deliver(msg: RunMessage, countdown: float | None = None) -> bool:
             msg.name,
             msg.attempt,
             exc.__cause__,
-            extra={"action": "publish_failed"},
+            extra=logs.run_extra(msg, "publish_failed"),
         )
         return False
 

@@ -4,9 +4,9 @@ Log lines name a run in their text for people; log pipelines need the same facts
 fields. ``run_extra(run, action)`` builds the ``extra`` dict our modules pass to a
 logger call, with the same keys everywhere:
 
-    ``run_id``, ``run_name``, ``task_list``, ``node``, ``attempt``, ``function``, ``action``
+    ``run_id``, ``task_name``, ``task_list``, ``node``, ``attempt``, ``function``, ``action``
 
-(``run_name``, not ``name``: ``LogRecord.name`` is the logger's name and ``logging``
+(``task_name``, not ``name``: ``LogRecord.name`` is the logger's name and ``logging``
 refuses to overwrite it). Anything with those attributes works as ``run``: a
 ``RunMessage``, ``TaskHandle``, ``RunInfo`` or ``TaskRun`` (whose ``id`` is the run id),
 or a message body (a dict with those keys).
@@ -27,7 +27,7 @@ import logging
 from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
 
-RUN_FIELDS = ("run_id", "run_name", "task_list", "node", "attempt", "function")
+RUN_FIELDS = ("run_id", "task_name", "task_list", "node", "attempt", "function")
 
 _current: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
     "distributed_tasks_run", default=None
@@ -46,7 +46,7 @@ def run_fields(run: Any) -> dict[str, Any]:
     run_id = get("run_id") or get("id")
     return {
         "run_id": str(run_id) if run_id is not None else None,
-        "run_name": get("name"),
+        "task_name": get("name"),
         "task_list": get("task_list"),
         "node": get("node") or None,
         "attempt": get("attempt"),

@@ -79,3 +79,17 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"queue": "ha-beat-probe"},
     },
 }
+
+if os.environ.get("DT_LOG_JSON"):
+    # The JSON logging config README.md documents: one object per line, run fields on
+    # every record emitted while a run executes (cluster tests read worker logs this way).
+    LOGGING = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"run": {"()": "distributed_tasks.logs.RunContextFilter"}},
+        "formatters": {"json": {"()": "distributed_tasks.logs.JsonFormatter"}},
+        "handlers": {
+            "console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["run"]}
+        },
+        "root": {"handlers": ["console"], "level": os.environ.get("DT_LOG_LEVEL", "WARNING")},
+    }

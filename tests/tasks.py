@@ -8,6 +8,7 @@ and wait for events instead of sleeping.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from typing import Any
@@ -26,6 +27,13 @@ def add(a: int, b: int) -> int:
 @distributed_task(timeout=7, max_attempts=3)
 def with_options() -> None:
     """Registered with defaults that start_async picks up."""
+
+
+@distributed_task
+def chatty(word: str) -> str:
+    """Logs through its own logger: the run's fields come from logs.RunContextFilter."""
+    logging.getLogger("tests.tasks").warning("chatty says %s", word)
+    return word
 
 
 @distributed_task

@@ -22,7 +22,7 @@ from collections import Counter
 from django.db import transaction
 from django.db.models import Q
 
-from distributed_tasks import attempts, claims, keys, runner, scripts, signals
+from distributed_tasks import attempts, claims, keys, logs, runner, scripts, signals
 from distributed_tasks.brokers import get_broker
 from distributed_tasks.conf import get_settings
 from distributed_tasks.connection import get_redis
@@ -176,5 +176,5 @@ def _finished(msg, outcome: Outcome, error: type[Exception]) -> None:
         msg.name,
         outcome.reason,
         outcome.error,
-        extra={"action": outcome.reason},
+        extra=logs.run_extra(msg, outcome.reason),
     )

@@ -43,6 +43,7 @@ def ports(cluster_factory):
         NODE,
         concurrency=2,
         args=("--metrics-port", str(node_port), "--max-tasks-per-child", "1"),
+        DT_LOG_JSON="1",  # README's JSON logging config
         **ENV,
     )
     cluster_factory.spawn(
@@ -53,7 +54,9 @@ def ports(cluster_factory):
     return node_port, beat_port
 
 
-def test_counters_histograms_and_gauges_after_a_known_mix(ports, scraper, redis, release):
+def test_counters_histograms_and_gauges_after_a_known_mix(
+    ports, scraper, redis, release, cluster_factory
+):
     node_port, beat_port = ports
     # Let 'broken' fail at least once, then disable it (as the admin does) and let it settle:
     # the database's counts are then what every metric must say.
@@ -69,13 +72,16 @@ def test_counters_histograms_and_gauges_after_a_known_mix(ports, scraper, redis,
     for i in range(3):
         start_async("tests.tasks.add", [i, 1], name=f"obs-add-{i}")
     start_async("tests.tasks.fail", ["boom"], name="obs-fail")
-    start_async("tests.tasks.fail", ["again"], name="obs-retry", max_attempts=2, retry_backoff=0.1)
+    retried = start_async(
+        "tests.tasks.fail", ["again"], name="obs-retry", max_attempts=2, retry_backoff=0.1
+    )
+    chatty = start_async("tests.tasks.chatty", ["hello"], name="obs-chatty")
     start_async("tests.tasks.wait_for", [release("obs:go")], name="obs-wait")
     with pytest.raises(AlreadyRunning):
         start_async("tests.tasks.add", [0, 0], name="obs-wait")
     with pytest.raises(InvalidName):
         start_async("tests.tasks.add", [0, 0], name="bad\nname")
-    for name in ("obs-add-0", "obs-add-1", "obs-add-2", "obs-fail", "obs-retry"):
+    for name in ("obs-add-0", "obs-add-1", "obs-add-2", "obs-fail", "obs-retry", "obs-chatty"):
         wait_finished(name)
 
     # While obs-wait runs: node gauges on the node's own port and on /tasks/metrics.
@@ -93,7 +99,7 @@ def test_counters_histograms_and_gauges_after_a_known_mix(ports, scraper, redis,
     def delta(name, **labels):
         return (sample(web, name, **labels) or 0) - (sample(web_before, name, **labels) or 0)
 
-    assert delta("dt_runs_started_total", task_list="default") == 6
+    assert delta("dt_runs_started_total", task_list="default") == 7
     assert delta("dt_runs_refused_total", task_list="default", reason="already_running") == 1
     assert delta("dt_runs_refused_total", task_list="default", reason="invalid") == 1
     assert sample(web, "dt_periodic_failures_total", task="broken") == periodic.failures
@@ -110,10 +116,11 @@ def test_counters_histograms_and_gauges_after_a_known_mix(ports, scraper, redis,
 
     assert finished("tests.tasks.add", "DONE") == 3
     assert finished("tests.tasks.wait_for", "DONE") == 1
+    assert finished("tests.tasks.chatty", "DONE") == 1
     assert finished("tests.tasks.fail", "FAILED", "exception") == 2
     assert finished(path_of(PeriodicRun), "FAILED", "exception") == periodic.failures
-    retried = {"function": "tests.tasks.fail", "task_list": "default", "reason": "exception"}
-    assert sample(node, "dt_runs_retried_total", **retried) == 1
+    retry_labels = {"function": "tests.tasks.fail", "task_list": "default", "reason": "exception"}
+    assert sample(node, "dt_runs_retried_total", **retry_labels) == 1
     # Every attempt is timed (3 of fail: two final, one retried); queue waits of first attempts.
     assert sample(node, "dt_run_duration_seconds_count", function="tests.tasks.add") == 3
     assert sample(node, "dt_run_duration_seconds_count", function="tests.tasks.fail") == 3
@@ -134,6 +141,21 @@ def test_counters_histograms_and_gauges_after_a_known_mix(ports, scraper, redis,
     slots.pop("already_dispatched", None)
     assert sum(slots.values()) == periodic.skips  # no_node, skipped, unavailable
     assert sample(beat, "dt_leader", holder=BEAT) == 1
+
+    # Logs: JSON lines; the user's own record and ours carry the run's fields.
+    lines = cluster_factory.log(NODE, tail=10**7).splitlines()
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+
+    def fields(record):
+        keys = ("run_id", "task_name", "task_list", "node", "attempt")
+        return tuple(record.get(k) for k in keys)
+
+    (said,) = [r for r in records if r["logger"] == "tests.tasks"]
+    assert said["message"] == "chatty says hello"
+    assert fields(said) == (chatty.run_id, "obs-chatty", "default", NODE, 1)
+    assert said["function"] == "tests.tasks.chatty"
+    retry_lines = [r for r in records if r.get("action") == "retry"]
+    assert [fields(r) for r in retry_lines] == [(retried.run_id, "obs-retry", "default", NODE, 1)]
 
 
 def _running(port: int) -> bool:

@@ -15,7 +15,7 @@ MSG = RunMessage(
 )
 FIELDS = {
     "run_id": "r1",
-    "run_name": "daily",
+    "task_name": "daily",
     "task_list": "reports",
     "node": "n1",
     "attempt": 2,
@@ -63,7 +63,7 @@ def test_filter_adds_current_run_to_any_record_only_inside_bound(records):
     log, caught = records
     with logs.bound(MSG):
         log.info("inside")
-        assert logs.current()["run_name"] == "daily"
+        assert logs.current()["task_name"] == "daily"
     log.info("outside")
     assert caught[0].run_id == "r1" and not hasattr(caught[1], "run_id")
     assert logs.current() is None
