@@ -17,6 +17,7 @@ from celery.worker import state as worker_state
 from distributed_tasks import keys
 from distributed_tasks.celery import content_problem, get_app
 from distributed_tasks.conf import get_settings
+from distributed_tasks.consumer import NodeConsumer
 from distributed_tasks.exceptions import InvalidConfiguration
 from distributed_tasks.nodes import ALL_TASK_LISTS, Heartbeat, NodeInfo, set_current_node
 
@@ -88,6 +89,8 @@ class WorkerNode:
         # Anyone who can write to the broker could otherwise stop the node with a
         # `shutdown` broadcast (or change its pool, rate limits...).
         app.conf.worker_enable_remote_control = get_settings().REMOTE_CONTROL
+        # No message may stop the node (consumer.py); Celery reads this before arguments.
+        app.conf.worker_consumer = f"{NodeConsumer.__module__}:{NodeConsumer.__qualname__}"
         celery_signals.worker_ready.connect(self._on_ready, weak=False)
         worker = app.Worker(
             hostname=o.node,

@@ -246,5 +246,30 @@ def timed(key: str, seconds: float) -> float:
     return seconds
 
 
+# -- Faults (tests/faults): what user code can do to the worker that runs it ----------------
+
+
+@distributed_task
+def interrupt(kind: str) -> None:
+    """Raises what is not an ``Exception``: Celery would let it end the pool process."""
+    raise {"exit": SystemExit(2), "keyboard": KeyboardInterrupt(), "generator": GeneratorExit()}[
+        kind
+    ]
+
+
+@distributed_task
+def unstorable(kind: str) -> Any:
+    """Fails, or returns, with text that databases refuse to store as it is."""
+    if kind == "nul_error":
+        raise ValueError("a NUL \x00 in the message")
+    if kind == "surrogate_error":
+        raise ValueError("a lone \ud800 surrogate")
+    if kind == "surrogate_result":
+        return {"text": "\udfff"}
+    if kind == "long_class":
+        raise type("Long" * 100, (Exception,), {})("its class name does not fit the column")
+    return kind
+
+
 # The backend contract's Django tasks register in every process that imports this module.
 from tests.backend_contract import tasks as _backend_contract_tasks  # noqa: E402, F401

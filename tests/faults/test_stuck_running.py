@@ -1,0 +1,120 @@
+"""No run stays RUNNING on a live node, whatever stopped its execution (issue 11 item 1).
+
+Each trigger below once left its run RUNNING, and its name taken, until the node
+restarted. Now each ends FAILED (or DONE, when only the database was away) within
+NODE_TIMEOUT + one tick, the name starts again, and the same node process runs it.
+"""
+
+import pytest
+
+from distributed_tasks import State, get_status, start_async
+from distributed_tasks.conf import get_settings
+from distributed_tasks.models import TaskRun
+from distributed_tasks.nodes import live_nodes
+from distributed_tasks.store import get_store
+from tests import tasks
+from tests.cluster.conftest import finished
+from tests.faults.conftest import NODE
+from tests.support import poll_until
+
+pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
+
+
+def deadline() -> float:
+    """NODE_TIMEOUT + one tick, plus scheduling slack on a loaded 2-core machine."""
+    conf = get_settings()
+    return conf.NODE_TIMEOUT + conf.TICK_INTERVAL + 1.5
+
+
+def ended(name: str):
+    return poll_until(finished(name), timeout=deadline(), message=f"{name} to end")
+
+
+def starts_again_on_the_same_process(cluster, name: str) -> None:
+    pid = cluster.procs[NODE].pid
+    start_async(tasks.add, [2, 3], name=name)
+    status = poll_until(finished(name), timeout=30, message=f"{name} to run again")
+    assert (status.state, status.result) == (State.DONE, 5)
+    assert cluster.running(NODE) and cluster.procs[NODE].pid == pid
+
+
+@pytest.mark.parametrize(
+    ("kind", "error_type"),
+    [("exit", "SystemExit"), ("keyboard", "KeyboardInterrupt"), ("generator", "GeneratorExit")],
+)
+def test_an_interrupt_raised_by_the_task_ends_its_run_failed(serving, kind, error_type):
+    name = f"interrupt-{kind}"
+    start_async(tasks.interrupt, [kind], name=name)
+    status = ended(name)
+    assert (status.state, status.reason, status.error_type) == (
+        State.FAILED,
+        "exception",
+        error_type,
+    )
+    starts_again_on_the_same_process(serving, name)
+
+
+@pytest.mark.parametrize(
+    ("kind", "error_type", "shown"),
+    [
+        ("nul_error", "ValueError", "a NUL \\x00 in the message"),
+        ("surrogate_error", "ValueError", "a lone \\ud800 surrogate"),
+        ("surrogate_result", "distributed_tasks.exceptions.NotSerializable", "lone surrogate"),
+        ("long_class", "tests.tasks." + "Long" * 100, "does not fit the column"),
+    ],
+)
+def test_an_outcome_the_database_would_refuse_is_cleaned_and_stored(
+    serving, kind, error_type, shown
+):
+    name = f"unstorable-{kind}"
+    start_async(tasks.unstorable, [kind], name=name)
+    status = ended(name)
+    assert (status.state, status.reason) == (State.FAILED, "exception")
+    row = TaskRun.objects.get(name=name)
+    assert row.error_type == error_type[:255] and shown in row.error
+    starts_again_on_the_same_process(serving, name)
+
+
+def test_an_outcome_waits_for_the_database_to_come_back(serving, pg_proxy, redis):
+    name = "database-away"
+    start_async(tasks.wait_for, [f"release:{name}"], name=name)
+    poll_until(
+        lambda: TaskRun.objects.filter(name=name, state=State.RUNNING).exists(),
+        timeout=30,
+        message=f"{name} RUNNING",
+    )
+    failing = f"Storing the outcome of {name} attempt 1 failed"
+    pg_proxy.cut()
+    try:
+        redis.set(f"release:{name}", 1)  # the run finishes while the database is away
+        poll_until(lambda: failing in serving.log(NODE, tail=50_000), message="a failed write")
+    finally:
+        pg_proxy.restore()
+    status = ended(name)
+    assert (status.state, status.result) == (State.DONE, "released")
+    log = serving.log(NODE, tail=50_000)
+    assert log.count(failing) == 1  # one line per change of state, not one per try
+    assert f"Storing the outcome of {name} attempt 1 works again" in log
+    starts_again_on_the_same_process(serving, name)
+
+
+def test_a_run_its_live_node_stopped_reporting_ends_worker_lost(serving):
+    """The safety net: a RUNNING row that its node does not execute (here: never did)."""
+    name = "unreported"
+    node = live_nodes().nodes[NODE]
+    run = TaskRun(
+        name=name,
+        active_name=name,
+        function="tests.tasks.add",
+        args=[1, 1],
+        node=NODE,
+        state=State.RUNNING,
+        incarnation=node.incarnation,
+        executions=1,
+    )
+    get_store().insert(run)
+    status = ended(name)
+    assert (status.state, status.reason) == (State.FAILED, "worker_lost")
+    assert f"node {NODE} is alive but stopped executing this run" in status.error
+    assert get_status(name).run_id == run.run_id
+    starts_again_on_the_same_process(serving, name)
