@@ -1,13 +1,18 @@
 """One node and one orchestrator per module; the node reaches PostgreSQL through a proxy.
 
 The test process and the orchestrator reach PostgreSQL directly, so a test can cut
-the node off (``pg_proxy.cut()``) and still watch and act.
+the node off (``pg_proxy.stop()``) and still watch and act.
 """
 
 import pytest
 from django.conf import settings
 
-from tests.faults.proxy import TcpProxy
+from distributed_tasks import State, start_async
+from distributed_tasks.health import queue_depths
+from tests import tasks
+from tests.cluster.conftest import finished
+from tests.proxy import TcpProxy
+from tests.support import poll_until
 
 NODE = "f1@faults"
 BEAT = "beat-faults"
@@ -18,10 +23,9 @@ def pg_proxy():
     db = settings.DATABASES["default"]
     if db["ENGINE"] != "django.db.backends.postgresql":
         pytest.skip("the fault suite takes PostgreSQL away through a proxy")
-    proxy = TcpProxy(db.get("HOST") or "127.0.0.1", int(db.get("PORT") or 5432))
-    proxy.restore()
+    proxy = TcpProxy(db.get("HOST") or "127.0.0.1", int(db.get("PORT") or 5432)).start()
     yield proxy
-    proxy.cut()
+    proxy.stop()
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +38,18 @@ def faulty(cluster_factory, pg_proxy):
 
 @pytest.fixture
 def serving(faulty, pg_proxy):
-    """The node live (restarted if a test stopped it), the proxy up, a leader elected."""
-    pg_proxy.restore()
+    """The node live (restarted if a test stopped it), a leader elected."""
     faulty.revive()
     faulty.wait_live(NODE)
     faulty.wait_leader()
     return faulty
+
+
+def serves_again(cluster, name: str) -> None:
+    """The same node process runs a new run of ``name`` to DONE; its queue is left empty."""
+    pid = cluster.procs[NODE].pid
+    start_async(tasks.add, [20, 22], name=name)
+    status = poll_until(finished(name), timeout=30, message=f"{name} to run")
+    assert (status.state, status.result) == (State.DONE, 42)
+    assert cluster.running(NODE) and cluster.procs[NODE].pid == pid
+    assert queue_depths([NODE]) == {NODE: 0}

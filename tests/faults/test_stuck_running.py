@@ -14,7 +14,7 @@ from distributed_tasks.nodes import live_nodes
 from distributed_tasks.store import get_store
 from tests import tasks
 from tests.cluster.conftest import finished
-from tests.faults.conftest import NODE
+from tests.faults.conftest import NODE, serves_again
 from tests.support import poll_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
@@ -30,14 +30,6 @@ def ended(name: str):
     return poll_until(finished(name), timeout=deadline(), message=f"{name} to end")
 
 
-def starts_again_on_the_same_process(cluster, name: str) -> None:
-    pid = cluster.procs[NODE].pid
-    start_async(tasks.add, [2, 3], name=name)
-    status = poll_until(finished(name), timeout=30, message=f"{name} to run again")
-    assert (status.state, status.result) == (State.DONE, 5)
-    assert cluster.running(NODE) and cluster.procs[NODE].pid == pid
-
-
 @pytest.mark.parametrize(
     ("kind", "error_type"),
     [("exit", "SystemExit"), ("keyboard", "KeyboardInterrupt"), ("generator", "GeneratorExit")],
@@ -51,7 +43,7 @@ def test_an_interrupt_raised_by_the_task_ends_its_run_failed(serving, kind, erro
         "exception",
         error_type,
     )
-    starts_again_on_the_same_process(serving, name)
+    serves_again(serving, name)
 
 
 @pytest.mark.parametrize(
@@ -72,7 +64,7 @@ def test_an_outcome_the_database_would_refuse_is_cleaned_and_stored(
     assert (status.state, status.reason) == (State.FAILED, "exception")
     row = TaskRun.objects.get(name=name)
     assert row.error_type == error_type[:255] and shown in row.error
-    starts_again_on_the_same_process(serving, name)
+    serves_again(serving, name)
 
 
 def test_an_outcome_waits_for_the_database_to_come_back(serving, pg_proxy, redis):
@@ -84,18 +76,18 @@ def test_an_outcome_waits_for_the_database_to_come_back(serving, pg_proxy, redis
         message=f"{name} RUNNING",
     )
     failing = f"Storing the outcome of {name} attempt 1 failed"
-    pg_proxy.cut()
+    pg_proxy.stop()
     try:
         redis.set(f"release:{name}", 1)  # the run finishes while the database is away
         poll_until(lambda: failing in serving.log(NODE, tail=50_000), message="a failed write")
     finally:
-        pg_proxy.restore()
+        pg_proxy.start()
     status = ended(name)
     assert (status.state, status.result) == (State.DONE, "released")
     log = serving.log(NODE, tail=50_000)
     assert log.count(failing) == 1  # one line per change of state, not one per try
     assert f"Storing the outcome of {name} attempt 1 works again" in log
-    starts_again_on_the_same_process(serving, name)
+    serves_again(serving, name)
 
 
 def test_a_run_its_live_node_stopped_reporting_ends_worker_lost(serving):
@@ -117,4 +109,4 @@ def test_a_run_its_live_node_stopped_reporting_ends_worker_lost(serving):
     assert (status.state, status.reason) == (State.FAILED, "worker_lost")
     assert f"node {NODE} is alive but stopped executing this run" in status.error
     assert get_status(name).run_id == run.run_id
-    starts_again_on_the_same_process(serving, name)
+    serves_again(serving, name)
