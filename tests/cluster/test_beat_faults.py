@@ -113,6 +113,7 @@ def keeps_leading_under_admin_load(tmp_path, seconds: float) -> None:
             message="periodic slots dispatched during and after the load",
         )
         assert_quiet(cluster.log("beat-sqlite", tail=10**7))
+        print(f"{seconds:g} s of admin load: {load}; periodic runs {counter_runs(path)}")
     finally:
         cluster.stop_all()
 
