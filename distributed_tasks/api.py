@@ -48,6 +48,7 @@ def start_async(
     retry_backoff: float | None = None,
     countdown: float | None = None,
     data: Mapping[str, Any] | None = None,
+    priority: int = 0,
 ) -> TaskHandle:
     """Start ``func`` on one node of the cluster under a unique ``name``.
 
@@ -69,6 +70,7 @@ def start_async(
         retry_backoff=retry_backoff,
         countdown=countdown,
         data=data,
+        priority=priority,
     )
 
 

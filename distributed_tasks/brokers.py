@@ -1,6 +1,6 @@
 """What differs between the brokers a node queue can live on: Redis and RabbitMQ.
 
-Publishing, consuming and acking are Celery's and behave the same on both. Three
+Publishing, consuming and acking are Celery's and behave the same on both. Four
 things do not, and this module is the one place that knows them:
 
 * **Queue depth.** A passive declare answers on both, but an empty queue is no key
@@ -11,6 +11,11 @@ things do not, and this module is the one place that knows them:
 * **Losing Redis.** When the broker *is* the Redis of ``REDIS_URL``, a flush or a
   restart loses the waiting messages with the claims, so the leader's resync
   publishes the QUEUED runs again; a separate broker keeps them.
+
+* **Priorities.** A run's priority (Django's -100..100, higher first) becomes one of
+  ``PRIORITY_LEVELS`` message priorities. RabbitMQ serves the highest number first
+  (node queues are declared with ``x-max-priority``); kombu's Redis transport keeps
+  one list per level and serves the *lowest* number first, so the scale is inverted.
 
 Message lifetime needs nothing per broker: a message carries its run's id and the
 runner ignores one whose run moved on, so a stale message is harmless on both.
@@ -38,6 +43,16 @@ with contextlib.suppress(ImportError):
     _CHANNEL_ERRORS = (ChannelError, _AmqpChannelError)
 
 
+# Message priority levels of node queues: RabbitMQ's x-max-priority is PRIORITY_LEVELS - 1,
+# and the Redis transport keeps a list per level (its priority_steps).
+PRIORITY_LEVELS = 10
+
+
+def priority_level(priority: int) -> int:
+    """A run's priority (-100..100) as a level from 0 (lowest) to PRIORITY_LEVELS - 1."""
+    return round((max(-100, min(100, priority)) + 100) * (PRIORITY_LEVELS - 1) / 200)
+
+
 class Broker:
     """Node-queue operations of the Celery app's broker (the Redis transport's behaviour)."""
 
@@ -45,6 +60,10 @@ class Broker:
 
     def __init__(self, app) -> None:
         self.app = app
+
+    def message_priority(self, priority: int) -> int:
+        """The message priority of a run: on Redis 0 is served first, so the scale flips."""
+        return PRIORITY_LEVELS - 1 - priority_level(priority)
 
     def depths(self, nodes: Iterable[str]) -> dict[str, int | None]:
         """Messages waiting in each node's queue, by passive declare (never creates one).
@@ -95,6 +114,9 @@ class AmqpBroker(Broker):
     """RabbitMQ: queues outlive their consumers, so a lost node's idle queue is deleted."""
 
     name = "amqp"
+
+    def message_priority(self, priority: int) -> int:
+        return priority_level(priority)
 
     def purge(self, node: str) -> int:
         purged = super().purge(node)

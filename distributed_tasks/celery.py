@@ -29,6 +29,7 @@ from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
 
 from distributed_tasks import keys
+from distributed_tasks.brokers import PRIORITY_LEVELS, get_broker
 from distributed_tasks.conf import get_settings
 from distributed_tasks.messages import RunMessage
 
@@ -47,6 +48,13 @@ APP_DEFAULTS: dict[str, Any] = {
     "worker_hijack_root_logger": False,
     "worker_send_task_events": False,
     "enable_utc": True,
+    # Run priorities (brokers.PRIORITY_LEVELS levels): a Redis list per level, served in
+    # level order; RabbitMQ node queues declared with x-max-priority.
+    "broker_transport_options": {
+        "priority_steps": list(range(PRIORITY_LEVELS)),
+        "queue_order_strategy": "priority",
+    },
+    "task_queue_max_priority": PRIORITY_LEVELS - 1,
 }
 
 
@@ -186,6 +194,7 @@ def publish(messages: Iterable[tuple[RunMessage, float | None]]) -> None:
     """
     app = get_app()
     task = app.tasks[TASK_NAME]
+    broker = get_broker()
     messages = list(messages)
     batched = len(messages) > 1 and hasattr(Producer, "batch")
     sent = 0
@@ -201,6 +210,7 @@ def publish(messages: Iterable[tuple[RunMessage, float | None]]) -> None:
                     queue=keys.queue_name(msg.node),
                     producer=producer,
                     countdown=countdown,
+                    priority=broker.message_priority(msg.priority),
                     retry=False,
                     # Celery would build a safe repr of the whole body for every message.
                     argsrepr=f"[{msg.name!r}]",

@@ -95,6 +95,7 @@ class _Start:
             run_after=dt.datetime.fromtimestamp(m.queued_at + (r.countdown or 0), tz=dt.UTC),
             max_attempts=r.max_attempts,
             retry_backoff=r.retry_backoff,
+            priority=m.priority,
         )
 
 
@@ -165,6 +166,7 @@ class ClusterClient:
                     queued_at=now,
                     timeout=r.timeout,
                     data=r.data,
+                    priority=r.priority,
                 ),
             )
             for r in requests

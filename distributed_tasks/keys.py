@@ -96,3 +96,15 @@ def beat_key() -> str:
 def queue_name(node: str) -> str:
     """The Celery queue a node consumes: ``dt.node.<node>``."""
     return f"{QUEUE_PREFIX}{node}"
+
+
+def queue_keys(node: str, levels: int = 10) -> list[str]:
+    """The Redis lists of a node's queue, in the order its worker serves them.
+
+    kombu's Redis transport keeps one list per message priority level (``priority_steps``,
+    see brokers.PRIORITY_LEVELS): level 0 is the queue's own name and is served first.
+    """
+    from kombu.transport.redis import Channel
+
+    name = queue_name(node)
+    return [name, *(f"{name}{Channel.sep}{level}" for level in range(1, levels))]

@@ -83,6 +83,7 @@ class RunMessage:
     queued_at: float = 0.0
     timeout: float | None = None
     data: dict[str, Any] = field(default_factory=dict)
+    priority: int = 0  # -100..100, higher first among the runs waiting on a node
 
     @property
     def task_id(self) -> str:

@@ -110,6 +110,9 @@ class TaskRun(models.Model):
     attempt = models.PositiveIntegerField(default=1)
     executions = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField(default=1)
+    priority = models.SmallIntegerField(
+        default=0, help_text="-100 to 100: higher runs first among the runs waiting on a node."
+    )
     retry_backoff = models.FloatField(
         default=0.0, help_text="Seconds before a retry; doubled after each failed execution."
     )

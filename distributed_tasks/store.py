@@ -280,6 +280,7 @@ def message_for(run: TaskRun) -> RunMessage:
         queued_at=run.queued_at.timestamp(),
         timeout=run.timeout,
         data=run.data or {},
+        priority=run.priority,
     )
 
 

@@ -135,6 +135,17 @@ class StartRequest:
     retry_backoff: float
     data: dict[str, Any]
     countdown: float | None
+    priority: int = 0
+
+
+def check_priority(value: Any) -> int:
+    """Django's range: a whole number from -100 to 100, higher runs first."""
+    if isinstance(value, bool) or not isinstance(value, int) or not -100 <= value <= 100:
+        raise InvalidOption(
+            f"priority must be a whole number between -100 and 100 (higher runs first), "
+            f"got {value!r}."
+        )
+    return value
 
 
 @signals.refuses_invalid  # counted by metrics as refused (invalid)
@@ -153,6 +164,7 @@ def prepare(
     retry_backoff: Any = None,
     countdown: Any = None,
     data: Any = None,
+    priority: Any = 0,
 ) -> StartRequest:
     entry = registry.resolve(func)
     callback_path = registry.resolve(callback).path if callback is not None else ""
@@ -195,6 +207,7 @@ def prepare(
         retry_backoff=_positive(retry_backoff, "retry_backoff", MAX_SECONDS) or 0.0,
         data=data,
         countdown=_positive(countdown, "countdown", MAX_SECONDS),
+        priority=check_priority(priority),
     )
 
 

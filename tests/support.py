@@ -19,6 +19,13 @@ def poll_until(predicate, *, timeout=10.0, interval=0.05, message="condition"):
         raise AssertionError(str(exc)) from None
 
 
+def queued(redis, node: str) -> list[bytes]:
+    """The raw messages waiting in a node's queue on Redis, every priority level's list."""
+    from distributed_tasks import keys
+
+    return [raw for key in keys.queue_keys(node) for raw in redis.lrange(key, 0, -1)]
+
+
 def assert_backend_fail_result(result) -> None:
     """``tests.tasks.backend_fail``'s result: FAILED with its one ValueError and traceback."""
     assert result.status == TaskResultStatus.FAILED

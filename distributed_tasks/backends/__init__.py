@@ -14,7 +14,8 @@ registers the function the same way in every process that imports its module.
 
 ``NamedTask`` (the ``task_class``) adds ``start_async``'s options to ``Task``:
 ``@task(run_name=...)`` or ``.using(run_name=..., on_conflict=...)``. ``queue_name``
-is the task list, ``run_after`` a countdown, and ``OPTIONS`` holds backend-wide
+is the task list, ``run_after`` a countdown, ``priority`` orders the runs waiting on a
+node (higher first), and ``OPTIONS`` holds backend-wide
 defaults for ``ON_CONFLICT``, ``REUSE``, ``TIMEOUT``, ``MAX_ATTEMPTS`` and
 ``RETRY_BACKOFF``.
 """
@@ -127,7 +128,7 @@ class DistributedTasksBackend(BaseTaskBackend):
     supports_defer = True  # run_after becomes start_async's countdown
     supports_async_task = True  # workers run async def functions with asyncio.run
     supports_get_result = True  # results are TaskRun rows, readable from any process
-    supports_priority = False  # each node's queue is FIFO
+    supports_priority = True  # message priorities on each node's queue (brokers.py)
 
     def validate_task(self, task: Task) -> None:
         """Django's rules, then ours: registered function, valid names and options."""
@@ -163,6 +164,7 @@ class DistributedTasksBackend(BaseTaskBackend):
             args,
             kwargs,
             countdown=self._countdown(task),
+            priority=task.priority,
             data={SPEC_KEY: spec_of(task)},
             **self._start_options(task, self.options if isinstance(self.options, Mapping) else {}),
         )

@@ -224,6 +224,23 @@ def test_queue_name(nodes, backend):
     assert backend.get_result(result.id).task == task
 
 
+def test_priority_orders_the_runs_waiting_on_a_node(nodes, redis, release):
+    """dj2 (one pool process) is busy; the runs queued behind it start highest first."""
+    key, journal = release("release:priority-blocker"), "journal:priority"
+    blocker = t.wait.using(queue_name="priority").enqueue(key)
+    poll_until(lambda: backend_status(blocker) == TaskResultStatus.RUNNING, message="the block")
+    queued = t.note.using(queue_name="priority")
+    order = [("low-1", -50), ("high-1", 50), ("low-2", -50), ("high-2", 50), ("mid", 0)]
+    results = [queued.using(priority=p).enqueue(journal, label) for label, p in order]
+    assert [r.task.priority for r in results] == [p for _label, p in order]
+    redis.set(key, 1)
+    for result in results:
+        wait_finished(result)
+        assert result.worker_ids == [NODES[1]]
+    # Higher first; equal priorities in the order they were enqueued.
+    assert redis.lrange(journal, 0, -1) == [b"high-1", b"high-2", b"mid", b"low-1", b"low-2"]
+
+
 def test_get_missing_result(nodes, backend):
     with pytest.raises(TaskResultDoesNotExist):
         backend.get_result("123")

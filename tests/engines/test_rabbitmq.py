@@ -74,6 +74,15 @@ def test_a_lost_nodes_queue_is_purged_and_deleted(full, redis):
     assert (wait_finished(name).state, wait_finished(name).result) == (State.DONE, victim)
 
 
+def test_node_queues_are_declared_with_message_priorities(full, engine):
+    """RabbitMQ orders a queue by priority only if it was declared with x-max-priority."""
+    vhost = engine.broker_url.rsplit("/", 1)[1]
+    listing = run(require("rabbitmqctl"), "list_queues", "-q", "-p", vhost, "name", "arguments")
+    for node in NODES:
+        line = next(x for x in listing.splitlines() if x.startswith(keys.queue_name(node)))
+        assert "x-max-priority" in line and "9" in line.split("x-max-priority", 1)[1], line
+
+
 def queue_exists(broker, node: str) -> bool:
     from amqp.exceptions import NotFound
 

@@ -24,7 +24,6 @@ from distributed_tasks import (
     cancel,
     distributed_task,
     get_status,
-    keys,
     runner,
     start_async,
 )
@@ -49,7 +48,7 @@ from distributed_tasks.compat import (
 from distributed_tasks.models import TaskRun
 from distributed_tasks.store import message_for
 from tests import tasks
-from tests.support import assert_backend_fail_result
+from tests.support import assert_backend_fail_result, queued
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -70,7 +69,7 @@ def named(django_task, **options) -> NamedTask:
 def published(redis, node="idle@test") -> list[str]:
     """The run ids of the messages waiting in the node's queue."""
     out = []
-    for raw in redis.lrange(keys.queue_name(node), 0, -1):
+    for raw in queued(redis, node):
         args, _kwargs, _embed = json.loads(base64.b64decode(json.loads(raw)["body"]))
         out.append(args[0]["run_id"])
     return out
@@ -105,7 +104,7 @@ def local_function():
 def test_backend_declares_what_it_supports(backend):
     assert isinstance(backend, DistributedTasksBackend)
     assert (backend.supports_get_result, backend.supports_defer) == (True, True)
-    assert (backend.supports_priority, backend.supports_async_task) == (False, True)
+    assert (backend.supports_priority, backend.supports_async_task) == (True, True)
     assert isinstance(task()(tasks.backend_add.func), NamedTask)
 
 
@@ -115,7 +114,9 @@ def test_backend_declares_what_it_supports(backend):
         (lambda: task()(unregistered), "is not registered with distributed_tasks"),
         (lambda: task()(local_function()), "task function must be defined at a module level."),
         (lambda: task(takes_context=True)(unregistered), "does not have a first argument of 'c"),
-        (lambda: named(tasks.backend_add, priority=5), "does not support setting priority"),
+        (lambda: named(tasks.backend_add, priority=101), "priority must be a whole number betw"),
+        (lambda: tasks.backend_add.using(priority=-101), "between -100 and 100."),
+        (lambda: tasks.backend_add.using(priority=1.5), "priority must be a whole number"),
         (lambda: named(tasks.backend_add, queue_name="x"), "queue 'x' is not valid for backend."),
         (lambda: named(tasks.backend_add, run_name="a\nb"), "contains control or other non-"),
         (lambda: named(tasks.backend_add, run_name="n" * 201), "1 to 200 characters long, got 201"),

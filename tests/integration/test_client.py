@@ -27,12 +27,13 @@ from distributed_tasks import (
 )
 from distributed_tasks.models import TaskRun
 from tests import tasks
+from tests.support import queued
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def queued_messages(redis, node="idle@test"):
-    return [json.loads(raw) for raw in redis.lrange(keys.queue_name(node), 0, -1)]
+    return [json.loads(raw) for raw in queued(redis, node)]
 
 
 def bodies(redis, node="idle@test"):
@@ -344,9 +345,7 @@ def test_retry_runs_a_failed_run_again_as_its_next_attempt(node, redis):
         "again-please",
         1,
     )
-    assert f"{first.run_id}:2" in {
-        json.loads(b)["headers"]["id"] for b in redis.lrange(keys.queue_name(node.name), 0, -1)
-    }
+    assert f"{first.run_id}:2" in {json.loads(b)["headers"]["id"] for b in queued(redis, node.name)}
     with pytest.raises(AlreadyRunning):
         retry("again-please")
     TaskRun.objects.filter(name="again-please").update(state="DONE", active_name=None)

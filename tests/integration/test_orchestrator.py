@@ -15,6 +15,7 @@ from distributed_tasks.models import Leadership, TaskRun
 from distributed_tasks.nodes import Heartbeat, NodeInfo, live_nodes
 from distributed_tasks.orchestrator import Orchestrator
 from distributed_tasks.store import get_store
+from tests.support import queued
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -56,7 +57,7 @@ def row(name, node, state="QUEUED", **extra) -> TaskRun:
 
 
 def messages(redis, node):
-    return [json.loads(m) for m in redis.lrange(keys.queue_name(node), 0, -1)]
+    return [json.loads(m) for m in queued(redis, node)]
 
 
 def test_a_follower_does_nothing(node):

@@ -24,6 +24,7 @@ from distributed_tasks.conf import reset_caches
 from distributed_tasks.models import TaskRun
 from tests import tasks
 from tests.proxy import TcpProxy
+from tests.support import queued
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -54,7 +55,7 @@ def nothing_left(redis, name: str, node: str = "idle@test", task_list: str = "de
     assert not TaskRun.objects.filter(name=name).exists(), "a row"
     assert not redis.exists(keys.run_key(task_list, name)), "a claim"
     assert int(redis.hget(keys.loads_key(), node) or 0) == 0, "a load count"
-    assert redis.llen(keys.queue_name(node)) == 0, "a message"
+    assert queued(redis, node) == [], "a message"
 
 
 def starts_again(name: str) -> None:
@@ -79,7 +80,7 @@ def test_bad_input_is_refused_before_anything_is_written(node, redis, case):
 def test_whitespace_only_names_are_refused(node, redis, name):
     with pytest.raises(InvalidName, match="only whitespace"):
         start_async(tasks.add, [1, 2], name=name)
-    assert TaskRun.objects.count() == 0 and redis.llen(keys.queue_name(node.name)) == 0
+    assert TaskRun.objects.count() == 0 and queued(redis, node.name) == []
 
 
 @pytest.mark.parametrize(
@@ -116,7 +117,7 @@ def test_database_down_after_the_claim_rolls_back_every_entry(node, redis, datab
     start_async(tasks.add, [1, 2], name="through-proxy")  # the proxied store works
     TaskRun.objects.all().delete()
     redis.delete(keys.run_key("default", "through-proxy"), keys.loads_key())
-    redis.delete(keys.queue_name(node.name))
+    redis.delete(*keys.queue_keys(node.name))
     database_proxy.stop()
     with pytest.raises(ClusterUnavailable, match="database does not answer"):
         start_async(tasks.add, [1, 2], name="one")
