@@ -164,6 +164,18 @@ def api_errors() -> Iterator[None]:
 # -- output ----------------------------------------------------------------------------
 
 
+def printable(value: Any, *, newlines: bool = False) -> str:
+    """``value`` as text that is safe on a terminal: control and other non-printable
+    characters (an escape sequence someone wrote into Redis, say) become ``\\x1b``-style
+    escapes. ``newlines`` keeps line breaks (a traceback)."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() or (newlines and c == "\n") else ascii(c)[1:-1] for c in text
+    )
+
+
 def emit(out: TextIO | OutputWrapper, text: str) -> None:
     """Write ``text`` exactly (a command's OutputWrapper would add a newline of its own)."""
     if isinstance(out, OutputWrapper):
@@ -233,7 +245,7 @@ class Table:
         self.rows = 0
 
     def add(self, row: Sequence[Any]) -> None:
-        cells = ["-" if v is None or v == "" else str(v) for v in row]
+        cells = ["-" if v is None or v == "" else printable(v) for v in row]
         self.rows += 1
         if self.widths is None:
             self._pending.append(cells)

@@ -252,3 +252,19 @@ def check_health(*, with_queue_depths: bool = False) -> Health:
         problems=tuple(problems),
         checked_at=dt.datetime.now(tz=dt.UTC),
     )
+
+
+VIEW_PERMISSION = "distributed_tasks.view_taskrun"
+CHANGE_PERMISSION = "distributed_tasks.change_taskrun"
+
+
+def may_see_cluster(user: Any) -> bool:
+    """Who may see the cluster's internals (hosts, pids, incarnations, leader, counts).
+
+    One rule for the health view's details, the admin cluster page and the metrics: an
+    active staff user who may view runs (``view_taskrun``, or ``change_taskrun``, which
+    the admin counts as viewing too). Anyone else gets the bare status.
+    """
+    if not (getattr(user, "is_active", False) and getattr(user, "is_staff", False)):
+        return False
+    return user.has_perm(VIEW_PERMISSION) or user.has_perm(CHANGE_PERMISSION)

@@ -1,10 +1,11 @@
 """JSON views: ``path("tasks/", include("distributed_tasks.urls"))``.
 
 A name may hold "/" (any printable character is allowed), so it is the last,
-``path``-typed segment; task lists are a single segment.
+``path``-typed segment; task lists are a single segment. Anything else under
+``status/`` or ``cancel/`` (an empty segment) gets the JSON 404.
 """
 
-from django.urls import path
+from django.urls import path, re_path
 
 from distributed_tasks import views
 
@@ -15,4 +16,5 @@ urlpatterns = [
     path("status/<str:task_list>/<path:name>", views.task_status, name="status"),
     path("metrics", views.metrics_view, name="metrics"),
     path("cancel/<str:task_list>/<path:name>", views.cancel, name="cancel"),
+    re_path(r"^(?:status|cancel)(?:/.*)?$", views.not_found),
 ]

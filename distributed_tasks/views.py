@@ -6,9 +6,14 @@ cluster internals, so they check permissions the way the admin does:
 
 - ``status``: an authenticated user with ``distributed_tasks.view_taskrun``;
 - ``cancel``: ``distributed_tasks.change_taskrun``, POST only, CSRF-checked;
-- ``health``: public, but only ``{"status": ...}``; staff users get the details.
-- ``metrics``: Prometheus text for staff users with ``view_taskrun``, or a request
-  bearing ``METRICS_TOKEN``; never public.
+- ``health``: public, but only ``{"status": ...}``; the details (hosts, pids, leader)
+  go to staff users with ``view_taskrun``, the rule of the admin cluster page
+  (``health.may_see_cluster``);
+- ``metrics``: Prometheus text for the same users, or a request bearing
+  ``METRICS_TOKEN``; never public.
+
+A path under ``status/`` or ``cancel/`` that names no run (an empty task list or
+name) answers a JSON 404 too, not Django's HTML page.
 
 Names and task lists from the URL are only ever looked up, never resolved as
 function paths.
@@ -38,11 +43,14 @@ from distributed_tasks.exceptions import (
     NotCancellable,
     TaskNotFound,
 )
-from distributed_tasks.health import Status, check_health
+from distributed_tasks.health import (
+    CHANGE_PERMISSION,
+    VIEW_PERMISSION,
+    Status,
+    check_health,
+    may_see_cluster,
+)
 from distributed_tasks.types import State
-
-VIEW_PERMISSION = "distributed_tasks.view_taskrun"
-CHANGE_PERMISSION = "distributed_tasks.change_taskrun"
 
 View = Callable[..., JsonResponse]
 
@@ -168,13 +176,12 @@ def task_status(request: HttpRequest, task_list: str, name: str) -> JsonResponse
 def health(request: HttpRequest) -> JsonResponse:
     """``GET health``: 200 while the cluster can work (healthy, degraded), 503 when down.
 
-    Anyone gets ``{"status": ...}`` (for load balancers); staff users get the nodes,
-    leader, run counts and problems as well.
+    Anyone gets ``{"status": ...}`` (for load balancers); staff users who may view runs
+    get the nodes, leader, run counts and problems as well.
     """
     reading = check_health()
     code = 503 if reading.status is Status.DOWN else 200
-    user = request.user
-    if user.is_active and user.is_staff:
+    if may_see_cluster(request.user):
         return JsonResponse(reading.as_dict(), status=code)
     return JsonResponse({"status": reading.status.value}, status=code)
 
@@ -195,8 +202,7 @@ def _may_scrape(request: HttpRequest) -> bool:
     auth = request.headers.get("Authorization", "")
     if token and auth.startswith("Bearer ") and constant_time_compare(auth[7:], token):
         return True
-    user = request.user
-    return user.is_active and user.is_staff and user.has_perm(VIEW_PERMISSION)
+    return may_see_cluster(request.user)
 
 
 @never_cache
@@ -223,3 +229,15 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
 
     body = scrape.render(scrape.local_collector(), scrape.ClusterCollector())
     return HttpResponse(body, content_type=scrape.CONTENT_TYPE)
+
+
+@never_cache
+@csrf_exempt  # answers nothing but the 404
+def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+    """``status/…`` or ``cancel/…`` that names no run: an empty task list or name."""
+    return error(
+        404,
+        "not_found",
+        f"{request.path} names no run: use status/<task_list>/<name> or "
+        "cancel/<task_list>/<name>, with a task list and a name that are not empty.",
+    )

@@ -10,6 +10,11 @@ reports that run as skipped with the reason instead of forcing it. Each action:
    database does not answer, no live node) instead of repeating it for every run,
 4. reports one admin message: how many were done, skipped (why), and not tried.
 
+An action applies to at most ``MAX_ACTION_RUNS`` selected runs: each run is a fenced
+transition with its own history entry (a few ms), and "select all" over thousands
+must not hold one request for seconds. A larger selection is refused before anything
+is done, with a message that says how to narrow it.
+
 Permissions (checked by Django before the action runs, and used to hide it): cancel
 and retry need the change permission on runs ("control"), re-run the add permission
 ("start"); see ``TaskRunAdmin.has_control_permission`` / ``has_start_permission``.
@@ -17,6 +22,7 @@ and retry need the change permission on runs ("control"), re-run the add permiss
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -40,6 +46,11 @@ from distributed_tasks.exceptions import (
 )
 from distributed_tasks.models import TaskRun
 from distributed_tasks.types import ACTIVE_STATES, State
+
+# The most runs one action request may change (cancelling 3,000 took 7 s).
+MAX_ACTION_RUNS = 500
+
+Action = Callable[[admin.ModelAdmin, HttpRequest, QuerySet], None]
 
 # Errors about the cluster, not the run: the next run would fail the same way.
 CLUSTER_ERRORS = (ClusterUnavailable, RedisError, DatabaseError)
@@ -141,7 +152,29 @@ def apply(
     modeladmin.message_user(request, tally.message(), tally.level)
 
 
+def capped(action: Action) -> Action:
+    """Refuse a selection larger than ``MAX_ACTION_RUNS`` with one message, doing nothing."""
+
+    @functools.wraps(action)
+    def wrapper(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
+        selected = queryset.count()
+        if selected > MAX_ACTION_RUNS:
+            modeladmin.message_user(
+                request,
+                f"{selected} runs are selected; an action applies to at most "
+                f"{MAX_ACTION_RUNS} at a time, so nothing was done. Narrow the list with its "
+                "filters (state, task list, node, search) and select again, or use the API "
+                "(distributed_tasks.cancel / retry) from a script for bulk changes.",
+                messages.ERROR,
+            )
+            return
+        action(modeladmin, request, queryset)
+
+    return wrapper
+
+
 @admin.action(description="Cancel selected queued runs", permissions=["control"])
+@capped
 def cancel_runs(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
     """End QUEUED runs as FAILED (cancelled); a running run is never interrupted."""
     tally = Tally("Cancelled")
@@ -165,6 +198,7 @@ def cancel_runs(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: Qu
 
 
 @admin.action(description="Retry selected failed runs", permissions=["control"])
+@capped
 def retry_runs(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
     """Run FAILED runs again as their next attempt (``retry``).
 
@@ -196,6 +230,7 @@ def retry_runs(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: Que
 @admin.action(
     description="Re-run selected runs (same function, arguments and name)", permissions=["start"]
 )
+@capped
 def rerun_runs(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
     """Start each run's function again with its arguments, callback, task list and name.
 

@@ -38,7 +38,7 @@ from distributed_tasks.admin.display import (
     time_column,
 )
 from distributed_tasks.conf import get_settings
-from distributed_tasks.health import check_health
+from distributed_tasks.health import check_health, may_see_cluster
 from distributed_tasks.models import TaskRun
 from distributed_tasks.types import STORED_STATES, State
 
@@ -281,7 +281,7 @@ class TaskRunAdmin(admin.ModelAdmin):
         return [path("cluster/", view, name=CLUSTER_URL_NAME), *super().get_urls()]
 
     def cluster_view(self, request: HttpRequest) -> HttpResponse:
-        """The cluster page: staff (``admin_view``) who may view runs."""
-        if not self.has_view_permission(request):
+        """The cluster page: the rule of the health view's details (``may_see_cluster``)."""
+        if not may_see_cluster(request.user):
             raise PermissionDenied
         return cluster.render(request, self)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.conf import settings
 from django.contrib.admin.models import LogEntry
+from django.contrib.messages import get_messages
 from django.db import OperationalError
 from django.test import override_settings
 from django.urls import reverse
@@ -226,3 +227,25 @@ def test_rerun_when_redis_is_down_is_an_error_message(admin_client, node):
     assert level == "error"
     assert text.startswith("Re-ran 0 runs. Stopped at 'again': Redis does not answer (")
     assert TaskRun.objects.filter(name="again").count() == 1
+
+
+@pytest.mark.parametrize("action", sorted(ALL_ACTIONS))
+def test_select_all_over_too_many_runs_is_refused_with_a_message(admin_client, action):
+    """ "Select all" over 3,000 runs took 7 s in one request: over the cap, nothing is done."""
+    from distributed_tasks.admin.actions import MAX_ACTION_RUNS
+
+    state = "QUEUED" if action == "cancel_runs" else "FAILED"
+    TaskRun.objects.bulk_create(
+        TaskRun(name=f"bulk-{i}", function="tests.tasks.add", state=state, node="gone@test")
+        for i in range(MAX_ACTION_RUNS + 1)
+    )
+    response = admin_client.post(
+        reverse(CHANGELIST),
+        {"action": action, "index": 0, "select_across": 1, "_selected_action": ["x"]},
+    )
+    (message,) = [(m.level_tag, str(m)) for m in get_messages(response.wsgi_request)]
+    assert message[0] == "error"
+    assert f"{MAX_ACTION_RUNS + 1} runs are selected" in message[1]
+    assert "nothing was done. Narrow the list with its filters" in message[1]
+    assert TaskRun.objects.filter(state=state).count() == MAX_ACTION_RUNS + 1
+    assert not LogEntry.objects.exists()

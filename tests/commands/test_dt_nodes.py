@@ -1,9 +1,11 @@
 """``dt_nodes``: live nodes with ring share, active runs and queue depth."""
 
+import io
 import json
 
 import pytest
 from django.conf import settings
+from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import override_settings
 
@@ -82,3 +84,35 @@ def test_lists_nodes_that_stopped_heartbeating(run_command, node):
             message="gone@test listed as stale",
         )
     assert not any(line.startswith("gone@test") for line in out.splitlines())
+
+
+EVIL = "\x1b]0;owned\x07\x1b[2J"  # retitle the terminal, clear the screen
+
+
+def test_text_from_redis_is_printed_escaped(run_command):
+    """Anyone who can write to Redis can name a node or a leader: commands escape it."""
+    from distributed_tasks.lease import Lease
+
+    beat = Heartbeat(NodeInfo(name=f"evil{EVIL}@test", host=f"h{EVIL}", task_lists=(EVIL,)))
+    beat.start()
+    lease = Lease(f"beat{EVIL}@test", ttl=30)
+    try:
+        poll_until(lambda: beat.beats > 0, message="first heartbeat")
+        assert lease.try_acquire()
+        out = run_command("dt_nodes")
+        check = io.StringIO()
+        with pytest.raises(SystemExit):  # degraded: the evil node is no worse than any
+            call_command("dt_check", stdout=check)
+    finally:
+        lease.release()
+        beat.stop(leave=True)
+    for text in (out, check.getvalue()):
+        assert "\x1b" not in text and "\x07" not in text
+    assert "evil\\x1b]0;owned\\x07\\x1b[2J@test" in out
+    assert "Orchestrator leader: beat\\x1b]0;owned" in out
+
+
+@pytest.mark.parametrize("task_list", ["red\x1b[31m", "", "x" * 201, "   "])
+def test_dt_worker_refuses_a_task_list_start_async_would_refuse(run_command, task_list):
+    with pytest.raises(CommandError, match="task list"):
+        run_command("dt_worker", "--task-list", task_list)

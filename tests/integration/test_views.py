@@ -75,8 +75,8 @@ def test_health_is_503_when_redis_is_down(client):
     assert (response.status_code, response.json()) == (503, {"status": "down"})
 
 
-def test_health_shows_details_to_staff(login, leader, node):
-    response = login(staff=True).get(reverse("distributed_tasks:health"))
+def test_health_shows_details_to_staff_who_may_view_runs(login, leader, node):
+    response = login("view_taskrun", staff=True).get(reverse("distributed_tasks:health"))
     data = response.json()
     assert (response.status_code, data["status"], data["problems"]) == (200, "healthy", [])
     assert data["leader"]["holder"] == "beat@test"
@@ -89,6 +89,24 @@ def test_health_hides_details_from_users_who_are_not_staff(login, node):
     assert data == {"status": "degraded"}
 
 
+@pytest.mark.parametrize(
+    ("codenames", "staff", "sees"),
+    [
+        (("view_taskrun",), True, True),
+        (("change_taskrun",), True, True),
+        (("add_taskrun",), True, False),
+        ((), True, False),  # any staff user used to see hosts, pids and the leader
+        (("view_taskrun",), False, False),
+    ],
+)
+def test_health_details_and_the_cluster_page_follow_one_rule(login, node, codenames, staff, sees):
+    client = login(*codenames, staff=staff)
+    details = client.get(reverse("distributed_tasks:health")).json()
+    assert ("nodes" in details) is sees
+    page = client.get(reverse("admin:distributed_tasks_cluster"))
+    assert page.status_code == (200 if sees else 403 if staff else 302)
+
+
 def test_health_refuses_post_with_json(client):
     response = client.post(reverse("distributed_tasks:health"))
     assert (response.status_code, response["Allow"]) == (405, "GET, HEAD")
@@ -97,6 +115,18 @@ def test_health_refuses_post_with_json(client):
 
 
 # -- status --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["status/", "status/default/", "status//name", "status", "cancel/", "cancel//x", "cancel/a/"],
+)
+def test_paths_that_name_no_run_answer_json_404(login, path):
+    client = login("view_taskrun", "change_taskrun", staff=True)
+    for response in (client.get(f"/tasks/{path}"), client.post(f"/tasks/{path}")):
+        assert (response.status_code, response["Content-Type"]) == (404, "application/json")
+        assert response.json()["error"] == "not_found"
+        assert "task list and a name that are not empty" in response.json()["detail"]
 
 
 def test_status_of_a_queued_run(login, node):

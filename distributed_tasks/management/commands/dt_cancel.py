@@ -29,6 +29,8 @@ class Command(BaseCommand):
             self.stdout.write(cli.dumps(asdict(status)))
             return
         self.stdout.write(
-            f"Cancelled {name!r} in task list {task_list!r} (run {status.run_id}): "
-            f"{status.state.value} ({status.reason})."
+            cli.printable(
+                f"Cancelled {name!r} in task list {task_list!r} (run {status.run_id}): "
+                f"{status.state.value} ({status.reason})."
+            )
         )

@@ -54,6 +54,7 @@ class Command(BaseCommand):
             Status.DOWN: self.style.ERROR,
         }[health.status]
         for label, value in lines:
-            self.stdout.write(f"{label.ljust(11)}  {value}", style if label == "status" else None)
+            text = f"{label.ljust(11)}  {cli.printable(value)}"
+            self.stdout.write(text, style if label == "status" else None)
         for problem in health.problems:
-            self.stdout.write(f"- {problem}")
+            self.stdout.write(f"- {cli.printable(problem)}")

@@ -42,7 +42,7 @@ class Command(BaseCommand):
                         n.name,
                         cli.seconds(n.heartbeat_age),
                         n.weight,
-                        ",".join(n.task_lists),
+                        ",".join(n.task_lists),  # every cell is escaped by the table
                         f"{n.share:.1%}",
                         "?" if n.active_runs is None else n.active_runs,
                         "?" if n.queue_depth is None else n.queue_depth,
@@ -52,13 +52,14 @@ class Command(BaseCommand):
             table.close()
         leader = health.leader
         self.stdout.write(
-            f"Orchestrator leader: {leader.holder} (epoch {leader.epoch})"
+            f"Orchestrator leader: {cli.printable(leader.holder)} (epoch {leader.epoch})"
             if leader
             else "Orchestrator leader: none (start `manage.py dt_beat`)"
         )
         if health.stale_nodes:
             self.stdout.write(
-                "Stopped heartbeating, not yet declared lost: " + ", ".join(health.stale_nodes)
+                "Stopped heartbeating, not yet declared lost: "
+                + cli.printable(", ".join(health.stale_nodes))
             )
         if health.orphaned_runs:
             self.stdout.write(

@@ -93,6 +93,6 @@ class Command(BaseCommand):
         what = "Already active" if handle.existing else "Started"
         self.stdout.write(
             f"{what}: {handle.name!r} in task list {handle.task_list!r}, run {handle.run_id} "
-            f"(attempt {handle.attempt}) on node {handle.node}. "
+            f"(attempt {handle.attempt}) on node {cli.printable(handle.node)}. "
             f"Follow it with: manage.py dt_status {handle.name!r} --task-list {handle.task_list!r}"
         )

@@ -92,4 +92,5 @@ class Command(BaseCommand):
             lines += [("reason", status.reason), ("error", f"{status.error_type}: {status.error}")]
         width = max(len(label) for label, _ in lines)
         for label, value in lines:
-            self.stdout.write(f"{label.ljust(width)}  {'-' if value is None else value}")
+            shown = "-" if value is None else cli.printable(value, newlines=label == "error")
+            self.stdout.write(f"{label.ljust(width)}  {shown}")

@@ -46,6 +46,7 @@ class Command(BaseCommand):
             "--task-list",
             action="append",
             dest="task_lists",
+            type=cli.task_list_name,  # what start_async accepts: printable, 1-200 characters
             help="Task list this node serves (repeatable; default: all).",
         )
         parser.add_argument("-l", "--loglevel", default="INFO")
