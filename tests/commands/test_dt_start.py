@@ -36,6 +36,7 @@ def test_json_output_is_the_handle(run_command, node):
     assert handle == {
         "name": "n", "run_id": run.run_id, "node": node.name, "task_list": "ci",
         "attempt": 1, "existing": False,
+        "queued_at": run.queued_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
     }  # fmt: skip
     assert (run.kwargs, run.callback, run.timeout, run.max_attempts, run.retry_backoff) == (
         {"result": {"a": 1}},
