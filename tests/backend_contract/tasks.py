@@ -90,6 +90,12 @@ def failing_task_system_exit() -> None:
 
 @task
 @distributed_task
+def failing_task_keyboard_interrupt() -> None:
+    raise KeyboardInterrupt("This Task failed due to KeyboardInterrupt")
+
+
+@task
+@distributed_task
 def complex_exception() -> None:
     raise ValueError(ValueError("This task failed"))
 

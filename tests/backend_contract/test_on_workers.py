@@ -107,15 +107,24 @@ def test_result(nodes, backend):
     assert TaskRun.objects.get(id=result.id).node in NODES
 
 
-def test_catches_exception(nodes, redis):
-    task, message = t.failing_task_value_error, "This Task failed due to ValueError"
+@pytest.mark.parametrize(
+    ("task", "exception"),
+    [
+        (t.failing_task_value_error, ValueError),
+        (t.failing_task_system_exit, SystemExit),  # Django's ImmediateBackend: FAILED too
+        (t.failing_task_keyboard_interrupt, KeyboardInterrupt),  # a worker never dies of it
+    ],
+    ids=["ValueError", "SystemExit", "KeyboardInterrupt"],
+)
+def test_catches_exception(nodes, task, exception):
+    message = f"This Task failed due to {exception.__name__}"
     result = wait_finished(task.enqueue())
     assert_ran(result, TaskResultStatus.FAILED)
     with pytest.raises(ValueError, match="Task failed"):
         result.return_value  # noqa: B018
     (error,) = result.errors
-    assert error.exception_class is ValueError
-    assert error.traceback.endswith(f"ValueError: {message}\n"), error.traceback
+    assert error.exception_class is exception
+    assert error.traceback.endswith(f"{exception.__name__}: {message}\n"), error.traceback
     assert (result.task, result.args, result.kwargs) == (task, [], {})
     # Django's log line for the failure, with the exception, in the worker's log.
     poll_until(
@@ -125,7 +134,7 @@ def test_catches_exception(nodes, redis):
     logs = worker_logs(nodes)
     failure = logs[logs.index(f"ERROR {TASKS_MODULE} Task id={result.id}") :]
     assert f"path={task.module_path} state=FAILED\nTraceback" in failure
-    assert f"ValueError: {message}" in failure
+    assert f"{exception.__name__}: {message}" in failure
 
 
 @pytest.mark.parametrize(
@@ -154,6 +163,18 @@ def test_context_counts_attempts_across_retries(nodes):
     assert result.status == TaskResultStatus.SUCCESSFUL, result.errors
     assert result.return_value == {"id": result.id, "attempt": 2, "status": "RUNNING"}
     assert result.attempts == 2
+    (error,) = result.errors  # the failed first attempt's, kept after the success
+    assert error.exception_class is ConnectionError
+    assert error.traceback.endswith("ConnectionError: attempt 1 fails\n")
+
+
+def test_errors_of_every_failed_attempt(nodes):
+    result = wait_finished(t.failing_task_value_error.using(max_attempts=2).enqueue())
+    assert_ran(result, TaskResultStatus.FAILED)
+    assert (result.attempts, len(result.errors)) == (2, 2)
+    for error in result.errors:
+        assert error.exception_class is ValueError
+        assert error.traceback.endswith("ValueError: This Task failed due to ValueError\n")
 
 
 def test_async_task_returns_its_value(nodes):
