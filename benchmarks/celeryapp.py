@@ -4,7 +4,7 @@
 app, broker and settings (JSON, ``acks_late``, prefetch 1) as ``dt_worker``, so the
 comparisons differ only in what each library adds:
 
-- ``bench.plain_noop``: raw Celery;
+- ``bench.plain_noop``: raw Celery; ``bench.plain_mixed``: a sleep that journals its queue wait;
 - ``bench.once_noop`` / ``bench.once_hold``: celery-once's ``QueueOnce`` (lock at enqueue,
   released after the run, expiring after its ``default_timeout``);
 - ``bench.singleton_noop`` / ``bench.singleton_hold``: celery-singleton's ``Singleton``
@@ -24,7 +24,7 @@ from celery_once import QueueOnce  # noqa: E402
 from celery_singleton import Singleton  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from benchmarks.tasks import count, wait_for_release  # noqa: E402
+from benchmarks.tasks import count, timed_sleep, wait_for_release  # noqa: E402
 from distributed_tasks.celery import get_app  # noqa: E402
 
 app = get_app()
@@ -38,6 +38,11 @@ app.conf.singleton_raise_on_duplicate = True
 @app.task(name="bench.plain_noop")
 def plain_noop(counter: str | None = None) -> None:
     count(counter)
+
+
+@app.task(name="bench.plain_mixed", bind=True)
+def plain_mixed(self, seconds: float, sent_at: float, journal: str) -> None:
+    timed_sleep(seconds, sent_at, journal, self.request.hostname or "")
 
 
 @app.task(name="bench.once_noop", base=QueueOnce)

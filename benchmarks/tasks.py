@@ -43,3 +43,19 @@ def hold(release_key: str, started_key: str = "", limit: float = 120.0) -> str:
 def echo(value: object = None) -> object:
     """Returns its argument: a run whose status carries a small result."""
     return value
+
+
+def timed_sleep(seconds: float, sent_at: float, journal: str, node: str) -> None:
+    """Note how long the run waited since ``sent_at``, sleep, note the end (shared with peers)."""
+    started = time.time()
+    time.sleep(seconds)
+    get_redis().rpush(journal, f"{started - sent_at:.6f} {time.time():.6f} {node}")
+
+
+@distributed_task
+def mixed(seconds: float, sent_at: float, journal: str) -> None:
+    """A run of a known duration that journals its queue wait (placement benchmark)."""
+    from distributed_tasks.nodes import current_node
+
+    node = current_node()
+    timed_sleep(seconds, sent_at, journal, node.name if node else "")

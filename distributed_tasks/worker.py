@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from celery import signals as celery_signals
 from celery.worker import state as worker_state
 
-from distributed_tasks import keys
+from distributed_tasks import keys, stealing
 from distributed_tasks.celery import content_problem, get_app
 from distributed_tasks.conf import get_settings
 from distributed_tasks.consumer import NodeConsumer
@@ -92,6 +92,8 @@ class WorkerNode:
         # No message may stop the node (consumer.py); Celery reads this before arguments.
         app.conf.worker_consumer = f"{NodeConsumer.__module__}:{NodeConsumer.__qualname__}"
         celery_signals.worker_ready.connect(self._on_ready, weak=False)
+        # A pool process that frees a slot takes over a run waiting behind a busy node.
+        celery_signals.task_postrun.connect(stealing.after_run, weak=False)
         worker = app.Worker(
             hostname=o.node,
             queues=[keys.queue_name(o.node)],

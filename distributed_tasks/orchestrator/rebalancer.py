@@ -17,6 +17,7 @@ exclude each other in the database, so a moved run executes exactly once.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 
@@ -28,6 +29,8 @@ from distributed_tasks.fencing import fenced
 from distributed_tasks.orchestrator import Duty, TickContext
 from distributed_tasks.store import get_store, message_for
 from distributed_tasks.types import State
+
+logger = logging.getLogger("distributed_tasks.orchestrator.rebalancer")
 
 
 def plan(
@@ -112,4 +115,10 @@ class Rebalancer(Duty):
                         node=moves[run.run_id],
                     )
                     counts["moved" if new else "started_meanwhile"] += 1
+        if counts["moved"]:
+            logger.info(
+                "Moved %d waiting run(s) to nodes with a free slot",
+                counts["moved"],
+                extra={"action": "rebalanced"},
+            )
         return dict(counts)

@@ -37,6 +37,11 @@ def default_holder() -> str:
     return f"beat-{os.getpid()}@{socket.gethostname()}"
 
 
+# Seconds between two rebalancer passes of the leader (between its ticks): a few database
+# reads a second for the leader, while nodes that free a slot steal at once (stealing.py).
+REBALANCE_EVERY = 0.25
+
+
 class DistributedScheduler(Scheduler):
     holder: str | None = None  # set by dt_beat on a subclass
 
@@ -46,6 +51,7 @@ class DistributedScheduler(Scheduler):
         self.keeper = LeaseKeeper(self.orchestrator)
         self._led_epoch = 0
         self._next_tick = 0.0
+        self._next_rebalance = 0.0
         self.outage = Outage("Orchestrator beat", logger)
         self.broker = Outage("Celery broker", logger)
         super().__init__(app, *args, **kwargs)
@@ -81,8 +87,14 @@ class DistributedScheduler(Scheduler):
             and slot_wait <= 0
         ):
             orchestrator.tick(only="dispatcher")  # a slot starts between two ticks
+        elif orchestrator.outage.ready() and now >= self._next_rebalance:
+            # Runs waiting behind a busy node move within a fraction of a tick.
+            orchestrator.tick(only="rebalancer")
+            self._next_rebalance = time.monotonic() + REBALANCE_EVERY
         beat_wait = super().tick(*args, **kwargs)
         waits = [beat_wait, self._next_tick - time.monotonic()]
+        if orchestrator.outage.ready():
+            waits.append(self._next_rebalance - time.monotonic())
         if (slot_wait := self._periodic_wait()) is not None and orchestrator.outage.ready():
             waits.append(slot_wait)
         return max(0.0, min(waits))

@@ -113,8 +113,8 @@ def test_a_node_that_joins_takes_the_runs_waiting_on_a_busy_one_exactly_once(clu
     assert counted(redis, [*names, fresh]) == dict.fromkeys([*names, fresh], 1)
     for run in TaskRun.objects.filter(name__in=names, node=B):
         assert run.attempt == 2 and run.executions == 1  # moved once, executed once
-        log = cluster.log(A, tail=200_000)
-        assert f"Ignoring stale message for {run.name} attempt 1 on {A}" in log
+        stale = f"Ignoring stale message for {run.name} attempt 1 on {A}"
+        poll_until(lambda s=stale: s in cluster.log(A, tail=200_000), message=stale)
 
 
 @pytest.mark.slow

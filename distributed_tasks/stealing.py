@@ -1,0 +1,78 @@
+"""Work stealing: a node that frees a slot takes over a run waiting behind a busy node.
+
+The leader's rebalancer looks a few times a second; a shared queue (plain Celery)
+hands the next run to whichever process frees up, at once. To come close to
+that, a pool process that just finished a run, on a node that now has a free
+slot, moves the oldest run that has waited longer than ``REBALANCE_AFTER``
+elsewhere to its own node. A run that waits that long on a live node waits
+because that node has no free slot (a free one starts a run within
+milliseconds), or because its node is gone.
+
+The move is the fenced path of every other move (``attempts.next_attempt``): a
+conditional update to a new attempt on this node, so the old node's message is
+stale, and of two nodes stealing the same run, or a steal racing the old node's
+own start, exactly one wins.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from django.utils import timezone
+
+from distributed_tasks import attempts, keys
+from distributed_tasks.celery import TASK_NAME
+from distributed_tasks.conf import get_settings
+from distributed_tasks.connection import get_redis
+from distributed_tasks.messages import RunMessage
+from distributed_tasks.nodes import ALL_TASK_LISTS, NodeInfo, current_node
+from distributed_tasks.store import get_store, message_for
+from distributed_tasks.types import State
+
+logger = logging.getLogger("distributed_tasks.stealing")
+
+CANDIDATES = 3  # runs tried per steal: others may be taking the oldest ones meanwhile
+
+
+def has_free_slot(node: NodeInfo) -> bool:
+    """Whether ``node`` holds fewer active runs than its slots (the approximate loads)."""
+    load = get_redis().hget(keys.loads_key(), node.name)
+    return int(load or 0) < node.slots
+
+
+def steal(node: NodeInfo) -> RunMessage | None:
+    """Move the oldest run waiting on another node to ``node``; None when there is none."""
+    since = timezone.now() - dt.timedelta(seconds=get_settings().REBALANCE_AFTER)
+    runs = (
+        get_store()
+        .runs.filter(state=State.QUEUED, run_after__lte=since)
+        .exclude(node=node.name)
+        .order_by("run_after")
+    )
+    if ALL_TASK_LISTS not in node.task_lists:
+        runs = runs.filter(task_list__in=node.task_lists)
+    for run in runs[:CANDIDATES]:
+        new = attempts.next_attempt(message_for(run), from_states=(State.QUEUED,), node=node.name)
+        if new is not None:
+            logger.info(
+                "Took %s over from %s, where it waited with no free slot",
+                run.name,
+                run.node,
+                extra={"action": "stolen"},
+            )
+            return new
+    return None
+
+
+def after_run(sender: Any = None, **kwargs: Any) -> None:
+    """``task_postrun`` receiver of the pool processes: steal when this node has room."""
+    node = current_node()
+    if node is None or getattr(sender, "name", None) != TASK_NAME:
+        return
+    try:
+        if has_free_slot(node):
+            steal(node)
+    except Exception:  # a failed steal leaves the run where it waits: the leader moves it
+        logger.exception("Could not take a waiting run over")

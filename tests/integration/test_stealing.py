@@ -1,0 +1,40 @@
+"""Work stealing on real Redis and PostgreSQL: a node with a free slot takes a waiting run."""
+
+import pytest
+
+from distributed_tasks import keys
+from distributed_tasks.stealing import has_free_slot, steal
+from tests.conftest import _heartbeating
+from tests.integration.test_orchestrator import messages, row
+from tests.integration.test_rebalancer import waited
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def thief():
+    yield from _heartbeating(name="thief@test", capacity=2)
+
+
+def test_a_node_with_a_free_slot_takes_the_oldest_waiting_run(thief, redis):
+    newer = row("newer", "busy@test", **waited(2))
+    older = row("older", "busy@test", **waited(5))
+    assert has_free_slot(thief)
+    moved = steal(thief)
+    assert (moved.name, moved.node, moved.attempt) == ("older", thief.name, 2)
+    older.refresh_from_db(), newer.refresh_from_db()
+    assert (older.node, older.attempt, older.state) == (thief.name, 2, "QUEUED")
+    assert (newer.node, newer.attempt) == ("busy@test", 1)
+    assert [m["headers"]["id"] for m in messages(redis, thief.name)] == [f"{older.run_id}:2"]
+
+
+def test_fresh_own_and_started_runs_are_left_alone(thief, redis):
+    row("fresh", "busy@test")  # its node may yet start it
+    row("mine", thief.name, **waited(5))
+    row("going", "busy@test", state="RUNNING", **waited(5))
+    assert steal(thief) is None
+
+
+def test_a_full_node_does_not_steal(thief, redis):
+    redis.hset(keys.loads_key(), thief.name, 2)
+    assert not has_free_slot(thief)
