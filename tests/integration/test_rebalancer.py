@@ -3,6 +3,8 @@
 import datetime as dt
 
 import pytest
+from django.conf import settings
+from django.test import override_settings
 from django.utils import timezone
 
 from distributed_tasks import claims
@@ -44,11 +46,12 @@ def test_a_run_waiting_behind_a_busy_node_moves_to_a_free_one(busy, idle, redis)
     assert orchestrator.tick()["rebalancer"] == {}
 
 
+@override_settings(DISTRIBUTED_TASKS={**settings.DISTRIBUTED_TASKS, "REBALANCE_AFTER": 60})
 def test_runs_stay_put_while_they_are_fresh_or_their_node_has_a_free_slot(busy, idle, redis):
     orchestrator = lead()
     settle(orchestrator, redis)
-    fresh = row("fresh", busy.name)  # queued just now: its node may yet start it
-    row("on-idle", idle.name, **waited(5))  # idle has a free slot: it will start it
+    fresh = row("fresh", busy.name)  # queued under a minute ago: its node may yet start it
+    row("on-idle", idle.name, **waited(90))  # idle has a free slot: it will start it
     assert orchestrator.tick()["rebalancer"] == {}
     row("long", busy.name, state="RUNNING")
     assert orchestrator.tick()["rebalancer"] == {}

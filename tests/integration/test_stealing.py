@@ -1,6 +1,8 @@
 """Work stealing on real Redis and PostgreSQL: a node with a free slot takes a waiting run."""
 
 import pytest
+from django.conf import settings
+from django.test import override_settings
 
 from distributed_tasks import keys
 from distributed_tasks.stealing import has_free_slot, steal
@@ -28,10 +30,11 @@ def test_a_node_with_a_free_slot_takes_the_oldest_waiting_run(thief, redis):
     assert [m["headers"]["id"] for m in messages(redis, thief.name)] == [f"{older.run_id}:2"]
 
 
+@override_settings(DISTRIBUTED_TASKS={**settings.DISTRIBUTED_TASKS, "REBALANCE_AFTER": 60})
 def test_fresh_own_and_started_runs_are_left_alone(thief, redis):
-    row("fresh", "busy@test")  # its node may yet start it
-    row("mine", thief.name, **waited(5))
-    row("going", "busy@test", state="RUNNING", **waited(5))
+    row("fresh", "busy@test")  # queued under a minute ago: its node may yet start it
+    row("mine", thief.name, **waited(90))
+    row("going", "busy@test", state="RUNNING", **waited(90))
     assert steal(thief) is None
 
 
