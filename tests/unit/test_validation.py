@@ -1,5 +1,9 @@
+import json
+
 import pytest
 from django.test import override_settings
+from hypothesis import given
+from hypothesis import strategies as st
 
 from distributed_tasks.exceptions import (
     InvalidName,
@@ -8,7 +12,7 @@ from distributed_tasks.exceptions import (
     NotSerializable,
     PayloadTooLarge,
 )
-from distributed_tasks.validation import check_name, prepare, prepare_many
+from distributed_tasks.validation import _too_deep, check_name, prepare, prepare_many
 from tests import tasks
 
 
@@ -198,3 +202,27 @@ def test_args_that_are_not_a_list_or_tuple_are_refused(args):
 def test_start_many_entries_must_be_mappings_of_known_keys(calls, message):
     with pytest.raises(InvalidOption, match=message):
         prepare_many(calls)
+
+
+def true_depth(value) -> int:
+    if isinstance(value, list):
+        return 1 + max(map(true_depth, value), default=0)
+    if isinstance(value, dict):
+        return 1 + max(map(true_depth, value.values()), default=0)
+    return 0
+
+
+JSON = st.recursive(
+    st.none() | st.integers() | st.text(alphabet='[]{}"\\ab,:'),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(alphabet='[]{}"\\ab', max_size=4), inner, max_size=4)
+    ),
+    max_leaves=40,
+)
+
+
+@given(JSON, st.integers(min_value=0, max_value=8))
+def test_depth_is_measured_exactly_whatever_the_strings_hold(value, limit):
+    raw = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    assert _too_deep(raw, limit) is (true_depth(value) > limit)
