@@ -224,6 +224,8 @@ class RecordingClient(StartAssertions):
             kwargs=request.kwargs,
             callback=request.callback,
             timeout=request.timeout,
+            data=request.data,
+            priority=request.priority,
             max_attempts=request.max_attempts,
         )
         self._runs.setdefault(key, []).append(run)

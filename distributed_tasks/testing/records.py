@@ -87,6 +87,8 @@ class Run:
     kwargs: dict[str, Any] = field(default_factory=dict)
     callback: str = ""
     timeout: float | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    priority: int = 0
     max_attempts: int = 1
     attempt: int = 1
     executions: int = 0
@@ -132,6 +134,8 @@ class Run:
             callback=self.callback,
             queued_at=_epoch(self.queued_at),
             timeout=self.timeout,
+            data=self.data,
+            priority=self.priority,
         )
 
     def finish(self, outcome: Outcome, now: dt.datetime) -> None:

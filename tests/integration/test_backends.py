@@ -365,6 +365,17 @@ def test_enqueue_through_a_testing_double_writes_no_row(backend):
     assert not TaskRun.objects.exists()
 
 
+def test_inline_double_runs_context_and_async_tasks(backend, dt_inline):
+    """No row to read: the context is built from the run the double executes."""
+    from tests.backend_contract import tasks as contract
+
+    result = contract.get_task_id.using(run_name="ctx").enqueue()
+    status = dt_inline.get_status("ctx")
+    assert (status.state, status.result) == (State.DONE, result.id)
+    contract.async_add.using(run_name="sum").enqueue(2, 3)
+    assert dt_inline.get_status("sum").result == 5
+
+
 # -- checks --------------------------------------------------------------------------
 
 
