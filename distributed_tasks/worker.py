@@ -81,10 +81,10 @@ class WorkerNode:
     def run(self) -> int:
         """Run until stopped; returns the process exit code."""
         o = self.options
-        set_current_node(self.info)  # before the pool forks, so children inherit it
         app = get_app()
         if problem := content_problem(app):
             raise InvalidConfiguration(problem)
+        set_current_node(self.info)  # before the pool forks, so children inherit it
         app.conf.setdefault("CELERY_DB_REUSE_MAX", DB_REUSE_MAX)  # read when the fixup starts
         # Anyone who can write to the broker could otherwise stop the node with a
         # `shutdown` broadcast (or change its pool, rate limits...).

@@ -45,11 +45,11 @@ def serving(faulty, pg_proxy):
     return faulty
 
 
-def serves_again(cluster, name: str) -> None:
+def serves_again(cluster, name: str, node: str = NODE) -> None:
     """The same node process runs a new run of ``name`` to DONE; its queue is left empty."""
-    pid = cluster.procs[NODE].pid
+    pid = cluster.procs[node].pid
     start_async(tasks.add, [20, 22], name=name)
     status = poll_until(finished(name), timeout=30, message=f"{name} to run")
     assert (status.state, status.result) == (State.DONE, 42)
-    assert cluster.running(NODE) and cluster.procs[NODE].pid == pid
-    assert queue_depths([NODE]) == {NODE: 0}
+    assert cluster.running(node) and cluster.procs[node].pid == pid
+    assert queue_depths([node]) == {node: 0}

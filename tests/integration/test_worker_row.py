@@ -1,0 +1,105 @@
+"""The worker's side of issue 11 in this process: the row decides, the outcome is stored.
+
+- the fenced QUEUED -> RUNNING update returns the row (UPDATE ... RETURNING, or the
+  update-then-read fallback of MySQL/MariaDB), and the worker runs what it holds;
+- a message that disagrees with its row, its time limits or its task id runs nothing;
+- a retried failure with a NaN/infinite backoff in its row still ends its attempt;
+- each outcome is logged once, at its level, with the run's fields.
+"""
+
+import dataclasses
+import logging
+import math
+
+import pytest
+
+from distributed_tasks import State, runner, store
+from distributed_tasks.celery import TASK_NAME, header_limits
+from distributed_tasks.models import TaskRun
+from distributed_tasks.store import get_store
+from tests.integration.test_runner import queue, row
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(params=["returning", "update-then-read"])
+def start_path(request, monkeypatch):
+    if request.param == "update-then-read":
+        monkeypatch.setattr(store, "_update_returns", lambda conn: False)
+    return request.param
+
+
+def test_the_fenced_start_returns_the_row_as_updated(start_path):
+    msg = queue("tests.tasks.add", [1, 2])
+    run = get_store().mark_running(msg, "inc-1")
+    assert (run.state, run.executions, run.incarnation) == (State.RUNNING, 1, "inc-1")
+    assert (run.run_id, run.args, run.function) == (msg.run_id, [1, 2], "tests.tasks.add")
+    assert run.started_at is not None
+    assert get_store().mark_running(msg, "inc-1") is None  # fenced: no longer QUEUED
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"function": "tests.tasks.count", "args": ["forged"]},
+        {"args": [40, 2]},
+        {"kwargs": {"b": 1}},
+        {"name": "another-name"},
+        {"task_list": "other"},
+        {"callback": "tests.tasks.record"},
+        {"timeout": 30.0},
+        {"data": {"x": 1}},
+    ],
+)
+def test_a_message_that_disagrees_with_its_row_runs_nothing(start_path, change, redis, caplog):
+    msg = queue("tests.tasks.add", [1, 2])
+    forged = dataclasses.replace(msg, **change)
+    assert runner.execute(forged.to_body()) is None
+    assert (row(msg).state, row(msg).executions) == (State.QUEUED, 0)  # rolled back
+    assert "disagrees with its row on" in caplog.text
+    assert runner.execute(msg.to_body()).result == 3  # the genuine message still runs
+
+
+def test_celery_time_limits_and_task_id_must_be_the_rows():
+    msg = queue("tests.tasks.add", [1, 2])
+    assert runner.execute(msg.to_body(), limits=header_limits(60.0)) is None
+    assert runner.execute(msg.to_body(), task_id="someone:1") is None
+    assert row(msg).state == State.QUEUED
+    outcome = runner.execute(msg.to_body(), limits=header_limits(None), task_id=msg.task_id)
+    assert outcome.result == 3
+
+
+@pytest.mark.parametrize("backoff", [math.nan, math.inf, 1e308])
+def test_a_retry_with_an_unusable_backoff_still_ends_the_attempt(node, backoff):
+    msg = queue("tests.tasks.fail", ["once"], node=node.name)
+    TaskRun.objects.filter(id=msg.run_id).update(max_attempts=2, retry_backoff=backoff)
+    assert runner.execute(msg.to_body()).state == State.FAILED
+    run = row(msg)
+    assert (run.state, run.attempt, run.attempts[-1]["reason"]) == (State.QUEUED, 2, "exception")
+
+
+def test_each_outcome_is_logged_once_at_its_level(caplog):
+    caplog.set_level(logging.INFO, logger="distributed_tasks.runner")
+    done = queue("tests.tasks.add", [1, 2], name="logged-done")
+    failed = queue("tests.tasks.fail", ["boom"], name="logged-failed")
+    runner.execute(done.to_body())
+    runner.execute(failed.to_body())
+    lines = [r for r in caplog.records if getattr(r, "action", "") in ("done", "failed")]
+    assert [(r.levelno, r.task_name, r.state, r.reason) for r in lines] == [
+        (logging.INFO, "logged-done", "DONE", ""),
+        (logging.ERROR, "logged-failed", "FAILED", "exception"),
+    ]
+    for record, msg in zip(lines, (done, failed), strict=True):
+        assert (record.run_id, record.attempt) == (msg.run_id, 1)
+        assert record.duration is not None and record.duration >= 0
+
+
+def test_celerys_success_line_for_the_entry_task_goes_to_debug(caplog):
+    caplog.set_level(logging.INFO, logger="celery.app.trace")
+    trace = logging.getLogger("celery.app.trace")
+    line = "Task %(name)s[%(id)s] succeeded in %(runtime)ss: %(return_value)s"
+    trace.info(line, {"name": TASK_NAME, "id": "r:1", "runtime": 0.02, "return_value": "'FAILED'"})
+    trace.info(line, {"name": "other.task", "id": "o", "runtime": 0.02, "return_value": "None"})
+    assert [r.getMessage() for r in caplog.records if r.name == "celery.app.trace"] == [
+        "Task other.task[o] succeeded in 0.02s: None"
+    ]
