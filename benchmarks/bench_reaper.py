@@ -58,6 +58,7 @@ def cache_statuses(prefix: str, count: int) -> None:
     pipe = get_redis().pipeline(transaction=False)
     for run in TaskRun.objects.filter(name__startswith=f"{prefix}-").iterator(chunk_size=CHUNK):
         fields = {k: str(v) for k, v in claims.fields_for_run(run).items() if v not in (None, "")}
+        fields.update(task_list=run.task_list, name=run.name)  # as the claim scripts write it
         pipe.hset(keys.run_key(run.task_list, run.name), mapping=fields)
         if len(pipe) >= 1000:
             pipe.execute()

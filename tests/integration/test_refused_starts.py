@@ -138,3 +138,23 @@ def test_broker_down_rolls_back_the_row_claim_and_load(node, redis):
     for name in ["b-0", "b-1"]:
         nothing_left(redis, name)
     starts_again("b-0")
+
+
+def test_redis_down_at_the_claim_is_cluster_unavailable_and_writes_nothing(node, redis):
+    """Placement still has its cached view of the nodes; the claim finds Redis gone."""
+    proxy = TcpProxy("127.0.0.1", redis.connection_pool.connection_kwargs["port"]).start()
+    conf = {**settings.DISTRIBUTED_TASKS, "REDIS_URL": proxy.url(settings.REDIS_URL)}
+    try:
+        with override_settings(DISTRIBUTED_TASKS=conf):
+            start_async(tasks.add, [1, 2], name="warm")  # caches the live nodes
+            proxy.stop()
+            with pytest.raises(ClusterUnavailable, match="Redis does not answer"):
+                start_async(tasks.add, [1, 2], name="cold")
+    finally:
+        proxy.stop()
+        reset_caches()
+    assert not TaskRun.objects.filter(name="cold").exists()
+    assert not redis.exists(keys.run_key("default", "cold"))
+    assert int(redis.hget(keys.loads_key(), node.name)) == 1  # "warm" only
+    assert len(queued(redis, node.name)) == 1
+    starts_again("cold")
