@@ -38,6 +38,7 @@ SCRIPTS = [
     Script("bench_placement", "placement", 240),
     Script("bench_crash", "crash", 150),
     Script("bench_failover", "failover", 300),
+    Script("bench_metrics", "metrics", 240),
 ]
 
 

@@ -57,6 +57,8 @@ DISTRIBUTED_TASKS = {
     "KEY_PREFIX": "dt",
     # Periodic tasks run only where a test declares them (its beat processes get this).
     "PERIODIC": json.loads(os.environ.get("DT_TEST_PERIODIC", "{}")),
+    # Celery remote control (inspect, Flower) on the nodes a test starts with this set.
+    "REMOTE_CONTROL": os.environ.get("DT_TEST_REMOTE_CONTROL") == "1",
 }
 
 # Django's task framework (django.tasks; the django_tasks backport on Django 5.2) runs on

@@ -68,3 +68,24 @@ def test_starts_and_refusals_by_reason_and_node_gauges(scraper, node):
         sample(after, "dt_up", service="redis") == sample(after, "dt_up", service="database") == 1
     )
     assert sample(after, "dt_leader_epoch") == 0  # no dt_beat here
+
+
+def test_grafana_dashboard_uses_only_metrics_we_expose(client):
+    import json
+    import re
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from distributed_tasks import scrape
+    from tests.support import ROOT
+
+    text = scrape.render(scrape.local_collector(), scrape.ClusterCollector()).decode()
+    exposed = {family.name for family in text_string_to_metric_families(text)}
+    dashboard = json.loads((ROOT / "docs" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    used = {
+        re.sub(r"_(total|bucket|sum|count)$", "", name)
+        for expr in exprs
+        for name in re.findall(r"\bdt_[a-z_]+", expr)
+    }
+    assert len(exprs) >= 20 and used <= exposed, sorted(used - exposed)
