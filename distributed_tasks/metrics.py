@@ -176,9 +176,7 @@ def never_raises(receiver: Callable[..., None]) -> Callable[..., None]:
         try:
             receiver(*args, **kwargs)
         except Exception:
-            logger.exception(
-                "Receiver %s failed; the event is not recorded", receiver
-            )
+            logger.exception("Receiver %s failed; the event is not recorded", receiver)
 
     return safe
 
