@@ -109,8 +109,12 @@ def _failure(exc: BaseException) -> BaseException:
         return exc
     if isinstance(exc, RedisError):
         return _unavailable("Redis", exc)
-    if isinstance(exc, (DataError, IntegrityError)):
-        return InvalidOption(f"The database refused the start ({exc}); nothing was started.")
+    if isinstance(exc, DataError):  # a value validation let through: say which
+        return InvalidOption(f"The database refused a value of the start ({exc}); nothing was "
+                             "started.")  # fmt: skip
+    if isinstance(exc, IntegrityError):  # the name's active run ended between two reads
+        return ClusterUnavailable(f"The database refused the start ({exc}); nothing was "
+                                  "started. Try again.")  # fmt: skip
     if isinstance(exc, DatabaseError):
         return _unavailable("The database", exc)
     return exc
