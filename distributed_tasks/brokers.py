@@ -24,14 +24,16 @@ runner ignores one whose run moved on, so a stale message is harmless on both.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
-from urllib.parse import urlparse
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import quote, urlparse
 
 from kombu.exceptions import ChannelError, KombuError
 from redis.exceptions import RedisError
 
 from distributed_tasks import keys
 from distributed_tasks.conf import get_settings
+from distributed_tasks.connection import SENTINEL_SCHEMES, Endpoints
 
 AMQP_SCHEMES = frozenset({"amqp", "amqps", "pyamqp", "librabbitmq"})
 # What a broker that does not answer raises (kombu wraps some, sockets raise the rest).
@@ -133,6 +135,22 @@ class AmqpBroker(Broker):
     @property
     def shares_redis(self) -> bool:
         return False
+
+
+def celery_conf(url: str, transport_options: Mapping[str, Any]) -> dict[str, Any]:
+    """The Celery settings that reach ``url``, over the given transport options.
+
+    A ``sentinel://host:port[,host:port...]/<service>[/<db>]`` URL (the form REDIS_URL
+    takes) becomes kombu's: one ``sentinel://`` URL per Sentinel, joined by ``;``, and
+    the service as the transport's ``master_name``. kombu's own form passes unchanged.
+    """
+    options = dict(transport_options)
+    if urlparse(url).scheme in SENTINEL_SCHEMES and ";" not in url:
+        ends = Endpoints.parse(url, 26379)
+        auth = f"{quote(ends.username or '')}:{quote(ends.password)}@" if ends.password else ""
+        url = ";".join(f"sentinel://{auth}{host}:{port}/{ends.db}" for host, port in ends.hosts)
+        options["master_name"] = ends.service
+    return {"broker_url": url, "broker_transport_options": options}
 
 
 def get_broker() -> Broker:

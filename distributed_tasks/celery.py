@@ -29,7 +29,7 @@ from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
 
 from distributed_tasks import keys
-from distributed_tasks.brokers import PRIORITY_LEVELS, get_broker
+from distributed_tasks.brokers import PRIORITY_LEVELS, celery_conf, get_broker
 from distributed_tasks.conf import get_settings
 from distributed_tasks.messages import RunMessage
 
@@ -156,7 +156,8 @@ def get_app() -> Celery:
         from django.conf import settings
 
         app = Celery("distributed_tasks", set_as_current=False)
-        app.conf.update(broker_url=conf.broker_url, **APP_DEFAULTS)
+        transport = APP_DEFAULTS["broker_transport_options"]
+        app.conf.update({**APP_DEFAULTS, **celery_conf(conf.broker_url, transport)})
         # The project's ordinary periodic entries, sent by the orchestrator leader only.
         app.conf.beat_schedule = getattr(settings, "CELERY_BEAT_SCHEDULE", {})
     return install(app)

@@ -25,12 +25,14 @@ E005 = "distributed_tasks.E005"  # DATABASE_ALIAS / CACHE_ALIAS names nothing
 E006 = "distributed_tasks.E006"  # CELERY_APP / BACKEND cannot be imported
 E007 = "distributed_tasks.E007"  # a PERIODIC entry cannot work
 E010 = "distributed_tasks.E010"  # the Celery app accepts content other than JSON
+E014 = "distributed_tasks.E014"  # the Celery broker would be a Redis Cluster
 W001 = "distributed_tasks.W001"  # unknown key
 W002 = "distributed_tasks.W002"  # LEASE_TTL leaves no room to renew
 W003 = "distributed_tasks.W003"  # SQLite without WAL, immediate transactions and a timeout
 
-_REDIS_SCHEMES = ("redis", "rediss", "unix")
-_BROKER_SCHEMES = (*_REDIS_SCHEMES, "amqp", "amqps", "pyamqp", "sentinel", "memory")
+_CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+_REDIS_SCHEMES = ("redis", "rediss", "unix", *_CLUSTER_SCHEMES, "sentinel", "sentinels")
+_BROKER_SCHEMES = (*_REDIS_SCHEMES, "amqp", "amqps", "pyamqp", "memory")
 
 
 def _number(*, minimum: float = 0, integer: bool = False, optional: bool = False):
@@ -190,6 +192,17 @@ def _check_relations(conf: dict[str, Any]) -> list[checks.CheckMessage]:
                 f"CACHE_ALIAS {conf['CACHE_ALIAS']!r} is not in CACHES.",
                 "Name a django-redis cache, or remove CACHE_ALIAS to use REDIS_URL.",
                 E005,
+            )
+        )
+    broker = conf["BROKER_URL"] or (None if conf["CELERY_APP"] else conf["REDIS_URL"])
+    if urlparse(str(broker)).scheme in _CLUSTER_SCHEMES:
+        messages.append(
+            _error(
+                "The Celery broker would be a Redis Cluster, which Celery's Redis transport "
+                "does not support.",
+                "Keep REDIS_URL on the cluster and set BROKER_URL to a plain Redis (or "
+                "sentinel://) or to RabbitMQ (amqp://).",
+                E014,
             )
         )
     for key in ("CELERY_APP", "BACKEND", "STORE"):

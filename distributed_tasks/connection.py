@@ -1,44 +1,142 @@
 """The process-wide Redis client.
 
 With ``CACHE_ALIAS`` the client comes from that django-redis cache (one pool for
-the cache and us); otherwise from ``REDIS_URL``. Scripts are registered once per
-client. redis-py pools notice a fork and reconnect, so prefork children are safe.
+the cache and us); otherwise from ``REDIS_URL``, which names one of three engines:
+
+* ``redis://``, ``rediss://``, ``unix://``: one server (redis-py's own URL);
+* ``redis+cluster://host:port[,host:port...]``: a Redis Cluster, any of whose nodes
+  the URL lists (``rediss+cluster://`` with TLS). Every Lua script and transaction
+  touches the keys of one hash tag, so each runs on one slot;
+* ``sentinel://host:port[,host:port...]/<service>[/<db>]``: the master that these
+  Sentinels name for ``<service>``, followed across a failover.
+
+Scripts are registered once per client. redis-py pools notice a fork and
+reconnect, so prefork children are safe.
 """
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import redis
+from redis.cluster import ClusterNode, RedisCluster
+from redis.sentinel import Sentinel
 
 from distributed_tasks.conf import get_settings
 
 SOCKET_TIMEOUT = 5.0
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+SENTINEL_SCHEMES = ("sentinel", "sentinels")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """A multi-host URL (cluster or sentinel) taken apart."""
+
+    hosts: tuple[tuple[str, int], ...]
+    path: tuple[str, ...]
+    username: str | None
+    password: str | None
+    tls: bool
+
+    @classmethod
+    def parse(cls, url: str, default_port: int) -> Endpoints:
+        parsed = urlparse(url)
+        auth, _, hostlist = parsed.netloc.rpartition("@")
+        user, _, password = auth.partition(":")
+        hosts = []
+        for item in filter(None, hostlist.split(",")):
+            host, _, port = item.rpartition(":") if ":" in item else (item, "", "")
+            hosts.append((host.strip("[]"), int(port or default_port)))
+        return cls(
+            hosts=tuple(hosts),
+            path=tuple(filter(None, parsed.path.split("/"))),
+            username=unquote(user) or None,
+            password=unquote(password) or None,
+            tls=parsed.scheme.startswith("rediss") or parsed.scheme == "sentinels",
+        )
+
+    @property
+    def service(self) -> str:
+        """The Sentinel service (master group) name: the URL path's first part."""
+        return self.path[0] if self.path else "mymaster"
+
+    @property
+    def db(self) -> int:
+        return int(self.path[1]) if len(self.path) > 1 else 0
+
+
+def client_for(url: str) -> Any:
+    """A client for ``url`` (one server, a Redis Cluster or a Sentinel-managed master)."""
+    timeouts = {"socket_timeout": SOCKET_TIMEOUT, "socket_connect_timeout": SOCKET_TIMEOUT}
+    scheme = urlparse(url).scheme
+    if scheme in CLUSTER_SCHEMES:
+        ends = Endpoints.parse(url, 6379)
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in ends.hosts],
+            username=ends.username,
+            password=ends.password,
+            ssl=ends.tls,
+            **timeouts,
+        )
+    if scheme in SENTINEL_SCHEMES:
+        ends = Endpoints.parse(url, 26379)
+        auth = {"username": ends.username, "password": ends.password, "ssl": ends.tls}
+        sentinel = Sentinel(list(ends.hosts), sentinel_kwargs={**timeouts}, **timeouts)
+        return sentinel.master_for(ends.service, db=ends.db, **auth)
+    return redis.Redis.from_url(url, health_check_interval=30, **timeouts)
 
 
 @functools.cache
-def get_redis() -> redis.Redis:
+def get_redis() -> Any:
     conf = get_settings()
     if conf.CACHE_ALIAS:
         from django_redis import get_redis_connection
 
         return get_redis_connection(conf.CACHE_ALIAS)
-    return redis.Redis.from_url(
-        conf.REDIS_URL,
-        socket_timeout=SOCKET_TIMEOUT,
-        socket_connect_timeout=SOCKET_TIMEOUT,
-        health_check_interval=30,
-    )
+    return client_for(conf.REDIS_URL)
 
 
-def private_redis() -> redis.Redis:
+def private_redis() -> Any:
     """A client on a connection pool of its own, for a thread that must never wait on a
     lock the main thread might hold (the lease keeper, when a signal interrupts it)."""
+    conf = get_settings()
+    if not conf.CACHE_ALIAS:
+        return client_for(conf.REDIS_URL)
     pool = get_redis().connection_pool
     return redis.Redis(
         connection_pool=type(pool)(connection_class=pool.connection_class, **pool.connection_kwargs)
     )
+
+
+def scan_step(cursor: Any, *, match: str, count: int) -> tuple[Any, list]:
+    """One step of a SCAN that spans calls; the cursor is 0 before and after a full pass.
+
+    On a Redis Cluster each primary has a cursor of its own, so the cursor is a
+    ``{node: cursor}`` dict. A node that stops answering (a failover) is dropped from
+    the pass: its keys, now on the promoted replica, are scanned on the next one.
+    """
+    client = get_redis()
+    if not isinstance(client, RedisCluster):
+        return client.scan(cursor, match=match, count=count)
+    if not cursor:
+        cursors, found = client.scan(0, match=match, count=count)  # every primary
+    else:
+        cursors, found = {}, []
+        for name, at in cursor.items():
+            node = client.get_node(node_name=name)
+            if node is None:  # no longer a node of the cluster
+                continue
+            try:
+                step, keys = client.scan(at, match=match, count=count, target_nodes=node)
+            except redis.RedisError:
+                continue
+            cursors.update(step)
+            found += keys
+    return {name: at for name, at in cursors.items() if at} or 0, found
 
 
 def reset() -> None:

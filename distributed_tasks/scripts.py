@@ -12,6 +12,7 @@ import functools
 from typing import Any
 
 from redis.client import Pipeline
+from redis.cluster import ClusterPipeline
 
 from distributed_tasks.connection import get_redis
 
@@ -174,8 +175,9 @@ class RegisteredScript:
         self.registered = get_redis().register_script(source)
 
     def __call__(self, keys: Any = (), args: Any = (), client: Any = None) -> Any:
-        if isinstance(client, Pipeline):
-            return client.eval(self.source, len(keys), *keys, *args)
+        if isinstance(client, (Pipeline, ClusterPipeline)):
+            # execute_command: a cluster pipeline's eval() is not Redis' EVAL.
+            return client.execute_command("EVAL", self.source, len(keys), *keys, *args)
         return self.registered(keys=keys, args=args, client=client)
 
 

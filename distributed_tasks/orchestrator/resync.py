@@ -29,7 +29,7 @@ from django.db.models import Count
 
 from distributed_tasks import attempts, claims, keys, scripts
 from distributed_tasks.brokers import get_broker
-from distributed_tasks.connection import as_dict, get_redis, text
+from distributed_tasks.connection import as_dict, get_redis, scan_step, text
 from distributed_tasks.orchestrator import Duty, TickContext
 from distributed_tasks.store import get_store, message_for
 from distributed_tasks.types import ACTIVE_STATES, State
@@ -104,7 +104,7 @@ class Resync(Duty):
 
     def _stale_claims(self, ctx: TickContext, counts: Counter[str]) -> None:
         redis = get_redis()
-        self.scan_cursor, found = redis.scan(
+        self.scan_cursor, found = scan_step(
             self.scan_cursor, match=keys.run_key_pattern(), count=ctx.batch
         )
         found = text(found)

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 from distributed_tasks import AlreadyRunning, ClusterUnavailable, State, get_status, start_async
+from distributed_tasks.claims import CLAIM_GRACE
 from distributed_tasks.conf import get_settings
 from distributed_tasks.fencing import leadership
 from distributed_tasks.models import TaskRun
@@ -96,7 +97,8 @@ def start_until_accepted(name: str, deadline: float) -> None:
 def assert_fault_under_load_loses_nothing(fault: Callable[[], None], prefix: str, runs: int):
     """Start ``runs`` runs, inject ``fault`` halfway, and check every invariant.
 
-    Returns the seconds from the fault to the first start accepted after it.
+    Returns the seconds from the fault to the first start accepted after it, and to
+    every status read back as DONE.
     """
     names = [f"{prefix}-{i}" for i in range(runs)]
     watch = FenceWatch()
@@ -117,21 +119,25 @@ def assert_fault_under_load_loses_nothing(fault: Callable[[], None], prefix: str
     rows = TaskRun.objects.filter(name__in=names)
     assert rows.count() == runs  # none lost, none started twice
     assert set(rows.values_list("executions", flat=True)) == {1}  # none executed twice
-    statuses = poll_until(
-        lambda: readable_statuses(names), timeout=30, message="statuses readable after failover"
+    # A status written to the old master just before it died is lost with it; the
+    # leader's resync restores it from the database once the claim is CLAIM_GRACE old.
+    poll_until(
+        lambda: statuses_done(names),
+        timeout=CLAIM_GRACE + 20,
+        message="every status DONE after the failover",
     )
-    assert {s.state for s in statuses} == {State.DONE}
+    converged = time.monotonic() - faulted
     fence = watch.stop()
     epochs = [epoch for epoch, _ in fence]
     assert epochs == sorted(epochs), fence  # the fence never goes back
     assert len({e for e, _ in fence}) == len(fence), fence  # a new holder, a new epoch
     times = [s for s, _ in slots("counter")]
     assert len(times) == len(set(times))  # no periodic slot ran twice
-    return recovered
+    return recovered, converged
 
 
-def readable_statuses(names: list[str]):
+def statuses_done(names: list[str]) -> bool:
     try:
-        return [get_status(name) for name in names]
-    except ClusterUnavailable:
-        return None
+        return all(get_status(name).state == State.DONE for name in names)
+    except ClusterUnavailable:  # a failover still in progress
+        return False
