@@ -8,6 +8,7 @@ hold against the cluster.
 
 from __future__ import annotations
 
+import functools
 import uuid
 
 import pytest
@@ -110,6 +111,7 @@ def test_the_same_name_in_another_task_list_is_independent(subject):
     assert subject.recorded() == 2
 
 
+DEEP = functools.reduce(lambda value, _: [value], range(150), 0)
 BAD_STARTS = [
     pytest.param(("os.system", ["true"], {}), NotRegistered, "not a registered", id="path"),
     pytest.param(
@@ -125,6 +127,11 @@ BAD_STARTS = [
     pytest.param((tasks.add, [1, 2], {"timeout": 0}), InvalidOption, "timeout must be"),
     pytest.param((tasks.add, [1, 2], {"max_attempts": 1.5}), InvalidOption, "whole number"),
     pytest.param((tasks.add, [1, 2], {"task_list": ""}), InvalidName, "task list"),
+    pytest.param((tasks.add, {1, 2}, {}), NotSerializable, "list or tuple", id="args-set"),
+    pytest.param((tasks.add, ["\ud800"], {}), NotSerializable, "surrogate", id="surrogate"),
+    pytest.param((tasks.add, [DEEP], {}), NotSerializable, "nested more than 100", id="deep"),
+    pytest.param((tasks.add, [1, 2], {"countdown": float("nan")}), InvalidOption, "countdown"),
+    pytest.param((tasks.add, [1, 2], {"max_attempts": 2**40}), InvalidOption, "at most"),
 ]
 
 
