@@ -19,15 +19,11 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 from distributed_tasks import signals
 from distributed_tasks.conf import get_settings
-
-logger = logging.getLogger("distributed_tasks.metrics")
 
 PREFIX = "dt"
 # Seconds: from sub-second tasks to hour-long ones.
@@ -167,20 +163,6 @@ def _on_lost(sender: Any, **kwargs: Any) -> None:
     registry_metrics().nodes.labels("lost").inc()
 
 
-def never_raises(receiver: Callable[..., None]) -> Callable[..., None]:
-    """A failing metric (a full disk under the multiprocess files) must not fail the start
-    or the run that sent the signal: it is logged and the event goes uncounted."""
-
-    @functools.wraps(receiver)
-    def safe(*args: Any, **kwargs: Any) -> None:
-        try:
-            receiver(*args, **kwargs)
-        except Exception:
-            logger.exception("Receiver %s failed; the event is not recorded", receiver)
-
-    return safe
-
-
 RECEIVERS = (
     (signals.run_queued, _on_queued),
     (signals.run_refused, _on_refused),
@@ -198,17 +180,13 @@ RECEIVERS = (
 
 def install() -> bool:
     """Connect the receivers when metrics are enabled; returns whether they are."""
-    if not enabled():
-        uninstall()
-        return False
-    registry_metrics()
-    for signal, receiver in RECEIVERS:
-        uid = f"dt-metrics-{receiver.__name__}"
-        signal.connect(never_raises(receiver), weak=False, dispatch_uid=uid)
-    return True
+    on = enabled()
+    if on:
+        registry_metrics()
+    signals.switch(RECEIVERS, on=on, prefix="dt-metrics")
+    return on
 
 
 def uninstall() -> None:
     """Disconnect every receiver (metrics off): the signals cost nothing again."""
-    for signal, receiver in RECEIVERS:
-        signal.disconnect(receiver, dispatch_uid=f"dt-metrics-{receiver.__name__}")
+    signals.switch(RECEIVERS, on=False, prefix="dt-metrics")

@@ -93,6 +93,31 @@ def send_moved(sender: Any, message: Any, previous: Any, outcome: Any) -> None:
         run_moved.send(sender, message=message, previous=previous)
 
 
+def never_raises(func: Callable[..., None]) -> Callable[..., None]:
+    """Wraps an observability receiver: a failing metric or span (a full disk under the
+    multiprocess files, say) must not fail the start or run that sent the signal."""
+
+    @functools.wraps(func)
+    def safe(*args: Any, **kwargs: Any) -> None:
+        try:
+            func(*args, **kwargs)
+        except Exception:
+            logger.exception("Receiver %s failed; the event is not recorded", func)
+
+    return safe
+
+
+def switch(hooks: Iterable[tuple[Any, Callable[..., None]]], *, on: bool, prefix: str) -> None:
+    """Connect each ``(signal, receiver)`` (Django's or Celery's), never raising, or
+    disconnect them all; ``prefix`` + the receiver's name is the dispatch uid."""
+    for signal, func in hooks:
+        uid = f"{prefix}-{func.__name__}"
+        if on:
+            signal.connect(never_raises(func), weak=False, dispatch_uid=uid)
+        else:
+            signal.disconnect(dispatch_uid=uid)
+
+
 @receiver(node_lost)
 def _log_node_lost(sender, node, **kwargs):
     logger.warning("Node %s lost", node, extra={"action": "node_lost"})

@@ -22,7 +22,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
-from distributed_tasks import metrics, signals
+from distributed_tasks import signals
 from distributed_tasks.conf import get_settings
 
 TRACER = "distributed_tasks"
@@ -160,10 +160,5 @@ def install() -> bool:
         (signals.run_retried, _on_retried),
     )
     on = enabled()
-    for signal, receiver in hooks:
-        uid = f"dt-tracing-{receiver.__name__}"
-        if on:
-            signal.connect(metrics.never_raises(receiver), weak=False, dispatch_uid=uid)
-        else:
-            signal.disconnect(receiver, dispatch_uid=uid)
+    signals.switch(hooks, on=on, prefix="dt-tracing")
     return on
