@@ -158,7 +158,7 @@ def api_errors() -> Iterator[None]:
     try:
         yield
     except DistributedTasksError as exc:
-        raise CommandError(str(exc)) from None
+        raise CommandError(printable(exc, newlines=True)) from None
 
 
 # -- output ----------------------------------------------------------------------------

@@ -26,7 +26,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         health = check_health(with_queue_depths=True)
         if not health.redis.ok:
-            raise CommandError(health.problems[0])
+            raise CommandError(cli.printable(health.problems[0]))
         if options["json"]:
             data = health.as_dict()
             keys = ("nodes", "stale_nodes", "leader", "problems")
