@@ -9,10 +9,12 @@ stay taken. So each node reports, with every heartbeat, the attempts it holds
 node (same incarnation) that the node's reports have left out for NODE_TIMEOUT,
 as FAILED(``worker_lost``), or retries it when the run has executions left.
 
-"Left out for NODE_TIMEOUT" is measured in Redis time between the first report
-the leader saw without the attempt and the newest one, so it holds across
-leaders' clocks. A node with no report at all (Redis lost its data, or a node of
-an older version) is not judged: its runs wait until it reports again.
+"Left out for NODE_TIMEOUT" is measured in Redis time (the heartbeat's own, so
+no host clocks are compared): from the last report the leader saw with the
+attempt, or, for an attempt it never saw reported, from the first report it saw
+without it, to the newest report. A node with no report at all (Redis lost its
+data, or a node of an older version) is not judged: its runs wait until it
+reports again.
 """
 
 from __future__ import annotations
@@ -44,11 +46,14 @@ class Watchdog(Duty):
     name = "watchdog"
 
     def __init__(self) -> None:
-        # Attempt -> Redis time (ms) of the first report seen without it.
+        # Attempt -> Redis time (ms) since which its node has not reported it.
         self.unreported_since: dict[Attempt, int] = {}
+        # Attempt -> Redis time (ms) of the last report seen with it.
+        self.reported_at: dict[Attempt, int] = {}
 
     def reset(self) -> None:
         self.unreported_since.clear()
+        self.reported_at.clear()
 
     def reports(self, ctx: TickContext) -> dict[str, set[Attempt]]:
         """What each live node reported it executes; nodes without a report are left out."""
@@ -78,17 +83,20 @@ class Watchdog(Duty):
         )
         timeout_ms = get_settings().NODE_TIMEOUT * 1000
         since: dict[Attempt, int] = {}
+        reported_at: dict[Attempt, int] = {}
         overdue: list[Attempt] = []
         for run_id, attempt, node, incarnation in running:
             if incarnation != live[node].incarnation:
                 continue  # a restarted node's run: the lifeline's
-            key = (run_id.hex, attempt)
+            key, report_ms = (run_id.hex, attempt), live[node].last_seen_ms
             if key in reports[node]:
+                reported_at[key] = report_ms
                 continue
-            since[key] = self.unreported_since.get(key, live[node].last_seen_ms)
-            if live[node].last_seen_ms - since[key] >= timeout_ms:
+            first = self.unreported_since.get(key) or self.reported_at.get(key) or report_ms
+            since[key] = first
+            if report_ms - first >= timeout_ms:
                 overdue.append(key)
-        self.unreported_since = since
+        self.unreported_since, self.reported_at = since, reported_at
         if not overdue:
             return {"unreported": len(since)} if since else {}
         counts: Counter[str] = Counter(unreported=len(since) - len(overdue))

@@ -105,7 +105,10 @@ def test_a_run_its_live_node_stopped_reporting_ends_worker_lost(serving):
         executions=1,
     )
     get_store().insert(run)
-    status = ended(name)
+    # The leader first sees the row at its next tick: that is when non-reporting starts.
+    status = poll_until(
+        finished(name), timeout=deadline() + get_settings().TICK_INTERVAL, message=f"{name} to end"
+    )
     assert (status.state, status.reason) == (State.FAILED, "worker_lost")
     assert f"node {NODE} is alive but stopped executing this run" in status.error
     assert get_status(name).run_id == run.run_id
