@@ -72,8 +72,8 @@ class Watchdog(Duty):
         return out
 
     def run(self, ctx: TickContext) -> dict[str, int]:
-        if ctx.redis_settling:  # nodes are re-registering and re-reporting
-            return {"skipped": 1}
+        # No pause while Redis settles after losing its data (the lifeline pauses): a
+        # node's report exists only once the node has written it again, and is then true.
         reports = self.reports(ctx)
         live = ctx.view.nodes
         running = (

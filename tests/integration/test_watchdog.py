@@ -11,7 +11,7 @@ from django.utils import timezone
 from distributed_tasks import State, keys
 from distributed_tasks.models import TaskRun
 from distributed_tasks.nodes import Heartbeat, NodeInfo
-from tests.integration.test_orchestrator import lead, row, settle
+from tests.integration.test_orchestrator import lead, relead, row, settle
 from tests.support import poll_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -33,7 +33,7 @@ def reporting(fast):
     beat = Heartbeat(NodeInfo(name="busy@test"), running=lambda: set(executing))
     beat.start()
     poll_until(lambda: beat.beats > 0, message="first heartbeat")
-    yield beat.info, executing
+    yield beat, executing
     beat.stop(leave=True)
 
 
@@ -58,7 +58,8 @@ def ticks_until(orchestrator, predicate, timeout=5.0):
 
 
 def test_an_unreported_running_run_ends_worker_lost_and_frees_its_name(reporting, redis):
-    info, executing = reporting
+    beat, executing = reporting
+    info = beat.info
     leader = lead()
     settle(leader, redis)
     kept = running_row(info, "kept")
@@ -72,7 +73,7 @@ def test_an_unreported_running_run_ends_worker_lost_and_frees_its_name(reporting
 
 
 def test_an_unreported_run_with_attempts_left_is_retried(reporting, redis):
-    info, _executing = reporting
+    info = reporting[0].info
     leader = lead()
     settle(leader, redis)
     run = running_row(info, "again", max_attempts=2)
@@ -98,3 +99,20 @@ def test_a_node_that_reports_nothing_is_not_judged(fast, redis):
         assert TaskRun.objects.get(id=run.id).state == State.RUNNING
     finally:
         beat.stop(leave=True)
+
+
+def test_a_redis_flush_ends_nothing_that_its_node_still_runs(reporting, redis):
+    beat, executing = reporting
+    leader = lead()
+    settle(leader, redis)
+    run = running_row(beat.info, "flushed")
+    executing.add(f"{run.run_id}:{run.attempt}")
+    watchdog = leader.duty("watchdog")
+    ticks_until(leader, lambda: watchdog.reported_at)
+    redis.flushdb()  # the reports, the lease and the node's membership go
+    relead(leader)
+    seen = beat.beats
+    # Three node timeouts' worth of heartbeats, a tick after each: the run stays.
+    ticks_until(leader, lambda: beat.beats >= seen + 30, timeout=10)
+    assert redis.exists(keys.node_running_key(beat.info.name))
+    assert TaskRun.objects.get(id=run.id).state == State.RUNNING
