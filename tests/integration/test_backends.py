@@ -6,9 +6,11 @@ message in this process with ``runner.execute``, the worker's own code path.
 
 import base64
 import json
+import pickle
 import uuid
 from datetime import timedelta
 
+import django
 import pytest
 from asgiref.sync import async_to_sync
 from django.core import checks
@@ -156,6 +158,14 @@ def test_arguments_are_normalised_as_django_does(backend, node):
     result = tasks.backend_add.enqueue((1, 2), b=b"bytes")
     assert (result.args, result.kwargs) == ([[1, 2]], {"b": "bytes"})
     assert backend.get_result(result.id) == result
+
+
+@pytest.mark.skipif(django.VERSION < (6, 0), reason="the backport's tasks cannot be pickled")
+def test_tasks_and_results_pickle_as_djangos_do(backend, node):
+    task = named(tasks.backend_add, run_name="pickled", timeout=3).using(priority=7)
+    assert pickle.loads(pickle.dumps(task)) == task
+    result = task.enqueue(1, 2)
+    assert pickle.loads(pickle.dumps(result)) == result == backend.get_result(result.id)
 
 
 def test_enqueue_does_not_read_the_run_back(backend, node):
