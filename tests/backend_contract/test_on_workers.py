@@ -269,12 +269,16 @@ def test_get_missing_result(nodes, backend):
         async_to_sync(backend.aget_result)("123")
 
 
-def test_named_run_is_unique_while_it_runs(nodes, redis, release):
+def test_status_moves_ready_running_successful_and_names_are_unique(nodes, redis, release):
     key = release("release:backend-walk")
     walk = t.wait.using(run_name="backend-walk")
     result = walk.enqueue(key)
+    assert result.status == TaskResultStatus.READY
     poll_until(lambda: backend_status(result) == TaskResultStatus.RUNNING, message="the start")
-    assert (result.attempts, result.finished_at) == (1, None)
+    assert (result.attempts, result.finished_at, result.is_finished) == (1, None, False)
+    assert result.started_at == result.last_attempted_at >= result.enqueued_at
+    with pytest.raises(ValueError, match="Task has not finished yet"):
+        result.return_value  # noqa: B018
     with pytest.raises(AlreadyRunning) as info:
         walk.enqueue(key)
     assert info.value.run_id == result.id
