@@ -14,7 +14,8 @@ Each is sent once per event, in the process where it happened:
   (``reason``: ``already_running``, ``reserved`` or ``invalid``), in the caller's process.
 - ``run_retried(sender, message, previous, outcome)`` / ``run_moved(sender, message,
   previous)``: a new attempt (``message``) replaced ``previous``, after a failure
-  (``outcome``) or off a lost node before it started; sent once the change committed.
+  (``outcome``) or, before it started, off a lost node or away from a busy one
+  (rebalancing, work stealing); sent once the change committed.
 - ``periodic_slot(sender, task, outcome)``: the leader handled a due slot of a periodic
   task (``outcome``: ``dispatched``, ``skipped``, ``no_node``, ``invalid``, ...).
 - ``lease_renewed(sender, holder, epoch)``: the leader extended its lease.
