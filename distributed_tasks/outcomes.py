@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.db import DatabaseError
 
 from distributed_tasks import attempts, claims, signals
@@ -76,6 +77,33 @@ def _store(msg: RunMessage, outcome: Outcome, lost: bool) -> tuple[bool, RunMess
     return (store.mark_lost(msg, outcome) if lost else store.mark_finished(msg, outcome)), None
 
 
+def refused(outcome: Outcome, exc: BaseException) -> Outcome:
+    """A plain FAILED outcome that says the database refused ``outcome``, and why."""
+    return Outcome.failed(
+        Reason.EXCEPTION,
+        message=storable(
+            f"The run ended {outcome.state} ({outcome.error_type or 'no error'}), but the "
+            f"database refused to store that outcome: {type(exc).__name__}: {exc}",
+            ERROR_LIMIT,
+        ),
+    )
+
+
+def _persist(
+    msg: RunMessage, outcome: Outcome, lost: bool, outage: Outage, patience: float | None
+) -> tuple[bool, RunMessage | None]:
+    """``_store`` until the database answers. The run's soft time limit may strike while
+    this waits: the run itself is over, so storing its outcome goes on (its hard limit
+    ends the process; the watchdog then ends the run)."""
+    while True:
+        try:
+            return until_answered(
+                lambda: _store(msg, outcome, lost), outage, errors=DB_UNAVAILABLE, patience=patience
+            )
+        except SoftTimeLimitExceeded:
+            continue
+
+
 def record(
     msg: RunMessage,
     outcome: Outcome,
@@ -93,24 +121,18 @@ def record(
     outcome = cleaned(outcome)
     outage = Outage(f"Storing the outcome of {msg.name} attempt {msg.attempt}", logger)
     try:
-        recorded, new = until_answered(
-            lambda: _store(msg, outcome, lost), outage, errors=DB_UNAVAILABLE, patience=patience
-        )
+        try:
+            recorded, new = _persist(msg, outcome, lost, outage, patience)
+        except DB_UNAVAILABLE:
+            raise
+        except (DatabaseError, ValueError) as exc:  # the database refused this outcome itself
+            logger.exception(
+                "The database refused the outcome of %s: storing a plain FAILED", msg.name
+            )
+            outcome = refused(outcome, exc)
+            recorded, new = _persist(msg, outcome, lost, outage, patience)
     except DB_UNAVAILABLE:
         return False
-    except (DatabaseError, ValueError) as exc:  # the database refused this outcome itself
-        logger.exception("The database refused the outcome of %s: storing a plain FAILED", msg.name)
-        outcome = Outcome.failed(
-            Reason.EXCEPTION,
-            message=storable(
-                f"The run ended {outcome.state} ({outcome.error_type or 'no error'}), but the "
-                f"database refused to store that outcome: {type(exc).__name__}: {exc}",
-                ERROR_LIMIT,
-            ),
-        )
-        recorded, new = until_answered(
-            lambda: _store(msg, outcome, lost), outage, errors=DB_UNAVAILABLE, patience=patience
-        )
     if not recorded:
         logger.warning(
             "Outcome of %s attempt %s discarded: the run was already ended elsewhere",

@@ -12,6 +12,7 @@ import logging
 import math
 
 import pytest
+from django.db import DataError
 
 from distributed_tasks import State, runner, store
 from distributed_tasks.celery import TASK_NAME, header_limits
@@ -103,3 +104,19 @@ def test_celerys_success_line_for_the_entry_task_goes_to_debug(caplog):
     assert [r.getMessage() for r in caplog.records if r.name == "celery.app.trace"] == [
         "Task other.task[o] succeeded in 0.02s: None"
     ]
+
+
+def test_an_outcome_the_database_refuses_becomes_a_plain_failed(monkeypatch):
+    msg = queue("tests.tasks.add", [1, 2])
+    original = store.OrmStore.mark_finished
+
+    def refuse_results(self, msg, outcome):
+        if outcome.result is not None:
+            raise DataError("unsupported Unicode escape sequence")
+        return original(self, msg, outcome)
+
+    monkeypatch.setattr(store.OrmStore, "mark_finished", refuse_results)
+    runner.execute(msg.to_body())
+    run = row(msg)
+    assert (run.state, run.reason, run.active_name) == (State.FAILED, "exception", None)
+    assert "database refused to store that outcome: DataError" in run.error
