@@ -95,3 +95,9 @@ if os.environ.get("DT_LOG_JSON"):
         },
         "root": {"handlers": ["console"], "level": os.environ.get("DT_LOG_LEVEL", "WARNING")},
     }
+
+if os.environ.get("DT_TEST_SPANS_FILE"):
+    # A node's spans, as JSON lines a cluster test reads (tests/spans.py).
+    from tests import spans
+
+    spans.install(os.environ["DT_TEST_SPANS_FILE"])

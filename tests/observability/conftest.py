@@ -1,7 +1,13 @@
 from __future__ import annotations
 
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
+
+_exporter = InMemorySpanExporter()
 
 
 def parse(text: str) -> dict[tuple[str, frozenset], float]:
@@ -33,3 +39,14 @@ def scraper(client, django_user_model):
         return parse(response.content.decode())
 
     return scrape
+
+
+@pytest.fixture
+def spans():
+    """Spans this process ends, in memory (the SDK's provider can be set only once)."""
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(_exporter))
+        trace.set_tracer_provider(provider)
+    _exporter.clear()
+    return _exporter

@@ -36,7 +36,12 @@ def scrape_port(port: int) -> dict:
 
 
 @pytest.fixture(scope="module")
-def ports(cluster_factory):
+def spans_file(tmp_path_factory):
+    return tmp_path_factory.mktemp("spans") / "node.jsonl"
+
+
+@pytest.fixture(scope="module")
+def ports(cluster_factory, spans_file):
     node_port, beat_port = free_port(), free_port()
     # One child per run (--max-tasks-per-child 1): counts of exited children must stay.
     cluster_factory.start_worker(
@@ -44,6 +49,7 @@ def ports(cluster_factory):
         concurrency=2,
         args=("--metrics-port", str(node_port), "--max-tasks-per-child", "1"),
         DT_LOG_JSON="1",  # README's JSON logging config
+        DT_TEST_SPANS_FILE=str(spans_file),  # the pool processes' spans
         **ENV,
     )
     cluster_factory.spawn(
@@ -55,7 +61,7 @@ def ports(cluster_factory):
 
 
 def test_counters_histograms_and_gauges_after_a_known_mix(
-    ports, scraper, redis, release, cluster_factory
+    ports, scraper, redis, release, cluster_factory, spans, spans_file
 ):
     node_port, beat_port = ports
     # Let 'broken' fail at least once, then disable it (as the admin does) and let it settle:
@@ -156,6 +162,19 @@ def test_counters_histograms_and_gauges_after_a_known_mix(
     assert said["function"] == "tests.tasks.chatty"
     retry_lines = [r for r in records if r.get("action") == "retry"]
     assert [fields(r) for r in retry_lines] == [(retried.run_id, "obs-retry", "default", NODE, 1)]
+
+    # Traces across processes: each start's producer span here is the parent of the
+    # dt.run span a prefork pool process of the node ended.
+    produced = {
+        s.attributes["dt.name"]: s for s in spans.get_finished_spans() if s.name == "dt.start"
+    }
+    runs = [json.loads(line) for line in spans_file.read_text().splitlines()]
+    for name in ("obs-add-0", "obs-add-1", "obs-add-2", "obs-chatty"):
+        (run,) = [r for r in runs if r["name"] == "dt.run" and r["attributes"]["dt.name"] == name]
+        assert run["parent_span_id"] == produced[name].context.span_id
+        assert run["trace_id"] == produced[name].context.trace_id
+        assert (run["kind"], run["attributes"]["dt.outcome"]) == ("CONSUMER", "DONE")
+        assert run["attributes"]["dt.node"] == NODE
 
 
 def _running(port: int) -> bool:

@@ -10,9 +10,6 @@ from __future__ import annotations
 import pytest
 from celery.contrib.testing.worker import start_worker
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from distributed_tasks import keys, start_async
 from distributed_tasks.celery import get_app
@@ -23,17 +20,6 @@ from tests.support import poll_until
 pytestmark = pytest.mark.django_db(transaction=True)
 
 NODE = "otel@test"
-_exporter = InMemorySpanExporter()
-
-
-@pytest.fixture
-def spans():
-    if not isinstance(trace.get_tracer_provider(), TracerProvider):  # settable once only
-        provider = TracerProvider()
-        provider.add_span_processor(SimpleSpanProcessor(_exporter))
-        trace.set_tracer_provider(provider)
-    _exporter.clear()
-    return _exporter
 
 
 @pytest.fixture
