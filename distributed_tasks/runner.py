@@ -85,7 +85,7 @@ def _guard(msg: RunMessage, *, contain: bool = True) -> Outcome:
         return Outcome.failed(Reason.NOT_REGISTERED, exc)
     info = task.info = _info(msg)
     try:
-        result = task.run(*msg.args, **msg.kwargs)
+        result = registry.invoke(task.run, *msg.args, **msg.kwargs)  # async def run too
         try:
             strict_json(result)
         except ValueError as exc:
@@ -103,7 +103,7 @@ def _guard(msg: RunMessage, *, contain: bool = True) -> Outcome:
         return _failure(Reason.EXCEPTION, exc)
     if msg.callback:
         try:
-            registry.resolve(msg.callback).create().run(msg.name, result)
+            registry.invoke(registry.resolve(msg.callback).create().run, msg.name, result)
         except BaseException as exc:
             _hook(task, "on_failure", info, exc)
             return _failure(Reason.CALLBACK, exc)
