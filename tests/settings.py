@@ -38,15 +38,36 @@ if os.environ.get("DT_TEST_DB") == "sqlite":
         }
     }
 else:
-    DATABASES = {
-        "default": {
-            "ENGINE": "django.db.backends.postgresql",
-            "NAME": _TEST_DB_NAME or os.environ.get("DT_PG_NAME", "test"),
-            "HOST": os.environ.get("DT_PG_HOST", "127.0.0.1"),
-            "PORT": os.environ.get("DT_PG_PORT", "5432"),
-            "USER": os.environ.get("DT_PG_USER", "postgres"),
+
+    def _server(engine: str, env: str, port: str, user: str, **options) -> dict:
+        """A database server on 127.0.0.1 whose address DT_<env>_HOST/PORT/USER can move."""
+        return {
+            "default": {
+                "ENGINE": engine,
+                "NAME": _TEST_DB_NAME or os.environ.get("DT_PG_NAME", "test"),
+                "HOST": os.environ.get(f"DT_{env}_HOST", "127.0.0.1"),
+                "PORT": os.environ.get(f"DT_{env}_PORT", port),
+                "USER": os.environ.get(f"DT_{env}_USER", user),
+                **options,
+            }
         }
-    }
+
+    if os.environ.get("DT_TEST_DB") == "mariadb":  # by hand only (README: MariaDB), not in CI
+        try:
+            import MySQLdb  # noqa: F401
+        except ImportError:  # PyMySQL stands in when mysqlclient cannot be built
+            import pymysql
+
+            pymysql.version_info = (2, 2, 1, "final", 0)  # the mysqlclient Django asks for
+            pymysql.install_as_MySQLdb()
+        _options = {
+            "charset": "utf8mb4",
+            "isolation_level": "read committed",
+            "init_command": "SET sql_mode='STRICT_TRANS_TABLES'",
+        }
+        DATABASES = _server("django.db.backends.mysql", "MARIADB", "3306", "root", OPTIONS=_options)
+    else:
+        DATABASES = _server("django.db.backends.postgresql", "PG", "5432", "postgres")
 
 REDIS_URL = os.environ.get("DT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
