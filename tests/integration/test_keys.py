@@ -3,8 +3,10 @@
 
 import pytest
 
-from distributed_tasks import State, api, claims, keys, start_async
+from distributed_tasks import State, api, claims, keys, runner, start_async
+from distributed_tasks.models import TaskRun
 from distributed_tasks.orchestrator import Orchestrator
+from distributed_tasks.store import message_for
 from tests import tasks
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -68,3 +70,17 @@ def test_keys_of_the_old_format_are_rebuilt_from_the_database_and_dropped(node, 
     assert not redis.exists(old_key) and not redis.exists("dt:{default:gone}:run")
     assert redis.exists(keys.run_key("default", "upgraded"))
     orchestrator.stop()
+
+
+def test_colliding_names_finish_with_their_own_status_and_result(node):
+    """The worker's status writes (the UPDATE script) keep the two names apart as well."""
+    (first, second), handles = COLLIDING[0], []
+    for (task_list, name), args in ((first, [1, 2]), (second, [30, 40])):
+        handles.append(start_async(tasks.add, args, task_list=task_list, name=name))
+    for handle in handles:
+        runner.execute(message_for(TaskRun.objects.get(id=handle.run_id)).to_body())
+    results = [api.get_status(name, task_list) for task_list, name in (first, second)]
+    assert [(s.state, s.result, s.run_id) for s in results] == [
+        (State.DONE, 3, handles[0].run_id),
+        (State.DONE, 70, handles[1].run_id),
+    ]
