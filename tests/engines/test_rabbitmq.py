@@ -12,7 +12,7 @@ import uuid
 import pytest
 from django.conf import settings
 
-from distributed_tasks import State, keys, start_async
+from distributed_tasks import State, get_status, keys, start_async
 from distributed_tasks.brokers import AmqpBroker, get_broker
 from distributed_tasks.nodes import live_nodes
 from distributed_tasks.ring import Ring
@@ -81,6 +81,36 @@ def test_node_queues_are_declared_with_message_priorities(full, engine):
     for node in NODES:
         line = next(x for x in listing.splitlines() if x.startswith(keys.queue_name(node)))
         assert "x-max-priority" in line and "9" in line.split("x-max-priority", 1)[1], line
+
+
+def test_a_busy_nodes_waiting_runs_start_highest_priority_first(full, redis):
+    """A node's two pool processes busy; RabbitMQ hands it the waiting runs by priority.
+
+    One blocker ends first and the other holds its process until the journal is complete,
+    so the waiting runs go one at a time through a single free pool process.
+    """
+    from distributed_tasks.client import ClusterClient
+    from tests.backend_contract import tasks as contract
+
+    node, client = NODES[0], ClusterClient()
+    first, last = (f"release:{uuid.uuid4().hex}" for _ in range(2))
+    journal = f"journal:{uuid.uuid4().hex}"
+    blockers = [client.start_on(node, tasks.wait_for, [key]) for key in (first, last)]
+    try:
+        poll_until(
+            lambda: all(get_status(b.name).state == State.RUNNING for b in blockers),
+            timeout=20,
+            message="both pool processes busy",
+        )
+        order = [("low-1", -50), ("high-1", 50), ("low-2", -50), ("high-2", 50), ("mid", 0)]
+        for label, priority in order:
+            client.start_on(node, contract.note.func, [journal, label], priority=priority)
+        redis.set(first, 1)
+        poll_until(lambda: redis.llen(journal) == len(order), timeout=30, message="the runs")
+    finally:
+        redis.set(first, 1)
+        redis.set(last, 1)
+    assert redis.lrange(journal, 0, -1) == [b"high-1", b"high-2", b"mid", b"low-1", b"low-2"]
 
 
 def queue_exists(broker, node: str) -> bool:
