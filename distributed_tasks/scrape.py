@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import os
 import shutil
 import tempfile
@@ -48,13 +49,32 @@ def node_directory(node: str) -> Path:
 
 def use_multiprocess(directory: Path) -> None:
     """Count in ``directory`` (emptied first: counters restart with the process), in this
-    process and in every process it forks afterwards."""
+    process and in every process it forks afterwards.
+
+    A lock beside the directory, held while this process or one of its children lives,
+    keeps a second node of the same name on this host (another cluster, a test run)
+    from emptying and mixing our files; ``OSError`` says so.
+    """
     from prometheus_client import values
 
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    lock = open(directory.parent / f"{directory.name}.lock", "w")  # noqa: SIM115 (held)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise OSError(
+            f"the metrics directory {directory} is in use by another process: a node of "
+            f"the same name runs on this host. Give each its own {MULTIPROC_ENV}."
+        ) from None
+    _held.append(lock)
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True, exist_ok=True)
     os.environ[MULTIPROC_ENV] = str(directory)
     values.ValueClass = values.MultiProcessValue()
+
+
+_held: list[Any] = []  # the directory locks of this process, open for its lifetime
 
 
 def local_collector() -> Any:
@@ -153,6 +173,9 @@ class ClusterCollector:
             "capacity": gauge("dt_node_capacity", "Runs it executes at once.", labels=["node"]),
             "weight": gauge("dt_node_weight", "Its ring weight.", labels=["node"]),
             "active": gauge("dt_node_active_runs", "QUEUED + RUNNING runs on it.", labels=["node"]),
+            "executing": gauge(
+                "dt_node_executing", "Runs executing at its last heartbeat.", labels=["node"]
+            ),
             "depth": gauge(
                 "dt_node_queue_depth", "Messages waiting in its queue.", labels=["node"]
             ),
@@ -167,6 +190,7 @@ class ClusterCollector:
             if capacity:
                 families["capacity"].add_metric([name], capacity)
             families["weight"].add_metric([name], info.weight)
+            families["executing"].add_metric([name], getattr(info, "active", 0))
             if counts is not None:
                 families["active"].add_metric([name], per_node.get(name, 0))
             if depths.get(name) is not None:
@@ -243,13 +267,13 @@ def serve_from_command(options: dict[str, Any], collector: ClusterCollector) -> 
             "--metrics-port needs prometheus_client (pip install "
             "'django-distributed-tasks[metrics]') and DISTRIBUTED_TASKS['METRICS'] true."
         )
-    if collector.node is not None:  # a worker: its pool processes count in files
-        use_multiprocess(node_directory(collector.node))
     collector.close_connections = True
     try:
+        if collector.node is not None:  # a worker: its pool processes count in files
+            use_multiprocess(node_directory(collector.node))
         return serve(port, local_collector(), collector, addr=options["metrics_addr"])
     except OSError as exc:
         raise CommandError(
-            f"Cannot serve metrics on {options['metrics_addr']}:{port} ({exc}); pick a free "
-            "port with --metrics-port."
+            f"Cannot serve metrics on {options['metrics_addr']}:{port}: {exc}. A port in use "
+            "needs another --metrics-port."
         ) from None

@@ -50,6 +50,7 @@ def ports(cluster_factory, spans_file):
         args=("--metrics-port", str(node_port), "--max-tasks-per-child", "1"),
         DT_LOG_JSON="1",  # README's JSON logging config
         DT_TEST_SPANS_FILE=str(spans_file),  # the pool processes' spans
+        PROMETHEUS_MULTIPROC_DIR=str(spans_file.parent),  # not shared with other test runs
         **ENV,
     )
     cluster_factory.spawn(
@@ -98,6 +99,7 @@ def test_counters_histograms_and_gauges_after_a_known_mix(
         assert sample(samples, "dt_node_live", node=NODE) == 1
         assert sample(samples, "dt_node_capacity", node=NODE) == 2
         assert sample(samples, "dt_node_active_runs", node=NODE) == 1
+        assert sample(samples, "dt_node_executing", node=NODE) == 1
         assert sample(samples, "dt_node_queue_depth", node=NODE) == 0
         assert 0 <= sample(samples, "dt_node_heartbeat_age_seconds", node=NODE) < 5
     assert sample(web, "dt_runs_active", state="RUNNING") == 1
@@ -178,7 +180,13 @@ def test_counters_histograms_and_gauges_after_a_known_mix(
 
 
 def _running(port: int) -> bool:
-    return sample(scrape_port(port), "dt_node_active_runs", node=NODE) == 1
+    """obs-wait is the node's one active run, and its heartbeat says it executes it."""
+    samples = scrape_port(port)
+    return (
+        sample(samples, "dt_node_active_runs", node=NODE)
+        == 1
+        == sample(samples, "dt_node_executing", node=NODE)
+    )
 
 
 def _periodic_rows() -> str:
