@@ -76,10 +76,17 @@ def task_fields(spec: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
-def task_error(exception_class_path: str, traceback: str) -> TaskError:
-    if "." not in exception_class_path:  # our rows drop the "builtins." prefix
-        exception_class_path = f"builtins.{exception_class_path}"
-    return TaskError(exception_class_path=exception_class_path, traceback=traceback)
+def task_error(error_type: str, error: str, reason: str, traceback: str) -> TaskError:
+    """Django's TaskError for one failed attempt as stored (row columns or history entry).
+
+    A failure without an exception (node lost, cancelled) names ``GENERIC_ERROR`` and
+    has "<reason>: <error>" for a traceback; our rows drop the "builtins." prefix.
+    """
+    path = error_type or GENERIC_ERROR
+    if "." not in path:
+        path = f"builtins.{path}"
+    summary = f"{reason}: {error}" if reason else error
+    return TaskError(exception_class_path=path, traceback=traceback or summary)
 
 
 def _history(run: Any) -> list[dict[str, Any]]:
@@ -90,13 +97,14 @@ def _history(run: Any) -> list[dict[str, Any]]:
 def errors_of(run: Any) -> list[TaskError]:
     """One ``TaskError`` per failed attempt, oldest first (the current one last)."""
     errors = [
-        task_error(a.get("error_type") or GENERIC_ERROR, a.get("traceback") or a.get("error", ""))
+        task_error(
+            a.get("error_type", ""), a.get("error", ""), a.get("reason", ""), a.get("traceback", "")
+        )
         for a in _history(run)
         if a.get("state") == State.FAILED
     ]
     if run.error_type or run.error:
-        summary = f"{run.reason}: {run.error}" if run.reason else run.error
-        errors.append(task_error(run.error_type or GENERIC_ERROR, run.traceback or summary))
+        errors.append(task_error(run.error_type, run.error, run.reason, run.traceback))
     return errors
 
 

@@ -293,6 +293,32 @@ def test_run_failed_without_exception_reports_the_reason(backend, node):
     assert error.traceback == "cancelled: cancelled before it started"
 
 
+def test_history_of_attempts_gives_errors_workers_and_times(backend, node):
+    """Earlier attempts (TaskRun.attempts): one TaskError per failed one, a node per start."""
+    from distributed_tasks.models import attempt_record
+    from distributed_tasks.types import Outcome, Reason
+
+    result = tasks.backend_fail.enqueue("third time")
+    first = timezone.now() - timedelta(seconds=30)
+    lost = Outcome.failed(Reason.WORKER_LOST, None, "the pool process running it died")
+    history = [
+        attempt_record(attempt=1, node="a@x", started_at=first, ended_at=first, outcome=lost),
+        attempt_record(attempt=2, node="b@x", started_at=None, ended_at=first, outcome=None),
+    ]
+    TaskRun.objects.filter(id=result.id).update(attempts=history, attempt=3)
+    execute(result.id)
+    result.refresh()
+    assert result.status == TaskResultStatus.FAILED
+    assert (result.worker_ids, result.attempts) == (["a@x", node.name], 2)  # b@x never started
+    assert (result.started_at, result.last_attempted_at > first) == (first, True)
+    lost_error, raised = result.errors
+    assert (lost_error.exception_class_path, lost_error.traceback) == (
+        GENERIC_ERROR,
+        "worker_lost: the pool process running it died",
+    )
+    assert raised.exception_class is ValueError and "ValueError: third time" in raised.traceback
+
+
 @pytest.mark.parametrize("result_id", [uuid.uuid4().hex, "123", ""])
 def test_unknown_result_id_does_not_exist(backend, result_id):
     with pytest.raises(TaskResultDoesNotExist) as info:
