@@ -3,10 +3,9 @@
 The leader's rebalancer looks a few times a second; a shared queue (plain Celery)
 hands the next run to whichever process frees up, at once. To come close to
 that, a pool process that just finished a run, on a node that now has a free
-slot, moves the oldest run that has waited longer than ``REBALANCE_AFTER``
-elsewhere to its own node. A run that waits that long on a live node waits
-because that node has no free slot (a free one starts a run within
-milliseconds), or because its node is gone.
+slot, moves to its own node the oldest run that has waited longer than
+``REBALANCE_AFTER`` on a node holding more runs than its slots (the loads in
+Redis; a node without such a queue costs no database query).
 
 The move is the fenced path of every other move (``attempts.next_attempt``): a
 conditional update to a new attempt on this node, so the old node's message is
@@ -25,7 +24,7 @@ from django.utils import timezone
 from distributed_tasks import attempts, keys
 from distributed_tasks.celery import TASK_NAME
 from distributed_tasks.conf import get_settings
-from distributed_tasks.connection import get_redis
+from distributed_tasks.connection import as_dict, get_redis
 from distributed_tasks.messages import RunMessage
 from distributed_tasks.nodes import ALL_TASK_LISTS, NodeInfo, current_node
 from distributed_tasks.store import get_store, message_for
@@ -42,13 +41,28 @@ def has_free_slot(node: NodeInfo) -> bool:
     return int(load or 0) < node.slots
 
 
+def queueing_nodes(node: NodeInfo) -> list[str]:
+    """Other live nodes holding more active runs than their slots: runs wait there."""
+    loads = as_dict(get_redis().hgetall(keys.loads_key()))
+    view = attempts.placement().view()  # slots change only with membership: cached
+    return [
+        name
+        for name, info in view.nodes.items()
+        if name != node.name
+        and int(loads.get(name, 0)) > info.slots
+        and any(info.serves(t) for t in node.task_lists)
+    ]
+
+
 def steal(node: NodeInfo) -> RunMessage | None:
     """Move the oldest run waiting on another node to ``node``; None when there is none."""
+    donors = queueing_nodes(node)
+    if not donors:
+        return None
     since = timezone.now() - dt.timedelta(seconds=get_settings().REBALANCE_AFTER)
     runs = (
         get_store()
-        .runs.filter(state=State.QUEUED, run_after__lte=since)
-        .exclude(node=node.name)
+        .runs.filter(state=State.QUEUED, run_after__lte=since, node__in=donors)
         .order_by("run_after")
     )
     if ALL_TASK_LISTS not in node.task_lists:

@@ -18,7 +18,17 @@ def thief():
     yield from _heartbeating(name="thief@test", capacity=2)
 
 
-def test_a_node_with_a_free_slot_takes_the_oldest_waiting_run(thief, redis):
+@pytest.fixture
+def busy(redis):
+    """A live one-slot node holding three runs (in the loads): two of them wait."""
+    from distributed_tasks import attempts
+
+    attempts.placement().reset()  # the cached view of an earlier test knows no such node
+    redis.hset(keys.loads_key(), "busy@test", 3)
+    yield from _heartbeating(name="busy@test", capacity=1)
+
+
+def test_a_node_with_a_free_slot_takes_the_oldest_waiting_run(thief, busy, redis):
     newer = row("newer", "busy@test", **waited(2))
     older = row("older", "busy@test", **waited(5))
     assert has_free_slot(thief)
@@ -31,7 +41,7 @@ def test_a_node_with_a_free_slot_takes_the_oldest_waiting_run(thief, redis):
 
 
 @override_settings(DISTRIBUTED_TASKS={**settings.DISTRIBUTED_TASKS, "REBALANCE_AFTER": 60})
-def test_fresh_own_and_started_runs_are_left_alone(thief, redis):
+def test_fresh_own_and_started_runs_are_left_alone(thief, busy, redis):
     row("fresh", "busy@test")  # queued under a minute ago: its node may yet start it
     row("mine", thief.name, **waited(90))
     row("going", "busy@test", state="RUNNING", **waited(90))
@@ -41,3 +51,9 @@ def test_fresh_own_and_started_runs_are_left_alone(thief, redis):
 def test_a_full_node_does_not_steal(thief, redis):
     redis.hset(keys.loads_key(), thief.name, 2)
     assert not has_free_slot(thief)
+
+
+def test_runs_of_a_node_without_a_queue_are_left_alone(thief, busy, redis):
+    row("waiting", "busy@test", **waited(5))
+    redis.hset(keys.loads_key(), "busy@test", 1)  # its one slot: it starts the run itself
+    assert steal(thief) is None
