@@ -1,17 +1,19 @@
 """Placement: queue wait and makespan of mixed runs vs plain Celery's one shared queue.
 
 Three ``dt_worker`` nodes x 2 processes (and one ``dt_beat``, whose rebalancer moves
-runs that wait behind a busy node) and three plain ``celery worker`` x 2 processes that
-consume one shared queue (the work-conserving reference: no process idles while work
-waits) run the same work, one side at a time:
+runs that wait behind a busy node, as do nodes that free a slot) and three plain
+``celery worker`` x 2 processes that consume one shared queue (the work-conserving
+reference: no process idles while work waits) run the same work, one side at a time:
 
 - burst: N runs submitted at once, shuffled: 85 % short (50 ms), 15 % long (1 s);
 - steady: the same mix arriving at a fixed rate, 60 % of the pool's capacity.
 
 Each run notes in Redis its queue wait (function start - submission, same host clock)
-and its end; makespan = last end - first submission. Also reported: runs the
-rebalancer moved, runs per node, and the capacity-aware ring's balance for a burst and
-its churn when 1 of 10 nodes leaves (pure, as ``bench_ring``).
+and its end; makespan = last end - first submission; spread = how far apart the
+workers' last runs end (work conservation: 0 when no worker idles while work waits).
+Also reported: runs moved (rebalancer and stealing), runs per node, and the
+capacity-aware ring's balance for a burst and its churn when 1 of 10 nodes leaves
+(pure, as ``bench_ring``).
 
 Target: queue wait p99 <= 1.5x plain Celery's on the same work (goal: equal).
 """
@@ -75,6 +77,9 @@ def collect(journal: str, n: int, began: float) -> dict[str, Any]:
     common.poll_until(lambda: redis.llen(journal) >= n, timeout=600, interval=0.05)
     rows = [line.decode().split(" ") for line in redis.lrange(journal, 0, -1)]
     waits = sorted(float(w) for w, _end, _node in rows)
+    last: dict[str, float] = {}
+    for _w, end, node in rows:
+        last[node] = max(last.get(node, 0.0), float(end))
     return {
         "n": n,
         "wait_p50_s": common.percentile(waits, 50),
@@ -83,6 +88,8 @@ def collect(journal: str, n: int, began: float) -> dict[str, Any]:
         "wait_max_s": waits[-1],
         "makespan_s": max(float(end) for _w, end, _node in rows) - began,
         "runs_per_node": dict(sorted(Counter(node for _w, _e, node in rows).items())),
+        # Work conservation: how far apart the workers' last runs end (0: none idles early).
+        "idle_spread_s": max(last.values()) - min(last.values()),
     }
 
 
@@ -195,7 +202,16 @@ def main() -> None:
     common.print_table(
         f"Queue wait and makespan: {n} runs ({LONG_SHARE:.0%} of {LONG:g} s, the rest "
         f"{SHORT * 1000:g} ms), {NODES} workers x {CONCURRENCY} processes",
-        ["scenario / side", "wait p50 s", "p90 s", "p99 s", "max s", "makespan s", "moved"],
+        [
+            "scenario / side",
+            "wait p50 s",
+            "p90 s",
+            "p99 s",
+            "max s",
+            "makespan s",
+            "spread s",
+            "moved",
+        ],
         [
             (
                 label,
@@ -204,6 +220,7 @@ def main() -> None:
                 r["wait_p99_s"],
                 r["wait_max_s"],
                 r["makespan_s"],
+                r["idle_spread_s"],
                 r.get("moved_by_rebalancer", ""),
             )
             for label, r in results.items()
@@ -222,7 +239,13 @@ def main() -> None:
                 f"{scenario}: makespan s (ours / plain)",
                 f"{ours['makespan_s']:.2f} / {plain['makespan_s']:.2f}",
             ),
-            common.Check(f"{scenario}: runs moved by the rebalancer", ours["moved_by_rebalancer"]),
+            common.Check(
+                f"{scenario}: last run ends spread over s (ours / plain)",
+                f"{ours['idle_spread_s']:.2f} / {plain['idle_spread_s']:.2f}",
+            ),
+            common.Check(
+                f"{scenario}: runs moved (rebalancer, stealing)", ours["moved_by_rebalancer"]
+            ),
         ]
     checks += [common.Check(k, v) for k, v in ring.items()]
     data = {
