@@ -50,6 +50,7 @@ from distributed_tasks.compat import (
     TaskResultDoesNotExist,
     TaskResultStatus,
     normalize_json,
+    task_backends,
     task_enqueued,
 )
 from distributed_tasks.exceptions import (
@@ -187,7 +188,8 @@ class DistributedTasksBackend(BaseTaskBackend):
                 f"No run has the id {result_id!r}: it was never enqueued, its transaction "
                 "rolled back, or its record is older than HISTORY_RETENTION."
             )
-        return result_of(run, self._task_for(run), self.alias)
+        task = self._task_for(run)
+        return result_of(run, task, task.backend)
 
     def check(self, **kwargs: Any) -> Iterator[checks.CheckMessage]:
         yield from super().check(**kwargs)
@@ -233,7 +235,8 @@ class DistributedTasksBackend(BaseTaskBackend):
         """The task of a run read back: the registered function, never an import.
 
         A run the backend enqueued is rebuilt from its stored spec, equal to the task
-        it was enqueued as; another run (``start_async``) reads as a task named after it.
+        it was enqueued as (on the alias it was enqueued through, while that alias is
+        configured); another run (``start_async``) reads as a task named after it.
         """
         try:
             entry = registry.resolve(run.function)
@@ -246,9 +249,10 @@ class DistributedTasksBackend(BaseTaskBackend):
             )
         spec = stored_spec(run.data)
         fields = task_fields(spec) if spec else {"run_name": run.name}
+        alias = spec["backend"] if spec and spec["backend"] in task_backends.settings else None
         try:
             return self.task_class(
-                func=entry.factory, backend=self.alias, queue_name=run.task_list, **fields
+                func=entry.factory, backend=alias or self.alias, queue_name=run.task_list, **fields
             )
         except (InvalidTask, DistributedTasksError, TypeError, ValueError) as exc:
             raise TaskResultDoesNotExist(

@@ -319,6 +319,18 @@ def test_history_of_attempts_gives_errors_workers_and_times(backend, node):
     assert raised.exception_class is ValueError and "ValueError: third time" in raised.traceback
 
 
+def test_result_read_through_another_alias_keeps_the_enqueuing_one(settings, node):
+    settings.TASKS = {
+        "default": {"BACKEND": BACKEND},
+        "bulk": {"BACKEND": BACKEND, "QUEUES": ["default", "builds"]},
+    }
+    bulk = tasks.backend_add.using(backend="bulk", queue_name="builds")
+    result = bulk.enqueue(1, 2)
+    got = task_backends["default"].get_result(result.id)
+    assert (got.backend, got.task) == ("bulk", bulk)
+    assert got == result
+
+
 @pytest.mark.parametrize("result_id", [uuid.uuid4().hex, "123", ""])
 def test_unknown_result_id_does_not_exist(backend, result_id):
     with pytest.raises(TaskResultDoesNotExist) as info:
