@@ -18,15 +18,12 @@ count are removed, and the caller gets a ``DistributedTasksError``
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import logging
 import time
-import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from django.db import DatabaseError, DataError, IntegrityError, connections, transaction
+from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 
@@ -34,90 +31,15 @@ from distributed_tasks import celery, claims, keys, lifecycle, signals, status
 from distributed_tasks.claims import ClaimOutcome, ClaimReply
 from distributed_tasks.conf import get_settings
 from distributed_tasks.connection import get_redis
-from distributed_tasks.exceptions import (
-    AlreadyRunning,
-    ClusterUnavailable,
-    DistributedTasksError,
-    InvalidOption,
-    NameReserved,
-)
-from distributed_tasks.messages import RunMessage
+from distributed_tasks.exceptions import AlreadyRunning, NameReserved
 from distributed_tasks.models import TaskRun
 from distributed_tasks.placement import Placement
+from distributed_tasks.starts import Start, failure, unavailable
 from distributed_tasks.store import get_store
-from distributed_tasks.types import (
-    OnConflict,
-    Reuse,
-    State,
-    TaskHandle,
-    TaskStatus,
-)
+from distributed_tasks.types import Reuse, State, TaskHandle, TaskStatus
 from distributed_tasks.validation import StartRequest, prepare, prepare_many
 
 logger = logging.getLogger("distributed_tasks.client")
-
-
-@dataclass(slots=True)
-class _Start:
-    """One start in flight through the walk."""
-
-    request: StartRequest
-    message: RunMessage
-    outcome: TaskHandle | AlreadyRunning | None = None
-    claimed: bool = False  # holds its claim and a node-load count in Redis
-    recorded: bool = False  # its row was inserted
-    sent: bool = False  # its message went out (or waits for the caller's commit)
-
-    @property
-    def handle(self) -> TaskHandle:
-        return self.message.handle()
-
-    def status_fields(self) -> dict[str, Any]:
-        return claims.message_fields(self.message, State.QUEUED)
-
-    def row(self) -> TaskRun:
-        r, m = self.request, self.message
-        return TaskRun(
-            id=m.run_id,
-            task_list=m.task_list,
-            name=m.name,
-            active_name=m.name,
-            function=m.function,
-            args=m.args,
-            kwargs=m.kwargs,
-            callback=m.callback,
-            data=m.data,
-            state=State.QUEUED,
-            node=m.node,
-            attempt=m.attempt,
-            timeout=r.timeout,
-            queued_at=dt.datetime.fromtimestamp(m.queued_at, tz=dt.UTC),
-            run_after=dt.datetime.fromtimestamp(m.queued_at + (r.countdown or 0), tz=dt.UTC),
-            max_attempts=r.max_attempts,
-            retry_backoff=r.retry_backoff,
-            priority=m.priority,
-        )
-
-
-def _unavailable(what: str, exc: BaseException) -> ClusterUnavailable:
-    return ClusterUnavailable(f"{what} does not answer ({exc}); nothing was started.")
-
-
-def _failure(exc: BaseException) -> BaseException:
-    """The ``DistributedTasksError`` a start that failed after its claim raises."""
-    if isinstance(exc, DistributedTasksError):
-        return exc
-    if isinstance(exc, RedisError):
-        return _unavailable("Redis", exc)
-    if isinstance(exc, DataError):  # a value validation let through: say which
-        return InvalidOption(f"The database refused a value of the start ({exc}); nothing was "
-                             "started.")  # fmt: skip
-    if isinstance(exc, IntegrityError):  # the name's active run ended between two reads
-        return ClusterUnavailable(f"The database refused the start ({exc}); nothing was "
-                                  "started. Try again.")  # fmt: skip
-    if isinstance(exc, DatabaseError):
-        return _unavailable("The database", exc)
-    return exc
 
 
 class ClusterClient:
@@ -155,25 +77,7 @@ class ClusterClient:
     ) -> list[TaskHandle | AlreadyRunning]:
         now = time.time()
         starts = [
-            _Start(
-                request=r,
-                message=RunMessage(
-                    run_id=uuid.uuid4().hex,
-                    attempt=1,
-                    node=node or self.placement.choose(r.task_list, r.name),
-                    task_list=r.task_list,
-                    name=r.name,
-                    function=r.function,
-                    args=r.args,
-                    kwargs=r.kwargs,
-                    callback=r.callback,
-                    queued_at=now,
-                    timeout=r.timeout,
-                    data=r.data,
-                    priority=r.priority,
-                ),
-            )
-            for r in requests
+            Start.new(r, node or self.placement.choose(r.task_list, r.name), now) for r in requests
         ]
         try:
             claimed = self._claim(starts, now)
@@ -182,14 +86,14 @@ class ClusterClient:
             self._publish(recorded)
         except BaseException as exc:
             self._roll_back(starts)
-            failure = _failure(exc)
-            if failure is exc:
+            error = failure(exc)
+            if error is exc:
                 raise
-            raise failure from exc
+            raise error from exc
         signals.send_refusals(TaskRun, (s.outcome for s in starts))
         return [s.outcome for s in starts]  # type: ignore[misc]
 
-    def _claim(self, starts: list[_Start], now: float) -> list[_Start]:
+    def _claim(self, starts: list[Start], now: float) -> list[Start]:
         try:
             pipe = get_redis().pipeline(transaction=False)
             for s in starts:
@@ -200,7 +104,7 @@ class ClusterClient:
                 pipe.hincrby(keys.loads_key(), m.node, 1)
             replies = pipe.execute()[::2]
         except RedisError as exc:
-            raise _unavailable("Redis", exc) from exc
+            raise unavailable("Redis", exc) from exc
         for s in starts:  # each holds a load count, and maybe its claim: undone on failure
             s.claimed = True
         claimed = []
@@ -212,10 +116,10 @@ class ClusterClient:
                 claimed.append(s)
             else:
                 self._unload(s)
-                s.outcome = self._refusal(s, reply)
+                s.outcome = s.refusal(reply)
         return claimed
 
-    def _retry_stale(self, s: _Start, reply: ClaimReply, now: float) -> ClaimReply:
+    def _retry_stale(self, s: Start, reply: ClaimReply, now: float) -> ClaimReply:
         """Take over a claim whose owner never backed it with an active row."""
         if reply.outcome is not ClaimOutcome.ACTIVE or not reply.is_stale(now):
             return reply
@@ -237,34 +141,7 @@ class ClusterClient:
         )
         return ClaimReply.parse(raw)
 
-    def _refusal(self, s: _Start, reply: ClaimReply) -> TaskHandle | AlreadyRunning:
-        m = s.message
-        if reply.outcome is ClaimOutcome.RESERVED:
-            return NameReserved(
-                m.name,
-                reply.run_id,
-                reply.node,
-                task_list=m.task_list,
-                state=reply.state or State.DONE,
-            )
-        if s.request.on_conflict == OnConflict.RETURN_EXISTING and reply.run_id:
-            return TaskHandle(
-                name=m.name,
-                task_list=m.task_list,
-                run_id=reply.run_id,
-                node=reply.node,
-                attempt=reply.attempt or 1,
-                existing=True,
-            )
-        return AlreadyRunning(
-            m.name,
-            reply.run_id,
-            reply.node,
-            task_list=m.task_list,
-            state=reply.state or State.RUNNING,
-        )
-
-    def _unload(self, s: _Start) -> None:
+    def _unload(self, s: Start) -> None:
         """Take back the node-load count of a start that will not run (once)."""
         if not s.claimed:
             return
@@ -273,7 +150,7 @@ class ClusterClient:
         with contextlib.suppress(RedisError):  # approximate; the orchestrator rebuilds them
             get_redis().hincrby(keys.loads_key(), s.message.node, -1)
 
-    def _check_reuse(self, claimed: list[_Start]) -> None:
+    def _check_reuse(self, claimed: list[Start]) -> None:
         """Redis may have lost a finished status: ask the database before reusing a name."""
         cleanup = get_settings().CLEANUP_TIMEOUT
         for s in claimed:
@@ -291,7 +168,7 @@ class ClusterClient:
                     m.name, last.run_id, last.node or None, task_list=m.task_list, state=last.state
                 )
 
-    def _abandon(self, s: _Start) -> None:
+    def _abandon(self, s: Start) -> None:
         """Release the claim and the load count of a start that will not run."""
         if not s.claimed:
             return
@@ -300,7 +177,7 @@ class ClusterClient:
             claims.release(m.task_list, m.name, m.run_id)
         self._unload(s)
 
-    def _roll_back(self, starts: list[_Start]) -> None:
+    def _roll_back(self, starts: list[Start]) -> None:
         """Undo every entry a failure stopped half-way: its row, then its claim and load."""
         for s in starts:
             if s.sent:
@@ -314,7 +191,7 @@ class ClusterClient:
                     continue
             self._abandon(s)
 
-    def _insert(self, starts: list[_Start]) -> list[_Start]:
+    def _insert(self, starts: list[Start]) -> list[Start]:
         if not starts:
             return []
         store = get_store()
@@ -335,11 +212,10 @@ class ClusterClient:
             # Redis let it through but the database has an active run: Redis lost it.
             self._abandon(s)
             self._repair(s.message.task_list, s.message.name)
-            s.outcome = self._refusal(
-                s,
+            s.outcome = s.refusal(
                 ClaimReply(
                     ClaimOutcome.ACTIVE, run_id=error.run_id, node=error.node, state=error.state
-                ),
+                )
             )
         return recorded
 
@@ -349,7 +225,7 @@ class ClusterClient:
             with contextlib.suppress(RedisError):
                 claims.fill(task_list, name, claims.fields_for_run(run))
 
-    def _publish(self, starts: list[_Start]) -> None:
+    def _publish(self, starts: list[Start]) -> None:
         if not starts:
             return
         alias = get_store().alias
@@ -362,7 +238,7 @@ class ClusterClient:
             return
         self._send(starts)
 
-    def _send(self, starts: list[_Start], *, deferred: bool = False) -> None:
+    def _send(self, starts: list[Start], *, deferred: bool = False) -> None:
         try:
             celery.publish([(s.message, s.request.countdown) for s in starts])
             failure = None
@@ -381,7 +257,7 @@ class ClusterClient:
             logger.error("Broker refused %d start(s) after commit: %s", unsent, failure)
             return
         # _start rolls back the unsent entries (rows, claims, loads).
-        raise _unavailable("The Celery broker", failure.__cause__ or failure) from failure
+        raise unavailable("The Celery broker", failure.__cause__ or failure) from failure
 
     # -- acting on an existing run (see lifecycle.py) ---------------------------------
 

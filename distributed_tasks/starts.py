@@ -1,0 +1,134 @@
+"""One start in flight through the client's walk (``client.py``).
+
+A ``Start`` records what it holds so far (a claim and a node-load count, a row, a
+sent message), so a failure half-way undoes exactly that for each entry of a batch;
+it builds its row and turns a claim that found the name taken into the caller's
+answer. ``failure`` says what a start that failed after its claim raises: always a
+``DistributedTasksError``, never a driver's exception.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import DatabaseError, DataError, IntegrityError
+from redis.exceptions import RedisError
+
+from distributed_tasks import claims
+from distributed_tasks.claims import ClaimOutcome, ClaimReply
+from distributed_tasks.exceptions import (
+    AlreadyRunning,
+    ClusterUnavailable,
+    DistributedTasksError,
+    InvalidOption,
+    NameReserved,
+)
+from distributed_tasks.messages import RunMessage
+from distributed_tasks.models import TaskRun
+from distributed_tasks.types import OnConflict, State, TaskHandle
+from distributed_tasks.validation import StartRequest
+
+
+@dataclass(slots=True)
+class Start:
+    """One start in flight through the walk."""
+
+    request: StartRequest
+    message: RunMessage
+    outcome: TaskHandle | AlreadyRunning | None = None
+    claimed: bool = False  # holds its claim and a node-load count in Redis
+    recorded: bool = False  # its row was inserted
+    sent: bool = False  # its message went out (or waits for the caller's commit)
+
+    @classmethod
+    def new(cls, request: StartRequest, node: str, now: float) -> Start:
+        """Attempt 1 of a new run of ``request`` on ``node``."""
+        r = request
+        message = RunMessage(
+            run_id=uuid.uuid4().hex,
+            attempt=1,
+            node=node,
+            task_list=r.task_list,
+            name=r.name,
+            function=r.function,
+            args=r.args,
+            kwargs=r.kwargs,
+            callback=r.callback,
+            queued_at=now,
+            timeout=r.timeout,
+            data=r.data,
+            priority=r.priority,
+        )
+        return cls(request=request, message=message)
+
+    @property
+    def handle(self) -> TaskHandle:
+        return self.message.handle()
+
+    def status_fields(self) -> dict[str, Any]:
+        return claims.message_fields(self.message, State.QUEUED)
+
+    def row(self) -> TaskRun:
+        r, m = self.request, self.message
+        return TaskRun(
+            id=m.run_id,
+            task_list=m.task_list,
+            name=m.name,
+            active_name=m.name,
+            function=m.function,
+            args=m.args,
+            kwargs=m.kwargs,
+            callback=m.callback,
+            data=m.data,
+            state=State.QUEUED,
+            node=m.node,
+            attempt=m.attempt,
+            timeout=r.timeout,
+            queued_at=dt.datetime.fromtimestamp(m.queued_at, tz=dt.UTC),
+            run_after=dt.datetime.fromtimestamp(m.queued_at + (r.countdown or 0), tz=dt.UTC),
+            max_attempts=r.max_attempts,
+            retry_backoff=r.retry_backoff,
+            priority=m.priority,
+        )
+
+    def refusal(self, reply: ClaimReply) -> TaskHandle | AlreadyRunning:
+        """What a claim that found the name taken becomes: the active run's handle
+        (``on_conflict="return_existing"``), ``NameReserved`` or ``AlreadyRunning``."""
+        m = self.message
+        reserved = reply.outcome is ClaimOutcome.RESERVED
+        if not reserved and self.request.on_conflict == OnConflict.RETURN_EXISTING and reply.run_id:
+            return TaskHandle(
+                name=m.name,
+                task_list=m.task_list,
+                run_id=reply.run_id,
+                node=reply.node,
+                attempt=reply.attempt or 1,
+                existing=True,
+            )
+        kind, default = (NameReserved, State.DONE) if reserved else (AlreadyRunning, State.RUNNING)
+        return kind(m.name, reply.run_id, reply.node, task_list=m.task_list,
+                    state=reply.state or default)  # fmt: skip
+
+
+def unavailable(what: str, exc: BaseException) -> ClusterUnavailable:
+    return ClusterUnavailable(f"{what} does not answer ({exc}); nothing was started.")
+
+
+def failure(exc: BaseException) -> BaseException:
+    """The ``DistributedTasksError`` a start that failed after its claim raises."""
+    if isinstance(exc, DistributedTasksError):
+        return exc
+    if isinstance(exc, RedisError):
+        return unavailable("Redis", exc)
+    if isinstance(exc, DataError):  # a value validation let through: say which
+        return InvalidOption(f"The database refused a value of the start ({exc}); nothing was "
+                             "started.")  # fmt: skip
+    if isinstance(exc, IntegrityError):  # the name's active run ended between two reads
+        return ClusterUnavailable(f"The database refused the start ({exc}); nothing was "
+                                  "started. Try again.")  # fmt: skip
+    if isinstance(exc, DatabaseError):
+        return unavailable("The database", exc)
+    return exc
