@@ -1,7 +1,8 @@
-"""One node and one orchestrator per module; the node reaches PostgreSQL through a proxy.
+"""One node and one orchestrator per module; the node reaches its database through a proxy.
 
-The test process and the orchestrator reach PostgreSQL directly, so a test can cut
-the node off (``pg_proxy.stop()``) and still watch and act.
+The test process and the orchestrator reach the database directly, so a test can cut
+the node off (``db_proxy.stop()``) and still watch and act. PostgreSQL by default;
+``DT_TEST_DB=mariadb`` runs the same scenarios on MariaDB.
 """
 
 import pytest
@@ -18,26 +19,32 @@ NODE = "f1@faults"
 BEAT = "beat-faults"
 
 
+# The environment variable that moves the test settings' database port, per engine.
+PORT_VARIABLE = {"postgresql": "DT_PG_PORT", "mysql": "DT_MARIADB_PORT"}
+
+
 @pytest.fixture(scope="module")
-def pg_proxy():
+def db_proxy():
     db = settings.DATABASES["default"]
-    if db["ENGINE"] != "django.db.backends.postgresql":
-        pytest.skip("the fault suite takes PostgreSQL away through a proxy")
-    proxy = TcpProxy(db.get("HOST") or "127.0.0.1", int(db.get("PORT") or 5432)).start()
+    vendor = db["ENGINE"].rsplit(".", 1)[-1]
+    if vendor not in PORT_VARIABLE:
+        pytest.skip("the fault suite takes a database server away through a proxy: not SQLite")
+    proxy = TcpProxy(db.get("HOST") or "127.0.0.1", int(db["PORT"])).start()
+    proxy.variable = PORT_VARIABLE[vendor]
     yield proxy
     proxy.stop()
 
 
 @pytest.fixture(scope="module")
-def faulty(cluster_factory, pg_proxy):
+def faulty(cluster_factory, db_proxy):
     """The module's node (database through the proxy) and orchestrator."""
-    cluster_factory.start_worker(NODE, concurrency=2, DT_PG_PORT=str(pg_proxy.port))
+    cluster_factory.start_worker(NODE, concurrency=2, **{db_proxy.variable: str(db_proxy.port)})
     cluster_factory.start_beat(BEAT)
     return cluster_factory
 
 
 @pytest.fixture
-def serving(faulty, pg_proxy):
+def serving(faulty, db_proxy):
     """The node live (restarted if a test stopped it), a leader elected."""
     faulty.revive()
     faulty.wait_live(NODE)

@@ -67,7 +67,7 @@ def test_an_outcome_the_database_would_refuse_is_cleaned_and_stored(
     serves_again(serving, name)
 
 
-def test_an_outcome_waits_for_the_database_to_come_back(serving, pg_proxy, redis):
+def test_an_outcome_waits_for_the_database_to_come_back(serving, db_proxy, redis):
     name = "database-away"
     start_async(tasks.wait_for, [f"release:{name}"], name=name)
     poll_until(
@@ -76,12 +76,12 @@ def test_an_outcome_waits_for_the_database_to_come_back(serving, pg_proxy, redis
         message=f"{name} RUNNING",
     )
     failing = f"Storing the outcome of {name} attempt 1 failed"
-    pg_proxy.stop()
+    db_proxy.stop()
     try:
         redis.set(f"release:{name}", 1)  # the run finishes while the database is away
         poll_until(lambda: failing in serving.log(NODE, tail=50_000), message="a failed write")
     finally:
-        pg_proxy.start()
+        db_proxy.start()
     status = ended(name)
     assert (status.state, status.result) == (State.DONE, "released")
     log = serving.log(NODE, tail=50_000)
