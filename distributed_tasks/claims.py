@@ -19,7 +19,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from distributed_tasks import keys, scripts
+from distributed_tasks import keys, logs, scripts
 from distributed_tasks.conf import get_settings
 from distributed_tasks.connection import as_dict, get_redis, text
 from distributed_tasks.messages import RunMessage
@@ -231,7 +231,12 @@ def publish(msg: RunMessage, fields: Mapping[str, Any], *, ttl: int = 0, unload:
             pipe.hincrby(keys.loads_key(), msg.node, -1)
         pipe.execute()
     except RedisError as exc:
-        logger.warning("Could not cache status of %s: %s (the database has it)", msg.name, exc)
+        logger.warning(
+            "Could not cache status of %s: %s (the database has it)",
+            msg.name,
+            exc,
+            extra=logs.run_extra(msg, "cache_failed"),
+        )
 
 
 def publish_outcome(msg: RunMessage, outcome: Outcome) -> None:

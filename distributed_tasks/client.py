@@ -27,7 +27,7 @@ from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from distributed_tasks import celery, claims, keys, lifecycle, signals, status
+from distributed_tasks import celery, claims, keys, lifecycle, logs, signals, status
 from distributed_tasks.claims import ClaimOutcome, ClaimReply
 from distributed_tasks.conf import get_settings
 from distributed_tasks.connection import get_redis
@@ -130,7 +130,7 @@ class ClusterClient:
             "Replacing stale claim of %s (run %s)",
             m.name,
             reply.run_id,
-            extra={"action": "stale_claim"},
+            extra=logs.run_extra(m, "stale_claim"),
         )
         raw = claims.claim(
             m.task_list,

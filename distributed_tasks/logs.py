@@ -124,6 +124,27 @@ class RunContextFilter(logging.Filter):
         return True
 
 
+_RUN_FILTER = RunContextFilter()
+_tagged = 0  # how many loggers existed when ours were last tagged
+
+
+def tag_our_loggers() -> None:
+    """Put ``RunContextFilter`` on every ``distributed_tasks.*`` logger, so each record of
+    ours emitted during a run names it whatever handlers the project configured.
+
+    A filter on a logger sees only the records created on that very logger, hence one
+    per module logger; loggers created since the last call are tagged on the next one.
+    """
+    global _tagged
+    loggers = logging.root.manager.loggerDict
+    if len(loggers) == _tagged:
+        return
+    for name, logger in list(loggers.items()):
+        if name.startswith("distributed_tasks") and isinstance(logger, logging.Logger):
+            logger.addFilter(_RUN_FILTER)  # once: addFilter skips a filter already there
+    _tagged = len(loggers)
+
+
 # Attributes every LogRecord has; anything else on a record came from ``extra``.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message",

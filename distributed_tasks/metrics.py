@@ -68,7 +68,7 @@ def registry_metrics() -> Any:
         )
         moved = Counter(
             f"{PREFIX}_runs_moved",
-            "QUEUED runs moved off a lost node before they started.",
+            "QUEUED runs moved before they started (lost node, rebalancing, stealing).",
             ["function", "task_list"],
         )
         queue_wait = Histogram(

@@ -3,8 +3,9 @@
 ``install()`` runs from the app's ``ready()`` and again when ``DISTRIBUTED_TASKS``
 changes. Each part connects receivers only when it is on (metrics.py and tracing.py
 say when), so a part that is off costs the signals nothing. Run-bound logs need no
-extra package: while a pool process executes a run, ``logs.current()`` names it, and
-``logs.RunContextFilter`` copies it onto every record (docs/observability.md).
+extra package: while a pool process executes a run, ``logs.current()`` names it; our
+own loggers then copy its fields onto each of their records, and
+``logs.RunContextFilter`` on a handler does the same for any logger's (the task's own).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ def _bind(task_id: str = "", task: Any = None, args: Any = None, **kwargs: Any) 
     from distributed_tasks.celery import TASK_NAME
 
     if getattr(task, "name", None) == TASK_NAME and args:
+        logs.tag_our_loggers()
         _bound[task_id] = logs.bind(args[0])
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from distributed_tasks import attempts, keys
+from distributed_tasks import attempts, keys, logs
 from distributed_tasks.celery import TASK_NAME
 from distributed_tasks.conf import get_settings
 from distributed_tasks.connection import as_dict, get_redis
@@ -74,7 +74,7 @@ def steal(node: NodeInfo) -> RunMessage | None:
                 "Took %s over from %s, where it waited with no free slot",
                 run.name,
                 run.node,
-                extra={"action": "stolen"},
+                extra=logs.run_extra(new, "stolen"),
             )
             return new
     return None

@@ -79,3 +79,29 @@ def test_json_formatter_writes_extra_fields_and_exceptions(records):
     assert line["message"] == "failed daily" and line["level"] == "ERROR"
     assert {k: line[k] for k in FIELDS} == FIELDS
     assert line["action"] == "outcome" and "ValueError: boom" in line["exc_info"]
+
+
+def test_our_loggers_name_the_bound_run_without_any_handler_filter():
+    from distributed_tasks import observability
+    from distributed_tasks.celery import TASK_NAME
+
+    caught: list[logging.LogRecord] = []
+
+    class Catch(logging.Handler):
+        def emit(self, record):
+            caught.append(record)
+
+    log = logging.getLogger("distributed_tasks.runner")
+    handler = Catch()  # no RunContextFilter here
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    task = type("Task", (), {"name": TASK_NAME})()
+    try:
+        observability._bind(task_id="t1", task=task, args=[MSG.to_body()])
+        log.info("stale")
+        observability._unbind(task_id="t1")
+        log.info("after")
+    finally:
+        log.removeHandler(handler)
+    assert {k: getattr(caught[0], k) for k in FIELDS} == FIELDS
+    assert not hasattr(caught[1], "run_id")
