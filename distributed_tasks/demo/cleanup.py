@@ -46,6 +46,7 @@ class Cleared:
 
 def drop_messages(nodes: Iterable[str]) -> tuple[int, int]:
     """Delete the nodes' queues and their unacknowledged messages: (queues, messages)."""
+    nodes = list(nodes)
     queues = {keys.queue_name(node) for node in nodes}
     client = get_redis()
     dropped = []
@@ -61,7 +62,8 @@ def drop_messages(nodes: Iterable[str]) -> tuple[int, int]:
         pipe.hdel(UNACKED, *dropped)
         pipe.zrem(UNACKED_INDEX, *dropped)
         pipe.execute()
-    return client.delete(*queues) if queues else 0, len(dropped)
+    lists = [key for node in nodes for key in keys.queue_keys(node)]  # a list per priority
+    return client.delete(*lists) if lists else 0, len(dropped)
 
 
 def reset(nodes: Iterable[str]) -> Cleared:

@@ -214,7 +214,10 @@ def test_signals_and_logs(nodes, redis, caplog):
     logs = worker_logs(nodes)
     path = result.task.module_path
     assert f"INFO {TASKS_MODULE} Task id={result.id} path={path} state=RUNNING" in logs
-    assert f"INFO {TASKS_MODULE} Task id={result.id} path={path} state=SUCCESSFUL" in logs
+    success = f"INFO {TASKS_MODULE} Task id={result.id} path={path} state=SUCCESSFUL\n"
+    assert success in logs
+    after = logs[logs.index(success) + len(success) :]
+    assert not after.startswith("Traceback") and "NoneType" not in success  # no exc_info
 
 
 def test_failed_run_signals(nodes, redis):

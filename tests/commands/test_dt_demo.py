@@ -10,6 +10,7 @@ from distributed_tasks import keys
 from distributed_tasks.demo import cleanup
 from distributed_tasks.models import PeriodicTaskState, TaskRun
 from distributed_tasks.store import get_store
+from tests.support import queued
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -41,4 +42,4 @@ def test_a_demo_starts_clean_and_leaves_nothing_behind(manage_py, redis, tmp_pat
     assert not TaskRun.objects.active().exists()  # no QUEUED periodic run left waiting
     assert not TaskRun.objects.filter(name="left").exists()
     assert PeriodicTaskState.objects.get(name="builds.report").runs < 99  # counts restarted
-    assert redis.hlen(cleanup.UNACKED) == 0 and redis.llen(keys.queue_name(node)) == 0
+    assert redis.hlen(cleanup.UNACKED) == 0 and queued(redis, node) == []

@@ -15,6 +15,7 @@ from distributed_tasks.demo.faults import FaultPhase, periodic_line
 from distributed_tasks.models import PeriodicTaskState, TaskRun
 from distributed_tasks.store import get_store, message_for
 from tests import tasks
+from tests.support import queued
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -48,7 +49,7 @@ def test_a_demo_starts_from_a_clean_state(node, redis):
     assert (cleared.runs, cleared.periodic, cleared.messages) == (1, 1, 1)
     assert not TaskRun.objects.exists() and not PeriodicTaskState.objects.exists()
     assert list(redis.scan_iter(match="dt:*")) == []
-    assert redis.llen(keys.queue_name(node.name)) == 0
+    assert queued(redis, node.name) == []
     assert redis.hkeys(cleanup.UNACKED) == [b"t-other"]
     assert redis.zrange(cleanup.UNACKED_INDEX, 0, -1) == [b"t-other"]
     assert redis.get("not-ours") == b"1"
@@ -68,7 +69,7 @@ def test_a_demo_leaves_no_active_run_or_unacked_message(node, redis, monkeypatch
     ended = dict(TaskRun.objects.values_list("name", "reason"))
     assert ended == {"periodic:builds.report": "cancelled", "cut-short": "node_lost"}
     assert not TaskRun.objects.active().exists()
-    assert redis.hlen(cleanup.UNACKED) == 0 and redis.llen(keys.queue_name(node.name)) == 0
+    assert redis.hlen(cleanup.UNACKED) == 0 and queued(redis, node.name) == []
 
 
 def test_the_periodic_line_names_the_slot_that_ran_and_the_one_skipped():
