@@ -178,17 +178,21 @@ class ClusterClient:
         self._unload(s)
 
     def _roll_back(self, starts: list[Start]) -> None:
-        """Undo every entry a failure stopped half-way: its row, then its claim and load."""
+        """Undo every entry a failure stopped half-way: its row, its claim and its load.
+
+        The claim goes even when the row cannot be deleted (the database is away): the
+        unique active name still backs the name, and the orchestrator publishes such
+        a row once ORPHAN_AFTER passed, so it is never stuck."""
+        database_away = False
         for s in starts:
             if s.sent:
                 continue
-            if s.recorded:
+            if s.recorded and not database_away:
                 try:
                     get_store().delete(s.message.run_id)
                 except DatabaseError as exc:
-                    # Its row may exist: the orchestrator publishes it once ORPHAN_AFTER passed.
-                    logger.warning("Could not delete run %s: %s", s.message.run_id, exc)
-                    continue
+                    database_away = True
+                    logger.warning("Could not delete the row(s) of a failed start: %s", exc)
             self._abandon(s)
 
     def _insert(self, starts: list[Start]) -> list[Start]:
@@ -202,11 +206,13 @@ class ClusterClient:
             except AlreadyRunning as exc:
                 errors = [exc]
         else:
+            for s in starts:  # after a conflict it inserts one by one: a failure may leave some
+                s.recorded = True
             errors = store.insert_many([s.row() for s in starts])
         recorded = []
         for s, error in zip(starts, errors, strict=True):
+            s.recorded = error is None
             if error is None:
-                s.recorded = True
                 recorded.append(s)
                 continue
             # Redis let it through but the database has an active run: Redis lost it.

@@ -7,7 +7,7 @@ every entry of the batch. Afterwards a valid start of the same name succeeds.
 
 import pytest
 from django.conf import settings
-from django.db import connections
+from django.db import OperationalError, connections
 from django.db.utils import load_backend
 from django.test import override_settings
 
@@ -22,6 +22,7 @@ from distributed_tasks import (
 )
 from distributed_tasks.conf import reset_caches
 from distributed_tasks.models import TaskRun
+from distributed_tasks.store import get_store
 from tests import tasks
 from tests.proxy import TcpProxy
 from tests.support import queued
@@ -158,3 +159,26 @@ def test_redis_down_at_the_claim_is_cluster_unavailable_and_writes_nothing(node,
     assert int(redis.hget(keys.loads_key(), node.name)) == 1  # "warm" only
     assert len(queued(redis, node.name)) == 1
     starts_again("cold")
+
+
+def test_a_batch_failing_half_way_through_its_inserts_leaves_no_row(node, redis, monkeypatch):
+    """A conflict makes the batch insert one by one; the database dies after the first."""
+    start_async(tasks.add, [1, 2], name="held")  # an active row...
+    redis.delete(keys.run_key("default", "held"))  # ...whose claim Redis lost
+    store, calls = get_store(), []
+    real_insert = type(store).insert
+
+    def insert(self, run):
+        calls.append(run.name)
+        if len(calls) == 2:
+            raise OperationalError("server closed the connection unexpectedly")
+        return real_insert(self, run)
+
+    monkeypatch.setattr(type(store), "insert", insert)
+    with pytest.raises(ClusterUnavailable, match="database does not answer"):
+        start_many([{"func": tasks.add, "name": "fresh"}, {"func": tasks.add, "name": "held"}])
+    assert calls == ["fresh", "held"]  # "fresh" had its row before the failure
+    assert not TaskRun.objects.filter(name="fresh").exists()
+    assert not redis.exists(keys.run_key("default", "fresh"))
+    assert int(redis.hget(keys.loads_key(), node.name)) == 1  # "held" only
+    assert len(queued(redis, node.name)) == 1
