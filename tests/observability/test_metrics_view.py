@@ -89,3 +89,31 @@ def test_grafana_dashboard_uses_only_metrics_we_expose(client):
         for name in re.findall(r"\bdt_[a-z_]+", expr)
     }
     assert len(exprs) >= 20 and used <= exposed, sorted(used - exposed)
+
+
+def test_cluster_gauges_cost_the_same_queries_for_any_number_of_nodes(node, heavy):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from distributed_tasks import scrape
+    from distributed_tasks.nodes import Heartbeat, NodeInfo
+
+    seen: list[str] = []
+
+    def queries(collector) -> int:
+        with CaptureQueriesContext(connection) as ctx:
+            seen.append(scrape.render(collector).decode())
+        return len(ctx.captured_queries)
+
+    two = queries(scrape.ClusterCollector())
+    third = Heartbeat(NodeInfo(name="third@test"))
+    third.beat()
+    try:
+        three = queries(scrape.ClusterCollector())
+    finally:
+        third.stop(leave=True)
+    assert 'dt_node_live{node="third@test"} 1.0' in seen[1] and "third@test" not in seen[0]
+    # One grouped query over active runs and one over periodic tasks, however many nodes;
+    # a node's own port reads only the first.
+    assert two == three == 2
+    assert queries(scrape.ClusterCollector(node=node.name)) == 1
