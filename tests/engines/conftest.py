@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 from dataclasses import dataclass
 
@@ -66,6 +67,8 @@ def cluster_factory(engine: Engine, django_db_setup, tmp_path_factory):
         try:
             yield cluster
         finally:
+            for key in list(cluster.procs):  # all stop at once, not one after the other
+                cluster.kill(key, signal.SIGTERM)
             cluster.stop_all()
 
 

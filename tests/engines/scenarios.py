@@ -14,6 +14,7 @@ import itertools
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 
 from distributed_tasks import AlreadyRunning, ClusterUnavailable, State, get_status, start_async
@@ -103,22 +104,37 @@ def assert_fault_under_load_loses_nothing(fault: Callable[[], None], prefix: str
     names = [f"{prefix}-{i}" for i in range(runs)]
     watch = FenceWatch()
     watch.start()
-    for name in names[: runs // 2]:
-        start_async(tasks.sleep, [0.1], name=name)
-    fault()
-    faulted = time.monotonic()
-    start_until_accepted(names[runs // 2], deadline=faulted + 60)
-    recovered = time.monotonic() - faulted
-    for name in names[runs // 2 + 1 :]:
-        start_until_accepted(name, deadline=time.monotonic() + 60)
-    poll_until(
-        lambda: TaskRun.objects.filter(name__in=names, state=State.DONE).count() == runs,
-        timeout=90,
-        message="every run done",
-    )
+    try:
+        timings = run_through(fault, names)
+    finally:
+        fence = watch.stop()
     rows = TaskRun.objects.filter(name__in=names)
     assert rows.count() == runs  # none lost, none started twice
     assert set(rows.values_list("executions", flat=True)) == {1}  # none executed twice
+    epochs = [epoch for epoch, _ in fence]
+    assert epochs == sorted(epochs), fence  # the fence never goes back
+    assert len({e for e, _ in fence}) == len(fence), fence  # a new holder, a new epoch
+    times = [s for s, _ in slots("counter")]
+    assert len(times) == len(set(times))  # no periodic slot ran twice
+    return timings
+
+
+def run_through(fault: Callable[[], None], names: list[str]) -> tuple[float, float]:
+    half = len(names) // 2
+    for name in names[:half]:
+        start_async(tasks.sleep, [0.1], name=name)
+    fault()
+    faulted = time.monotonic()
+    start_until_accepted(names[half], deadline=faulted + 60)
+    recovered = time.monotonic() - faulted
+    for name in names[half + 1 :]:
+        start_until_accepted(name, deadline=time.monotonic() + 60)
+    runs = TaskRun.objects.filter(name__in=names)
+    poll_until(
+        lambda: runs.filter(state=State.DONE).count() == len(names),
+        timeout=90,
+        message=lambda: f"every run DONE (now {Counter(runs.values_list('state', flat=True))})",
+    )
     # A status written to the old master just before it died is lost with it; the
     # leader's resync restores it from the database once the claim is CLAIM_GRACE old.
     poll_until(
@@ -126,14 +142,7 @@ def assert_fault_under_load_loses_nothing(fault: Callable[[], None], prefix: str
         timeout=CLAIM_GRACE + 20,
         message="every status DONE after the failover",
     )
-    converged = time.monotonic() - faulted
-    fence = watch.stop()
-    epochs = [epoch for epoch, _ in fence]
-    assert epochs == sorted(epochs), fence  # the fence never goes back
-    assert len({e for e, _ in fence}) == len(fence), fence  # a new holder, a new epoch
-    times = [s for s, _ in slots("counter")]
-    assert len(times) == len(set(times))  # no periodic slot ran twice
-    return recovered, converged
+    return recovered, time.monotonic() - faulted
 
 
 def statuses_done(names: list[str]) -> bool:

@@ -136,3 +136,45 @@ def master_ports(port: int) -> list[int]:
         for addr, info in nodes.items()
         if "master" in info["flags"] and "fail" not in info["flags"]
     )
+
+
+SENTINEL_CONF = """sentinel monitor {service} {host} {master} 2
+sentinel down-after-milliseconds {service} 1000
+sentinel failover-timeout {service} 10000
+sentinel parallel-syncs {service} 1
+"""
+
+
+def sentinel_group(service: str = "mymaster") -> tuple[Servers, int, list[int]]:
+    """One master, one replica and three Sentinels (quorum 2) watching them as ``service``.
+
+    Returns the servers, the master's port and the Sentinels' ports.
+    """
+    group = Servers("Redis Sentinel")
+    master, replica, *sentinels = free_ports(5, start=7300)
+    try:
+        group.start(master)
+        group.start(replica, "--replicaof", HOST, str(master))
+        conf = SENTINEL_CONF.format(service=service, host=HOST, master=master)
+        for port in sentinels:
+            group.start(port, "--sentinel", conf=conf)
+        poll_until(
+            lambda: all(sentinel_sees(p, service, replicas=1, sentinels=2) for p in sentinels),
+            timeout=30,
+            message="every Sentinel to see the replica and the other Sentinels",
+        )
+    except BaseException:
+        group.stop()
+        raise
+    return group, master, sentinels
+
+
+def sentinel_sees(port: int, service: str, *, replicas: int, sentinels: int) -> bool:
+    info = redis.Redis(HOST, port, decode_responses=True).sentinel_master(service)
+    return info["num-slaves"] >= replicas and info["num-other-sentinels"] >= sentinels
+
+
+def sentinel_master(port: int, service: str = "mymaster") -> int:
+    """The master's port, as the Sentinel on ``port`` names it."""
+    host_port = redis.Redis(HOST, port).sentinel_get_master_addr_by_name(service)
+    return int(host_port[1])
