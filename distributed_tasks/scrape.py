@@ -25,7 +25,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +100,6 @@ class ClusterCollector:
     node: str | None = None
     capacity: int | None = None
     close_connections: bool = False  # the scrape runs on a short-lived server thread
-    extra: dict[str, float] = field(default_factory=dict)  # more gauges: name -> value
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -131,10 +130,6 @@ class ClusterCollector:
         up.add_metric(["redis"], float(view is not None))
         up.add_metric(["database"], float(counts is not None))
         yield up
-        for name, value in self.extra.items():
-            g = gauge(name, "Process state at scrape time.")
-            g.add_metric([], value)
-            yield g
         if view is not None:
             yield from self._nodes(gauge, view, counts)
         if self.node is not None:
@@ -147,13 +142,14 @@ class ClusterCollector:
                 n = sum(v for (s, _node), v in counts.items() if s == state)
                 active.add_metric([state], n)
             yield active
-        leader = current_leader() if view is not None else None
-        epoch = gauge("dt_leader_epoch", "Epoch of the current lease (0: no leader).")
-        epoch.add_metric([], leader.epoch if leader else 0)
-        info = gauge("dt_leader", "1 for the dt_beat that holds the lease.", labels=["holder"])
-        if leader:
-            info.add_metric([leader.holder], 1)
-        yield from (epoch, info)
+        if view is not None:  # Redis down: the leader is unknown, not absent
+            leader = current_leader()
+            epoch = gauge("dt_leader_epoch", "Epoch of the current lease (0: no leader).")
+            epoch.add_metric([], leader.epoch if leader else 0)
+            info = gauge("dt_leader", "1 for the dt_beat that holds the lease.", labels=["holder"])
+            if leader:
+                info.add_metric([leader.holder], 1)
+            yield from (epoch, info)
         yield from self._periodic(counter)
 
     def _nodes(self, gauge: Any, view: Any, counts: Any) -> Iterator[Any]:
@@ -186,11 +182,11 @@ class ClusterCollector:
             if info is None:
                 continue
             families["age"].add_metric([name], view.age(name))
-            capacity = getattr(info, "capacity", 0) or self.capacity
+            capacity = info.capacity or self.capacity
             if capacity:
                 families["capacity"].add_metric([name], capacity)
             families["weight"].add_metric([name], info.weight)
-            families["executing"].add_metric([name], getattr(info, "active", 0))
+            families["executing"].add_metric([name], info.active)
             if counts is not None:
                 families["active"].add_metric([name], per_node.get(name, 0))
             if depths.get(name) is not None:

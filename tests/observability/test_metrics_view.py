@@ -117,3 +117,13 @@ def test_cluster_gauges_cost_the_same_queries_for_any_number_of_nodes(node, heav
     # a node's own port reads only the first.
     assert two == three == 2
     assert queries(scrape.ClusterCollector(node=node.name)) == 1
+
+
+def test_redis_down_says_so_and_reports_no_leader_rather_than_none(scraper):
+    with _settings(REDIS_URL="redis://127.0.0.1:1/0"):  # nothing listens on port 1
+        samples = scraper()
+    assert sample(samples, "dt_up", service="redis") == 0
+    assert sample(samples, "dt_up", service="database") == 1
+    cluster = ("dt_leader", "dt_leader_epoch", "dt_node_live", "dt_node_heartbeat_age_seconds")
+    gauges = [n for n, _labels in samples if n in cluster]
+    assert gauges == []  # unknown, not absent: no "no leader" alert on a Redis outage
