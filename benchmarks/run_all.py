@@ -39,6 +39,7 @@ SCRIPTS = [
     Script("bench_crash", "crash", 150),
     Script("bench_failover", "failover", 300),
     Script("bench_metrics", "metrics", 240),
+    Script("bench_round_trips", "round_trips", 120),
 ]
 
 
