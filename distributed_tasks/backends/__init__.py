@@ -15,17 +15,18 @@ registers the function the same way in every process that imports its module.
 ``NamedTask`` (the ``task_class``) adds ``start_async``'s options to ``Task``:
 ``@task(run_name=...)`` or ``.using(run_name=..., on_conflict=...)``. ``queue_name``
 is the task list, ``run_after`` a countdown, ``priority`` orders the runs waiting on a
-node (higher first), and ``OPTIONS`` holds backend-wide
-defaults for ``ON_CONFLICT``, ``REUSE``, ``TIMEOUT``, ``MAX_ATTEMPTS`` and
-``RETRY_BACKOFF``.
+node (higher first), and ``OPTIONS`` holds backend-wide defaults (``options``).
+
+The package: this module enqueues and reads results; ``results`` maps a run to a
+``TaskResult`` (and keeps the task's spec with the run); ``execution`` is the worker
+side (context, ``async def``, Django's signals); ``options`` checks the settings.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from django.core import checks
@@ -33,6 +34,14 @@ from django.utils import timezone
 
 from distributed_tasks import registry
 from distributed_tasks.backends import execution
+from distributed_tasks.backends.options import (
+    E101,
+    E102,
+    E103,
+    START_FIELDS,
+    check_backend,
+    start_options,
+)
 from distributed_tasks.backends.results import (
     GENERIC_ERROR,
     SPEC_KEY,
@@ -55,46 +64,20 @@ from distributed_tasks.compat import (
 )
 from distributed_tasks.exceptions import (
     DistributedTasksError,
-    InvalidName,
     NotRegistered,
     NotSerializable,
 )
-from distributed_tasks.types import OnConflict, Reuse, TaskHandle
+from distributed_tasks.types import TaskHandle
 
-__all__ = ["GENERIC_ERROR", "STATUSES", "DistributedTasksBackend", "NamedTask"]
-
-E101 = "distributed_tasks.E101"  # OPTIONS is not a dict, or has an unknown key
-E102 = "distributed_tasks.E102"  # an OPTIONS value is outside its allowed set
-E103 = "distributed_tasks.E103"  # a QUEUES entry cannot be a task list name
-
-
-def _choice(choices: Any) -> Callable[[Any], str | None]:
-    allowed = [c.value for c in choices]
-    return lambda value: None if value in allowed else f"must be one of {allowed}"
-
-
-def _positive(*, integer: bool = False) -> Callable[[Any], str | None]:
-    def validate(value: Any) -> str | None:
-        kinds = (int,) if integer else (int, float)
-        if value is None or (
-            not isinstance(value, bool) and isinstance(value, kinds) and value > 0
-        ):
-            return None
-        return f"must be {'a whole number' if integer else 'a number'} greater than 0 or None"
-
-    return validate
-
-
-# OPTIONS key -> (NamedTask field it defaults, validator)
-OPTIONS: dict[str, tuple[str, Callable[[Any], str | None]]] = {
-    "ON_CONFLICT": ("on_conflict", _choice(OnConflict)),
-    "REUSE": ("reuse", _choice(Reuse)),
-    "TIMEOUT": ("timeout", _positive()),
-    "MAX_ATTEMPTS": ("max_attempts", _positive(integer=True)),
-    "RETRY_BACKOFF": ("retry_backoff", _positive()),
-}
-# Every start_async option a NamedTask carries.
-START_FIELDS = ("run_name", "callback", *(field for field, _validate in OPTIONS.values()))
+__all__ = [
+    "E101",
+    "E102",
+    "E103",
+    "GENERIC_ERROR",
+    "STATUSES",
+    "DistributedTasksBackend",
+    "NamedTask",
+]
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -137,7 +120,7 @@ class DistributedTasksBackend(BaseTaskBackend):
         from distributed_tasks.validation import prepare  # needs the app registry
 
         try:
-            prepare(task.func, **self._start_options(task, {}))
+            prepare(task.func, **start_options(task, {}))
         except NotRegistered as exc:
             raise InvalidTask(
                 f"{task.module_path} is not registered with distributed_tasks, and workers "
@@ -167,7 +150,7 @@ class DistributedTasksBackend(BaseTaskBackend):
             countdown=self._countdown(task),
             priority=task.priority,
             data={SPEC_KEY: spec_of(task)},
-            **self._start_options(task, self.options if isinstance(self.options, Mapping) else {}),
+            **start_options(task, self.options if isinstance(self.options, Mapping) else {}),
         )
         if handle.existing:
             return self.get_result(handle.run_id)
@@ -193,36 +176,9 @@ class DistributedTasksBackend(BaseTaskBackend):
 
     def check(self, **kwargs: Any) -> Iterator[checks.CheckMessage]:
         yield from super().check(**kwargs)
-        where = f"TASKS[{self.alias!r}]"
-        if not isinstance(self.options, Mapping):
-            yield checks.Error(
-                f"{where}['OPTIONS'] must be a dict, got {type(self.options).__name__}.",
-                hint=f"Write it as a dict with keys among {', '.join(OPTIONS)}, or leave it out.",
-                id=E101,
-            )
-        else:
-            yield from self._check_options(where)
-        yield from self._check_queues(where)
+        yield from check_backend(self)
 
     # -- helpers ---------------------------------------------------------------------
-
-    @staticmethod
-    def _start_options(task: Task, defaults: Mapping[str, Any]) -> dict[str, Any]:
-        """start_async's keyword arguments: the task's own value, else the OPTIONS default.
-
-        Unknown keys and a non-dict OPTIONS are left to check() rather than raised here.
-        """
-        options: dict[str, Any] = {
-            "name": getattr(task, "run_name", None),
-            "task_list": task.queue_name,
-            "callback": getattr(task, "callback", None),
-        }
-        for key, (field, _validate) in OPTIONS.items():
-            value = getattr(task, field, None)
-            options[field] = defaults.get(key) if value is None else value
-        options["on_conflict"] = options["on_conflict"] or OnConflict.FAIL
-        options["reuse"] = options["reuse"] or Reuse.ALLOW
-        return options
 
     @staticmethod
     def _countdown(task: Task) -> float | None:
@@ -274,36 +230,6 @@ class DistributedTasksBackend(BaseTaskBackend):
             errors=[],
             worker_ids=[],
         )
-
-    def _check_options(self, where: str) -> Iterator[checks.CheckMessage]:
-        for key, value in self.options.items():
-            if key not in OPTIONS:
-                close = difflib.get_close_matches(str(key), OPTIONS, n=1)
-                hint = f"Did you mean {close[0]!r}? " if close else ""
-                yield checks.Error(
-                    f"{where}['OPTIONS'] has an unknown key {key!r}.",
-                    hint=f"{hint}{type(self).__name__} reads {', '.join(OPTIONS)}.",
-                    id=E101,
-                )
-            elif problem := OPTIONS[key][1](value):
-                yield checks.Error(
-                    f"{where}['OPTIONS'][{key!r}] {problem}, got {value!r}.",
-                    hint="Fix the value, or remove the key to use start_async()'s default.",
-                    id=E102,
-                )
-
-    def _check_queues(self, where: str) -> Iterator[checks.CheckMessage]:
-        from distributed_tasks.validation import check_name
-
-        for queue in sorted(self.queues, key=str):
-            try:
-                check_name(queue, "task list")
-            except InvalidName as exc:
-                yield checks.Error(
-                    f"{where}['QUEUES'] has {queue!r}, which cannot be a task list: {exc}",
-                    hint="Each queue is a task list: use 1 to 200 printable characters.",
-                    id=E103,
-                )
 
 
 def _json_arguments(task: Task, args: Any, kwargs: Any) -> tuple[list[Any], dict[str, Any]]:
