@@ -11,6 +11,7 @@ records through ``record_lost``.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 import time
@@ -182,10 +183,20 @@ def execute(body: Any, limits: tuple | None = None, task_id: str | None = None) 
 
 
 def record_lost(args: Any, by: LostBy, *, timeout: float | None = None, exc: Any = None) -> None:
-    """Called in the worker's main process when a pool process could not finish a run."""
+    """Called in the worker's main process when a pool process could not finish a run.
+
+    The outcome and the hook are the row's (a forged message that timed out before
+    its pool process dropped it ends nothing); when the database does not answer
+    within ``LOST_PATIENCE`` the watchdog ends the run later.
+    """
     try:
-        msg = RunMessage.from_body(args[0])
+        msg = _trusted(RunMessage.from_body(args[0]))
     except (MalformedMessage, IndexError, TypeError):
+        return
+    except DB_UNAVAILABLE as exc:
+        logger.warning("Could not read the run of a lost pool process: %s", exc)
+        return
+    if msg is None:
         return
     if by is LostBy.TIMEOUT:
         limit = msg.timeout if msg.timeout is not None else timeout
@@ -201,6 +212,21 @@ def record_lost(args: Any, by: LostBy, *, timeout: float | None = None, exc: Any
             call_hook(msg, "on_timeout")
         else:
             call_hook(msg, "on_failure", exc or RuntimeError(outcome.error))
+
+
+def _trusted(msg: RunMessage) -> RunMessage | None:
+    """``msg`` as its row has it, for its own attempt; None if no row or they disagree."""
+    run = get_store().get(msg.run_id)
+    if run is None:
+        return None
+    truth = message_for(run)
+    if wrong := msg.differences(truth):
+        logger.error(
+            "Ignoring the loss of a message for run %s that disagrees with its row on %s",
+            msg.run_id, ", ".join(wrong), extra={"action": "forged"},
+        )  # fmt: skip
+        return None
+    return dataclasses.replace(truth, attempt=msg.attempt, node=msg.node)
 
 
 def call_hook(msg: RunMessage, hook: str, *args: Any) -> None:

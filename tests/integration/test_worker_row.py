@@ -122,3 +122,13 @@ def test_an_outcome_the_database_refuses_becomes_a_plain_failed(monkeypatch):
     run = row(msg)
     assert (run.state, run.reason, run.active_name) == (State.FAILED, "exception", None)
     assert "database refused to store that outcome: DataError" in run.error
+
+
+def test_the_loss_of_a_forged_message_ends_nothing():
+    """A forged message whose Celery time limit struck before its pool process dropped it."""
+    msg = queue("tests.tasks.add", [1, 2])
+    forged = dataclasses.replace(msg, function="tests.tasks.fail", args=["x"])
+    runner.record_lost([forged.to_body()], runner.LostBy.TIMEOUT, timeout=0.001)
+    assert row(msg).state == State.QUEUED
+    runner.record_lost([msg.to_body()], runner.LostBy.CRASH)
+    assert (row(msg).state, row(msg).reason) == (State.FAILED, "worker_lost")
