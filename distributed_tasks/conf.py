@@ -47,7 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "BALANCE_FACTOR": 1.25,
     # Seconds a run waits on a node with no free slot before it moves to one (taken by a
     # node that frees a slot, or moved by the leader, which looks 4 times a second).
-    "REBALANCE_AFTER": 0.05,
+    "REBALANCE_AFTER": 0.1,
     # Largest JSON payload (args + kwargs) a run may carry, in bytes.
     "MAX_PAYLOAD_BYTES": 256 * 1024,
     # Seconds a run may take when start_async() gives no timeout; None is unbounded.
