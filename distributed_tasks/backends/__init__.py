@@ -39,6 +39,7 @@ from distributed_tasks.backends.options import (
     E102,
     E103,
     START_FIELDS,
+    W101,
     check_backend,
     start_options,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "E103",
     "GENERIC_ERROR",
     "STATUSES",
+    "W101",
     "DistributedTasksBackend",
     "NamedTask",
 ]

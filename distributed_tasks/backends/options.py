@@ -18,6 +18,7 @@ from distributed_tasks.types import OnConflict, Reuse
 E101 = "distributed_tasks.E101"  # OPTIONS is not a dict, or has an unknown key
 E102 = "distributed_tasks.E102"  # an OPTIONS value is outside its allowed set
 E103 = "distributed_tasks.E103"  # a QUEUES entry cannot be a task list name
+W101 = "distributed_tasks.W101"  # the Celery app's node queues have too few priority levels
 
 
 def _choice(choices: Any) -> Callable[[Any], str | None]:
@@ -79,6 +80,7 @@ def check_backend(backend: Any) -> Iterator[checks.CheckMessage]:
     else:
         yield from _check_options(where, backend.options, type(backend).__name__)
     yield from _check_queues(where, backend.queues)
+    yield from _check_priorities(where)
 
 
 def _check_options(
@@ -113,3 +115,34 @@ def _check_queues(where: str, queues: Any) -> Iterator[checks.CheckMessage]:
                 hint="Each queue is a task list: use 1 to 200 printable characters.",
                 id=E103,
             )
+
+
+def _check_priorities(where: str) -> Iterator[checks.CheckMessage]:
+    """A project's own Celery app may lack what run priorities need (the built one has it)."""
+    from kombu.transport.redis import PRIORITY_STEPS
+
+    from distributed_tasks.brokers import PRIORITY_LEVELS, get_broker
+    from distributed_tasks.conf import get_settings
+
+    try:
+        broker = get_broker()
+    except Exception:  # an app that cannot be imported is E006
+        return
+    conf = broker.app.conf
+    if broker.name == "amqp":
+        levels = (conf.task_queue_max_priority or 0) + 1
+        setting = f"task_queue_max_priority = {PRIORITY_LEVELS - 1}"
+    else:
+        options = conf.broker_transport_options or {}
+        levels = len(options.get("priority_steps") or PRIORITY_STEPS)
+        setting = f'broker_transport_options["priority_steps"] = list(range({PRIORITY_LEVELS}))'
+    if levels < PRIORITY_LEVELS:
+        yield checks.Warning(
+            f"{where}: the Celery app's node queues have {levels} priority level(s) of the "
+            f"{PRIORITY_LEVELS} that run priorities use, so runs of different priorities may "
+            "start in the order they were enqueued.",
+            hint=f"Set {setting} on {get_settings().CELERY_APP or 'the Celery app'}, in web, "
+            "worker and beat processes alike (a RabbitMQ queue declared before must be deleted "
+            "once: RabbitMQ refuses to redeclare it with x-max-priority).",
+            id=W101,
+        )
