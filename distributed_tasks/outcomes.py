@@ -56,16 +56,18 @@ def _retry(msg: RunMessage, outcome: Outcome, *, lost: bool) -> RunMessage | Non
     run = get_store().get(msg.run_id)
     if run is None or run.attempt != msg.attempt or run.executions >= run.max_attempts:
         return None
+    options = {
+        "from_states": ACTIVE_STATES if lost else (State.RUNNING,),
+        "countdown": attempts.retry_countdown(run.retry_backoff, run.executions),
+        "only_if_attempts_left": True,
+        "error": outcome,
+    }
     try:
-        return attempts.next_attempt(
-            msg,
-            from_states=ACTIVE_STATES if lost else (State.RUNNING,),
-            countdown=attempts.retry_countdown(run.retry_backoff, run.executions),
-            only_if_attempts_left=True,
-            error=outcome,
-        )
+        return attempts.next_attempt(msg, **options)
     except ClusterUnavailable:
-        return None
+        # Placement reads Redis, which does not answer: this node, alive, takes the retry
+        # (if the broker is Redis too, the resync publishes it once Redis is back).
+        return attempts.next_attempt(msg, node=msg.node, **options)
 
 
 def _store(msg: RunMessage, outcome: Outcome, lost: bool) -> tuple[bool, RunMessage | None]:

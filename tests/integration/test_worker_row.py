@@ -130,5 +130,14 @@ def test_the_loss_of_a_forged_message_ends_nothing():
     forged = dataclasses.replace(msg, function="tests.tasks.fail", args=["x"])
     runner.record_lost([forged.to_body()], runner.LostBy.TIMEOUT, timeout=0.001)
     assert row(msg).state == State.QUEUED
-    runner.record_lost([msg.to_body()], runner.LostBy.CRASH)
-    assert (row(msg).state, row(msg).reason) == (State.FAILED, "worker_lost")
+    runner.record_lost([msg.to_body()], runner.LostBy.CRASH)  # it never started: tried again
+    assert (row(msg).attempt, row(msg).attempts[-1]["reason"]) == (2, "worker_lost")
+
+
+def test_a_retry_stays_on_this_node_when_placement_cannot_answer():
+    """No live node in Redis (as when Redis does not answer): the retry is not lost."""
+    msg = queue("tests.tasks.fail", ["once"], node="here@h")
+    TaskRun.objects.filter(id=msg.run_id).update(max_attempts=2)
+    runner.execute(msg.to_body())
+    run = row(msg)
+    assert (run.state, run.attempt, run.node) == (State.QUEUED, 2, "here@h")
