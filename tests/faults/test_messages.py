@@ -49,7 +49,8 @@ def test_a_forged_message_runs_only_what_the_row_holds(serving, redis):
 
 
 def poison(app) -> None:
-    """Raw bytes, an unknown task, and our task with bodies that are not run messages."""
+    """Raw bytes, a pickle, an unknown task, and our task with bodies that are not run
+    messages."""
     queue = keys.queue_name(NODE)
     with app.producer_or_acquire() as producer:
         assert isinstance(producer, Producer)
@@ -59,10 +60,11 @@ def poison(app) -> None:
         )  # fmt: skip
         producer.publish("plain text", routing_key=queue, content_type="application/text")
         producer.publish({"task": "nobody.knows"}, routing_key=queue, serializer="json")
-        producer.publish(
-            b"\x80raw", routing_key=queue, content_type="application/data",
-            content_encoding="binary", headers={"task": celery.TASK_NAME, "id": "x:1"},
-        )  # fmt: skip
+        for content_type in ("application/data", "application/x-python-serialize"):
+            producer.publish(
+                b"\x80raw", routing_key=queue, content_type=content_type,
+                content_encoding="binary", headers={"task": celery.TASK_NAME, "id": "x:1"},
+            )  # fmt: skip
     app.send_task("no.such.task", args=[1], queue=queue)
     for args in (["not an object"], [], [{"run_id": 1}], [{}, "extra"]):
         app.send_task(celery.TASK_NAME, args=args, queue=queue)
