@@ -43,6 +43,9 @@ def test_an_interrupt_raised_by_the_task_ends_its_run_failed(serving, kind, erro
         "exception",
         error_type,
     )
+    log = serving.log(NODE, tail=100_000)  # the outcome, once, and no Celery "succeeded in"
+    assert log.count(f"{name} (run {status.run_id} attempt 1) FAILED(exception)") == 1
+    assert f"{status.run_id}:1] succeeded in" not in log
     serves_again(serving, name)
 
 
