@@ -13,8 +13,11 @@ import threading
 
 
 class TcpProxy:
-    def __init__(self, target_host: str, target_port: int, *, port: int = 0) -> None:
+    def __init__(
+        self, target_host: str, target_port: int, *, port: int = 0, host: str = "127.0.0.1"
+    ) -> None:
         self.target = (target_host, target_port)
+        self.host = host  # the address it listens on
         self.port = port
         self._listener: socket.socket | None = None
         self._sockets: set[socket.socket] = set()
@@ -27,7 +30,7 @@ class TcpProxy:
     def start(self) -> TcpProxy:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
+        listener.bind((self.host, self.port))
         listener.listen(64)
         self.port = listener.getsockname()[1]
         self._listener = listener

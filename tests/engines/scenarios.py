@@ -53,6 +53,17 @@ def test_leader_sigkill_fails_over_with_a_higher_epoch_and_no_slot_twice(full):
     assert max(b - a for a, b in itertools.pairwise(times)).total_seconds() <= promise
 
 
+def name_placed_on(node: str, prefix: str) -> str:
+    """A name whose point on the ring of live nodes is ``node``'s (it lands there when
+    that node has a free slot)."""
+    from distributed_tasks.nodes import live_nodes
+    from distributed_tasks.ring import Ring
+
+    ring = Ring({name: info.weight for name, info in live_nodes().nodes.items()})
+    names = (f"{prefix}-{i}" for i in range(1000))
+    return next(name for name in names if ring.node_for(f"default:{name}") == node)
+
+
 class FenceWatch(threading.Thread):
     """Samples the database's fence (epoch, holder) until stopped: it must never go back."""
 

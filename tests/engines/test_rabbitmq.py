@@ -14,12 +14,11 @@ from django.conf import settings
 
 from distributed_tasks import State, get_status, keys, start_async
 from distributed_tasks.brokers import AmqpBroker, get_broker
-from distributed_tasks.nodes import live_nodes
-from distributed_tasks.ring import Ring
 from tests import tasks
 from tests.cluster.conftest import NODES, wait_finished
 from tests.engines.conftest import Engine, require, run
 from tests.engines.scenarios import (  # noqa: F401 - the core scenarios, run on this engine
+    name_placed_on,
     test_200_concurrent_starts_of_one_name_make_one_run,
     test_leader_sigkill_fails_over_with_a_higher_epoch_and_no_slot_twice,
     test_running_runs_of_a_killed_node_end_failed_node_lost,
@@ -68,8 +67,7 @@ def test_a_lost_nodes_queue_is_purged_and_deleted(full, redis):
     )
     full.revive(victim)
     full.wait_live(victim)
-    ring = Ring({name: info.weight for name, info in live_nodes().nodes.items()})
-    name = next(n for i in range(1000) if ring.node_for(f"default:{(n := f'back-{i}')}") == victim)
+    name = name_placed_on(victim, "back")
     start_async(tasks.where, name=name)  # the node declares its queue again and consumes it
     assert (wait_finished(name).state, wait_finished(name).result) == (State.DONE, victim)
 
