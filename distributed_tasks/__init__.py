@@ -10,6 +10,7 @@ from typing import Any
 
 from distributed_tasks.exceptions import (
     AlreadyRunning,
+    Cancelled,
     ClusterUnavailable,
     DistributedTasksError,
     InvalidConfiguration,
@@ -28,6 +29,8 @@ from distributed_tasks.registry import DistributedTask, RunInfo, distributed_tas
 from distributed_tasks.types import State, TaskHandle, TaskStatus
 
 _LAZY = {
+    "report_progress": "distributed_tasks.progress",
+    "cancel_requested": "distributed_tasks.cancellation",
     "cancel": "distributed_tasks.api",
     "retry": "distributed_tasks.api",
     "start_async": "distributed_tasks.api",
@@ -40,6 +43,7 @@ _LAZY = {
 
 __all__ = [
     "AlreadyRunning",
+    "Cancelled",
     "ClusterUnavailable",
     "DistributedTask",
     "DistributedTasksError",

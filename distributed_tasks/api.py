@@ -84,10 +84,19 @@ def get_status(name: str, task_list: str = "default") -> TaskStatus:
     return get_client().get_status(name, task_list)
 
 
-def cancel(name: str, task_list: str = "default") -> TaskStatus:
-    """End a QUEUED run of ``name`` as FAILED(cancelled); a started or finished one raises
-    ``NotCancellable``, a name never recorded ``TaskNotFound``."""
-    return get_client().cancel(name, task_list)
+def cancel(
+    name: str,
+    task_list: str = "default",
+    *,
+    force: bool = False,
+    by: str = "",
+    grace: float | None = None,
+) -> TaskStatus:
+    """Cancel the newest run of ``name``: a QUEUED one ends FAILED(cancelled) at once, a
+    RUNNING one is asked to stop (``cancel_requested()``) and, with ``force``, killed
+    after ``grace`` seconds (default CANCEL_GRACE); ``by`` says who asked. A finished
+    run raises ``NotCancellable``, a name never recorded ``TaskNotFound``."""
+    return get_client().cancel(name, task_list, force=force, by=by, grace=grace)
 
 
 def retry(name: str, task_list: str = "default") -> TaskHandle:

@@ -107,6 +107,7 @@ VALIDATORS: dict[str, Callable[[Any], str | None]] = {
     "METRICS_TOKEN": _string(optional=True),
     "TRACING": _bool,
     "REMOTE_CONTROL": _bool,
+    "CANCEL_GRACE": _number(minimum=-1e-9),
 }
 assert set(VALIDATORS) == set(DEFAULTS), "every setting needs a validator"
 

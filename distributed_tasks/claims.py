@@ -180,6 +180,11 @@ def decode(fields: Mapping[str, str], name: str, task_list: str) -> TaskStatus:
         queued_at=_when(fields.get("queued_at")),
         started_at=_when(fields.get("started_at")),
         finished_at=_when(fields.get("finished_at")),
+        progress=float(fields["progress"]) if fields.get("progress") else None,
+        progress_message=fields.get("progress_message") or None,
+        progress_data=json.loads(fields["progress_data"]) if fields.get("progress_data") else None,
+        cancel_requested_at=_when(fields.get("cancel_requested_at")),
+        cancel_requested_by=fields.get("cancel_requested_by") or None,
     )
 
 
@@ -206,7 +211,38 @@ def fields_for_run(run: Any) -> dict[str, Any]:
         "error": (run.error or "")[:500],
         "error_type": run.error_type,
         **(encode_result(run.result) if run.state == State.DONE else {}),
+        **running_fields(run),
     }
+
+
+def running_fields(run: Any) -> dict[str, Any]:
+    """Progress and a cancel request of a row, as cache fields (rebuilt after a flush)."""
+    return {
+        "progress": run.progress,
+        "progress_message": run.progress_message,
+        "progress_data": None if run.progress_data is None else json.dumps(run.progress_data),
+        "cancel_requested_at": run.cancel_requested_at.timestamp()
+        if run.cancel_requested_at
+        else None,
+        "cancel_requested_by": run.cancel_requested_by,
+    }
+
+
+def set_if_attempt(
+    task_list: str, name: str, run_id: str, attempt: int, fields: Mapping[str, Any]
+) -> bool:
+    """Add ``fields`` to the status of this active attempt; False when it is not (any more)
+    the attempt Redis holds for the name. Raises ``RedisError``."""
+    flat = _flat(fields)
+    if not flat:
+        return False
+    return bool(
+        scripts.script(scripts.SET_IF_ATTEMPT)(
+            keys=[keys.run_key(task_list, name)],
+            args=[task_list, name, run_id, attempt, *flat],
+            client=get_redis(),
+        )
+    )
 
 
 def message_fields(msg: RunMessage, state: State, **extra: Any) -> dict[str, Any]:

@@ -267,8 +267,9 @@ class ClusterClient:
 
     # -- acting on an existing run (see lifecycle.py) ---------------------------------
 
-    def cancel(self, name: str, task_list: str = "default") -> TaskStatus:
-        lifecycle.cancel(name, task_list)
+    def cancel(self, name: str, task_list: str = "default", **how: Any) -> TaskStatus:
+        """``lifecycle.cancel``; ``how``: ``force``, ``by``, ``grace``."""
+        lifecycle.cancel(name, task_list, **how)
         return self.get_status(name, task_list)
 
     def retry(self, name: str, task_list: str = "default") -> TaskHandle:

@@ -73,6 +73,9 @@ DEFAULTS: dict[str, Any] = {
     "METRICS_TOKEN": None,
     # OpenTelemetry spans per start and per run, when opentelemetry-api is installed.
     "TRACING": True,
+    # Seconds a forced cancel (cancel(name, force=True)) waits for a RUNNING run to stop
+    # by itself before its node kills the pool process running it.
+    "CANCEL_GRACE": 10.0,
     # Whether dt_worker answers Celery remote control (inspect, shutdown broadcasts...).
     "REMOTE_CONTROL": False,
 }
@@ -108,6 +111,7 @@ class Settings:
     METRICS_TOKEN: str | None
     TRACING: bool
     REMOTE_CONTROL: bool
+    CANCEL_GRACE: float
 
     @property
     def broker_url(self) -> str:

@@ -74,10 +74,9 @@ class NameReserved(AlreadyRunning):
 
 
 class NotCancellable(DistributedTasksError):
-    """The run of this name cannot be cancelled: it has started, or it already finished.
+    """The run of this name cannot be cancelled: it already finished.
 
-    ``cancel()`` ends QUEUED runs only; the message says which state the run is in
-    (and, for a finished run, when it finished) and what the caller can do instead.
+    The message says how and when it finished and what the caller can do instead.
     """
 
     def __init__(
@@ -109,9 +108,8 @@ class NotCancellable(DistributedTasksError):
             )
         where = f" on node {self.node!r}" if self.node else ""
         return (
-            f"{which} is {self.state}{where} (run {self.run_id}) and cannot be cancelled: "
-            "cancel() ends QUEUED runs only, and a started run is never interrupted. Wait "
-            "for it to finish (poll get_status(name), or dt_status)."
+            f"{which} is {self.state}{where} (run {self.run_id}) and changed state while "
+            "it was being cancelled; call cancel() again."
         )
 
     def __reduce__(self):  # picklable, as AlreadyRunning, for multiprocessing test helpers
@@ -125,6 +123,14 @@ class NotCancellable(DistributedTasksError):
 def _rebuild_not_cancellable(cls, name, task_list, run_id, node, state, finished_at):
     return cls(name, task_list=task_list, run_id=run_id, node=node, state=state,
                finished_at=finished_at)  # fmt: skip
+
+
+class Cancelled(DistributedTasksError):
+    """The run was cancelled while it ran (``cancel()``).
+
+    What ``on_failure`` receives for a cancelled run; a task that sees
+    ``cancel_requested()`` may also raise it to stop at once.
+    """
 
 
 class NotRegistered(DistributedTasksError, LookupError):

@@ -54,6 +54,12 @@ def node_running_key(node: str) -> str:
     return f"{_prefix()}:{{nodes}}:running:{node}"
 
 
+def node_cancel_key(node: str) -> str:
+    """Hash ``<run_id>:<attempt>`` -> deadline (epoch seconds) of the forced cancels of a
+    node's runs; its main process kills what is still running then (cancellation.py)."""
+    return f"{_prefix()}:{{nodes}}:cancel:{node}"
+
+
 def members_key() -> str:
     """Sorted set of node names scored by their last heartbeat (Redis server time, ms)."""
     return f"{_prefix()}:{{nodes}}:members"

@@ -1,4 +1,5 @@
-"""Acting on an existing run: cancel it before it starts, or retry it after it failed.
+"""Acting on an existing run: cancel it (queued, or running: cancellation.py), or retry
+it after it failed.
 
 Both are fenced like every other transition: a conditional update on the run's
 current attempt and state, so a cancel racing the worker's start, or a retry
@@ -11,7 +12,7 @@ import contextlib
 
 from redis.exceptions import RedisError
 
-from distributed_tasks import celery, claims, signals
+from distributed_tasks import cancellation, celery, claims, signals
 from distributed_tasks.exceptions import (
     AlreadyRunning,
     ClusterUnavailable,
@@ -37,19 +38,34 @@ def not_cancellable(run: TaskRun) -> NotCancellable:
                           finished_at=run.finished_at)  # fmt: skip
 
 
-def cancel(name: str, task_list: str = "default") -> None:
-    """End a QUEUED run as FAILED(cancelled); its message, if delivered, runs nothing.
+def cancel(
+    name: str,
+    task_list: str = "default",
+    *,
+    force: bool = False,
+    by: str = "",
+    grace: float | None = None,
+) -> None:
+    """Cancel the newest run of ``name``.
 
-    Raises ``TaskNotFound`` when no run of the name is recorded, and ``NotCancellable``
-    when the newest run has started (a running run is not interrupted) or finished.
+    A QUEUED run ends FAILED(cancelled) at once; its message, if delivered, runs
+    nothing. A RUNNING run is asked to stop (cancellation.py): it sees
+    ``cancel_requested()`` and ends FAILED(cancelled); with ``force`` its node kills
+    it if it still runs ``grace`` seconds later (default CANCEL_GRACE). ``by`` says
+    who asked. Raises ``TaskNotFound`` when no run of the name is recorded, and
+    ``NotCancellable`` when the newest run already finished.
     """
     _names(name, task_list)
     store = get_store()
     outcome = Outcome.failed(Reason.CANCELLED, message="cancelled before it started")
-    for _race in range(3):  # a QUEUED run may move to a new attempt meanwhile: cancel that
+    for _race in range(3):  # the run may start, or move to a new attempt, meanwhile
         run = store.active(task_list, name) or store.latest(task_list, name)
         if run is None:
             raise TaskNotFound(name, task_list)
+        if run.state == State.RUNNING:
+            if cancellation.request(run, force=force, by=str(by or "")[:255], grace=grace):
+                return
+            continue
         if run.state != State.QUEUED:
             raise not_cancellable(run)
         if store.mark_cancelled(run, outcome):

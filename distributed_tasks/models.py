@@ -27,6 +27,7 @@ from distributed_tasks.types import (
 )
 
 NAME_MAX_LENGTH = 200
+PROGRESS_MESSAGE_LIMIT = 500
 # An earlier attempt keeps the tail of its traceback only: the history stays small.
 HISTORY_TRACEBACK_LIMIT = 4096
 # What a new attempt starts without: the status describes the current attempt only.
@@ -39,6 +40,12 @@ CLEARED_OUTCOME: dict[str, Any] = {
     "started_at": None,
     "finished_at": None,
     "incarnation": "",
+    "progress": None,
+    "progress_message": "",
+    "progress_data": None,
+    "cancel_requested_at": None,
+    "cancel_requested_by": "",
+    "cancel_deadline": None,
 }
 
 
@@ -136,12 +143,25 @@ class TaskRun(models.Model):
         editable=False,
         help_text="Earlier attempts of this run and how each ended, oldest first.",
     )
+    # Live progress of the current attempt (progress.py): written by its pool process,
+    # throttled, and once more when it ends.
+    progress = models.FloatField(null=True, blank=True, help_text="0 to 1, as last reported.")
+    progress_message = models.CharField(max_length=PROGRESS_MESSAGE_LIMIT, blank=True, default="")
+    progress_data = models.JSONField(null=True, blank=True)
+    # A cancel asked of the running attempt (cancellation.py): the source of truth
+    # the node reads back after Redis lost its copy.
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested_by = models.CharField(max_length=255, blank=True, default="")
+    cancel_deadline = models.DateTimeField(
+        null=True, blank=True, help_text="When a forced cancel ends the run's pool process."
+    )
 
     objects = TaskRunQuerySet.as_manager()
 
     class Meta:
         verbose_name = "task run"
         ordering = ["-queued_at"]
+        permissions = [("force_cancel_taskrun", "Can force the cancel of a running run")]
         constraints = [
             models.UniqueConstraint(
                 fields=["task_list", "active_name"], name="dt_taskrun_one_active_per_name"

@@ -56,6 +56,8 @@ def _retry(msg: RunMessage, outcome: Outcome, *, lost: bool) -> RunMessage | Non
     run = get_store().get(msg.run_id)
     if run is None or run.attempt != msg.attempt or run.executions >= run.max_attempts:
         return None
+    if run.cancel_requested_at is not None:
+        return None  # a run asked to stop is never retried
     options = {
         "from_states": ACTIVE_STATES if lost else (State.RUNNING,),
         "countdown": attempts.retry_countdown(run.retry_backoff, run.executions),

@@ -75,6 +75,20 @@ class DistributedTask:
     def run(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} must define run()")
 
+    def report_progress(
+        self, fraction: float | None = None, message: str | None = None, **data: Any
+    ) -> None:
+        """``distributed_tasks.report_progress``: how far the current run is."""
+        from distributed_tasks.progress import report_progress
+
+        report_progress(fraction, message, **data)
+
+    def cancel_requested(self) -> bool:
+        """``distributed_tasks.cancel_requested``: whether cancel() asked this run to stop."""
+        from distributed_tasks.cancellation import cancel_requested
+
+        return cancel_requested()
+
     def on_success(self, run: RunInfo, result: Any) -> None:
         """Called after ``run`` (and the callback) returned, before the run is DONE."""
 
@@ -92,7 +106,9 @@ def invoke(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
     ``async_to_sync`` would, so a soft time limit interrupts the coroutine itself.
     """
     if inspect.iscoroutinefunction(func):
-        return asyncio.run(func(*args, **kwargs))
+        from distributed_tasks import cancellation
+
+        return asyncio.run(cancellation.watched(func(*args, **kwargs)))
     return func(*args, **kwargs)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import transaction
 
-from distributed_tasks import claims, outcomes, registry, signals
+from distributed_tasks import cancellation, claims, outcomes, progress, registry, signals
 from distributed_tasks.celery import header_limits
 from distributed_tasks.exceptions import NotRegistered, NotSerializable
 from distributed_tasks.messages import MalformedMessage, RunMessage, strict_json
@@ -87,6 +87,7 @@ def _guard(msg: RunMessage, *, contain: bool = True) -> Outcome:
     info = task.info = _info(msg)
     try:
         result = registry.invoke(task.run, *msg.args, **msg.kwargs)  # async def run too
+        cancellation.finish_cancelled()  # it saw cancel_requested(): FAILED(cancelled)
         try:
             strict_json(result)
         except ValueError as exc:
@@ -101,7 +102,7 @@ def _guard(msg: RunMessage, *, contain: bool = True) -> Outcome:
         _hook(task, "on_failure", info, exc)
         if not contain and not isinstance(exc, Exception):
             raise
-        return _failure(Reason.EXCEPTION, exc)
+        return cancellation.outcome_for(exc) or _failure(Reason.EXCEPTION, exc)
     if msg.callback:
         try:
             registry.invoke(registry.resolve(msg.callback).create().run, msg.name, result)
@@ -172,7 +173,8 @@ def execute(body: Any, limits: tuple | None = None, task_id: str | None = None) 
     try:
         claims.publish(msg, claims.message_fields(msg, State.RUNNING, started_at=time.time()))
         signals.run_started.send(sender=TaskRun, message=msg)
-        outcome = _guard(msg)
+        with progress.running(msg):  # report_progress() and cancel_requested() see the run
+            outcome = _guard(msg)
     except BaseException as exc:  # a run_started receiver, or our own bug: still an outcome
         outcome = Outcome.failed(Reason.EXCEPTION, exc)
         if not isinstance(exc, Exception):
@@ -190,9 +192,13 @@ def record_lost(args: Any, by: LostBy, *, timeout: float | None = None, exc: Any
     within ``LOST_PATIENCE`` the watchdog ends the run later.
     """
     try:
-        msg = _trusted(RunMessage.from_body(args[0]))
+        sent = RunMessage.from_body(args[0])
     except (MalformedMessage, IndexError, TypeError):
         return
+    if cancellation.was_killed(sent.task_id):
+        return  # a forced cancel: its outcome is recorded already
+    try:
+        msg = trusted(sent)
     except DB_UNAVAILABLE as exc:
         logger.warning("Could not read the run of a lost pool process: %s", exc)
         return
@@ -214,7 +220,7 @@ def record_lost(args: Any, by: LostBy, *, timeout: float | None = None, exc: Any
             call_hook(msg, "on_failure", exc or RuntimeError(outcome.error))
 
 
-def _trusted(msg: RunMessage) -> RunMessage | None:
+def trusted(msg: RunMessage) -> RunMessage | None:
     """``msg`` as its row has it, for its own attempt; None if no row or they disagree."""
     run = get_store().get(msg.run_id)
     if run is None:

@@ -73,6 +73,19 @@ if tonumber(ARGV[3]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
 return 1
 """
 
+# KEYS[1] run key. ARGV[1] task list, ARGV[2] name, ARGV[3] run id, ARGV[4] attempt,
+# ARGV[5..] field/value pairs. Adds them to the status of that attempt while it is
+# active (progress, a cancel request); a stale attempt, or a finished run, changes nothing.
+SET_IF_ATTEMPT = """
+local cur = redis.call('HMGET', KEYS[1], 'task_list', 'name', 'run_id', 'attempt', 'state')
+if cur[1] ~= ARGV[1] or cur[2] ~= ARGV[2] or cur[3] ~= ARGV[3] or cur[4] ~= ARGV[4] then
+  return 0
+end
+if cur[5] ~= 'RUNNING' and cur[5] ~= 'QUEUED' then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+return 1
+"""
+
 # KEYS[1] run key. ARGV[1] run id. Drops a claim that its owner could not back with
 # a database row (compare-and-delete, never a bare DEL of someone else's claim).
 RELEASE = """

@@ -19,6 +19,9 @@ Each is sent once per event, in the process where it happened:
 - ``periodic_slot(sender, task, outcome)``: the leader handled a due slot of a periodic
   task (``outcome``: ``dispatched``, ``skipped``, ``no_node``, ``invalid``, ...).
 - ``lease_renewed(sender, holder, epoch)``: the leader extended its lease.
+- ``run_cancel_requested(sender, message, by, force, requested_at, deadline)``: cancel()
+  asked a RUNNING run to stop (``deadline``: when a forced cancel kills it), in the
+  caller's process; ``run_finished`` follows when it ends.
 
 The extra signals exist for ``metrics.py`` and ``tracing.py``; sending one with no
 receiver costs a single attribute check.
@@ -48,6 +51,7 @@ run_retried = Signal()
 run_moved = Signal()
 periodic_slot = Signal()
 lease_renewed = Signal()
+run_cancel_requested = Signal()
 
 
 class Refusal:

@@ -17,7 +17,8 @@ from contextlib import nullcontext
 from typing import Any
 
 from django.db import IntegrityError, connections, transaction
-from django.db.models import F
+from django.db.models import Case, F, Q, Value, When
+from django.db.models.functions import Coalesce
 from django.db.models.sql.subqueries import UpdateQuery
 from django.utils import timezone
 
@@ -236,6 +237,27 @@ class OrmStore(BaseStore):
         if not ids:
             return 0
         return self.runs.filter(id__in=ids).delete()[0]
+
+    def set_progress(self, msg: RunMessage, fields: dict[str, Any]) -> bool:
+        """The progress of this RUNNING attempt (progress.py); False once it is not."""
+        return bool(self._attempt(msg).filter(state=State.RUNNING).update(**fields))
+
+    def request_cancel(
+        self, run: TaskRun, *, at: Any, by: str, deadline: Any = None
+    ) -> TaskRun | None:
+        """Record a cancel asked of this RUNNING attempt (the first asker and time stay; a
+        forced one adds a deadline); the row as updated, or None once it is not RUNNING."""
+        rows = self.runs.filter(id=run.id, attempt=run.attempt, state=State.RUNNING)
+        first = Q(cancel_requested_at__isnull=True)
+        values: dict[str, Any] = {
+            "cancel_requested_at": Coalesce(F("cancel_requested_at"), Value(at)),
+            "cancel_requested_by": Case(
+                When(first, then=Value(by)), default=F("cancel_requested_by")
+            ),
+        }
+        if deadline is not None:
+            values["cancel_deadline"] = Coalesce(F("cancel_deadline"), Value(deadline))
+        return self._update_returning(rows, values, run.id)
 
     def mark_cancelled(self, run: TaskRun, outcome: Outcome) -> bool:
         rows = self.runs.filter(id=run.id, attempt=run.attempt, state=State.QUEUED)

@@ -49,7 +49,7 @@ class Reason(models.TextChoices):
     WORKER_LOST = "worker_lost", "The pool process running it died"
     NODE_LOST = "node_lost", "The node running it stopped heartbeating"
     NOT_REGISTERED = "not_registered", "The worker does not know the function"
-    CANCELLED = "cancelled", "Cancelled before it started"
+    CANCELLED = "cancelled", "Cancelled"
 
 
 class OnConflict(models.TextChoices):
@@ -95,6 +95,13 @@ class TaskStatus:
     queued_at: dt.datetime | None = None
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
+    # How far the run is, as it last reported (report_progress); kept once it ended.
+    progress: float | None = None
+    progress_message: str | None = None
+    progress_data: Any = None
+    # A cancel asked of the running run (cancel()), and by whom.
+    cancel_requested_at: dt.datetime | None = None
+    cancel_requested_by: str | None = None
 
     @property
     def is_active(self) -> bool:

@@ -1,11 +1,12 @@
-"""JSON views: the status of a name, cluster health, and cancelling a queued run.
+"""JSON views: the status of a name, cluster health, and cancelling a run.
 
 Every answer is JSON, errors included (``{"error": code, "detail": message}``), so
 a client never has to parse an HTML error page. The views expose results and
 cluster internals, so they check permissions the way the admin does:
 
 - ``status``: an authenticated user with ``distributed_tasks.view_taskrun``;
-- ``cancel``: ``distributed_tasks.change_taskrun``, POST only, CSRF-checked;
+- ``cancel``: ``distributed_tasks.change_taskrun``, POST only, CSRF-checked; with
+  ``force=1`` also ``distributed_tasks.force_cancel_taskrun``;
 - ``health``: public, but only ``{"status": ...}``; the details (hosts, pids, leader)
   go to staff users with ``view_taskrun``, the rule of the admin cluster page
   (``health.may_see_cluster``);
@@ -53,6 +54,7 @@ from distributed_tasks.health import (
 from distributed_tasks.types import State
 
 View = Callable[..., JsonResponse]
+FORCE_PERMISSION = "distributed_tasks.force_cancel_taskrun"
 
 
 def error(status: int, code: str, detail: str, **extra: Any) -> JsonResponse:
@@ -192,9 +194,19 @@ def health(request: HttpRequest) -> JsonResponse:
 @require_permission(CHANGE_PERMISSION, "Cancelling a run")
 @api_errors
 def cancel(request: HttpRequest, task_list: str, name: str) -> JsonResponse:
-    """``POST cancel/<task_list>/<name>``: end the QUEUED run of a name (409 if it started
-    or finished, 404 if it never ran)."""
-    return JsonResponse(asdict(api.cancel(name, task_list)))
+    """``POST cancel/<task_list>/<name>``: end the QUEUED run of a name, or ask the RUNNING
+    one to stop (``force=1``: killed after CANCEL_GRACE), in the user's name (409 if it
+    finished, 404 if it never ran)."""
+    force = request.POST.get("force", "").lower() in ("1", "true", "yes", "on")
+    if force and not request.user.has_perm(FORCE_PERMISSION):
+        return error(
+            403,
+            "permission_denied",
+            f"A forced cancel needs the permission {FORCE_PERMISSION}; ask an administrator "
+            "to grant it, or cancel without force (the run is asked to stop).",
+        )
+    by = request.user.get_username()
+    return JsonResponse(asdict(api.cancel(name, task_list, force=force, by=by)))
 
 
 def _may_scrape(request: HttpRequest) -> bool:

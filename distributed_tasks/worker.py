@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from celery import signals as celery_signals
 from celery.worker import state as worker_state
 
-from distributed_tasks import keys, stealing
+from distributed_tasks import cancellation, keys, stealing
 from distributed_tasks.celery import content_problem, get_app
 from distributed_tasks.conf import get_settings
 from distributed_tasks.consumer import NodeConsumer
@@ -66,10 +66,13 @@ class WorkerNode:
         self.heartbeat = Heartbeat(
             self.info, active=lambda: len(worker_state.active_requests), running=executing
         )
+        # Forced cancels: kills the pool process of a run that outlived its grace period.
+        self.cancels = cancellation.Watcher(self.info.name, self.info.incarnation)
 
     def _on_ready(self, **kwargs: object) -> None:
         if not self.heartbeat.is_alive():
             self.heartbeat.start()
+            self.cancels.start()
             logger.info(
                 "Node %s (incarnation %s) joined; consuming %s",
                 self.info.name,
@@ -112,6 +115,7 @@ class WorkerNode:
             worker.start()
         finally:
             celery_signals.worker_ready.disconnect(self._on_ready)
+            self.cancels.stop()
             self.heartbeat.stop(leave=True)
             logger.info("Node %s left the cluster", o.node, extra={"action": "node_left"})
         return worker.exitcode or 0

@@ -271,5 +271,71 @@ def unstorable(kind: str) -> Any:
     return kind
 
 
+# -- Running runs (tests/cluster/test_running_runs.py): progress and cancel ---------------
+
+
+@distributed_task
+def progress_then_wait(key: str) -> str:
+    """Reports half way, notes it in Redis list ``key``, waits for ``<key>:go``, reports
+    the end and returns."""
+    from distributed_tasks import report_progress
+
+    redis = get_redis()
+    report_progress(0.5, "half way", items=21)
+    redis.rpush(key, time.time())
+    deadline = time.monotonic() + WAIT_LIMIT
+    while not redis.exists(f"{key}:go") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    report_progress(1.0, "all done", items=42)
+    return "reported"
+
+
+@distributed_task
+def until_cancelled(key: str, gate: str | None = None, interval: float = 0.1) -> str:
+    """Notes its start in list ``key``, waits for ``gate`` (if given) to exist, then checks
+    ``cancel_requested()`` every ``interval`` and returns when it is asked to stop."""
+    from distributed_tasks import cancel_requested
+
+    redis = get_redis()
+    redis.rpush(key, "started")
+    deadline = time.monotonic() + WAIT_LIMIT
+    while gate and not redis.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    while time.monotonic() < deadline:
+        if cancel_requested():
+            redis.rpush(key, "saw the request")
+            return "stopped early"
+        time.sleep(interval)
+    return "limit"
+
+
+@distributed_task
+async def async_until_cancelled(key: str) -> str:
+    """An ``async def`` task that never checks: its node cancels it (CancelledError)."""
+    import asyncio
+
+    redis = get_redis()
+    redis.rpush(key, "started")
+    try:
+        await asyncio.sleep(WAIT_LIMIT)
+    except asyncio.CancelledError:
+        redis.rpush(key, "CancelledError")
+        raise
+    return "limit"
+
+
+class Stuck(DistributedTask):
+    """Blocks in C (``time.sleep``) and never checks; notes in list ``key`` what
+    ``on_failure`` receives."""
+
+    def run(self, key: str, seconds: float) -> str:
+        get_redis().rpush(key, "started")
+        time.sleep(seconds)
+        return "woke up"
+
+    def on_failure(self, run: RunInfo, exc: BaseException) -> None:
+        get_redis().rpush(run.args[0], f"on_failure {type(exc).__name__}")
+
+
 # The backend contract's Django tasks register in every process that imports this module.
 from tests.backend_contract import tasks as _backend_contract_tasks  # noqa: E402, F401

@@ -17,7 +17,9 @@ is done, with a message that says how to narrow it.
 
 Permissions (checked by Django before the action runs, and used to hide it): cancel
 and retry need the change permission on runs ("control"), re-run the add permission
-("start"); see ``TaskRunAdmin.has_control_permission`` / ``has_start_permission``.
+("start"), a forced cancel its own ``force_cancel_taskrun`` ("force_cancel"); see
+``TaskRunAdmin.has_control_permission`` / ``has_start_permission`` /
+``has_force_cancel_permission``.
 """
 
 from __future__ import annotations
@@ -173,28 +175,42 @@ def capped(action: Action) -> Action:
     return wrapper
 
 
-@admin.action(description="Cancel selected queued runs", permissions=["control"])
-@capped
-def cancel_runs(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
-    """End QUEUED runs as FAILED (cancelled); a running run is never interrupted."""
-    tally = Tally("Cancelled")
-    queued = tally.keep(queryset, lambda run: run.state == State.QUEUED, "not QUEUED")
+def _cancel(
+    request: HttpRequest, queryset: QuerySet, *, force: bool
+) -> tuple[Tally, list[TaskRun], Callable[[TaskRun], str], dict[type, str]]:
+    """QUEUED runs end FAILED (cancelled); RUNNING ones are asked to stop (``force``: and
+    killed after CANCEL_GRACE), in the name of the admin user."""
+    tally = Tally("Asked to stop (forced)" if force else "Cancelled or asked to stop")
+    active = tally.keep(queryset, lambda run: run.state in ACTIVE_STATES, "already finished")
+    by = request.user.get_username()
 
     def cancel(run: TaskRun) -> str:
-        api.cancel(run.name, run.task_list)
-        return "Cancelled in the admin."
+        api.cancel(run.name, run.task_list, force=force, by=by)
+        return "Forced cancel in the admin." if force else "Cancelled in the admin."
 
-    apply(
-        modeladmin,
-        request,
-        tally,
-        queued,
-        cancel,
-        {
-            NotCancellable: "started or ended meanwhile (a running run is never interrupted)",
-            TaskNotFound: "no longer found",
-        },
-    )
+    overrides = {NotCancellable: "ended meanwhile", TaskNotFound: "no longer found"}
+    return tally, active, cancel, overrides
+
+
+@admin.action(
+    description="Cancel selected runs (running ones are asked to stop)", permissions=["control"]
+)
+@capped
+def cancel_runs(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
+    """End QUEUED runs as FAILED (cancelled); ask RUNNING ones to stop (cancel_requested())."""
+    apply(modeladmin, request, *_cancel(request, queryset, force=False))
+
+
+@admin.action(
+    description="Force-cancel selected runs (killed after the grace period)",
+    permissions=["force_cancel"],
+)
+@capped
+def force_cancel_runs(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet
+) -> None:
+    """As ``cancel_runs``, and a RUNNING run still running after CANCEL_GRACE is killed."""
+    apply(modeladmin, request, *_cancel(request, queryset, force=True))
 
 
 @admin.action(description="Retry selected failed runs", permissions=["control"])

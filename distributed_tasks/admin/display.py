@@ -52,6 +52,20 @@ def state_badge(state: str, reason: str = "") -> SafeString:
     )
 
 
+def progress_bar(fraction: float | None, message: str, *, full: bool = False) -> SafeString | str:
+    """A running run's progress: a bar and its percentage, the message on hover (``full``:
+    beside it, for the run's page)."""
+    if fraction is None and not message:
+        return ""
+    percent = "" if fraction is None else f"{fraction:.0%}"
+    title = " — ".join(part for part in (percent, message) if part)
+    bar = "" if fraction is None else format_html(
+        '<progress class="dt-progress" max="1" value="{}" title="{}"></progress>', fraction, title
+    )  # fmt: skip
+    shown = title if full else percent
+    return format_html('<span class="dt-progress-note" title="{}">{}</span>{}', title, shown, bar)
+
+
 def format_seconds(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.2f} s"

@@ -27,13 +27,16 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import path
 from django.utils.html import format_html
 
+from distributed_tasks import progress
 from distributed_tasks.admin import actions, cluster
 from distributed_tasks.admin.display import (
     error_summary,
     format_seconds,
     history_table,
+    moment,
     preformatted,
     pretty_json,
+    progress_bar,
     state_badge,
     time_column,
 )
@@ -46,7 +49,9 @@ CLUSTER_URL_NAME = "distributed_tasks_cluster"
 
 # Not loaded for the list; a traceback alone may be 32 KB. The list shows the first
 # line of ``error`` instead, cut in the database (``error_head``).
-HEAVY_FIELDS = ("args", "kwargs", "data", "result", "error", "traceback", "attempts")
+HEAVY_FIELDS = (
+    "args", "kwargs", "data", "result", "error", "traceback", "attempts", "progress_data",
+)  # fmt: skip
 ERROR_HEAD = 200  # characters of the error the list loads
 NAME_WIDTH = 40  # characters of a name the list shows (the whole name on hover)
 
@@ -84,6 +89,10 @@ class RunChangeList(ChangeList):
     def get_queryset(self, request: HttpRequest, *args: Any, **kwargs: Any) -> QuerySet:
         return super().get_queryset(request, *args, **kwargs).defer(*HEAVY_FIELDS)
 
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        progress.live(self.result_list)  # the row's progress is written only now and then
+
 
 class TaskRunAdmin(admin.ModelAdmin):
     # Fits a 1366 px screen beside the filters: one time (queued, with its age) and the
@@ -106,7 +115,9 @@ class TaskRunAdmin(admin.ModelAdmin):
     list_select_related = False  # TaskRun has no relations: one query per page
     show_full_result_count = False  # no second COUNT(*) over the whole history
     list_per_page = 50
-    actions = (actions.cancel_runs, actions.retry_runs, actions.rerun_runs)
+    actions = (
+        actions.cancel_runs, actions.force_cancel_runs, actions.retry_runs, actions.rerun_runs,
+    )  # fmt: skip
     fieldsets = (
         (
             None,
@@ -128,6 +139,8 @@ class TaskRunAdmin(admin.ModelAdmin):
             {
                 "fields": (
                     "state_only",
+                    "progress_bar",
+                    "cancel_request",
                     "reason",
                     "node",
                     "incarnation",
@@ -164,6 +177,10 @@ class TaskRunAdmin(admin.ModelAdmin):
     def has_control_permission(self, request: HttpRequest) -> bool:
         """Cancel and retry change an existing run: Django's change permission on runs."""
         return self._has_model_perm(request, "change")
+
+    def has_force_cancel_permission(self, request: HttpRequest) -> bool:
+        """Killing a running run's pool process: a permission of its own."""
+        return self._has_model_perm(request, "force_cancel")
 
     def has_start_permission(self, request: HttpRequest) -> bool:
         """Re-run creates a new run: Django's add permission on runs."""
@@ -214,6 +231,8 @@ class TaskRunAdmin(admin.ModelAdmin):
     def state_colour(self, run: TaskRun) -> str:
         """The state; a later attempt says which (the list has no attempt column)."""
         badge = state_badge(run.state, run.reason)
+        if run.state == State.RUNNING:
+            badge = format_html("{}{}", badge, progress_bar(run.progress, run.progress_message))
         if run.attempt <= 1:
             return badge
         return format_html('{}<span class="dt-attempt-note">attempt {}</span>', badge, run.attempt)
@@ -221,6 +240,21 @@ class TaskRunAdmin(admin.ModelAdmin):
     @admin.display(description="state")
     def state_only(self, run: TaskRun) -> str:
         return state_badge(run.state, run.reason)  # the run's page shows the attempt apart
+
+    @admin.display(description="progress")
+    def progress_bar(self, run: TaskRun) -> str:
+        progress.live([run])
+        bar = progress_bar(run.progress, run.progress_message, full=True)
+        data = pretty_json(run.progress_data)
+        return format_html("{}{}", bar, data or "") or self.get_empty_value_display()
+
+    @admin.display(description="cancel requested")
+    def cancel_request(self, run: TaskRun) -> str:
+        if run.cancel_requested_at is None:
+            return self.get_empty_value_display()
+        who = f" by {run.cancel_requested_by}" if run.cancel_requested_by else ""
+        forced = f"; forced at {run.cancel_deadline:%H:%M:%S}" if run.cancel_deadline else ""
+        return format_html("{}{}{}", moment(run.cancel_requested_at), who, forced)
 
     queued = time_column("queued_at", "queued")
     run_after_at = time_column("run_after", "may start")

@@ -149,7 +149,7 @@ def end_running(run: TaskRun, outcome: Outcome, ctx: TickContext, error: type[Ex
     transaction; ``error`` is what the task's ``on_failure`` receives."""
     msg = message_for(run)
     try:
-        if run.executions < run.max_attempts:
+        if run.executions < run.max_attempts and run.cancel_requested_at is None:
             new = attempts.next_attempt(
                 msg,
                 from_states=(State.RUNNING,),

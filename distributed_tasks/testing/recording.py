@@ -99,10 +99,10 @@ class RecordingClient(StartAssertions):
             run = self._latest((task_list, name))
             return run.status() if run else TaskStatus.not_found(name, task_list)
 
-    def cancel(self, name: str, task_list: str = "default") -> TaskStatus:
-        """End a QUEUED run as FAILED(cancelled), as the real client does.
-
-        A started or finished run raises ``NotCancellable``; a name never started,
+    def cancel(self, name: str, task_list: str = "default", **how: Any) -> TaskStatus:
+        """End a QUEUED run as FAILED(cancelled), as the real client does; a RUNNING run
+        (scripted) records the request (``how``: ``by``, ``force``, ``grace``) and keeps
+        running. A finished run raises ``NotCancellable``; a name never started,
         ``TaskNotFound``.
         """
         check_name(name)
@@ -111,6 +111,11 @@ class RecordingClient(StartAssertions):
             run = self._latest((task_list, name))
             if run is None:
                 raise TaskNotFound(name, task_list)
+            if run.state == State.RUNNING:
+                if run.cancel_requested_at is None:
+                    run.cancel_requested_at = self.now()
+                    run.cancel_requested_by = str(how.get("by") or "")
+                return run.status()
             if run.state != State.QUEUED:
                 raise NotCancellable(
                     name,

@@ -99,6 +99,8 @@ class Run:
     error_type: str | None = None
     reason: str | None = None
     traceback: str = ""
+    cancel_requested_at: dt.datetime | None = None
+    cancel_requested_by: str = ""
 
     def handle(self, *, existing: bool = False) -> TaskHandle:
         return dataclasses.replace(self.message().handle(), existing=existing)
@@ -118,6 +120,8 @@ class Run:
             queued_at=self.queued_at,
             started_at=self.started_at,
             finished_at=self.finished_at,
+            cancel_requested_at=self.cancel_requested_at,
+            cancel_requested_by=self.cancel_requested_by or None,
         )
 
     def message(self) -> RunMessage:

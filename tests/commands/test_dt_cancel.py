@@ -1,11 +1,11 @@
-"""``dt_cancel``: ends QUEUED runs only."""
+"""``dt_cancel``: ends QUEUED runs, asks RUNNING ones to stop, refuses finished ones."""
 
 import json
 
 import pytest
 from django.core.management.base import CommandError
 
-from distributed_tasks import runner, start_async
+from distributed_tasks import State, claims, runner, start_async
 from distributed_tasks.models import TaskRun
 from distributed_tasks.store import get_store, message_for
 from tests import tasks
@@ -29,14 +29,20 @@ def test_json_output_is_the_new_status(run_command, node):
     assert (data["state"], data["reason"]) == ("FAILED", "cancelled")
 
 
-def test_a_running_run_is_not_interrupted(run_command, node):
-    start_async(tasks.add, [1, 2], name="busy")
+def test_a_running_run_is_asked_to_stop_forced_after_the_grace(run_command, node):
+    handle = start_async(tasks.add, [1, 2], name="busy")
     run = TaskRun.objects.get(name="busy")
-    assert get_store().mark_running(message_for(run), "incarnation")
-    with pytest.raises(CommandError, match="is RUNNING on node 'idle@test'") as info:
-        run_command("dt_cancel", "busy")
-    assert "cancel() ends QUEUED runs only" in str(info.value)
-    assert TaskRun.objects.get(name="busy").state == "RUNNING"
+    msg = message_for(run)
+    assert get_store().mark_running(msg, "incarnation")
+    claims.publish(msg, claims.message_fields(msg, State.RUNNING))
+    out = run_command("dt_cancel", "busy", "--force", "--grace", "4", "--by", "erin")
+    assert out.strip() == (
+        f"Asked 'busy' in task list 'default' (run {handle.run_id}, RUNNING on idle@test) to "
+        "stop (forced after the grace period); dt_status shows when it ended."
+    )
+    row = TaskRun.objects.get(name="busy")
+    assert (row.state, row.cancel_requested_by) == ("RUNNING", "erin")
+    assert (row.cancel_deadline - row.cancel_requested_at).total_seconds() == pytest.approx(4)
 
 
 def test_unknown_name_is_an_error(run_command):

@@ -309,17 +309,34 @@ def test_cancel_ends_a_queued_run_and_frees_the_name(node):
     assert start_async(tasks.add, [1, 2], name="unwanted").name == "unwanted"
 
 
-def test_cancel_refuses_running_finished_and_unknown_runs(node):
-    from distributed_tasks import NotCancellable, TaskNotFound, cancel
+def test_cancel_asks_a_running_run_and_refuses_finished_and_unknown_runs(node, redis):
+    from distributed_tasks import NotCancellable, TaskNotFound, cancel, keys, signals
 
     with pytest.raises(TaskNotFound, match="never ran"):
         cancel("nothing")
-    start_async(tasks.add, [1, 2], name="busy")
+    handle = start_async(tasks.add, [1, 2], name="busy")
     TaskRun.objects.filter(name="busy").update(state="RUNNING")
-    with pytest.raises(NotCancellable, match="is RUNNING on node 'idle@test'") as info:
-        cancel("busy")
-    assert "cancel() ends QUEUED runs only" in str(info.value)
-    assert "Wait for it to finish" in str(info.value)
+    redis.hset(keys.run_key("default", "busy"), "state", "RUNNING")
+    asked = []
+    signals.run_cancel_requested.connect(
+        lambda sender, **kw: asked.append(kw), weak=False, dispatch_uid="t"
+    )
+    try:
+        status = cancel("busy", by="carol", force=True, grace=3)
+        again = cancel("busy", by="dave")  # the first asker and time stay
+    finally:
+        signals.run_cancel_requested.disconnect(dispatch_uid="t")
+    assert (status.state, status.cancel_requested_by) == (State.RUNNING, "carol")
+    assert (again.cancel_requested_by, again.cancel_requested_at) == (
+        "carol",
+        status.cancel_requested_at,
+    )
+    row = TaskRun.objects.get(name="busy")
+    assert (row.state, row.cancel_requested_by) == ("RUNNING", "carol")
+    assert 2.9 < (row.cancel_deadline - row.cancel_requested_at).total_seconds() < 3.1
+    deadlines = redis.hgetall(keys.node_cancel_key(handle.node))
+    assert list(deadlines) == [f"{handle.run_id}:1".encode()]
+    assert [(a["by"], a["force"]) for a in asked] == [("carol", True), ("carol", False)]
     finished_at = timezone.now()
     TaskRun.objects.filter(name="busy").update(
         state="DONE", active_name=None, finished_at=finished_at

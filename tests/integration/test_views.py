@@ -7,7 +7,7 @@ from django.contrib.auth.models import Permission
 from django.test import Client, override_settings
 from django.urls import reverse
 
-from distributed_tasks import State, runner, start_async
+from distributed_tasks import State, claims, runner, start_async
 from distributed_tasks.models import TaskRun
 from distributed_tasks.store import get_store, message_for
 from tests import tasks
@@ -49,9 +49,9 @@ def cancel_url(name: str, task_list: str = "default") -> str:
     return reverse("distributed_tasks:cancel", args=[task_list, name])
 
 
-def post_with_csrf(client: Client, url: str):
+def post_with_csrf(client: Client, url: str, data: dict | None = None):
     client.cookies["csrftoken"] = TOKEN
-    return client.post(url, HTTP_X_CSRFTOKEN=TOKEN)
+    return client.post(url, data or {}, HTTP_X_CSRFTOKEN=TOKEN)
 
 
 def execute(name: str) -> None:
@@ -283,20 +283,39 @@ def test_cancel_of_a_bad_name_is_400(login):
     assert (response.status_code, response.json()["error"]) == (400, "invalid_name")
 
 
-def test_cancel_of_a_running_run_is_409_and_changes_nothing(login, node):
+def started(run: TaskRun) -> None:
+    """The run as its worker leaves it once started: RUNNING in the row and in Redis."""
+    msg = message_for(run)
+    assert get_store().mark_running(msg, "incarnation")
+    claims.publish(msg, claims.message_fields(msg, State.RUNNING))
+
+
+def test_cancel_of_a_running_run_asks_it_to_stop_in_the_users_name(login, node):
     start_async(tasks.add, [1, 2], name="busy")
     run = TaskRun.objects.get(name="busy")
-    assert get_store().mark_running(message_for(run), "incarnation")
+    started(run)
     response = post_with_csrf(login("change_taskrun"), cancel_url("busy"))
-    assert response.status_code == 409
+    assert response.status_code == 200
     data = response.json()
-    assert (data["error"], data["state"], data["run_id"]) == (
-        "not_cancellable",
-        "RUNNING",
-        run.run_id,
-    )
-    assert "cancel() ends QUEUED runs only" in data["detail"]
-    assert TaskRun.objects.get(name="busy").state == State.RUNNING
+    assert (data["state"], data["run_id"]) == ("RUNNING", run.run_id)
+    assert data["cancel_requested_by"].startswith("user") and data["cancel_requested_at"]
+    row = TaskRun.objects.get(name="busy")
+    assert (row.state, row.cancel_deadline) == (State.RUNNING, None)
+    assert row.cancel_requested_by == data["cancel_requested_by"]
+
+
+def test_a_forced_cancel_needs_its_own_permission(login, node):
+    start_async(tasks.add, [1, 2], name="busy")
+    run = TaskRun.objects.get(name="busy")
+    started(run)
+    url = cancel_url("busy")
+    response = post_with_csrf(login("change_taskrun"), url, {"force": "1"})
+    assert (response.status_code, response.json()["error"]) == (403, "permission_denied")
+    assert "distributed_tasks.force_cancel_taskrun" in response.json()["detail"]
+    assert TaskRun.objects.get(name="busy").cancel_requested_at is None
+    client = login("change_taskrun", "force_cancel_taskrun")
+    assert post_with_csrf(client, url, {"force": "1"}).status_code == 200
+    assert TaskRun.objects.get(name="busy").cancel_deadline is not None
 
 
 def test_cancel_of_a_finished_run_is_409_saying_it_finished(login, node):

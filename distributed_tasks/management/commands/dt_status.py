@@ -86,6 +86,11 @@ class Command(BaseCommand):
             ("started", cli.when(status.started_at)),
             ("finished", cli.when(status.finished_at)),
         ]
+        if status.progress is not None or status.progress_message:
+            lines.append(("progress", _progress(status)))
+        if status.cancel_requested_at is not None:
+            who = f" by {status.cancel_requested_by}" if status.cancel_requested_by else ""
+            lines.append(("cancel", f"asked{who} at {cli.when(status.cancel_requested_at)}"))
         if status.state == State.DONE:
             lines.append(("result", cli.dumps(status.result)))
         if status.state == State.FAILED:
@@ -94,3 +99,11 @@ class Command(BaseCommand):
         for label, value in lines:
             shown = "-" if value is None else cli.printable(value, newlines=label == "error")
             self.stdout.write(f"{label.ljust(width)}  {shown}")
+
+
+def _progress(status: Any) -> str:
+    """``42% half way {"items": 21}``: what the run last reported."""
+    parts = [] if status.progress is None else [f"{status.progress:.0%}"]
+    parts += [status.progress_message] if status.progress_message else []
+    parts += [cli.dumps(status.progress_data)] if status.progress_data is not None else []
+    return " ".join(parts)

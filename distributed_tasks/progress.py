@@ -1,0 +1,218 @@
+"""How far a running run is: ``report_progress()`` inside the task, written throttled.
+
+A task may report progress as often as it likes (every item of a loop), so a
+report only stores the values in memory; what reaches the outside is throttled:
+Redis (what ``get_status`` reads) at most every ``REDIS_INTERVAL`` (a timer thread
+writes the last value of a burst), the row at most every ``ROW_INTERVAL`` and once
+when the run ends, so the final value stays with the finished run. Both writes are
+fenced by attempt: a Lua script that checks the run id and attempt the name's hash
+holds, and a conditional UPDATE on (run, attempt, RUNNING); a stale attempt's
+progress is dropped. A failed write logs and is forgotten: progress never fails a
+run. Outside a run (a direct call, the inline test double) a report does nothing.
+
+The run a thread executes is a ``ContextVar`` (``scope()``), so an ``async def``
+task sees it too, and ``cancellation.py`` keeps its state there as well.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import DatabaseError
+from redis.exceptions import RedisError
+
+from distributed_tasks import claims, keys
+from distributed_tasks.connection import get_redis, text
+from distributed_tasks.messages import RunMessage, storable, strict_json
+from distributed_tasks.models import PROGRESS_MESSAGE_LIMIT
+from distributed_tasks.types import State
+
+logger = logging.getLogger("distributed_tasks.progress")
+
+REDIS_INTERVAL = 0.25  # seconds between two writes of one run's progress to Redis
+ROW_INTERVAL = 5.0  # seconds between two writes of it to the row (and one at the end)
+DATA_LIMIT = 16 * 1024  # bytes of JSON ``**data`` a report may carry
+
+
+@dataclass(slots=True, eq=False)
+class RunScope:
+    """The run this thread (or event loop) executes, with its unwritten progress."""
+
+    msg: RunMessage
+    fraction: float | None = None
+    message: str = ""
+    data: Any = None
+    reported: bool = False  # any report at all (nothing to write at the end otherwise)
+    redis_at: float = -math.inf  # monotonic time of the last write to Redis
+    row_at: float = -math.inf
+    redis_dirty: bool = False
+    row_dirty: bool = False
+    timer: threading.Timer | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    warned: bool = False
+    # cancellation.py: the request once seen, and when Redis / the row were last read.
+    cancel: Any = None
+    cancel_checked_at: float = -math.inf
+    cancel_row_checked_at: float = -math.inf
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "progress": self.fraction,
+            "progress_message": self.message,
+            "progress_data": None if self.data is None else strict_json(self.data),
+        }
+
+
+_scope: contextvars.ContextVar[RunScope | None] = contextvars.ContextVar(
+    "distributed_tasks_run", default=None
+)
+
+
+def scope() -> RunScope | None:
+    """The run being executed here, or None outside a run."""
+    return _scope.get()
+
+
+@contextlib.contextmanager
+def running(msg: RunMessage) -> Iterator[RunScope]:
+    """Mark ``msg``'s run as the one this thread executes; write its last progress after."""
+    current = RunScope(msg)
+    token = _scope.set(current)
+    try:
+        yield current
+    finally:
+        _scope.reset(token)
+        if current.reported:
+            finish(current)
+
+
+def report_progress(fraction: float | None = None, message: str | None = None, **data: Any):
+    """Record how far the current run is: ``fraction`` from 0 to 1, a short ``message``,
+    and any JSON ``data``. What is not given keeps its last reported value.
+
+    Cheap enough to call for every item: values are kept in memory and written at most
+    a few times a second. Never raises for what it is given (a value it cannot use is
+    logged once and ignored) and does nothing outside a run.
+    """
+    current = _scope.get()
+    if current is None:
+        return
+    with current.lock:
+        _take(current, fraction, message, data)
+        current.reported = current.redis_dirty = current.row_dirty = True
+    now = time.monotonic()
+    if now - current.redis_at >= REDIS_INTERVAL:
+        _write_redis(current)
+    elif current.timer is None:
+        wait = current.redis_at + REDIS_INTERVAL - now
+        current.timer = threading.Timer(wait, _trailing, [current])
+        current.timer.daemon = True
+        current.timer.start()
+    if now - current.row_at >= ROW_INTERVAL:
+        _write_row(current)
+
+
+def _take(current: RunScope, fraction: Any, message: Any, data: dict[str, Any]) -> None:
+    problem = ""
+    if fraction is not None:
+        try:
+            value = float(fraction)
+        except (TypeError, ValueError):
+            value = math.nan
+        if math.isnan(value):
+            problem = f"fraction {fraction!r} is not a number"
+        else:
+            current.fraction = min(1.0, max(0.0, value))
+    if message is not None:
+        current.message = storable(str(message), PROGRESS_MESSAGE_LIMIT)
+    if data:
+        try:
+            if len(strict_json(data)) > DATA_LIMIT:
+                raise ValueError(f"it is over {DATA_LIMIT} bytes as JSON")
+            current.data = data
+        except ValueError as exc:
+            problem = f"data was not stored: {exc}"
+    if problem and not current.warned:
+        current.warned = True
+        logger.warning(
+            "report_progress() of %s: %s (ignored; later problems are not logged)",
+            current.msg.name, problem, extra={"action": "progress_ignored"},
+        )  # fmt: skip
+
+
+def _trailing(current: RunScope) -> None:
+    current.timer = None
+    if current.redis_dirty:
+        _write_redis(current)
+
+
+def _write_redis(current: RunScope) -> None:
+    msg = current.msg
+    with current.lock:
+        if not current.redis_dirty:
+            return
+        current.redis_dirty = False
+        current.redis_at = time.monotonic()
+        fields = current.fields()
+        try:
+            claims.set_if_attempt(msg.task_list, msg.name, msg.run_id, msg.attempt, fields)
+        except (RedisError, OSError) as exc:
+            logger.debug("Progress of %s not cached: %s", msg.name, exc)
+
+
+def _write_row(current: RunScope) -> None:
+    from distributed_tasks.store import get_store
+
+    current.row_at = time.monotonic()
+    current.row_dirty = False
+    with current.lock:
+        fields = current.fields()
+    fields["progress_data"] = current.data
+    try:
+        get_store().set_progress(current.msg, fields)
+    except DatabaseError as exc:
+        logger.debug("Progress of %s not stored: %s", current.msg.name, exc)
+
+
+LIVE_FIELDS = ("run_id", "attempt", "progress", "progress_message", "progress_data")
+
+
+def live(runs: Iterable[Any]) -> None:
+    """Set the newer progress Redis holds on the RUNNING ``TaskRun`` objects among ``runs``
+    (the admin reads rows, whose progress is written only every ROW_INTERVAL)."""
+    running = [run for run in runs if run.state == State.RUNNING]
+    if not running:
+        return
+    try:
+        pipe = get_redis().pipeline(transaction=False)
+        for run in running:
+            pipe.hmget(keys.run_key(run.task_list, run.name), LIVE_FIELDS)
+        replies = pipe.execute()
+        for run, reply in zip(running, replies, strict=True):
+            run_id, attempt, fraction, message, data = text(reply)
+            if run_id == run.run_id and attempt == str(run.attempt) and fraction is not None:
+                run.progress = float(fraction)
+                run.progress_message = message or ""
+                run.progress_data = json.loads(data) if data else None
+    except (RedisError, OSError, ValueError):
+        return  # the rows' values stand
+
+
+def finish(current: RunScope) -> None:
+    """The run ended: write what was not written yet (before its outcome is stored)."""
+    if current.timer is not None:
+        current.timer.cancel()
+        current.timer = None
+    if current.redis_dirty:
+        _write_redis(current)
+    if current.row_dirty:
+        _write_row(current)
