@@ -324,6 +324,44 @@ async def async_until_cancelled(key: str) -> str:
     return "limit"
 
 
+@distributed_task
+def report_many(count: int) -> int:
+    """Reports progress ``count`` times as fast as it can."""
+    from distributed_tasks import report_progress
+
+    for i in range(1, count + 1):
+        report_progress(i / count, f"item {i}", done=i)
+    return count
+
+
+@distributed_task
+def report_badly() -> str:
+    """Reports what report_progress cannot use: none of it may fail the run."""
+    from distributed_tasks import report_progress
+
+    report_progress("lots")
+    report_progress(0.25, "ok so far", good=1)
+    report_progress(2.0, bad=float("nan"))
+    report_progress(None, blob=object())
+    return "fine"
+
+
+class SelfCancelled(DistributedTask):
+    """Cancels its own run, waits until it sees the request, then returns as if done."""
+
+    def run(self, by: str) -> str:
+        from distributed_tasks import cancel
+
+        cancel(self.info.name, by=by)
+        deadline = time.monotonic() + 10
+        while not self.cancel_requested() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return "ignored it"
+
+    def on_failure(self, run: RunInfo, exc: BaseException) -> None:
+        get_redis().rpush(f"{run.name}:failure", f"{type(exc).__name__}: {exc}")
+
+
 class Stuck(DistributedTask):
     """Blocks in C (``time.sleep``) and never checks; notes in list ``key`` what
     ``on_failure`` receives."""

@@ -180,13 +180,15 @@ def _cancel(
 ) -> tuple[Tally, list[TaskRun], Callable[[TaskRun], str], dict[type, str]]:
     """QUEUED runs end FAILED (cancelled); RUNNING ones are asked to stop (``force``: and
     killed after CANCEL_GRACE), in the name of the admin user."""
-    tally = Tally("Asked to stop (forced)" if force else "Cancelled or asked to stop")
+    tally = Tally("Force-cancelled" if force else "Cancelled")
     active = tally.keep(queryset, lambda run: run.state in ACTIVE_STATES, "already finished")
     by = request.user.get_username()
 
     def cancel(run: TaskRun) -> str:
         api.cancel(run.name, run.task_list, force=force, by=by)
-        return "Forced cancel in the admin." if force else "Cancelled in the admin."
+        if run.state == State.QUEUED:
+            return "Cancelled in the admin."
+        return "Asked to stop in the admin" + (" (forced)." if force else ".")
 
     overrides = {NotCancellable: "ended meanwhile", TaskNotFound: "no longer found"}
     return tally, active, cancel, overrides

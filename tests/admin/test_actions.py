@@ -28,7 +28,7 @@ from tests.admin.support import (
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-ALL_ACTIONS = {"cancel_runs", "retry_runs", "rerun_runs"}
+ALL_ACTIONS = {"cancel_runs", "force_cancel_runs", "retry_runs", "rerun_runs"}
 REDIS_DOWN = {**settings.DISTRIBUTED_TASKS, "REDIS_URL": "redis://127.0.0.1:1/0"}
 
 
@@ -54,7 +54,9 @@ def finished_row(name: str, function: str = "tests.tasks.add") -> TaskRun:
         (("view",), set()),
         (("view", "change"), {"cancel_runs", "retry_runs"}),
         (("view", "add"), {"rerun_runs"}),
-        (("view", "change", "add"), ALL_ACTIONS),
+        (("view", "change", "add"), ALL_ACTIONS - {"force_cancel_runs"}),
+        (("view", "force_cancel"), {"force_cancel_runs"}),
+        (("view", "change", "add", "force_cancel"), ALL_ACTIONS),
     ],
 )
 def test_actions_are_offered_by_permission(staff_client, node, permissions, offered):
@@ -79,6 +81,7 @@ REFUSED = [("warning", "No action selected.")]  # Django's answer to an action n
         (("view", "add"), "cancel_runs", queued, REFUSED),
         (("view", "add"), "retry_runs", failed, REFUSED),
         (("view", "change"), "rerun_runs", failed, REFUSED),
+        (("view", "change"), "force_cancel_runs", running, REFUSED),
     ],
 )
 def test_an_action_without_its_permission_is_refused(
@@ -95,19 +98,37 @@ def test_an_action_without_its_permission_is_refused(
 # -- cancel ------------------------------------------------------------------------------
 
 
-def test_cancel_ends_queued_runs_and_skips_the_others(staff_client, node):
+def test_cancel_ends_queued_runs_asks_running_ones_and_skips_finished(staff_client, node):
     first, second = queued("first"), queued("second")
     busy, broken = running("busy"), failed("broken")
     messages = run_action(
         staff_client("view", "change"), "cancel_runs", [first, second, busy, broken]
     )
-    assert messages == [("warning", "Cancelled 2 runs. Skipped 2: 2 not QUEUED.")]
+    assert messages == [("warning", "Cancelled 3 runs. Skipped 1: 1 already finished.")]
     for run in (first, second):
         run = fetch(run)
         assert (run.state, run.reason, run.active_name) == ("FAILED", "cancelled", None)
         assert history_of(run) == ["Cancelled in the admin."]
-    assert fetch(busy).state == "RUNNING"  # a running run is never interrupted
+    busy = fetch(busy)  # asked to stop in the user's name; its node ends it
+    assert (busy.state, busy.cancel_requested_by, busy.cancel_deadline) == (
+        "RUNNING",
+        "operator",
+        None,
+    )
+    assert history_of(busy) == ["Asked to stop in the admin."]
     assert fetch(broken).reason == "exception"
+
+
+def test_force_cancel_sets_a_deadline_in_the_users_name(staff_client, node):
+    busy = running("busy")
+    client = staff_client("view", "force_cancel")
+    assert run_action(client, "force_cancel_runs", [busy]) == [
+        ("success", "Force-cancelled 1 run.")
+    ]
+    busy = fetch(busy)
+    assert (busy.state, busy.cancel_requested_by) == ("RUNNING", "operator")
+    assert busy.cancel_deadline > busy.cancel_requested_at
+    assert history_of(busy) == ["Asked to stop in the admin (forced)."]
 
 
 def test_cancel_of_queued_runs_only_is_a_success(admin_client, node):

@@ -72,7 +72,10 @@ def realistic_rows(node) -> TaskRun:
     """Runs in every state (one retried, one with a long name), periodic tasks; the failed run."""
     done("compile-app-1042", args=(20, 22))
     queued("thumbnail-7f3a9c2e-large-original-upload-from-the-mobile-app")
-    running("sync-customers")
+    syncing = running("sync-customers")
+    TaskRun.objects.filter(id=syncing.id).update(
+        progress=0.37, progress_message="3,700 of 10,000 customers (eu-west and us-east shards)"
+    )
     retried = failed("import-ledger", message="connection reset by peer")
     retry("import-ledger")
     report = failed("nightly-report", message="disk full: /var/backups has 0 bytes left\n(see df)")
@@ -142,6 +145,7 @@ def test_lists_fit_a_small_screen_and_screenshots(
         expect(page.locator("#result_list tbody tr")).to_have_count(5)
         assert_fits(page)
         expect(page.locator("#result_list .dt-error").first).to_be_visible()
+        expect(page.locator("#result_list progress.dt-progress")).to_have_attribute("value", "0.37")
         page.screenshot(path=shots / "admin-runs.png")
 
         page.goto(live_server.url + reverse(CHANGELIST) + "?state=failed")

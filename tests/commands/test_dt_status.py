@@ -5,7 +5,7 @@ import json
 import pytest
 from django.core.management.base import CommandError
 
-from distributed_tasks import runner, start_async
+from distributed_tasks import State, api, claims, progress, report_progress, runner, start_async
 from distributed_tasks.models import TaskRun
 from distributed_tasks.store import message_for
 from tests import tasks
@@ -89,3 +89,16 @@ def test_history_lists_every_attempt_of_a_retried_run(run_command, node):
     data = json.loads(run_command("dt_status", "twice", "--history", "--json"))
     assert [(a["attempt"], a["state"]) for a in data["history"]] == [(1, "FAILED"), (2, "QUEUED")]
     assert (data["state"], data["error"]) == ("QUEUED", None)
+
+
+def test_progress_and_a_cancel_request_are_shown(run_command, node):
+    start_async(tasks.report_many, [4], name="shown")
+    run = TaskRun.objects.get(name="shown")
+    TaskRun.objects.filter(id=run.id).update(state="RUNNING")
+    claims.publish(message_for(run), claims.message_fields(message_for(run), State.RUNNING))
+    api.cancel("shown", by="frank")
+    with progress.running(message_for(run)):
+        report_progress(0.42, "half way", items=21)
+    out = run_command("dt_status", "shown")
+    assert 'progress   42% half way {"items": 21}' in out
+    assert "cancel     asked by frank at " in out

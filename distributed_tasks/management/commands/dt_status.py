@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import asdict
 from typing import Any
 
@@ -105,5 +106,5 @@ def _progress(status: Any) -> str:
     """``42% half way {"items": 21}``: what the run last reported."""
     parts = [] if status.progress is None else [f"{status.progress:.0%}"]
     parts += [status.progress_message] if status.progress_message else []
-    parts += [cli.dumps(status.progress_data)] if status.progress_data is not None else []
+    parts += [json.dumps(status.progress_data)] if status.progress_data is not None else []
     return " ".join(parts)

@@ -1,0 +1,110 @@
+"""report_progress() and cancel_requested() in a run executed in this process."""
+
+import logging
+
+import pytest
+from django.utils import timezone
+
+from distributed_tasks import (
+    State,
+    cancel_requested,
+    claims,
+    get_status,
+    keys,
+    progress,
+    report_progress,
+    runner,
+    start_async,
+)
+from distributed_tasks.models import TaskRun
+from distributed_tasks.store import get_store, message_for
+from tests import tasks
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def execute(name: str):
+    return runner.execute(message_for(TaskRun.objects.get(name=name, active_name=name)).to_body())
+
+
+def test_writes_are_throttled_and_the_last_report_stays_with_the_finished_run(node, monkeypatch):
+    writes = {"redis": 0, "row": 0}
+    set_redis, set_row = claims.set_if_attempt, type(get_store()).set_progress
+
+    def count_redis(*args, **kwargs):
+        writes["redis"] += 1
+        return set_redis(*args, **kwargs)
+
+    def count_row(self, *args, **kwargs):
+        writes["row"] += 1
+        return set_row(self, *args, **kwargs)
+
+    monkeypatch.setattr(claims, "set_if_attempt", count_redis)
+    monkeypatch.setattr(type(get_store()), "set_progress", count_row)
+    handle = start_async(tasks.report_many, [5000], name="many")
+    started = timezone.now()
+    assert execute("many").state == State.DONE
+    took = (timezone.now() - started).total_seconds()
+    assert writes["redis"] <= 2 + took / progress.REDIS_INTERVAL
+    assert writes["row"] <= 2 + took / progress.ROW_INTERVAL
+    status = get_status("many")
+    assert (status.progress, status.progress_message, status.progress_data) == (
+        1.0,
+        "item 5000",
+        {"done": 5000},
+    )
+    row = TaskRun.objects.get(id=handle.run_id)
+    assert (row.progress, row.progress_message, row.progress_data) == (
+        1.0,
+        "item 5000",
+        {"done": 5000},
+    )
+
+
+def test_a_stale_attempts_progress_is_dropped(node, redis):
+    handle = start_async(tasks.add, [1, 2], name="moved")
+    old = message_for(TaskRun.objects.get(id=handle.run_id))
+    assert get_store().mark_running(old, "incarnation")
+    claims.publish(old, claims.message_fields(old, State.RUNNING))
+    # The attempt moves on (its node was declared lost, say): attempt 2 holds the run.
+    assert get_store().requeue(old, node=old.node, run_after=timezone.now())
+    new = old.for_attempt(2, old.node)
+    claims.publish(new, claims.message_fields(new, State.QUEUED))
+    with progress.running(old):
+        report_progress(0.9, "from the past", late=True)
+    row = TaskRun.objects.get(id=handle.run_id)
+    assert (row.attempt, row.progress, row.progress_message) == (2, None, "")
+    cached = claims.read("default", "moved")
+    assert (cached["attempt"], "progress" in cached) == ("2", False)
+
+
+def test_outside_a_run_nothing_happens_and_bad_values_never_fail_the_run(node, caplog):
+    report_progress(0.5, "nowhere")  # no run: nothing to do, nothing raised
+    assert cancel_requested() is False
+    start_async(tasks.report_badly, name="badly")
+    with caplog.at_level(logging.WARNING, logger="distributed_tasks.progress"):
+        outcome = execute("badly")
+    assert (outcome.state, outcome.result) == (State.DONE, "fine")
+    status = get_status("badly")
+    assert (status.progress, status.progress_message, status.progress_data) == (
+        1.0,  # 2.0 is taken as done
+        "ok so far",
+        {"good": 1},
+    )
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "fraction 'lots' is not a number" in warning
+
+
+def test_a_run_that_saw_the_request_ends_cancelled_and_is_not_retried(node, redis):
+    handle = start_async(tasks.SelfCancelled, ["me"], name="self", max_attempts=3)
+    outcome = execute("self")
+    assert (outcome.state, outcome.reason) == (State.FAILED, "cancelled")
+    assert "cancelled while running (asked by me at " in outcome.error
+    row = TaskRun.objects.get(id=handle.run_id)
+    assert (row.state, row.executions, row.attempt, row.attempts) == ("FAILED", 1, 1, [])
+    assert row.cancel_requested_by == "me"
+    (failure,) = redis.lrange("self:failure", 0, -1)
+    assert failure.decode().startswith("Cancelled: cancelled while running (asked by me")
+    status = get_status("self")
+    assert (status.cancel_requested_by, status.reason) == ("me", "cancelled")
+    assert redis.hget(keys.run_key("default", "self"), "cancel_requested_by") == b"me"
