@@ -272,7 +272,7 @@ class Watcher(threading.Thread):
 
         pid = request.worker_pid
         try:
-            msg = runner.trusted(RunMessage.from_body(request.args[0]))
+            msg = runner._trusted(RunMessage.from_body(request.args[0]))
         except (MalformedMessage, IndexError, TypeError):
             return
         if msg is None:

@@ -198,7 +198,7 @@ def record_lost(args: Any, by: LostBy, *, timeout: float | None = None, exc: Any
     if cancellation.was_killed(sent.task_id):
         return  # a forced cancel: its outcome is recorded already
     try:
-        msg = trusted(sent)
+        msg = _trusted(sent)
     except DB_UNAVAILABLE as exc:
         logger.warning("Could not read the run of a lost pool process: %s", exc)
         return
@@ -220,7 +220,7 @@ def record_lost(args: Any, by: LostBy, *, timeout: float | None = None, exc: Any
             call_hook(msg, "on_failure", exc or RuntimeError(outcome.error))
 
 
-def trusted(msg: RunMessage) -> RunMessage | None:
+def _trusted(msg: RunMessage) -> RunMessage | None:
     """``msg`` as its row has it, for its own attempt; None if no row or they disagree."""
     run = get_store().get(msg.run_id)
     if run is None:
