@@ -92,6 +92,9 @@ class WorkerNode:
         # Anyone who can write to the broker could otherwise stop the node with a
         # `shutdown` broadcast (or change its pool, rate limits...).
         app.conf.worker_enable_remote_control = get_settings().REMOTE_CONTROL
+        # The broker may be away for any length of time: Celery would give up (and exit)
+        # after 100 reconnection attempts, about 50 minutes; a node keeps trying.
+        app.conf.broker_connection_max_retries = None
         # No message may stop the node (consumer.py); Celery reads this before arguments.
         app.conf.worker_consumer = f"{NodeConsumer.__module__}:{NodeConsumer.__qualname__}"
         celery_signals.worker_ready.connect(self._on_ready, weak=False)
