@@ -17,7 +17,7 @@ from dataclasses import replace
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import DatabaseError
 
-from distributed_tasks import attempts, claims, signals
+from distributed_tasks import attempts, claims, logs, signals
 from distributed_tasks.exceptions import ClusterUnavailable
 from distributed_tasks.messages import RunMessage, storable
 from distributed_tasks.models import TaskRun
@@ -140,7 +140,7 @@ def record(
     if not recorded:
         logger.warning(
             "Outcome of %s attempt %s discarded: the run was already ended elsewhere",
-            msg.name, msg.attempt, extra={"action": "fenced", **_fields(msg, outcome, duration)},
+            msg.name, msg.attempt, extra=_extra(msg, "fenced", outcome, duration),
         )  # fmt: skip
         return False
     log(msg, outcome, duration=duration, retry=new)
@@ -153,17 +153,12 @@ def record(
     return True
 
 
-def _fields(msg: RunMessage, outcome: Outcome, duration: float | None) -> dict:
-    return {
-        "task_name": msg.name,
-        "task_list": msg.task_list,
-        "run_id": msg.run_id,
-        "attempt": msg.attempt,
-        "node": msg.node,
-        "state": outcome.state.value,
-        "reason": outcome.reason,
-        "duration": None if duration is None else round(duration, 3),
-    }
+def _extra(msg: RunMessage, action: str, outcome: Outcome, duration: float | None) -> dict:
+    """The run's fields (``logs.run_extra``) plus how this attempt ended."""
+    took = None if duration is None else round(duration, 3)
+    return logs.run_extra(
+        msg, action, state=outcome.state.value, reason=outcome.reason, duration=took
+    )
 
 
 def log(
@@ -176,7 +171,7 @@ def log(
     if outcome.state is State.DONE:
         logger.info(
             "%s (run %s attempt %s) DONE%s", msg.name, msg.run_id, msg.attempt, took,
-            extra={"action": "done", **_fields(msg, outcome, duration)},
+            extra=_extra(msg, "done", outcome, duration),
         )  # fmt: skip
         return
     then = f"; attempt {retry.attempt} queued on {retry.node}" if retry else ""
@@ -185,5 +180,5 @@ def log(
         "%s (run %s attempt %s) FAILED(%s)%s: %s%s",
         msg.name, msg.run_id, msg.attempt, outcome.reason, took,
         outcome.error.partition("\n")[0][:300], then,
-        extra={"action": "retry" if retry else "failed", **_fields(msg, outcome, duration)},
+        extra=_extra(msg, "retry" if retry else "failed", outcome, duration),
     )  # fmt: skip
