@@ -20,7 +20,7 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import transaction
 
-from distributed_tasks import cancellation, claims, outcomes, progress, registry, signals
+from distributed_tasks import cancellation, claims, logs, outcomes, progress, registry, signals
 from distributed_tasks.celery import header_limits
 from distributed_tasks.exceptions import NotRegistered, NotSerializable
 from distributed_tasks.messages import MalformedMessage, RunMessage, strict_json
@@ -132,7 +132,7 @@ def _start(msg: RunMessage, limits: tuple | None, task_id: str | None) -> RunMes
         if row is None:
             logger.info(
                 "Ignoring stale message for %s attempt %s on %s",
-                msg.name, msg.attempt, msg.node, extra={"action": "stale"},
+                msg.name, msg.attempt, msg.node, extra=logs.run_extra(msg, "stale"),
             )  # fmt: skip
             return None
         truth = message_for(row)
@@ -147,7 +147,7 @@ def _start(msg: RunMessage, limits: tuple | None, task_id: str | None) -> RunMes
                 "Dropping a message for run %s attempt %s that disagrees with its row on %s: "
                 "it was not sent by this cluster (anyone with access to the broker can send "
                 "messages; restrict it)",
-                msg.run_id, msg.attempt, ", ".join(wrong), extra={"action": "forged"},
+                msg.run_id, msg.attempt, ", ".join(wrong), extra=logs.run_extra(msg, "forged"),
             )  # fmt: skip
             return None
     return truth
@@ -229,7 +229,7 @@ def _trusted(msg: RunMessage) -> RunMessage | None:
     if wrong := msg.differences(truth):
         logger.error(
             "Ignoring the loss of a message for run %s that disagrees with its row on %s",
-            msg.run_id, ", ".join(wrong), extra={"action": "forged"},
+            msg.run_id, ", ".join(wrong), extra=logs.run_extra(msg, "forged"),
         )  # fmt: skip
         return None
     return dataclasses.replace(truth, attempt=msg.attempt, node=msg.node)
