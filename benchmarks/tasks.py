@@ -59,3 +59,20 @@ def mixed(seconds: float, sent_at: float, journal: str) -> None:
 
     node = current_node()
     timed_sleep(seconds, sent_at, journal, node.name if node else "")
+
+
+@distributed_task
+def paced(seconds: float, hz: float, report: bool) -> int:
+    """Loops ``seconds`` at ``hz`` ticks a second, reporting progress at each tick when
+    ``report``: the same run with and without progress (bench_progress)."""
+    from distributed_tasks import report_progress
+
+    ticks = int(seconds * hz)
+    start = time.monotonic()
+    for i in range(ticks):
+        if report:
+            report_progress(i / ticks, f"tick {i} of {ticks}", tick=i)
+        delay = start + (i + 1) / hz - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+    return ticks

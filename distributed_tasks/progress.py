@@ -48,12 +48,15 @@ class RunScope:
     """The run this thread (or event loop) executes, with its unwritten progress."""
 
     msg: RunMessage
+    # As last written (checked); what reports gave since waits in ``pending``.
     fraction: float | None = None
     message: str = ""
     data: Any = None
+    data_json: str | None = None
+    pending: dict[str, Any] = field(default_factory=dict)
     reported: bool = False  # any report at all (nothing to write at the end otherwise)
     redis_at: float = -math.inf  # monotonic time of the last write to Redis
-    row_at: float = -math.inf
+    row_at: float = field(default_factory=time.monotonic)  # the first after ROW_INTERVAL
     redis_dirty: bool = False
     row_dirty: bool = False
     timer: threading.Timer | None = None
@@ -65,10 +68,13 @@ class RunScope:
     cancel_row_checked_at: float = -math.inf
 
     def fields(self) -> dict[str, Any]:
+        """What to write, once the pending values are checked (called under ``lock``)."""
+        if self.pending:
+            _settle(self)
         return {
             "progress": self.fraction,
             "progress_message": self.message,
-            "progress_data": None if self.data is None else strict_json(self.data),
+            "progress_data": self.data_json,
         }
 
 
@@ -99,15 +105,21 @@ def report_progress(fraction: float | None = None, message: str | None = None, *
     """Record how far the current run is: ``fraction`` from 0 to 1, a short ``message``,
     and any JSON ``data``. What is not given keeps its last reported value.
 
-    Cheap enough to call for every item: values are kept in memory and written at most
-    a few times a second. Never raises for what it is given (a value it cannot use is
-    logged once and ignored) and does nothing outside a run.
+    Cheap enough to call for every item: values are kept in memory, and checked and
+    written at most a few times a second. Never raises for what it is given: a value it
+    cannot use when it writes (a fraction that is not a number, data that is not JSON)
+    is logged once and the last written one stays. Does nothing outside a run.
     """
     current = _scope.get()
     if current is None:
         return
-    with current.lock:
-        _take(current, fraction, message, data)
+    with current.lock:  # values are only kept here: they are checked when written
+        if fraction is not None:
+            current.pending["fraction"] = fraction
+        if message is not None:
+            current.pending["message"] = message
+        if data:
+            current.pending["data"] = data
         current.reported = current.redis_dirty = current.row_dirty = True
     now = time.monotonic()
     if now - current.redis_at >= REDIS_INTERVAL:
@@ -121,26 +133,29 @@ def report_progress(fraction: float | None = None, message: str | None = None, *
         _write_row(current)
 
 
-def _take(current: RunScope, fraction: Any, message: Any, data: dict[str, Any]) -> None:
+def _settle(current: RunScope) -> None:
+    """Check the pending values; one that cannot be used leaves the last written one."""
+    pending, current.pending = current.pending, {}
     problem = ""
-    if fraction is not None:
+    if "fraction" in pending:
         try:
-            value = float(fraction)
+            value = float(pending["fraction"])
         except (TypeError, ValueError):
             value = math.nan
         if math.isnan(value):
-            problem = f"fraction {fraction!r} is not a number"
+            problem = f"fraction {pending['fraction']!r} is not a number"
         else:
             current.fraction = min(1.0, max(0.0, value))
-    if message is not None:
-        current.message = storable(str(message), PROGRESS_MESSAGE_LIMIT)
-    if data:
+    if "message" in pending:
+        current.message = storable(str(pending["message"]), PROGRESS_MESSAGE_LIMIT)
+    if "data" in pending:
         try:
-            if len(strict_json(data)) > DATA_LIMIT:
+            raw = strict_json(pending["data"])
+            if len(raw) > DATA_LIMIT:
                 raise ValueError(f"it is over {DATA_LIMIT} bytes as JSON")
-            current.data = data
+            current.data, current.data_json = pending["data"], raw
         except ValueError as exc:
-            problem = f"data was not stored: {exc}"
+            problem = problem or f"data was not stored: {exc}"
     if problem and not current.warned:
         current.warned = True
         logger.warning(
@@ -175,8 +190,7 @@ def _write_row(current: RunScope) -> None:
     current.row_at = time.monotonic()
     current.row_dirty = False
     with current.lock:
-        fields = current.fields()
-    fields["progress_data"] = current.data
+        fields = {**current.fields(), "progress_data": current.data}
     try:
         get_store().set_progress(current.msg, fields)
     except DatabaseError as exc:
