@@ -137,6 +137,23 @@ class AmqpBroker(Broker):
         return False
 
 
+def forget_failed_ack(message: Any) -> None:
+    """Free the prefetch slot of a delivery whose ack never reached the broker.
+
+    kombu's Redis QoS forgets a delivery only once its ack reached Redis, so an ack that
+    fails (the broker, or a Sentinel's master, went away) holds its slot for ever, and a
+    consumer whose slots are all held stops fetching: the node would heartbeat and never
+    run anything again (celery/celery#6348). The message stays in Redis' unacked index;
+    kombu restores it after the visibility timeout, and the runner drops it as stale.
+    """
+    from kombu.transport import virtual
+
+    qos = getattr(message.channel, "qos", None)
+    if isinstance(qos, virtual.QoS) and not message.acknowledged:
+        with contextlib.suppress(KeyError):
+            virtual.QoS.ack(qos, message.delivery_tag)  # the bookkeeping only
+
+
 def celery_conf(url: str, transport_options: Mapping[str, Any]) -> dict[str, Any]:
     """The Celery settings that reach ``url``, over the given transport options.
 

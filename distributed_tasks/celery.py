@@ -29,7 +29,7 @@ from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
 
 from distributed_tasks import keys
-from distributed_tasks.brokers import PRIORITY_LEVELS, celery_conf, get_broker
+from distributed_tasks.brokers import PRIORITY_LEVELS, celery_conf, forget_failed_ack, get_broker
 from distributed_tasks.conf import get_settings
 from distributed_tasks.messages import RunMessage
 
@@ -80,6 +80,10 @@ class RunRequest(Request):
     A hard time limit kills the child, and ``os._exit`` or an OOM kill ends it:
     in both cases only the worker's main process learns about it, here.
     """
+
+    def acknowledge(self) -> None:
+        super().acknowledge()  # logs, and swallows, a broker that does not answer
+        forget_failed_ack(self.message)
 
     def on_timeout(self, soft: bool, timeout: float) -> None:
         super().on_timeout(soft, timeout)
