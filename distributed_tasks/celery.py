@@ -193,14 +193,25 @@ PUBLISH_ERRORS = (KombuError, OSError, RedisError)
 def publish(messages: Iterable[tuple[RunMessage, float | None]]) -> None:
     """Send each ``(message, countdown)`` to its node's queue over one producer connection.
 
-    Several messages go as one batch when kombu has ``Producer.batch`` (5.7+: a single
-    Redis pipeline); a failure then reports none as sent, which is safe: a message that
+    On our own app's plain Redis broker the messages are LPUSHed as kombu's envelope
+    (``envelope.py``, one pipeline); otherwise several messages go as one batch when
+    kombu has ``Producer.batch`` (5.7+: a single Redis pipeline). A batch that fails
+    reports none as sent, which is safe: a message that
     did go out for a row that is then deleted matches no row and runs nothing.
     """
+    from distributed_tasks import envelope
+
+    messages = list(messages)
+    direct = envelope.client()
+    if direct is not None:
+        try:
+            envelope.push(direct, messages)
+        except PUBLISH_ERRORS as exc:
+            raise PublishFailed(0) from exc
+        return
     app = get_app()
     task = app.tasks[TASK_NAME]
     broker = get_broker()
-    messages = list(messages)
     batched = len(messages) > 1 and hasattr(Producer, "batch")
     sent = 0
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from distributed_tasks.types import TaskHandle
@@ -113,7 +113,8 @@ class RunMessage:
         return {key: getattr(self, key) or None for key in CALL_FIELDS}
 
     def to_body(self) -> dict[str, Any]:
-        return asdict(self)
+        # Shallow (the body is serialized at once): dataclasses.asdict deep-copies.
+        return {key: getattr(self, key) for key in _FIELDS}
 
     def for_attempt(self, attempt: int, node: str) -> RunMessage:
         return replace(self, attempt=attempt, node=node)
@@ -137,3 +138,6 @@ class RunMessage:
         if not all(checks):
             raise MalformedMessage("run message fields have the wrong types")
         return msg
+
+
+_FIELDS = tuple(f.name for f in fields(RunMessage))
