@@ -64,6 +64,8 @@ class NodeHealth:
     name: str
     heartbeat_age: float  # seconds since its last heartbeat (Redis server time)
     weight: int
+    slots: int  # runs it executes at once (capacity: concurrency x weight)
+    executing: int  # runs executing at its last heartbeat
     task_lists: tuple[str, ...]
     host: str
     pid: int
@@ -158,6 +160,8 @@ def _nodes(
                 name=name,
                 heartbeat_age=round(view.age(name), 3),
                 weight=info.weight,
+                slots=info.slots,
+                executing=info.active,
                 task_lists=info.task_lists,
                 host=info.host,
                 pid=info.pid,

@@ -27,10 +27,11 @@ def test_a_node_with_queued_runs(run_command, node, leader):
     start_async(tasks.add, [1, 2], name="one")
     start_async(tasks.add, [1, 2], name="two")
     out = run_command("dt_nodes")
-    name, _age, weight, lists, share, active, queue, _where = rows(out)["idle@test"]
-    assert (name, weight, lists, share, active, queue) == (
+    name, _age, weight, executing, lists, share, active, queue, _where = rows(out)["idle@test"]
+    assert (name, weight, executing, lists, share, active, queue) == (
         "idle@test",
         "1",
+        "0/1",  # it consumes nothing; one slot (its weight: no capacity declared)
         "*",
         "100.0%",
         "2",
@@ -45,6 +46,7 @@ def test_json_lists_every_detail(run_command, node, heavy):
     nodes = {n["name"]: n for n in data["nodes"]}
     assert set(nodes) == {"idle@test", "heavy@test"}
     assert (nodes["heavy@test"]["weight"], nodes["heavy@test"]["task_lists"]) == (3, ["ci"])
+    assert (nodes["heavy@test"]["slots"], nodes["heavy@test"]["executing"]) == (3, 0)
     assert nodes["heavy@test"]["share"] > nodes["idle@test"]["share"]
     assert sum(n["share"] for n in nodes.values()) == pytest.approx(1.0, abs=1e-3)
     assert (nodes["heavy@test"]["active_runs"], nodes["heavy@test"]["queue_depth"]) == (1, 1)

@@ -10,12 +10,23 @@ from django.core.management.base import BaseCommand, CommandError
 from distributed_tasks import cli
 from distributed_tasks.health import check_health
 
-HEADERS = ("NODE", "HEARTBEAT", "WEIGHT", "TASK LISTS", "RING", "ACTIVE", "QUEUE", "HOST/PID")
+HEADERS = (
+    "NODE",
+    "HEARTBEAT",
+    "WEIGHT",
+    "EXECUTING",
+    "TASK LISTS",
+    "RING",
+    "ACTIVE",
+    "QUEUE",
+    "HOST/PID",
+)
 
 
 class Command(BaseCommand):
     help = (
-        "List live nodes (fresh heartbeats): heartbeat age, weight, task lists served, "
+        "List live nodes (fresh heartbeats): heartbeat age, weight, runs executing out of "
+        "its slots (pool concurrency x weight), task lists served, "
         "share of the placement ring over all live nodes, active runs placed on each "
         "(database) and messages waiting in its queue dt.node.<node> (broker)."
     )
@@ -42,6 +53,7 @@ class Command(BaseCommand):
                         n.name,
                         cli.seconds(n.heartbeat_age),
                         n.weight,
+                        f"{n.executing}/{n.slots}",
                         ",".join(n.task_lists),  # every cell is escaped by the table
                         f"{n.share:.1%}",
                         "?" if n.active_runs is None else n.active_runs,
