@@ -31,10 +31,21 @@ def beats(cluster_factory):
     return cluster_factory
 
 
+def starts(cluster, key: str) -> int:
+    """How many times ``key`` got as far as celery beat's loop (its lease keeper runs)."""
+    return cluster.log(key, tail=10**8).count("beat: Starting...")
+
+
 @pytest.fixture
 def pair(beats):
-    """Both beats running and one of them leading, after this test's Redis flush."""
-    beats.revive()
+    """Both beats running and one of them leading, after this test's Redis flush.
+
+    A beat the last test stopped is started again and waited for: on a loaded machine
+    it takes seconds to boot, and until then it cannot take over in the 1 s promised.
+    """
+    before = {key: starts(beats, key) for key in BEATS}
+    for key in beats.revive():
+        poll_until(lambda k=key: starts(beats, k) > before[k], timeout=60, message=f"{key} up")
     beats.wait_leader()
     return beats
 
