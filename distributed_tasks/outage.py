@@ -75,7 +75,7 @@ class Outage:
     def failed(self, exc: BaseException, *, during: str = "") -> float:
         """Count one failed attempt; log only when the kind of failure changed. Returns the
         seconds to wait before the next attempt."""
-        kind = f"{during}/{type(exc).__qualname__}"
+        kind = type(exc).__qualname__  # not where: duties failing in turn are one outage
         if self.failures == 0:
             self.since = time.monotonic()
             self.delay = self.initial

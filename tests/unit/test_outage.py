@@ -37,6 +37,8 @@ def test_a_new_kind_of_failure_is_one_more_line(caplog):
         outage.failed(RedisConnectionError("Connection refused"))
         outage.failed(OperationalError("server closed the connection"), during="on_acquired")
         outage.failed(OperationalError("server closed the connection"), during="on_acquired")
+        # The same fault met in another place (duties failing in turn) is the same outage.
+        outage.failed(OperationalError("server closed the connection"), during="reaper")
     assert [r.getMessage() for r in caplog.records] == [
         "Orchestrator lease failed: ConnectionError: Connection refused; retrying with "
         "backoff (at most every 5 s) until it answers",
