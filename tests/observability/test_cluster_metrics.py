@@ -73,8 +73,7 @@ def test_counters_histograms_and_gauges_after_a_known_mix(
         message=lambda: f"a slot of 'broken' to fail: {_periodic_rows()}",
     )
     PeriodicTaskState.objects.filter(name="broken").update(enabled=False)
-    wait_finished("periodic:broken")
-    periodic = PeriodicTaskState.objects.get(name="broken")
+    periodic = poll_until(_periodic_settled, timeout=30, message="'broken' to settle")
     web_before = scraper()
     for i in range(3):
         start_async("tests.tasks.add", [i, 1], name=f"obs-add-{i}")
@@ -92,7 +91,7 @@ def test_counters_histograms_and_gauges_after_a_known_mix(
         wait_finished(name)
 
     # While obs-wait runs: node gauges on the node's own port and on /tasks/metrics.
-    poll_until(lambda: _running(node_port), message="obs-wait to run on the node")
+    poll_until(lambda: _running(node_port), timeout=30, message="obs-wait to run on the node")
     node = scrape_port(node_port)
     web = scraper()
     for samples in (node, web):
@@ -177,6 +176,18 @@ def test_counters_histograms_and_gauges_after_a_known_mix(
         assert run["trace_id"] == produced[name].context.trace_id
         assert (run["kind"], run["attributes"]["dt.outcome"]) == ("CONSUMER", "DONE")
         assert run["attributes"]["dt.node"] == NODE
+
+
+def _periodic_settled() -> PeriodicTaskState | None:
+    """The disabled task's row once every slot it dispatched has ended and been counted
+    (a slot claimed just before the switch may still be on its way to a node)."""
+    from distributed_tasks.models import TaskRun
+
+    row = PeriodicTaskState.objects.get(name="broken")
+    runs = TaskRun.objects.filter(name="periodic:broken")
+    if runs.exclude(state="FAILED").exists() or runs.count() != row.failures:
+        return None
+    return row
 
 
 def _running(port: int) -> bool:
