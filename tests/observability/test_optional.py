@@ -1,4 +1,5 @@
-"""Without prometheus_client and opentelemetry: nothing of them imported, no receiver."""
+"""Without prometheus_client and opentelemetry: nothing of them imported, no receiver,
+and a metrics port asked for is refused with the way out."""
 
 from __future__ import annotations
 
@@ -29,6 +30,16 @@ assert ours == [], ours
 loaded = [m for m, mod in sys.modules.items() if mod is not None
           and m.startswith(("prometheus_client", "opentelemetry"))]
 assert loaded == [], loaded
+
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+try:
+    call_command("dt_worker", "-n", "absent@test", "--metrics-port", "1")
+except CommandError as exc:
+    assert "needs prometheus_client" in str(exc), exc
+else:
+    raise AssertionError("dt_worker --metrics-port started without prometheus_client")
 print("absent ok")
 """
 
