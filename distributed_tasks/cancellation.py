@@ -43,6 +43,7 @@ from distributed_tasks.exceptions import Cancelled
 from distributed_tasks.messages import MalformedMessage, RunMessage
 from distributed_tasks.models import TaskRun
 from distributed_tasks.outage import Outage
+from distributed_tasks.resilience import close_broken_connections
 from distributed_tasks.store import get_store, message_for
 from distributed_tasks.types import Outcome, Reason, State
 
@@ -216,6 +217,7 @@ class Watcher(threading.Thread):
         super().__init__(name=f"dt-cancel-{node}", daemon=True)
         self.node, self.incarnation = node, incarnation
         self.deadlines: dict[str, float] = {}  # task id -> deadline (epoch seconds)
+        self.unforceable: set[str] = set()  # runs in the node's own process: said once
         self.row_at = -float("inf")
         self._stop_event = threading.Event()
         self.outage = Outage(f"Cancel requests of node {node}", logger)
@@ -236,12 +238,16 @@ class Watcher(threading.Thread):
         self._stop_event.set()
 
     def poll(self) -> None:
+        close_broken_connections()  # this thread's own connection, after a database outage
         key = keys.node_cancel_key(self.node)
         self.deadlines.update({k: float(v) for k, v in as_dict(get_redis().hgetall(key)).items()})
         if time.monotonic() - self.row_at >= ROW_INTERVAL:
             self.row_at = time.monotonic()
             self._from_rows()
         active = _active_requests()
+        for task_id in self.unforceable & set(self.deadlines):
+            del self.deadlines[task_id]
+        self.unforceable &= set(active)
         gone = [task_id for task_id in self.deadlines if task_id not in active]
         for task_id in gone:
             del self.deadlines[task_id]
@@ -278,6 +284,7 @@ class Watcher(threading.Thread):
         if msg is None:
             return
         if not pid or pid == os.getpid():
+            self.unforceable.add(msg.task_id)
             logger.error(
                 "Cannot force the cancel of %s: it runs in the node's own process (pool %r); "
                 "only a prefork pool process can be ended alone. It stops when it checks "

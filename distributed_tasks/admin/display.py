@@ -66,6 +66,23 @@ def progress_bar(fraction: float | None, message: str, *, full: bool = False) ->
     return format_html('<span class="dt-progress-note" title="{}">{}</span>{}', title, shown, bar)
 
 
+def run_progress(run: Any) -> SafeString | str:
+    """A run's page: the bar, percentage and message, then the data as JSON."""
+    bar = progress_bar(run.progress, run.progress_message, full=True)
+    data = pretty_json(run.progress_data)
+    return format_html("{}{}", bar, data or "") if bar or data else ""
+
+
+def cancel_summary(run: Any) -> SafeString | str:
+    """When a cancel was asked of a run, by whom, and a forced cancel's deadline."""
+    if run.cancel_requested_at is None:
+        return ""
+    who = f" by {run.cancel_requested_by}" if run.cancel_requested_by else ""
+    deadline = run.cancel_deadline
+    forced = f"; forced at {timezone.localtime(deadline):%H:%M:%S}" if deadline else ""
+    return format_html("{}{}{}", moment(run.cancel_requested_at), who, forced)
+
+
 def format_seconds(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.2f} s"

@@ -30,13 +30,14 @@ from django.utils.html import format_html
 from distributed_tasks import progress
 from distributed_tasks.admin import actions, cluster
 from distributed_tasks.admin.display import (
+    cancel_summary,
     error_summary,
     format_seconds,
     history_table,
-    moment,
     preformatted,
     pretty_json,
     progress_bar,
+    run_progress,
     state_badge,
     time_column,
 )
@@ -243,18 +244,12 @@ class TaskRunAdmin(admin.ModelAdmin):
 
     @admin.display(description="progress")
     def progress_bar(self, run: TaskRun) -> str:
-        progress.live([run])
-        bar = progress_bar(run.progress, run.progress_message, full=True)
-        data = pretty_json(run.progress_data)
-        return format_html("{}{}", bar, data or "") or self.get_empty_value_display()
+        progress.live([run])  # the row's progress is written only now and then
+        return run_progress(run) or self.get_empty_value_display()
 
     @admin.display(description="cancel requested")
     def cancel_request(self, run: TaskRun) -> str:
-        if run.cancel_requested_at is None:
-            return self.get_empty_value_display()
-        who = f" by {run.cancel_requested_by}" if run.cancel_requested_by else ""
-        forced = f"; forced at {run.cancel_deadline:%H:%M:%S}" if run.cancel_deadline else ""
-        return format_html("{}{}{}", moment(run.cancel_requested_at), who, forced)
+        return cancel_summary(run) or self.get_empty_value_display()
 
     queued = time_column("queued_at", "queued")
     run_after_at = time_column("run_after", "may start")

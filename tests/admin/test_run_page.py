@@ -7,7 +7,9 @@ import re
 import pytest
 from django.urls import reverse
 
-from tests.admin.support import done, failed, queued
+from distributed_tasks import api
+from distributed_tasks.models import TaskRun
+from tests.admin.support import done, failed, queued, running
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -76,3 +78,16 @@ def test_a_retried_run_shows_its_earlier_attempts(admin_client, node):
     assert "ValueError: disk full" in attempt
     assert html.count('<tr class="dt-attempt">') == 2  # the failed attempt, then the queued one
     assert '<div class="readonly">-</div>' in html  # the current attempt has no error yet
+
+
+def test_a_running_run_shows_its_progress_and_the_cancel_asked_of_it(admin_client, node):
+    run = running("syncing")
+    TaskRun.objects.filter(id=run.id).update(
+        progress=0.25, progress_message="<i>a quarter</i>", progress_data={"rows": 250}
+    )
+    api.cancel("syncing", by="grace", force=True, grace=30)
+    html = admin_client.get(page(run)).content.decode()
+    assert '<progress class="dt-progress" max="1" value="0.25"' in html
+    assert "25% — &lt;i&gt;a quarter&lt;/i&gt;" in html and "<i>a quarter</i>" not in html
+    assert "&quot;rows&quot;: 250" in html
+    assert re.search(r'</time> <span class="dt-age">[^<]*</span> by grace; forced at ', html)

@@ -83,6 +83,17 @@ def test_an_unreported_run_with_attempts_left_is_retried(reporting, redis):
     assert (run.attempts[-1]["attempt"], run.attempts[-1]["reason"]) == (1, "worker_lost")
 
 
+def test_an_unreported_run_asked_to_stop_is_not_retried(reporting, redis):
+    """A run with attempts left whose cancel was asked ends instead (issue 18)."""
+    info = reporting[0].info
+    leader = lead()
+    settle(leader, redis)
+    run = running_row(info, "stopping", max_attempts=3, cancel_requested_at=timezone.now())
+    ticks_until(leader, lambda: TaskRun.objects.get(id=run.id).state == State.FAILED)
+    run.refresh_from_db()
+    assert (run.attempt, run.executions, run.reason, run.attempts) == (1, 1, "worker_lost", [])
+
+
 def test_a_node_that_reports_nothing_is_not_judged(fast, redis):
     """A node of an older version (or one whose report Redis lost) has no report at all."""
     beat = Heartbeat(NodeInfo(name="quiet@test"))
