@@ -221,6 +221,9 @@ class Watcher(threading.Thread):
         self.row_at = -float("inf")
         self._stop_event = threading.Event()
         self.outage = Outage(f"Cancel requests of node {node}", logger)
+        # Rows are read every ROW_INTERVAL only: their own outage, or every poll between
+        # two failed reads would log "works again".
+        self.rows_outage = Outage(f"Cancel requests of node {node} (rows)", logger)
 
     def run(self) -> None:
         poll = min(0.5, get_settings().HEARTBEAT_INTERVAL)
@@ -243,7 +246,13 @@ class Watcher(threading.Thread):
         self.deadlines.update({k: float(v) for k, v in as_dict(get_redis().hgetall(key)).items()})
         if time.monotonic() - self.row_at >= ROW_INTERVAL:
             self.row_at = time.monotonic()
-            self._from_rows()
+            try:
+                self._from_rows()
+            except DatabaseError as exc:
+                close_broken_connections()  # this thread's own: reconnect on the next read
+                self.rows_outage.failed(exc)
+            else:
+                self.rows_outage.ok()
         active = _active_requests()
         for task_id in self.unforceable & set(self.deadlines):
             del self.deadlines[task_id]

@@ -135,7 +135,8 @@ def record(
             )
             outcome = refused(outcome, exc)
             recorded, new = _persist(msg, outcome, lost, outage, patience)
-    except DB_UNAVAILABLE:
+    except DB_UNAVAILABLE as exc:
+        gave_up(msg, exc, patience)
         return False
     if not recorded:
         logger.warning(
@@ -151,6 +152,15 @@ def record(
         except Exception:
             logger.exception("A run_finished receiver raised; the outcome stays as recorded")
     return True
+
+
+def gave_up(msg: RunMessage, exc: BaseException, patience: float | None) -> None:
+    """Log that the worker's main process stopped trying to store ``msg``'s outcome."""
+    logger.error(
+        "Gave up storing the outcome of %s attempt %s after %g s (%s): the leader's "
+        "watchdog ends the run once this node stops reporting it",
+        msg.name, msg.attempt, patience or 0, exc, extra=logs.run_extra(msg, "gave_up"),
+    )  # fmt: skip
 
 
 def _extra(msg: RunMessage, action: str, outcome: Outcome, duration: float | None) -> dict:

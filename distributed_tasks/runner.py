@@ -197,10 +197,13 @@ def record_lost(args: Any, by: LostBy, *, timeout: float | None = None, exc: Any
         return
     if cancellation.was_killed(sent.task_id):
         return  # a forced cancel: its outcome is recorded already
+    outage = Outage(f"Storing the outcome of {sent.name} attempt {sent.attempt}", logger)
     try:
-        msg = _trusted(sent)
+        msg = until_answered(
+            lambda: _trusted(sent), outage, errors=DB_UNAVAILABLE, patience=LOST_PATIENCE
+        )
     except DB_UNAVAILABLE as exc:
-        logger.warning("Could not read the run of a lost pool process: %s", exc)
+        outcomes.gave_up(sent, exc, LOST_PATIENCE)
         return
     if msg is None:
         return

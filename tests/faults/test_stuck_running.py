@@ -5,6 +5,9 @@ restarted. Now each ends FAILED (or DONE, when only the database was away) withi
 NODE_TIMEOUT + one tick, the name starts again, and the same node process runs it.
 """
 
+import os
+import signal
+
 import pytest
 
 from distributed_tasks import State, get_status, start_async
@@ -115,4 +118,36 @@ def test_a_run_its_live_node_stopped_reporting_ends_worker_lost(serving):
     assert (status.state, status.reason) == (State.FAILED, "worker_lost")
     assert f"node {NODE} is alive but stopped executing this run" in status.error
     assert get_status(name).run_id == run.run_id
+    serves_again(serving, name)
+
+
+def pool_processes(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as children:
+        return [int(child) for child in children.read().split()]
+
+
+@pytest.mark.slow
+def test_a_pool_process_lost_while_the_database_is_away_ends_worker_lost(serving, db_proxy, redis):
+    """The main process cannot store the loss (no database): the watchdog ends the run."""
+    name = "lost-offline"
+    start_async(tasks.wait_for, [f"release:{name}"], name=name)
+    poll_until(
+        lambda: TaskRun.objects.filter(name=name, state=State.RUNNING).exists(),
+        timeout=30,
+        message=f"{name} RUNNING",
+    )
+    db_proxy.stop()
+    try:
+        for child in pool_processes(serving.procs[NODE].pid):
+            os.kill(child, signal.SIGKILL)
+        poll_until(
+            lambda: f"Gave up storing the outcome of {name}" in serving.log(NODE, tail=50_000),
+            timeout=20,
+            message="the main process to give up",
+        )
+        status = ended(name)  # the orchestrator reaches the database directly
+    finally:
+        db_proxy.start()
+    assert (status.state, status.reason) == (State.FAILED, "worker_lost")
+    assert "stopped executing this run" in status.error
     serves_again(serving, name)
