@@ -73,14 +73,19 @@ def test_an_outcome_the_database_would_refuse_is_cleaned_and_stored(
     serves_again(serving, name)
 
 
-def test_an_outcome_waits_for_the_database_to_come_back(serving, db_proxy, redis):
-    name = "database-away"
+def start_running(name: str) -> None:
+    """Start a run of ``name`` that waits for ``release:<name>``; return once RUNNING."""
     start_async(tasks.wait_for, [f"release:{name}"], name=name)
     poll_until(
         lambda: TaskRun.objects.filter(name=name, state=State.RUNNING).exists(),
         timeout=30,
         message=f"{name} RUNNING",
     )
+
+
+def test_an_outcome_waits_for_the_database_to_come_back(serving, db_proxy, redis):
+    name = "database-away"
+    start_running(name)
     failing = f"Storing the outcome of {name} attempt 1 failed"
     db_proxy.stop()
     try:
@@ -130,12 +135,7 @@ def pool_processes(pid: int) -> list[int]:
 def test_a_pool_process_lost_while_the_database_is_away_ends_worker_lost(serving, db_proxy, redis):
     """The main process cannot store the loss (no database): the watchdog ends the run."""
     name = "lost-offline"
-    start_async(tasks.wait_for, [f"release:{name}"], name=name)
-    poll_until(
-        lambda: TaskRun.objects.filter(name=name, state=State.RUNNING).exists(),
-        timeout=30,
-        message=f"{name} RUNNING",
-    )
+    start_running(name)
     db_proxy.stop()
     try:
         for child in pool_processes(serving.procs[NODE].pid):
