@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from redis.exceptions import RedisError
 
@@ -59,7 +59,11 @@ class NodeInfo:
 
     @classmethod
     def from_json(cls, raw: str, last_seen_ms: int = 0) -> NodeInfo:
+        """Fields a newer version added are ignored: during a rolling upgrade an older
+        leader must still see newer nodes as live, not as unreadable."""
         data = json.loads(raw)
+        known = {f.name for f in fields(cls)} - {"last_seen_ms"}
+        data = {key: value for key, value in data.items() if key in known}
         data["task_lists"] = tuple(data.get("task_lists") or (ALL_TASK_LISTS,))
         return cls(**data, last_seen_ms=last_seen_ms)
 

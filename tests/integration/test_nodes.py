@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 from django.conf import settings
 from django.test import override_settings
@@ -63,3 +65,9 @@ def test_duplicate_node_names_are_reported(beats, poll, caplog):
     other = beats("same@h")
     poll(lambda: other.beats > 1 and other._warned_duplicate, message="duplicate warning")
     assert "unique --node" in caplog.text
+
+
+def test_fields_of_a_newer_version_do_not_make_a_node_unreadable():
+    info = NodeInfo(name="newer@test", weight=2)
+    raw = info.to_json()[:-1] + ',"added_later":{"x":1}}'
+    assert NodeInfo.from_json(raw, last_seen_ms=5) == dataclasses.replace(info, last_seen_ms=5)
