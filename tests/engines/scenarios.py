@@ -65,11 +65,15 @@ def name_placed_on(node: str, prefix: str) -> str:
 
 
 class FenceWatch(threading.Thread):
-    """Samples the database's fence (epoch, holder) until stopped: it must never go back."""
+    """Samples the database's fence (epoch, holder) until stopped: it must never go back.
+
+    It also keeps, per epoch, the last time its leader noted a tick there (a fenced
+    write of each tick in which that leader acted)."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self.seen: list[tuple[int, str]] = []
+        self.last_tick: dict[int, dt.datetime] = {}  # epoch -> the last tick its leader noted
         self.halt = threading.Event()
 
     def run(self) -> None:
@@ -80,6 +84,8 @@ class FenceWatch(threading.Thread):
                 row = leadership()
                 if row and (not self.seen or self.seen[-1] != (row.epoch, row.holder)):
                     self.seen.append((row.epoch, row.holder))
+                if row and row.ticked_at:
+                    self.last_tick[row.epoch] = row.ticked_at
         finally:
             connection.close()
 
