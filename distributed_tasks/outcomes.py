@@ -174,9 +174,9 @@ def _extra(msg: RunMessage, action: str, outcome: Outcome, duration: float | Non
 def log(
     msg: RunMessage, outcome: Outcome, *, duration: float | None, retry: RunMessage | None = None
 ) -> None:
-    """The one log line of an attempt's end: INFO for DONE, WARNING when a retry follows,
-    ERROR for a final FAILED. ``extra`` carries the fields (``task_name``: ``name`` is
-    reserved by ``logging``)."""
+    """The one log line of an attempt's end: INFO for DONE, WARNING when a retry follows
+    or someone cancelled it, ERROR for any other final FAILED. ``extra`` carries the
+    fields (``task_name``: ``name`` is reserved by ``logging``)."""
     took = "" if duration is None else f" in {duration:.2f} s"
     if outcome.state is State.DONE:
         logger.info(
@@ -186,7 +186,7 @@ def log(
         return
     then = f"; attempt {retry.attempt} queued on {retry.node}" if retry else ""
     logger.log(
-        logging.WARNING if retry else logging.ERROR,
+        logging.WARNING if retry or outcome.reason == Reason.CANCELLED else logging.ERROR,
         "%s (run %s attempt %s) FAILED(%s)%s: %s%s",
         msg.name, msg.run_id, msg.attempt, outcome.reason, took,
         outcome.error.partition("\n")[0][:300], then,
