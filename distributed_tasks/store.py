@@ -22,6 +22,7 @@ from django.db.models.functions import Coalesce
 from django.db.models.sql.subqueries import UpdateQuery
 from django.utils import timezone
 
+from distributed_tasks import inserts
 from distributed_tasks.conf import get_settings
 from distributed_tasks.exceptions import AlreadyRunning
 from distributed_tasks.messages import RunMessage
@@ -79,10 +80,11 @@ class OrmStore(BaseStore):
     def insert(self, run: TaskRun) -> None:
         # Inside a caller's transaction a savepoint keeps it usable after a conflict;
         # outside one, the INSERT commits by itself (no BEGIN/COMMIT round trips).
-        in_transaction = connections[self.alias].in_atomic_block
+        connection = connections[self.alias]
+        in_transaction = connection.in_atomic_block
         try:
             with transaction.atomic(using=self.alias) if in_transaction else nullcontext():
-                run.save(using=self.alias, force_insert=True)
+                inserts.insert([run], connection)
         except IntegrityError:
             raise self._conflict(run) from None
 
@@ -102,7 +104,7 @@ class OrmStore(BaseStore):
         """Insert a batch in one statement; on a conflict, fall back to one by one."""
         try:
             with transaction.atomic(using=self.alias):
-                self.runs.bulk_create(runs)
+                inserts.insert(runs, connections[self.alias])
             return [None] * len(runs)
         except IntegrityError:
             errors: list[AlreadyRunning | None] = []
