@@ -17,7 +17,7 @@ import socket
 import time
 from typing import Any
 
-from celery.beat import Scheduler
+from celery.beat import Scheduler, SchedulingError
 from redis.exceptions import RedisError
 
 from distributed_tasks import keys
@@ -120,6 +120,9 @@ class DistributedScheduler(Scheduler):
         try:
             self.apply_async(entry, producer=producer, advance=False)
         except Exception as exc:
+            # Celery wraps the broker's error in a SchedulingError: log what failed.
+            if isinstance(exc, SchedulingError) and exc.__context__ is not None:
+                exc = exc.__context__
             self.broker.failed(exc, during=f"sending {entry.name}")
             self._drop_connection()
             return

@@ -214,3 +214,45 @@ def test_beat_survives_redis_going_away_and_leads_again(cluster_factory, redis):
         cluster_factory.stop_all()
         proxy.stop()
         redis.delete("ha-beat-probe")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_broker_outage_costs_beat_sends_not_ticks(cluster_factory, redis):
+    """Broker cut off, Redis and the database fine: the leader keeps leading and ticking
+    (celery beat would retry its connection 100 times inside the loop), skips the sends
+    with one line, and sends again once the broker answers."""
+    from distributed_tasks.models import Leadership
+
+    url = urlparse(settings.DISTRIBUTED_TASKS["REDIS_URL"])
+    proxy = TcpProxy(url.hostname, url.port).start()
+    try:
+        cluster_factory.start_beat("beat-broker", DT_TEST_BROKER_URL=proxy.url(url.geturl()))
+        first = poll_until(lambda: leading("beat-broker"), timeout=30, message="it leads")
+        poll_until(lambda: redis.llen("ha-beat-probe"), timeout=10, message="a beat send")
+
+        proxy.stop()
+        poll_until(
+            lambda: "Celery broker failed" in cluster_factory.log("beat-broker", tail=10**7),
+            timeout=15,
+            message="the failed send logged",
+        )
+        tick = Leadership.objects.get().ticked_at
+        poll_until(
+            lambda: Leadership.objects.get().ticked_at > tick,
+            timeout=10,
+            message="ticks while the broker is away",
+        )
+        assert leading("beat-broker").epoch == first.epoch
+
+        proxy.start()
+        sent = redis.llen("ha-beat-probe")
+        poll_until(lambda: redis.llen("ha-beat-probe") > sent, timeout=15, message="sends again")
+        log = cluster_factory.log("beat-broker", tail=10**7)
+        assert "Traceback" not in log and "Message Error" not in log, log
+        assert log.count("Celery broker failed") == 1, log
+        assert log.count("Celery broker works again") == 1, log
+        assert leading("beat-broker").epoch == first.epoch
+    finally:
+        cluster_factory.stop_all()
+        proxy.stop()
+        redis.delete("ha-beat-probe")
