@@ -40,7 +40,7 @@ from distributed_tasks import claims, keys, progress, signals
 from distributed_tasks.conf import get_settings
 from distributed_tasks.connection import as_dict, get_redis, text
 from distributed_tasks.exceptions import Cancelled
-from distributed_tasks.messages import MalformedMessage, RunMessage
+from distributed_tasks.messages import MalformedMessage, RunMessage, storable
 from distributed_tasks.models import TaskRun
 from distributed_tasks.outage import Outage
 from distributed_tasks.resilience import close_broken_connections
@@ -70,10 +70,9 @@ class CancelRequest:
 def request(run: TaskRun, *, force: bool, by: str, grace: float | None) -> bool:
     """Ask the RUNNING ``run`` to stop; False when it is no longer RUNNING."""
     now = timezone.now()
-    if grace is None:
-        grace = get_settings().CANCEL_GRACE
-    deadline = now + dt.timedelta(seconds=max(0.0, grace)) if force else None
-    row = get_store().request_cancel(run, at=now, by=by, deadline=deadline)
+    grace = get_settings().CANCEL_GRACE if grace is None else grace
+    deadline = now + dt.timedelta(seconds=grace) if force else None
+    row = get_store().request_cancel(run, at=now, by=storable(by, 255), deadline=deadline)
     if row is None:
         return False
     msg = message_for(row)

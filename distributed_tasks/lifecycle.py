@@ -16,6 +16,7 @@ from distributed_tasks import cancellation, celery, claims, signals
 from distributed_tasks.exceptions import (
     AlreadyRunning,
     ClusterUnavailable,
+    InvalidOption,
     InvalidState,
     NotCancellable,
     TaskNotFound,
@@ -30,6 +31,17 @@ from distributed_tasks.validation import check_name
 def _names(name: str, task_list: str) -> None:
     check_name(name)
     check_name(task_list, "task list")
+
+
+def _grace(grace: object) -> None:
+    """A forced cancel's grace period: seconds from 0 to a day."""
+    if grace is None:
+        return
+    if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not 0 <= grace <= 86400:
+        raise InvalidOption(
+            f"grace must be a number of seconds from 0 to 86400, got {grace!r}: it is how "
+            "long a forced cancel waits for the run to stop by itself."
+        )
 
 
 def not_cancellable(run: TaskRun) -> NotCancellable:
@@ -56,6 +68,7 @@ def cancel(
     ``NotCancellable`` when the newest run already finished.
     """
     _names(name, task_list)
+    _grace(grace)
     store = get_store()
     outcome = Outcome.failed(Reason.CANCELLED, message="cancelled before it started")
     for _race in range(3):  # the run may start, or move to a new attempt, meanwhile
@@ -63,7 +76,7 @@ def cancel(
         if run is None:
             raise TaskNotFound(name, task_list)
         if run.state == State.RUNNING:
-            if cancellation.request(run, force=force, by=str(by or "")[:255], grace=grace):
+            if cancellation.request(run, force=force, by=str(by or ""), grace=grace):
                 return
             continue
         if run.state != State.QUEUED:

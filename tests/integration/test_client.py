@@ -375,3 +375,27 @@ def test_retry_of_unknown_names(node):
 
     with pytest.raises(TaskNotFound):
         retry("never-ran")
+
+
+@pytest.mark.parametrize("grace", [-1, float("nan"), float("inf"), "10", True, 86401])
+def test_cancel_refuses_a_grace_that_is_not_seconds(node, grace):
+    from distributed_tasks import InvalidOption, cancel
+
+    start_async(tasks.add, [1, 2], name="graceful")
+    with pytest.raises(InvalidOption, match="grace must be a number of seconds from 0 to 86400"):
+        cancel("graceful", force=True, grace=grace)
+    assert TaskRun.objects.get(name="graceful").state == State.QUEUED
+
+
+def test_who_asked_is_stored_whatever_it_holds(node, redis):
+    from distributed_tasks import cancel, keys
+
+    start_async(tasks.add, [1, 2], name="asked")
+    TaskRun.objects.filter(name="asked").update(state="RUNNING")
+    redis.hset(keys.run_key("default", "asked"), "state", "RUNNING")
+    status = cancel("asked", by="nul \x00 " + "x" * 300)
+    row = TaskRun.objects.get(name="asked")
+    assert (
+        row.cancel_requested_by.startswith("nul \\x00 xx") and len(row.cancel_requested_by) == 255
+    )
+    assert status.cancel_requested_by == row.cancel_requested_by
