@@ -256,3 +256,44 @@ def test_a_broker_outage_costs_beat_sends_not_ticks(cluster_factory, redis):
         cluster_factory.stop_all()
         proxy.stop()
         redis.delete("ha-beat-probe")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_leader_keeps_its_lease_through_a_database_outage_and_ticks_again(cluster_factory):
+    """PostgreSQL cut off by a proxy: the leader's ticks fail (one line), its lease stays
+    (Redis is fine), and it ticks again under the same epoch once the database answers."""
+    from distributed_tasks.models import Leadership
+
+    if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+        pytest.fail("this scenario puts a proxy in front of PostgreSQL: run it on PostgreSQL")
+    db = settings.DATABASES["default"]
+    proxy = TcpProxy(db["HOST"], int(db["PORT"])).start()
+    try:
+        cluster_factory.start_beat("beat-db", DT_PG_PORT=str(proxy.port))
+        first = poll_until(lambda: leading("beat-db"), timeout=30, message="it leads")
+        poll_until(
+            lambda: (row := Leadership.objects.first()) and row.epoch == first.epoch,
+            timeout=10,
+            message="its epoch registered",
+        )
+        proxy.stop()
+        poll_until(
+            lambda: "Orchestrator tick failed" in cluster_factory.log("beat-db", tail=10**7),
+            timeout=15,
+            message="the failed tick logged",
+        )
+        tick = Leadership.objects.get().ticked_at
+        assert leading("beat-db").epoch == first.epoch  # the lease outlives the database
+
+        proxy.start()
+        poll_until(
+            lambda: Leadership.objects.get().ticked_at > tick, timeout=15, message="new ticks"
+        )
+        assert leading("beat-db").epoch == first.epoch
+        log = cluster_factory.log("beat-db", tail=10**7)
+        assert "Traceback" not in log, log
+        assert log.count("Orchestrator tick failed") == 1, log
+        assert log.count("Orchestrator tick works again") == 1, log
+    finally:
+        cluster_factory.stop_all()
+        proxy.stop()
