@@ -1,7 +1,8 @@
 """Work-conserving placement on real nodes: no run waits behind a busy node beside a free one.
 
 Two one-slot nodes, A and B, and one orchestrator. A is kept busy by a long run;
-names that hash to A, runs already waiting on A, and periodic slots all go to B.
+names that hash to A, runs already waiting on A (taken over by B when it frees its
+slot, or moved by the leader), and periodic slots all go to B.
 """
 
 import datetime as dt
@@ -82,6 +83,21 @@ def test_names_that_hash_to_a_busy_node_start_on_an_idle_one(busy_a, redis):
         assert (status.state, status.node) == (State.DONE, B)  # A is busy all along
     assert get_status(busy_a).state == State.RUNNING
     assert counted(redis, [first, *more]) == dict.fromkeys([first, *more], 1)
+
+
+def test_a_node_that_frees_a_slot_takes_over_a_run_waiting_elsewhere(busy_a, cluster, redis):
+    from distributed_tasks.client import ClusterClient
+
+    cluster.stop("beat-1")  # no leader, no rebalancer: only B itself can take the run over
+    waiting = ClusterClient().start_on(A, tasks.count, ["count:waiting"], name="waiting")
+    assert get_status("waiting").node == A  # behind A's long run
+    (short,) = hashing_to(B, "short")
+    start_async(tasks.count, [f"count:{short}"], name=short)  # B finishes it, then looks
+    status = wait_finished("waiting", timeout=SOON)
+    assert (status.state, status.node) == (State.DONE, B)
+    assert get_status(busy_a).state == State.RUNNING
+    run = TaskRun.objects.get(id=waiting.run_id)
+    assert (run.attempt, run.executions, redis.get("count:waiting")) == (2, 1, b"1")
 
 
 def test_a_node_that_joins_takes_the_runs_waiting_on_a_busy_one_exactly_once(cluster, redis):
