@@ -120,6 +120,8 @@ def test_forced_cancel_kills_a_run_stuck_in_c_and_the_node_serves_on(node, redis
     key = "rr:stuck"
     handle = start_async(tasks.Stuck, [key, 60], name="stuck", max_attempts=3)
     started(redis, key)
+    start_async(tasks.add, [2, 2], name="beside-stuck")  # the other pool process serves
+    assert wait_finished("beside-stuck").result == 4
     grace = 1.0
     asked = time.monotonic()
     cancel("stuck", force=True, grace=grace, by="ops")
@@ -128,11 +130,17 @@ def test_forced_cancel_kills_a_run_stuck_in_c_and_the_node_serves_on(node, redis
     assert (status.state, status.reason) == (State.FAILED, "cancelled")
     assert "killed after a grace of 1 s" in status.error
     started(redis, key, b"on_failure Cancelled")
-    # The node goes on: both pool processes (the killed one replaced) take runs.
+    # The node goes on with two pool processes (the killed one replaced): two runs at once.
     for i in range(2):
-        start_async(tasks.add, [i, 1], name=f"after-stuck-{i}")
+        start_async(tasks.wait_for, ["rr:after-stuck:go"], name=f"after-stuck-{i}")
+    poll_until(
+        lambda: all(get_status(f"after-stuck-{i}").state == State.RUNNING for i in range(2)),
+        timeout=10,
+        message="two runs at once on the node",
+    )
+    redis.set("rr:after-stuck:go", 1)
     for i in range(2):
-        assert wait_finished(f"after-stuck-{i}").result == i + 1
+        assert wait_finished(f"after-stuck-{i}").result == "released"
     # Neither the runner, the watchdog nor the lifeline retries it (max_attempts=3).
     time.sleep(get_settings().NODE_TIMEOUT + 2 * get_settings().TICK_INTERVAL)
     row = TaskRun.objects.get(id=handle.run_id)
