@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from distributed_tasks import (
     State,
+    cancel,
     cancel_requested,
     claims,
     get_status,
@@ -19,6 +20,7 @@ from distributed_tasks import (
 from distributed_tasks.models import TaskRun
 from distributed_tasks.store import get_store, message_for
 from tests import tasks
+from tests.support import poll_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -109,3 +111,16 @@ def test_a_run_that_saw_the_request_ends_cancelled_and_is_not_retried(node, redi
     status = get_status("self")
     assert (status.cancel_requested_by, status.reason) == ("me", "cancelled")
     assert redis.hget(keys.run_key("default", "self"), "cancel_requested_by") == b"me"
+
+
+def test_a_run_reads_its_row_when_redis_lost_the_request(node, redis):
+    handle = start_async(tasks.add, [1, 2], name="flushed")
+    msg = message_for(TaskRun.objects.get(id=handle.run_id))
+    assert get_store().mark_running(msg, "incarnation")
+    claims.publish(msg, claims.message_fields(msg, State.RUNNING))
+    with progress.running(msg):
+        assert cancel_requested() is False
+        cancel("flushed", by="dana")
+        redis.delete(keys.run_key("default", "flushed"))  # a flush: only the row has it
+        poll_until(cancel_requested, timeout=1, message="the request, from the row")
+        assert progress.scope().cancel.by == "dana"
