@@ -263,7 +263,8 @@ class Watcher(threading.Thread):
             get_redis().hdel(key, *gone)
         now = time.time()
         for task_id, deadline in list(self.deadlines.items()):
-            if deadline <= now:
+            # worker_pid is known once the pool reported it took the run: wait until then
+            if deadline <= now and active[task_id].worker_pid:
                 del self.deadlines[task_id]
                 get_redis().hdel(key, task_id)
                 self.kill(active[task_id])
@@ -291,7 +292,7 @@ class Watcher(threading.Thread):
             return
         if msg is None:
             return
-        if not pid or pid == os.getpid():
+        if pid == os.getpid():
             self.unforceable.add(msg.task_id)
             logger.error(
                 "Cannot force the cancel of %s: it runs in the node's own process (pool %r); "
@@ -314,6 +315,11 @@ class Watcher(threading.Thread):
             return
         current = _active_requests().get(msg.task_id)
         if current is not None and current.worker_pid == pid:
+            logger.warning(
+                "Forced cancel of %s (run %s attempt %s): killing its pool process %s; the "
+                "pool starts a new one (Celery reports the loss as WorkerLostError)",
+                msg.name, msg.run_id, msg.attempt, pid, extra={"action": "cancel_forced"},
+            )  # fmt: skip
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         runner.call_hook(msg, "on_failure", exc)
