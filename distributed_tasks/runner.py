@@ -20,7 +20,16 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import transaction
 
-from distributed_tasks import cancellation, claims, logs, outcomes, progress, registry, signals
+from distributed_tasks import (
+    cancellation,
+    claims,
+    forcing,
+    logs,
+    outcomes,
+    progress,
+    registry,
+    signals,
+)
 from distributed_tasks.celery import header_limits
 from distributed_tasks.exceptions import NotRegistered, NotSerializable
 from distributed_tasks.messages import MalformedMessage, RunMessage, strict_json
@@ -195,7 +204,7 @@ def record_lost(args: Any, by: LostBy, *, timeout: float | None = None, exc: Any
         sent = RunMessage.from_body(args[0])
     except (MalformedMessage, IndexError, TypeError):
         return
-    if cancellation.was_killed(sent.task_id):
+    if forcing.was_killed(sent.task_id):
         return  # a forced cancel: its outcome is recorded already
     outage = Outage(f"Storing the outcome of {sent.name} attempt {sent.attempt}", logger)
     try:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from celery import signals as celery_signals
 from celery.worker import state as worker_state
 
-from distributed_tasks import cancellation, keys, stealing
+from distributed_tasks import forcing, keys, stealing
 from distributed_tasks.celery import content_problem, get_app
 from distributed_tasks.conf import get_settings
 from distributed_tasks.consumer import NodeConsumer
@@ -67,7 +67,7 @@ class WorkerNode:
             self.info, active=lambda: len(worker_state.active_requests), running=executing
         )
         # Forced cancels: kills the pool process of a run that outlived its grace period.
-        self.cancels = cancellation.Watcher(self.info.name, self.info.incarnation)
+        self.cancels = forcing.Watcher(self.info.name, self.info.incarnation)
 
     def _on_ready(self, **kwargs: object) -> None:
         if not self.heartbeat.is_alive():
