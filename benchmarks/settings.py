@@ -33,6 +33,8 @@ REDIS_URL = os.environ.get("DT_BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
 
 DISTRIBUTED_TASKS = {
     "REDIS_URL": REDIS_URL,
+    # Another broker (e.g. amqp://guest:guest@127.0.0.1:5672/<vhost>); None: REDIS_URL.
+    "BROKER_URL": os.environ.get("DT_BENCH_BROKER_URL") or None,
     "NODE_TIMEOUT": float(os.environ.get("DT_BENCH_NODE_TIMEOUT", "5")),
 }
 
