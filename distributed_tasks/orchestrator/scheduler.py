@@ -14,6 +14,7 @@ import datetime as dt
 import logging
 import os
 import socket
+import threading
 import time
 from typing import Any
 
@@ -31,6 +32,12 @@ from distributed_tasks.outage import Outage
 logger = logging.getLogger("distributed_tasks.orchestrator.scheduler")
 
 FOLLOWER_WAIT = 0.1
+
+# Set by the beat's SIGTERM/SIGINT handler. The handler raises SystemExit in the main
+# thread, but the frame it lands in may be Django's transaction cleanup, which can turn
+# it into a DatabaseError ("can't change 'autocommit' now") that a tick survives as a
+# dependency fault; this flag makes the next tick exit anyway.
+SHUTDOWN = threading.Event()
 
 
 def default_holder() -> str:
@@ -58,11 +65,20 @@ class DistributedScheduler(Scheduler):
         self.keeper.start()
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
-        """celery beat's loop step: never raises (celery beat exits on any exception)."""
+        """celery beat's loop step: never raises (celery beat exits on any exception).
+
+        The one exit is a requested shutdown, even if its SystemExit was swallowed.
+        """
+        if SHUTDOWN.is_set():
+            raise SystemExit()
         try:
             wait = self._tick(*args, **kwargs)
         except Exception as exc:
+            if SHUTDOWN.is_set():
+                raise SystemExit() from exc
             return self.outage.failed(exc, during="beat tick")
+        if SHUTDOWN.is_set():
+            raise SystemExit()
         self.outage.ok()
         return wait
 
@@ -182,6 +198,7 @@ def beat_class(app: Any) -> type:
     class OrchestratorBeat(base):
         def install_sync_handler(self, service: Any) -> None:
             def stop(signum: int, frame: Any) -> None:
+                SHUTDOWN.set()
                 raise SystemExit()
 
             platforms.signals.update(SIGTERM=stop, SIGINT=stop)
