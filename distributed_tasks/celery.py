@@ -196,8 +196,10 @@ def publish(messages: Iterable[tuple[RunMessage, float | None]]) -> None:
     On our own app's plain Redis broker the messages are LPUSHed as kombu's envelope
     (``envelope.py``, one pipeline); otherwise several messages go as one batch when
     kombu has ``Producer.batch`` (5.7+: a single Redis pipeline). A batch that fails
-    reports none as sent, which is safe: a message that
-    did go out for a row that is then deleted matches no row and runs nothing.
+    reports none as sent, though some (or, after a lost reply, all) may have gone out
+    and already started: the caller undoes only rows still QUEUED at their first
+    attempt (a message for a deleted row matches nothing and runs nothing) and keeps
+    a run a worker started as sent.
     """
     from distributed_tasks import envelope
 

@@ -86,10 +86,15 @@ class ClusterClient:
             self._publish(recorded)
         except BaseException as exc:
             self._roll_back(starts)
+            if all(s.outcome is not None for s in starts):  # every entry went out after all
+                return self._answer(starts)
             error = failure(exc)
             if error is exc:
                 raise
             raise error from exc
+        return self._answer(starts)
+
+    def _answer(self, starts: list[Start]) -> list[TaskHandle | AlreadyRunning]:
         signals.send_refusals(TaskRun, (s.outcome for s in starts))
         return [s.outcome for s in starts]  # type: ignore[misc]
 
@@ -189,11 +194,21 @@ class ClusterClient:
                 continue
             if s.recorded and not database_away:
                 try:
-                    get_store().delete(s.message.run_id)
+                    if self._went_out(s):
+                        continue
                 except DatabaseError as exc:
                     database_away = True
                     logger.warning("Could not delete the row(s) of a failed start: %s", exc)
             self._abandon(s)
+
+    def _went_out(self, s: Start) -> bool:
+        """Delete the row of a start whose publish failed, unless a worker already started
+        it (the message reached the broker, its reply did not): that start was sent."""
+        store = get_store()
+        if store.delete(s.message.run_id) or store.get(s.message.run_id) is None:
+            return False
+        s.outcome, s.sent = s.handle, True  # its claim and load count stay with the run
+        return True
 
     def _insert(self, starts: list[Start]) -> list[Start]:
         if not starts:

@@ -138,7 +138,9 @@ def retry(name: str, task_list: str = "default", placement: Placement | None = N
     try:
         celery.publish([(msg, None)])
     except celery.PublishFailed as exc:
-        store.mark_lost(msg, Outcome.failed(Reason.WORKER_LOST, message="retry not delivered"))
+        lost = Outcome.failed(Reason.WORKER_LOST, message="retry not delivered")
+        if not store.mark_lost(msg, lost, from_states=(State.QUEUED,)):
+            return msg.handle()  # the message did go out: a worker already started it
         with contextlib.suppress(RedisError):
             claims.release(task_list, name, msg.run_id)
         raise ClusterUnavailable(

@@ -38,8 +38,10 @@ class BaseStore(abc.ABC):
         """Insert a new QUEUED run; raise ``AlreadyRunning`` if the name is active."""
 
     @abc.abstractmethod
-    def delete(self, run_id: Any) -> None:
-        """Remove a run whose start could not complete (never published)."""
+    def delete(self, run_id: Any) -> bool:
+        """Remove a run whose start could not complete, only while it is still the QUEUED
+        attempt 1 it was inserted as: False when it is not (a worker already started it:
+        its message did reach the broker)."""
 
     @abc.abstractmethod
     def mark_running(self, msg: RunMessage, incarnation: str) -> TaskRun | None:
@@ -116,8 +118,8 @@ class OrmStore(BaseStore):
                     errors.append(exc)
             return errors
 
-    def delete(self, run_id: Any) -> None:
-        self.runs.filter(id=run_id).delete()
+    def delete(self, run_id: Any) -> bool:
+        return bool(self.runs.filter(id=run_id, attempt=1, state=State.QUEUED).delete()[0])
 
     def _attempt(self, msg: RunMessage):
         return self.runs.filter(id=msg.run_id, attempt=msg.attempt)
@@ -163,8 +165,15 @@ class OrmStore(BaseStore):
     def mark_finished(self, msg: RunMessage, outcome: Outcome) -> bool:
         return self._finish(self._attempt(msg).filter(state=State.RUNNING), outcome)
 
-    def mark_lost(self, msg: RunMessage, outcome: Outcome, *, epoch: int | None = None) -> bool:
-        rows = self._attempt(msg).filter(node=msg.node, state__in=ACTIVE_STATES)
+    def mark_lost(
+        self,
+        msg: RunMessage,
+        outcome: Outcome,
+        *,
+        epoch: int | None = None,
+        from_states: tuple[str, ...] = ACTIVE_STATES,
+    ) -> bool:
+        rows = self._attempt(msg).filter(node=msg.node, state__in=from_states)
         return self._finish(rows, outcome, epoch)
 
     def requeue(

@@ -1,0 +1,80 @@
+"""A publish whose reply was lost: the message reached the broker and a worker already
+started the run, yet the client saw an error (a socket timeout after the LPUSH; a kombu
+batch reports none sent). Undoing that start would delete a RUNNING row and free its
+name while it executes; the start counts as sent instead (review item 1).
+"""
+
+import pytest
+from redis.exceptions import TimeoutError as RedisTimeout
+
+from distributed_tasks import (
+    AlreadyRunning,
+    ClusterUnavailable,
+    celery,
+    claims,
+    keys,
+    lifecycle,
+    start_async,
+    start_many,
+)
+from distributed_tasks.models import TaskRun
+from distributed_tasks.store import get_store, message_for
+from distributed_tasks.types import Outcome, Reason, State
+from tests import tasks
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def reply_lost(monkeypatch):
+    """Publish for real; in a batch naming a run of ``started``, the node starts those
+    runs and the publish fails."""
+    real, started = celery.publish, set()
+
+    def publish(messages):
+        messages = list(messages)
+        real(messages)
+        if not any(msg.name in started for msg, _countdown in messages):
+            return
+        for msg, _countdown in messages:
+            if msg.name in started:
+                assert get_store().mark_running(msg, "inc") is not None
+        try:
+            raise RedisTimeout("Timeout reading from socket")
+        except RedisTimeout as exc:
+            raise celery.PublishFailed(0) from exc
+
+    monkeypatch.setattr(celery, "publish", publish)
+    return started
+
+
+def test_a_start_the_worker_already_began_is_answered_not_undone(node, redis, reply_lost):
+    reply_lost.update({"dup", "b-started"})
+    handle = start_async(tasks.add, [1, 2], name="dup")
+    row = TaskRun.objects.get(name="dup")
+    assert (row.run_id, row.state) == (handle.run_id, State.RUNNING)
+    assert redis.hget(keys.run_key("default", "dup"), "run_id").decode() == handle.run_id
+    with pytest.raises(AlreadyRunning):  # no second run of the name beside it
+        start_async(tasks.add, [1, 2], name="dup")
+    # In a batch, the entries no worker started are undone; the started one stays.
+    with pytest.raises(ClusterUnavailable):
+        start_many([{"func": tasks.add, "name": n} for n in ("b-started", "b-queued")])
+    assert list(TaskRun.objects.filter(name__startswith="b-").values_list("name", "state")) == [
+        ("b-started", State.RUNNING)
+    ]
+    assert redis.exists(keys.run_key("default", "b-started"))
+    assert not redis.exists(keys.run_key("default", "b-queued"))
+
+
+def test_a_retry_the_worker_already_began_is_answered_not_ended(node, redis, reply_lost):
+    handle = start_async(tasks.add, [1, 2], name="again")
+    msg = message_for(TaskRun.objects.get(id=handle.run_id))
+    assert get_store().mark_running(msg, "inc") is not None
+    failed = Outcome.failed(Reason.EXCEPTION, message="boom")
+    assert get_store().mark_finished(msg, failed)
+    claims.publish_outcome(msg, failed)
+    reply_lost.add("again")
+    retried = lifecycle.retry("again")
+    row = TaskRun.objects.get(id=handle.run_id)
+    assert (retried.attempt, row.attempt, row.state) == (2, 2, State.RUNNING)
+    assert redis.hget(keys.run_key("default", "again"), "run_id").decode() == handle.run_id
