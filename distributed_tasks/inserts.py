@@ -81,3 +81,49 @@ def insert(runs: Sequence[TaskRun], connection: Any) -> None:
     if compiled is None:
         compiled = _compiled[key] = CompiledInsert.compile(connection)
     compiled.execute(runs, connection)
+
+
+# -- reading a row back from RETURNING ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RowReader:
+    """Turns a ``RETURNING <every column>`` row into a ``TaskRun`` as a queryset would
+    (the same converters, from Django's compiler), without a queryset per call."""
+
+    columns: str  # the RETURNING list, in concrete field order
+    attnames: tuple[str, ...]
+    converters: dict[int, Any]  # column index -> (converters, expression)
+    compiler: Any
+
+    @classmethod
+    def compile(cls, connection: Any) -> RowReader:
+        fields = TaskRun._meta.concrete_fields
+        compiler = TaskRun.objects.all().query.get_compiler(connection=connection)
+        compiler.setup_query()
+        expressions = [col for col, _sql, _alias in compiler.select]
+        if [e.target for e in expressions] != list(fields):
+            raise RuntimeError("TaskRun's select list is not its concrete fields")
+        quote = connection.ops.quote_name
+        return cls(
+            columns=", ".join(quote(f.column) for f in fields),
+            attnames=tuple(f.attname for f in fields),
+            converters=compiler.get_converters(expressions),
+            compiler=compiler,
+        )
+
+    def load(self, row: Any, alias: str) -> TaskRun:
+        if self.converters:
+            (row,) = self.compiler.apply_converters([list(row)], self.converters)
+        return TaskRun.from_db(alias, self.attnames, tuple(row))
+
+
+_readers: dict[tuple[str, str], RowReader] = {}
+
+
+def reader(connection: Any) -> RowReader:
+    key = (connection.alias, connection.vendor)
+    found = _readers.get(key)
+    if found is None:
+        found = _readers[key] = RowReader.compile(connection)
+    return found

@@ -125,7 +125,9 @@ class OrmStore(BaseStore):
         return self.runs.filter(id=msg.run_id, attempt=msg.attempt)
 
     def mark_running(self, msg: RunMessage, incarnation: str) -> TaskRun | None:
-        rows = self._attempt(msg).filter(node=msg.node, state=State.QUEUED)
+        rows = self.runs.filter(
+            id=msg.run_id, attempt=msg.attempt, node=msg.node, state=State.QUEUED
+        )
         values = {
             "state": State.RUNNING,
             "started_at": timezone.now(),
@@ -150,9 +152,11 @@ class OrmStore(BaseStore):
         query = rows.query.chain(UpdateQuery)
         query.add_update_values(values)
         sql, params = query.get_compiler(self.alias).as_sql()
-        columns = ", ".join(conn.ops.quote_name(f.column) for f in TaskRun._meta.concrete_fields)
-        found = list(self.runs.raw(f"{sql} RETURNING {columns}", params))
-        return found[0] if found else None
+        read = inserts.reader(conn)
+        with conn.cursor() as cursor:
+            cursor.execute(f"{sql} RETURNING {read.columns}", params)
+            row = cursor.fetchone()
+        return None if row is None else read.load(row, self.alias)
 
     def _finish(self, rows, outcome: Outcome, epoch: int | None = None) -> bool:
         extra = {"orchestrator_epoch": epoch} if epoch else {}
@@ -163,7 +167,8 @@ class OrmStore(BaseStore):
         )
 
     def mark_finished(self, msg: RunMessage, outcome: Outcome) -> bool:
-        return self._finish(self._attempt(msg).filter(state=State.RUNNING), outcome)
+        rows = self.runs.filter(id=msg.run_id, attempt=msg.attempt, state=State.RUNNING)
+        return self._finish(rows, outcome)
 
     def mark_lost(
         self,
