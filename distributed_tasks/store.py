@@ -198,8 +198,11 @@ class OrmStore(BaseStore):
         started) goes to the run's ``attempts`` history and its status fields are
         cleared, so the status shows the new attempt only. The history is read
         first, so the update is also conditional on the state that was read.
+
+        An attempt asked to stop is never retried: a cancel recorded after the caller
+        read the row makes this return False, and the caller ends the run instead.
         """
-        rows = self._attempt(msg).filter(state__in=from_states)
+        rows = self._attempt(msg).filter(state__in=from_states, cancel_requested_at__isnull=True)
         if only_if_attempts_left:
             rows = rows.filter(executions__lt=F("max_attempts"))
         extra = {"orchestrator_epoch": epoch} if epoch else {}

@@ -158,7 +158,8 @@ def end_running(run: TaskRun, outcome: Outcome, ctx: TickContext, error: type[Ex
                 error=outcome,
                 epoch=ctx.epoch,
             )
-            return "retried" if new else "fenced"
+            if new:
+                return "retried"  # else fenced out, or a cancel came after the read: end it
     except ClusterUnavailable:
         return "waiting_for_a_node"
     if not get_store().mark_lost(msg, outcome, epoch=ctx.epoch):
