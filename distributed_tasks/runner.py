@@ -24,6 +24,7 @@ from distributed_tasks import (
     cancellation,
     claims,
     forcing,
+    keys,
     logs,
     outcomes,
     progress,
@@ -135,6 +136,16 @@ def _start(msg: RunMessage, limits: tuple | None, task_id: str | None) -> RunMes
     transition is rolled back and nothing runs.
     """
     node = current_node()
+    if node is not None and msg.node != node.name:
+        # Running it would record this node's incarnation under the other node's name,
+        # and the leader would then take that node for restarted.
+        logger.error(
+            "Dropping a message for run %s attempt %s addressed to node %s: this is node %s "
+            "(its queue %s is consumed by the wrong node; give each dt_worker its own -n)",
+            msg.run_id, msg.attempt, msg.node, node.name, keys.queue_name(msg.node),
+            extra=logs.run_extra(msg, "wrong_node"),
+        )  # fmt: skip
+        return None
     store = get_store()
     with transaction.atomic(using=store.alias):
         row = store.mark_running(msg, node.incarnation if node else "")

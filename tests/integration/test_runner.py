@@ -7,6 +7,7 @@ import pytest
 from distributed_tasks import State, claims, keys, runner
 from distributed_tasks.messages import RunMessage
 from distributed_tasks.models import TaskRun
+from distributed_tasks.nodes import NodeInfo, set_current_node
 from distributed_tasks.store import get_store
 
 pytestmark = pytest.mark.django_db
@@ -116,6 +117,18 @@ def test_message_for_another_attempt_or_node_executes_nothing(redis):
     assert runner.execute({**msg.to_body(), "node": "elsewhere@h"}) is None
     assert redis.get("counter") is None
     assert row(msg).state == "QUEUED"
+
+
+def test_a_message_addressed_to_another_node_runs_nothing_here(redis):
+    """Its row would get this node's incarnation under the other node's name (review 3)."""
+    msg = queue("tests.tasks.count", ["counter"], node="w1@h")
+    set_current_node(NodeInfo(name="w2@h", incarnation="bbbb"))
+    try:
+        assert runner.execute(msg.to_body()) is None
+    finally:
+        set_current_node(None)
+    assert redis.get("counter") is None
+    assert (row(msg).state, row(msg).incarnation) == ("QUEUED", "")
 
 
 def test_malformed_message_is_dropped():
