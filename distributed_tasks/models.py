@@ -9,14 +9,13 @@ enforce it). Redis claims reject duplicates fast; this constraint decides.
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 from django.db import models
 from django.utils import timezone
 
+from distributed_tasks.records import TaskRecord
 from distributed_tasks.types import (
     ACTIVE_STATES,
     FINISHED_STATES,
@@ -92,7 +91,7 @@ class TaskRunQuerySet(models.QuerySet):
         return self.filter(state__in=FINISHED_STATES, finished_at__lt=before)
 
 
-class TaskRun(models.Model):
+class TaskRun(TaskRecord, models.Model):
     """One run of a named task: the record, the claim backstop, and the outcome."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -214,53 +213,6 @@ class TaskRun(models.Model):
         if self.started_at and self.finished_at:
             return (self.finished_at - self.started_at).total_seconds()
         return None
-
-    # Task records (the Ruby `task` gem): find / all / as_dict / from_dict.
-
-    @classmethod
-    def find(cls, task_list: str, name: str) -> TaskRun:
-        """The newest run of ``name``; raises ``TaskNotFound`` when there is none."""
-        from distributed_tasks.exceptions import TaskNotFound
-
-        run = cls.objects.named(name, task_list).order_by("-queued_at").first()
-        if run is None:
-            raise TaskNotFound(name, task_list)
-        return run
-
-    @classmethod
-    def all(cls, task_list: str = "default") -> Iterator[TaskRun]:
-        """Every run of a task list, streamed in chunks rather than loaded at once."""
-        return (
-            cls.objects.filter(task_list=task_list).order_by("queued_at").iterator(chunk_size=500)
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        """Every field as JSON-ready values (ids as hex, times as ISO 8601)."""
-        out: dict[str, Any] = {}
-        for f in self._meta.concrete_fields:
-            value = getattr(self, f.attname)
-            if isinstance(value, uuid.UUID):
-                value = value.hex
-            elif isinstance(value, dt.datetime):
-                value = value.isoformat()
-            out[f.attname] = value
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TaskRun:
-        """The unsaved run ``as_dict`` described (``save()`` stores it)."""
-        fields = {f.attname: f for f in cls._meta.concrete_fields}
-        unknown = set(data) - set(fields)
-        if unknown:
-            raise ValueError(f"Unknown TaskRun fields: {sorted(unknown)}")
-        values = {}
-        for name, value in data.items():
-            if value is not None and isinstance(fields[name], models.DateTimeField):
-                value = dt.datetime.fromisoformat(value)
-            elif value is not None and isinstance(fields[name], models.UUIDField):
-                value = uuid.UUID(value)
-            values[name] = value
-        return cls(**values)
 
 
 class Leadership(models.Model):

@@ -1,4 +1,5 @@
-"""Task records (the Ruby ``task`` gem): data key-values and their accessors.
+"""Task records (the Ruby ``task`` gem): data key-values, their accessors, and the
+record's find / all / as_dict / from_dict.
 
 A run carries ``data``: free JSON key-values given at start (``start_async(...,
 data={...})``), kept on its ``TaskRun`` row and handed to the task. ``data_attr``
@@ -17,7 +18,15 @@ class FetchFile(DistributedTask):
 
 from __future__ import annotations
 
-from typing import Any
+import datetime as dt
+import uuid
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from django.db import models
+
+if TYPE_CHECKING:
+    from distributed_tasks.models import TaskRun
 
 _MISSING = object()
 
@@ -49,3 +58,53 @@ class data_attr:  # named like the gem's data_attr_reader, used like a field
         if instance.data is None:
             instance.data = {}
         instance.data[self.key] = value
+
+
+class TaskRecord:
+    """The gem's record interface on ``TaskRun``: look a run up, list a task list's runs,
+    and move a run to and from JSON-ready values (export, import, fixtures)."""
+
+    @classmethod
+    def find(cls, task_list: str, name: str) -> TaskRun:
+        """The newest run of ``name``; raises ``TaskNotFound`` when there is none."""
+        from distributed_tasks.exceptions import TaskNotFound
+
+        run = cls.objects.named(name, task_list).order_by("-queued_at").first()
+        if run is None:
+            raise TaskNotFound(name, task_list)
+        return run
+
+    @classmethod
+    def all(cls, task_list: str = "default") -> Iterator[TaskRun]:
+        """Every run of a task list, streamed in chunks rather than loaded at once."""
+        return (
+            cls.objects.filter(task_list=task_list).order_by("queued_at").iterator(chunk_size=500)
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every field as JSON-ready values (ids as hex, times as ISO 8601)."""
+        out: dict[str, Any] = {}
+        for f in self._meta.concrete_fields:
+            value = getattr(self, f.attname)
+            if isinstance(value, uuid.UUID):
+                value = value.hex
+            elif isinstance(value, dt.datetime):
+                value = value.isoformat()
+            out[f.attname] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TaskRun:
+        """The unsaved run ``as_dict`` described (``save()`` stores it)."""
+        fields = {f.attname: f for f in cls._meta.concrete_fields}
+        unknown = set(data) - set(fields)
+        if unknown:
+            raise ValueError(f"Unknown TaskRun fields: {sorted(unknown)}")
+        values = {}
+        for name, value in data.items():
+            if value is not None and isinstance(fields[name], models.DateTimeField):
+                value = dt.datetime.fromisoformat(value)
+            elif value is not None and isinstance(fields[name], models.UUIDField):
+                value = uuid.UUID(value)
+            values[name] = value
+        return cls(**values)

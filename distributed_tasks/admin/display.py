@@ -66,6 +66,17 @@ def progress_bar(fraction: float | None, message: str, *, full: bool = False) ->
     return format_html('<span class="dt-progress-note" title="{}">{}</span>{}', title, shown, bar)
 
 
+def run_state(run: Any) -> SafeString:
+    """The runs list's state: the badge, a running run's progress, and a later attempt's
+    number (the list has no attempt column)."""
+    badge = state_badge(run.state, run.reason)
+    if run.state == State.RUNNING:
+        badge = format_html("{}{}", badge, progress_bar(run.progress, run.progress_message))
+    if run.attempt <= 1:
+        return badge
+    return format_html('{}<span class="dt-attempt-note">attempt {}</span>', badge, run.attempt)
+
+
 def run_progress(run: Any) -> SafeString | str:
     """A run's page: the bar, percentage and message, then the data as JSON."""
     bar = progress_bar(run.progress, run.progress_message, full=True)
@@ -137,6 +148,18 @@ def first_line(text: str, limit: int = 70) -> str:
     """The first line of an error, cut at ``limit`` characters with an ellipsis."""
     line = text.strip().splitlines()[0] if text.strip() else ""
     return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def shortened(text: str, width: int) -> SafeString | str:
+    """``text`` cut to ``width`` characters with an ellipsis, the whole of it on hover."""
+    if len(text) <= width:
+        return text
+    return format_html('<span title="{}">{}…</span>', text, text[: width - 1])
+
+
+def dotted_tail(path: str) -> SafeString:
+    """``module.function`` of a dotted path: the package path is on hover."""
+    return format_html('<span title="{}">{}</span>', path, ".".join(path.rsplit(".", 2)[-2:]))
 
 
 def error_summary(error_type: str, error: str, limit: int = 70) -> SafeString | str:

@@ -25,74 +25,31 @@ from django.db.models import DurationField, ExpressionWrapper, F, QuerySet
 from django.db.models.functions import Substr
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
-from django.utils.html import format_html
 
 from distributed_tasks import progress
 from distributed_tasks.admin import actions, cluster
 from distributed_tasks.admin.display import (
     cancel_summary,
+    dotted_tail,
     error_summary,
     format_seconds,
     history_table,
     preformatted,
     pretty_json,
-    progress_bar,
     run_progress,
+    run_state,
+    shortened,
     state_badge,
     time_column,
 )
+from distributed_tasks.admin.runlist import ERROR_HEAD, RunChangeList, StateFilter
 from distributed_tasks.conf import get_settings
 from distributed_tasks.health import check_health, may_see_cluster
 from distributed_tasks.models import TaskRun
-from distributed_tasks.types import STORED_STATES, State
 
 CLUSTER_URL_NAME = "distributed_tasks_cluster"
 
-# Not loaded for the list; a traceback alone may be 32 KB. The list shows the first
-# line of ``error`` instead, cut in the database (``error_head``).
-HEAVY_FIELDS = (
-    "args", "kwargs", "data", "result", "error", "traceback", "attempts", "progress_data",
-)  # fmt: skip
-ERROR_HEAD = 200  # characters of the error the list loads
 NAME_WIDTH = 40  # characters of a name the list shows (the whole name on hover)
-
-
-class StateFilter(admin.SimpleListFilter):
-    """Each state, plus "active" and "finished" as ``dt_list --state`` has them."""
-
-    title = "state"
-    parameter_name = "state"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("active", "Active (queued or running)"), *STORED_STATES, ("finished", "Finished")]
-
-    def value(self) -> str | None:
-        """The parameter in any case: ``?state=failed`` is ``FAILED``, ``?state=Active`` active."""
-        value = super().value()
-        if value is None:
-            return None
-        return value.lower() if value.lower() in ("active", "finished") else value.upper()
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet | None:
-        value = self.value()
-        if value == "active":
-            return queryset.active()
-        if value == "finished":
-            return queryset.finished()
-        if value in State.values:
-            return queryset.filter(state=value)
-        return None
-
-
-class RunChangeList(ChangeList):
-    """The list of runs, without the large fields it never shows."""
-
-    def get_queryset(self, request: HttpRequest, *args: Any, **kwargs: Any) -> QuerySet:
-        return super().get_queryset(request, *args, **kwargs).defer(*HEAVY_FIELDS)
-
-    def get_results(self, request: HttpRequest) -> None:
-        super().get_results(request)
-        progress.live(self.result_list)  # the row's progress is written only now and then
 
 
 class TaskRunAdmin(admin.ModelAdmin):
@@ -218,25 +175,15 @@ class TaskRunAdmin(admin.ModelAdmin):
 
     @admin.display(description="name", ordering="name")
     def short_name(self, run: TaskRun) -> str:
-        if len(run.name) <= NAME_WIDTH:
-            return run.name
-        return format_html('<span title="{}">{}…</span>', run.name, run.name[: NAME_WIDTH - 1])
+        return shortened(run.name, NAME_WIDTH)
 
     @admin.display(description="function", ordering="function")
     def short_function(self, run: TaskRun) -> str:
-        """``module.function``: the package path is on hover (and in the filter)."""
-        short = ".".join(run.function.rsplit(".", 2)[-2:])
-        return format_html('<span title="{}">{}</span>', run.function, short)
+        return dotted_tail(run.function)
 
     @admin.display(description="state", ordering="state")
     def state_colour(self, run: TaskRun) -> str:
-        """The state; a later attempt says which (the list has no attempt column)."""
-        badge = state_badge(run.state, run.reason)
-        if run.state == State.RUNNING:
-            badge = format_html("{}{}", badge, progress_bar(run.progress, run.progress_message))
-        if run.attempt <= 1:
-            return badge
-        return format_html('{}<span class="dt-attempt-note">attempt {}</span>', badge, run.attempt)
+        return run_state(run)
 
     @admin.display(description="state")
     def state_only(self, run: TaskRun) -> str:

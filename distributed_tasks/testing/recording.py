@@ -23,7 +23,6 @@ Subclasses decide when queued runs execute: the fake when the test says so
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import threading
 import uuid
 from collections.abc import Iterable, Mapping
@@ -37,11 +36,9 @@ from distributed_tasks.exceptions import (
     NotCancellable,
     TaskNotFound,
 )
-from distributed_tasks.messages import RunMessage
 from distributed_tasks.models import TaskRun
-from distributed_tasks.outcomes import RETRYABLE
-from distributed_tasks.runner import _guard
 from distributed_tasks.testing.assertions import StartAssertions
+from distributed_tasks.testing.execution import Execution
 from distributed_tasks.testing.records import Run, Start
 from distributed_tasks.types import (
     OnConflict,
@@ -54,12 +51,10 @@ from distributed_tasks.types import (
 )
 from distributed_tasks.validation import StartRequest, check_name, prepare, prepare_many
 
-logger = logging.getLogger("distributed_tasks.testing")
-
 Key = tuple[str, str]
 
 
-class RecordingClient(StartAssertions):
+class RecordingClient(Execution, StartAssertions):
     """In-memory client with the real one's interface and name rules."""
 
     default_node = "memory@testing"
@@ -256,53 +251,3 @@ class RecordingClient(StartAssertions):
     def _forget(self, key: Key) -> None:
         with self._lock:
             self._runs.pop(key, None)
-
-    def _execute(self, run: Run) -> TaskStatus:
-        """Execute a queued run as a worker would: fence it to RUNNING, run it in the guard,
-        retry a retryable failure while ``max_attempts`` allows (at once: no backoff),
-        then record the outcome."""
-        while True:
-            with self._lock:
-                if run.state != State.QUEUED:  # cancelled or scripted meanwhile: run nothing
-                    return run.status()
-                run.state = State.RUNNING
-                run.started_at = self.now()
-                run.executions += 1
-            message = run.message()
-            signals.run_started.send(sender=TaskRun, message=message)
-            try:
-                outcome = _guard(message, contain=False)
-            except BaseException as exc:  # an interrupt got past the guard: never leave it RUNNING
-                self._record(run, message, Outcome.failed(Reason.EXCEPTION, exc))
-                raise
-            if not self._retry(run, outcome):
-                self._record(run, message, outcome)
-                return run.status()
-
-    def _retry(self, run: Run, outcome: Outcome) -> bool:
-        if outcome.state != State.FAILED or outcome.reason not in RETRYABLE:
-            return False
-        with self._lock:
-            if run.state != State.RUNNING or run.executions >= run.max_attempts:
-                return False
-            run.state = State.QUEUED
-            run.attempt += 1
-            run.started_at = None
-        logger.info("%s failed (%s); attempt %s follows", run.name, outcome.error, run.attempt)
-        return True
-
-    def _record(self, run: Run, message: RunMessage, outcome: Outcome) -> None:
-        with self._lock:
-            if run.state != State.RUNNING:  # a test scripted an end meanwhile: it stands
-                return
-            run.finish(outcome, self.now())
-        if outcome.state == State.FAILED:
-            logger.warning(
-                "%s (%s) failed: %s\n%s",
-                run.name,
-                run.function,
-                outcome.error,
-                outcome.traceback,
-                extra={"action": "failed"},
-            )
-        signals.run_finished.send(sender=TaskRun, message=message, outcome=outcome)
