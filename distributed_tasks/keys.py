@@ -48,6 +48,12 @@ def node_key(node: str) -> str:
     return f"{_prefix()}:{{nodes}}:node:{node}"
 
 
+def incarnation_key(node: str, incarnation: str) -> str:
+    """Set with each heartbeat of one incarnation (TTL NODE_TIMEOUT): while it exists, that
+    process still beats, even when another one heartbeats under the same node name."""
+    return f"{_prefix()}:{{nodes}}:incarnation:{node}:{incarnation}"
+
+
 def node_running_key(node: str) -> str:
     """JSON list of the attempts (``<run_id>:<attempt>``) a node executes, set with each
     heartbeat: the leader's watchdog ends RUNNING rows a live node stops reporting."""

@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 
 from distributed_tasks import keys, scripts
 from distributed_tasks.conf import get_settings
-from distributed_tasks.connection import as_dict, text
+from distributed_tasks.connection import as_dict, get_redis, text
 from distributed_tasks.outage import Outage
 
 logger = logging.getLogger("distributed_tasks.nodes")
@@ -161,6 +161,7 @@ class Heartbeat(threading.Thread):
                 keys.node_key(self.info.name),
                 keys.membership_version_key(),
                 keys.node_running_key(self.info.name),
+                keys.incarnation_key(self.info.name, self.info.incarnation),
             ],
             args=[self.info.name, self.info.to_json(), int(conf.NODE_TIMEOUT * 1000), running],
         )
@@ -207,3 +208,44 @@ class Heartbeat(threading.Thread):
                 )
             except RedisError as exc:
                 logger.warning("Could not deregister %s: %s", self.info.name, exc)
+
+
+def live_twin(info: NodeInfo) -> NodeInfo | None:
+    """Another process that still heartbeats as node ``info.name``, if any.
+
+    A node that crashed leaves a fresh heartbeat behind for up to NODE_TIMEOUT: its
+    restart must not wait for it (its process is gone from this host). Otherwise a
+    twin counts as live when it beats again within two heartbeat intervals.
+    None when Redis does not answer (the heartbeat will report a twin later).
+    """
+    conf = get_settings()
+    client = get_redis()
+    try:
+        raw = client.get(keys.node_key(info.name))
+        other = NodeInfo.from_json(text(raw)) if raw else None
+        if other is None or other.incarnation == info.incarnation:
+            return None
+        if other.host == info.host and (other.pid == info.pid or not _process_exists(other.pid)):
+            return None  # a crashed predecessor: restart at once
+        twin = keys.incarnation_key(info.name, other.incarnation)
+        left = client.pttl(twin)
+        deadline = time.monotonic() + 2 * conf.HEARTBEAT_INTERVAL + 0.5
+        while left > 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            now_left = client.pttl(twin)
+            if now_left > left:  # its TTL was renewed: it beats
+                return other
+            left = now_left
+    except (RedisError, ValueError, TypeError) as exc:
+        logger.warning("Could not check for another node named %s: %s", info.name, exc)
+    return None
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True

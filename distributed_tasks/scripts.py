@@ -97,8 +97,9 @@ return 0
 """
 
 # KEYS[1] members zset, KEYS[2] node key, KEYS[3] membership version, KEYS[4] running
-# key. ARGV[1] node name, ARGV[2] node info (JSON), ARGV[3] TTL in ms, ARGV[4] the
-# attempts it executes (JSON list; "" when this heartbeat does not report them).
+# key, KEYS[5] incarnation key. ARGV[1] node name, ARGV[2] node info (JSON), ARGV[3] TTL
+# in ms, ARGV[4] the attempts it executes (JSON list; "" when this heartbeat does not
+# report them).
 # Returns {server time in ms, previous info or false}.
 HEARTBEAT = """
 local t = redis.call('TIME')
@@ -106,6 +107,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local added = redis.call('ZADD', KEYS[1], now, ARGV[1])
 local previous = redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3], 'GET')
 if ARGV[4] ~= '' then redis.call('SET', KEYS[4], ARGV[4], 'PX', ARGV[3]) end
+redis.call('SET', KEYS[5], '1', 'PX', ARGV[3])
 if added == 1 then redis.call('INCR', KEYS[3]) end
 return {now, previous}
 """

@@ -19,7 +19,13 @@ from distributed_tasks.celery import content_problem, get_app
 from distributed_tasks.conf import get_settings
 from distributed_tasks.consumer import NodeConsumer
 from distributed_tasks.exceptions import InvalidConfiguration
-from distributed_tasks.nodes import ALL_TASK_LISTS, Heartbeat, NodeInfo, set_current_node
+from distributed_tasks.nodes import (
+    ALL_TASK_LISTS,
+    Heartbeat,
+    NodeInfo,
+    live_twin,
+    set_current_node,
+)
 
 logger = logging.getLogger("distributed_tasks.worker")
 
@@ -87,6 +93,13 @@ class WorkerNode:
         app = get_app()
         if problem := content_problem(app):
             raise InvalidConfiguration(problem)
+        if twin := live_twin(self.info):
+            raise InvalidConfiguration(
+                f"Another dt_worker (pid {twin.pid} on host {twin.host}, incarnation "
+                f"{twin.incarnation}) still heartbeats as node {o.node}: two processes under "
+                "one name would take each other's runs for lost. Stop that one, or give this "
+                "one its own name (dt_worker -n other@%h)."
+            )
         set_current_node(self.info)  # before the pool forks, so children inherit it
         app.conf.setdefault("CELERY_DB_REUSE_MAX", DB_REUSE_MAX)  # read when the fixup starts
         # Anyone who can write to the broker could otherwise stop the node with a

@@ -68,11 +68,13 @@ class Lifeline(Duty):
         live = ctx.view.nodes
         active = get_store().runs.active().values_list("node", "state", "incarnation").distinct()
         dead = self._dead(ctx, {node for node, _state, _inc in active})
-        restarted = {
-            (node, inc)
-            for node, state, inc in active
-            if state == State.RUNNING and node in live and inc and inc != live[node].incarnation
-        }
+        restarted = _stopped(
+            {
+                (node, inc)
+                for node, state, inc in active
+                if state == State.RUNNING and node in live and inc and inc != live[node].incarnation
+            }
+        )
         if dead or restarted:
             self._rescue(ctx, dead, restarted, counts)
         # Forget a dead node (purge its queue, send node_lost) once no run is left on it,
@@ -141,6 +143,18 @@ class Lifeline(Duty):
         except ClusterUnavailable:
             return "waiting_for_a_node"
         return end_running(run, outcome, ctx, NodeLost)
+
+
+def _stopped(incarnations: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    """The (node, incarnation) pairs whose process stopped beating: a node restarted only
+    once its old incarnation is silent, not while two processes share its name."""
+    if not incarnations:
+        return incarnations
+    pairs = sorted(incarnations)
+    pipe = get_redis().pipeline(transaction=False)
+    for node, incarnation in pairs:
+        pipe.exists(keys.incarnation_key(node, incarnation))
+    return {pair for pair, beats in zip(pairs, pipe.execute(), strict=True) if not beats}
 
 
 def end_running(run: TaskRun, outcome: Outcome, ctx: TickContext, error: type[Exception]) -> str:

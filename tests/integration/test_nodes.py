@@ -1,10 +1,13 @@
 import dataclasses
+import subprocess
 
 import pytest
 from django.conf import settings
 from django.test import override_settings
 
-from distributed_tasks.nodes import Heartbeat, NodeInfo, live_nodes
+from distributed_tasks.exceptions import InvalidConfiguration
+from distributed_tasks.nodes import Heartbeat, NodeInfo, live_nodes, live_twin
+from distributed_tasks.worker import WorkerNode, WorkerOptions
 
 
 @pytest.fixture
@@ -71,3 +74,21 @@ def test_fields_of_a_newer_version_do_not_make_a_node_unreadable():
     info = NodeInfo(name="newer@test", weight=2)
     raw = info.to_json()[:-1] + ',"added_later":{"x":1}}'
     assert NodeInfo.from_json(raw, last_seen_ms=5) == dataclasses.replace(info, last_seen_ms=5)
+
+
+def test_a_worker_refuses_a_name_another_live_process_heartbeats_under(beats, poll):
+    """Two processes under one name would take each other's runs for lost (review 3)."""
+    twin = beats("twin@h", host="elsewhere")
+    poll(lambda: twin.beats > 0, message="twin beats")
+    assert live_twin(NodeInfo(name="twin@h")) == twin.info
+    with pytest.raises(InvalidConfiguration, match="dt_worker -n other@%h"):
+        WorkerNode(WorkerOptions(node="twin@h")).run()
+
+
+def test_a_crashed_predecessor_on_this_host_does_not_delay_a_restart(beats, poll):
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    crashed = beats("crashed@h", pid=gone.pid)
+    poll(lambda: crashed.beats > 0, message="first beat")
+    crashed.stop(leave=False)  # its heartbeat stays fresh for NODE_TIMEOUT
+    assert live_twin(NodeInfo(name="crashed@h")) is None

@@ -142,6 +142,23 @@ def test_lifeline_ends_runs_of_a_restarted_node(node, redis):
     assert current.state == "RUNNING"
 
 
+def test_lifeline_waits_for_an_old_incarnation_to_stop_beating(node, redis, poll):
+    """Two processes beat under one name: neither one's runs are taken for lost (review 3)."""
+    orchestrator = lead()
+    settle(orchestrator, redis)
+    twin = Heartbeat(NodeInfo(name=node.name))
+    twin.start()
+    try:
+        poll(lambda: twin.beats > 0, message="twin beats")
+        mine = row("mine", node.name, state="RUNNING", executions=1, incarnation=node.incarnation)
+        theirs = row("theirs", node.name, state="RUNNING", executions=1,
+                     incarnation=twin.info.incarnation)  # fmt: skip
+        orchestrator.tick()
+    finally:
+        twin.stop(leave=False)
+    assert {r.state for r in TaskRun.objects.filter(id__in=[mine.id, theirs.id])} == {"RUNNING"}
+
+
 @override_settings(
     DISTRIBUTED_TASKS={**settings.DISTRIBUTED_TASKS, "NODE_TIMEOUT": 0.5, "HEARTBEAT_INTERVAL": 0.1}
 )
