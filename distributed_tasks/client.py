@@ -109,6 +109,7 @@ class ClusterClient:
                 pipe.hincrby(keys.loads_key(), m.node, 1)
             replies = pipe.execute()[::2]
         except RedisError as exc:
+            self._undo_claims(starts)
             raise unavailable("Redis", exc) from exc
         for s in starts:  # each holds a load count, and maybe its claim: undone on failure
             s.claimed = True
@@ -123,6 +124,19 @@ class ClusterClient:
                 self._unload(s)
                 s.outcome = s.refusal(reply)
         return claimed
+
+    def _undo_claims(self, starts: list[Start]) -> None:
+        """The claim pipeline may have run before its reply was lost: take back its claims
+        (compare-and-delete by run id: no other start's claim goes) and load counts."""
+        for s in starts:
+            self.placement.unchoose(s.message.node)
+        with contextlib.suppress(RedisError):  # loads are approximate, rebuilt every tick
+            pipe = get_redis().pipeline(transaction=False)
+            for s in starts:
+                m = s.message
+                claims.release(m.task_list, m.name, m.run_id, client=pipe)
+                pipe.hincrby(keys.loads_key(), m.node, -1)
+            pipe.execute()
 
     def _retry_stale(self, s: Start, reply: ClaimReply, now: float) -> ClaimReply:
         """Take over a claim whose owner never backed it with an active row."""

@@ -1,10 +1,13 @@
 """A publish whose reply was lost: the message reached the broker and a worker already
 started the run, yet the client saw an error (a socket timeout after the LPUSH; a kombu
 batch reports none sent). Undoing that start would delete a RUNNING row and free its
-name while it executes; the start counts as sent instead (review item 1).
+name while it executes; the start counts as sent instead (review item 1). Likewise a
+claim whose reply was lost is taken back (review item 4).
 """
 
 import pytest
+from redis.client import Pipeline
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeout
 
 from distributed_tasks import (
@@ -78,3 +81,23 @@ def test_a_retry_the_worker_already_began_is_answered_not_ended(node, redis, rep
     row = TaskRun.objects.get(id=handle.run_id)
     assert (retried.attempt, row.attempt, row.state) == (2, 2, State.RUNNING)
     assert redis.hget(keys.run_key("default", "again"), "run_id").decode() == handle.run_id
+
+
+def test_a_claim_whose_reply_was_lost_is_taken_back(node, redis, monkeypatch):
+    """The claim pipeline ran in Redis, its reply did not come back (review item 4)."""
+    real, lost = Pipeline.execute, []
+
+    def execute_then_lose_reply(self, *args, **kwargs):
+        replies = real(self, *args, **kwargs)
+        if not lost:
+            lost.append(replies)
+            raise RedisConnectionError("Connection closed by server")
+        return replies
+
+    monkeypatch.setattr(Pipeline, "execute", execute_then_lose_reply)
+    with pytest.raises(ClusterUnavailable, match="Redis does not answer"):
+        start_async(tasks.add, [1, 2], name="leak")
+    assert lost, "the claim pipeline ran"
+    assert not redis.exists(keys.run_key("default", "leak"))
+    assert int(redis.hget(keys.loads_key(), node.name) or 0) == 0
+    assert start_async(tasks.add, [1, 2], name="leak").name == "leak"
