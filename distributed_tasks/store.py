@@ -103,19 +103,23 @@ class OrmStore(BaseStore):
                               task_list=run.task_list, state=existing.state)  # fmt: skip
 
     def insert_many(self, runs: list[TaskRun]) -> list[AlreadyRunning | None]:
-        """Insert a batch in one statement; on a conflict, fall back to one by one."""
+        """Insert a batch in one statement; on a conflict, fall back to one by one.
+
+        The fallback is one transaction (a savepoint per row): a database that goes away
+        half-way leaves no row behind that the caller could not delete."""
         try:
             with transaction.atomic(using=self.alias):
                 inserts.insert(runs, connections[self.alias])
             return [None] * len(runs)
         except IntegrityError:
             errors: list[AlreadyRunning | None] = []
-            for run in runs:
-                try:
-                    self.insert(run)
-                    errors.append(None)
-                except AlreadyRunning as exc:
-                    errors.append(exc)
+            with transaction.atomic(using=self.alias):
+                for run in runs:
+                    try:
+                        self.insert(run)
+                        errors.append(None)
+                    except AlreadyRunning as exc:
+                        errors.append(exc)
             return errors
 
     def delete(self, run_id: Any) -> bool:
