@@ -47,59 +47,59 @@ def registry_metrics() -> Any:
     """The metric objects, created once per process in prometheus' default registry."""
     from prometheus_client import Counter, Histogram
 
+    def counter(name: str, documentation: str, *labels: str) -> Any:
+        return Counter(f"{PREFIX}_{name}", documentation, list(labels))
+
+    def histogram(name: str, documentation: str, *labels: str) -> Any:
+        return Histogram(f"{PREFIX}_{name}", documentation, list(labels), buckets=BUCKETS)
+
     class M:
-        started = Counter(
-            f"{PREFIX}_runs_started", "Runs started (queued) by this process.", ["task_list"]
-        )
-        refused = Counter(
-            f"{PREFIX}_runs_refused",
+        started = counter("runs_started", "Runs started (queued) by this process.", "task_list")
+        refused = counter(
+            "runs_refused",
             "Starts refused: already_running, reserved (finished, reuse forbidden), invalid.",
-            ["task_list", "reason"],
-        )
-        finished = Counter(
-            f"{PREFIX}_runs_finished",
+            "task_list", "reason",
+        )  # fmt: skip
+        finished = counter(
+            "runs_finished",
             "Runs that ended for good, by state and reason (empty for DONE).",
-            ["function", "task_list", "state", "reason"],
-        )
-        retried = Counter(
-            f"{PREFIX}_runs_retried",
+            "function", "task_list", "state", "reason",
+        )  # fmt: skip
+        retried = counter(
+            "runs_retried",
             "Failed attempts followed by a new attempt (max_attempts > 1).",
-            ["function", "task_list", "reason"],
-        )
-        moved = Counter(
-            f"{PREFIX}_runs_moved",
+            "function", "task_list", "reason",
+        )  # fmt: skip
+        moved = counter(
+            "runs_moved",
             "QUEUED runs moved before they started (lost node, rebalancing, stealing).",
-            ["function", "task_list"],
-        )
-        queue_wait = Histogram(
-            f"{PREFIX}_run_queue_wait_seconds",
+            "function", "task_list",
+        )  # fmt: skip
+        queue_wait = histogram(
+            "run_queue_wait_seconds",
             "From start_async to RUNNING (first attempts; a countdown is included).",
-            ["function"],
-            buckets=BUCKETS,
+            "function",
         )
-        duration = Histogram(
-            f"{PREFIX}_run_duration_seconds",
+        duration = histogram(
+            "run_duration_seconds",
             "From RUNNING to the recorded outcome of an attempt, in the pool process.",
-            ["function"],
-            buckets=BUCKETS,
+            "function",
         )
-        elections = Counter(
-            f"{PREFIX}_leader_elections",
+        elections = counter(
+            "leader_elections",
             "Times this dt_beat became the leader (failovers, cluster-wide: dt_leader_epoch).",
-            ["holder"],
+            "holder",
         )
-        renewals = Counter(
-            f"{PREFIX}_lease_renewals", "Lease renewals by this dt_beat while leader.", ["holder"]
+        renewals = counter(
+            "lease_renewals", "Lease renewals by this dt_beat while leader.", "holder"
         )
-        slots = Counter(
-            f"{PREFIX}_periodic_slots",
+        slots = counter(
+            "periodic_slots",
             "Due periodic slots handled by this leader: dispatched, skipped, no_node, ...",
-            ["task", "outcome"],
-        )
-        nodes = Counter(
-            f"{PREFIX}_node_events",
-            "Membership changes seen by this leader (joined, lost).",
-            ["event"],
+            "task", "outcome",
+        )  # fmt: skip
+        nodes = counter(
+            "node_events", "Membership changes seen by this leader (joined, lost).", "event"
         )
 
     return M

@@ -14,19 +14,8 @@ from urllib.parse import urlparse
 from django.conf import settings
 from django.core import checks
 
-from distributed_tasks.checks.ids import (
-    E001,
-    E002,
-    E003,
-    E004,
-    E005,
-    E006,
-    E007,
-    E014,
-    W001,
-    W002,
-    error,
-)
+from distributed_tasks.checks import ids
+from distributed_tasks.checks.ids import error
 from distributed_tasks.checks.sqlite import check_sqlite
 from distributed_tasks.checks.values import CLUSTER_SCHEMES, VALIDATORS
 from distributed_tasks.conf import DEFAULTS, SETTING_NAME, user_settings
@@ -40,7 +29,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             error(
                 f"{SETTING_NAME} must be a dict, got {type(raw).__name__}.",
                 f"Write {SETTING_NAME} = {{...}} with keys from the README's settings table.",
-                E001,
+                ids.E001,
             )
         ]
     messages: list[checks.CheckMessage] = []
@@ -53,7 +42,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                     f"{SETTING_NAME} has an unknown key {key!r}.",
                     hint=hint,
                     obj=SETTING_NAME,
-                    id=W001,
+                    id=ids.W001,
                 )
             )
     merged = {**DEFAULTS, **user_settings()}
@@ -64,7 +53,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 error(
                     f"{SETTING_NAME}[{key!r}] {problem} (got {raw[key]!r}).",
                     f"Fix the value, or remove the key to use the default ({default!r}).",
-                    E003 if "scheme" in problem else E002,
+                    ids.E003 if "scheme" in problem else ids.E002,
                 )
             )
     if messages:
@@ -80,7 +69,7 @@ def _check_relations(conf: dict[str, Any]) -> list[checks.CheckMessage]:
                 f"HEARTBEAT_INTERVAL ({conf['HEARTBEAT_INTERVAL']:g} s) must be shorter than "
                 f"NODE_TIMEOUT ({conf['NODE_TIMEOUT']:g} s), or live nodes look dead.",
                 "Keep NODE_TIMEOUT at 3-5 heartbeats, e.g. HEARTBEAT_INTERVAL=1, NODE_TIMEOUT=5.",
-                E004,
+                ids.E004,
             )
         )
     if conf["LEASE_TTL"] < 3 * conf["TICK_INTERVAL"] / 2:
@@ -91,7 +80,7 @@ def _check_relations(conf: dict[str, Any]) -> list[checks.CheckMessage]:
                 "lose the lease under load.",
                 hint="Use LEASE_TTL of at least 3 ticks (the default is 5 s with 1 s ticks).",
                 obj=SETTING_NAME,
-                id=W002,
+                id=ids.W002,
             )
         )
     if conf["DATABASE_ALIAS"] not in settings.DATABASES:
@@ -99,7 +88,7 @@ def _check_relations(conf: dict[str, Any]) -> list[checks.CheckMessage]:
             error(
                 f"DATABASE_ALIAS {conf['DATABASE_ALIAS']!r} is not in DATABASES.",
                 f"Use one of {', '.join(settings.DATABASES)}.",
-                E005,
+                ids.E005,
             )
         )
     caches = getattr(settings, "CACHES", {})
@@ -108,7 +97,7 @@ def _check_relations(conf: dict[str, Any]) -> list[checks.CheckMessage]:
             error(
                 f"CACHE_ALIAS {conf['CACHE_ALIAS']!r} is not in CACHES.",
                 "Name a django-redis cache, or remove CACHE_ALIAS to use REDIS_URL.",
-                E005,
+                ids.E005,
             )
         )
     broker = conf["BROKER_URL"] or (None if conf["CELERY_APP"] else conf["REDIS_URL"])
@@ -119,7 +108,7 @@ def _check_relations(conf: dict[str, Any]) -> list[checks.CheckMessage]:
                 "does not support.",
                 "Keep REDIS_URL on the cluster and set BROKER_URL to a plain Redis (or "
                 "sentinel://) or to RabbitMQ (amqp://).",
-                E014,
+                ids.E014,
             )
         )
     for key in ("CELERY_APP", "BACKEND", "STORE"):
@@ -142,11 +131,10 @@ def _check_periodic(name: str, entry: Any) -> list[checks.CheckMessage]:
         spec = spec_from_settings(name, entry)
         task = import_string(spec.task)
     except (InvalidConfiguration, ImportError) as exc:
-        return [error(f"PERIODIC[{name!r}]: {exc}", hint, E007)]
+        return [error(f"PERIODIC[{name!r}]: {exc}", hint, ids.E007)]
     if not (isinstance(task, type) and issubclass(task, PeriodicTask)):
-        return [
-            error(f"PERIODIC[{name!r}]: {spec.task} is not a PeriodicTask subclass.", hint, E007)
-        ]
+        problem = f"PERIODIC[{name!r}]: {spec.task} is not a PeriodicTask subclass."
+        return [error(problem, hint, ids.E007)]
     return []
 
 
@@ -160,7 +148,7 @@ def _check_import(key: str, path: str) -> list[checks.CheckMessage]:
             error(
                 f"{key} {path!r} cannot be imported: {exc}.",
                 "Give the dotted path of an object, e.g. 'proj.celery.app'.",
-                E006,
+                ids.E006,
             )
         ]
     return []

@@ -137,9 +137,7 @@ class RecordingClient(Execution, StartAssertions):
             if run is None:
                 raise TaskNotFound(name, task_list)
             if run.state.is_active:
-                raise AlreadyRunning(
-                    name, run.run_id, run.node, task_list=task_list, state=run.state.value
-                )
+                raise run.refusal(AlreadyRunning)
             if run.state != State.FAILED:
                 raise not_retryable(name, run.state.value)
             run.state = State.QUEUED
@@ -193,25 +191,13 @@ class RecordingClient(Execution, StartAssertions):
         if last is not None and last.state.is_active:
             if request.on_conflict == OnConflict.RETURN_EXISTING:
                 return last.handle(existing=True)
-            return AlreadyRunning(
-                request.name,
-                last.run_id,
-                last.node,
-                task_list=request.task_list,
-                state=last.state.value,
-            )
+            return last.refusal(AlreadyRunning)
         # ``last`` is finished and inside CLEANUP_TIMEOUT (``_latest`` drops older ones).
         if last is not None and (
             request.reuse == Reuse.REJECT
             or (request.reuse == Reuse.ALLOW_FAILED_ONLY and last.state == State.DONE)
         ):
-            return NameReserved(
-                request.name,
-                last.run_id,
-                last.node,
-                task_list=request.task_list,
-                state=last.state.value,
-            )
+            return last.refusal(NameReserved)
         run = Run(
             run_id=uuid.uuid4().hex,
             name=request.name,

@@ -12,8 +12,9 @@ import dataclasses
 import datetime as dt
 import json
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, TypeVar
 
+from distributed_tasks.exceptions import AlreadyRunning
 from distributed_tasks.messages import RunMessage
 from distributed_tasks.types import Outcome, State, TaskHandle, TaskStatus
 from distributed_tasks.validation import StartRequest
@@ -68,6 +69,9 @@ class Start:
         return f"{self.function}({', '.join(parts)})"
 
 
+R = TypeVar("R", bound=AlreadyRunning)
+
+
 def _epoch(value: dt.datetime | None) -> float:
     return value.timestamp() if value else 0.0
 
@@ -104,6 +108,11 @@ class Run:
 
     def handle(self, *, existing: bool = False) -> TaskHandle:
         return dataclasses.replace(self.message().handle(), existing=existing)
+
+    def refusal(self, kind: type[R]) -> R:
+        """``AlreadyRunning`` (or ``NameReserved``) naming this run, as the real client raises."""
+        return kind(self.name, self.run_id, self.node, task_list=self.task_list,
+                    state=self.state.value)  # fmt: skip
 
     def status(self) -> TaskStatus:
         return TaskStatus(

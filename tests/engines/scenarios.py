@@ -1,4 +1,5 @@
-"""The core scenarios every engine passes, written once; each engine module imports them.
+"""The core scenarios every engine passes, written once; each engine module imports them
+(``from tests.engines.scenarios import *`` brings in exactly the tests of ``__all__``).
 
 From ``tests/cluster``: the unique start race, the status walk and node loss by
 SIGKILL, as they are. Here: leader failover with periodic slots, and the check
@@ -23,16 +24,23 @@ from distributed_tasks.conf import get_settings
 from distributed_tasks.fencing import leadership
 from distributed_tasks.models import TaskRun
 from tests import tasks
-from tests.cluster.test_concurrency import (  # noqa: F401 - collected where imported
+from tests.cluster.test_concurrency import (
     test_200_concurrent_starts_of_one_name_make_one_run,
 )
-from tests.cluster.test_execution import test_status_moves_queued_running_done  # noqa: F401
+from tests.cluster.test_execution import test_status_moves_queued_running_done
 from tests.cluster.test_failover import new_leader_acts
-from tests.cluster.test_node_loss import (  # noqa: F401
+from tests.cluster.test_node_loss import (
     test_running_runs_of_a_killed_node_end_failed_node_lost,
 )
 from tests.cluster.test_periodic import slots, wait_for_slots
 from tests.support import poll_until
+
+__all__ = [
+    "test_200_concurrent_starts_of_one_name_make_one_run",
+    "test_leader_sigkill_fails_over_with_a_higher_epoch_and_no_slot_twice",
+    "test_running_runs_of_a_killed_node_end_failed_node_lost",
+    "test_status_moves_queued_running_done",
+]
 
 SLOTS = 6
 

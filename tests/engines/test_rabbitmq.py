@@ -17,13 +17,8 @@ from distributed_tasks.brokers import AmqpBroker, get_broker
 from tests import tasks
 from tests.cluster.conftest import NODES, wait_finished
 from tests.engines.conftest import Engine, require, run
-from tests.engines.scenarios import (  # noqa: F401 - the core scenarios, run on this engine
-    name_placed_on,
-    test_200_concurrent_starts_of_one_name_make_one_run,
-    test_leader_sigkill_fails_over_with_a_higher_epoch_and_no_slot_twice,
-    test_running_runs_of_a_killed_node_end_failed_node_lost,
-    test_status_moves_queued_running_done,
-)
+from tests.engines.scenarios import *  # noqa: F403 - the core scenarios, run on this engine
+from tests.engines.scenarios import name_placed_on
 from tests.support import poll_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
