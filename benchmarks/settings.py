@@ -6,6 +6,7 @@ demo's (SQLite, Redis 0) data. Worker and beat subprocesses get the same setting
 through ``DJANGO_SETTINGS_MODULE=benchmarks.settings``.
 """
 
+import importlib.util
 import os
 
 from testproject.settings import *  # noqa: F403
@@ -13,6 +14,13 @@ from testproject.settings import INSTALLED_APPS
 
 DEBUG = False  # DEBUG keeps every query in memory: never measure with it
 INSTALLED_APPS = [*INSTALLED_APPS, "benchmarks"]
+# The durable peers of the submission benchmark (benchmarks/peers.py), when installed.
+_PEER_APPS = ["django_tasks", "django_tasks_db", "django_celery_results"]
+INSTALLED_APPS += [a for a in _PEER_APPS if importlib.util.find_spec(a) is not None]
+TASKS = {
+    "default": {"BACKEND": "django_tasks.backends.immediate.ImmediateBackend"},
+    "db": {"BACKEND": "django_tasks_db.DatabaseBackend"},
+}
 
 DATABASES = {
     "default": {
