@@ -22,7 +22,7 @@ from django.db.models.functions import Coalesce
 from django.db.models.sql.subqueries import UpdateQuery
 from django.utils import timezone
 
-from distributed_tasks import inserts
+from distributed_tasks import inserts, transitions
 from distributed_tasks.conf import get_settings
 from distributed_tasks.exceptions import AlreadyRunning
 from distributed_tasks.messages import RunMessage
@@ -129,6 +129,15 @@ class OrmStore(BaseStore):
         return self.runs.filter(id=msg.run_id, attempt=msg.attempt)
 
     def mark_running(self, msg: RunMessage, incarnation: str) -> TaskRun | None:
+        conn = connections[self.alias]
+        if _update_returns(conn):  # one statement written once per connection (transitions)
+            now = timezone.now()
+            params = transitions.prepared(conn, [
+                ("state", State.RUNNING), ("started_at", now), ("incarnation", incarnation),
+                ("id", msg.run_id), ("attempt", msg.attempt), ("node", msg.node),
+                ("state", State.QUEUED),
+            ])  # fmt: skip
+            return self._returning(conn, transitions.statements(conn).start, params)
         rows = self.runs.filter(
             id=msg.run_id, attempt=msg.attempt, node=msg.node, state=State.QUEUED
         )
@@ -156,6 +165,10 @@ class OrmStore(BaseStore):
         query = rows.query.chain(UpdateQuery)
         query.add_update_values(values)
         sql, params = query.get_compiler(self.alias).as_sql()
+        return self._returning(conn, sql, params)
+
+    def _returning(self, conn: Any, sql: str, params: list[Any]) -> TaskRun | None:
+        """Run ``sql`` (an UPDATE of at most one row) with ``RETURNING`` every column."""
         read = inserts.reader(conn)
         with conn.cursor() as cursor:
             cursor.execute(f"{sql} RETURNING {read.columns}", params)
@@ -171,8 +184,16 @@ class OrmStore(BaseStore):
         )
 
     def mark_finished(self, msg: RunMessage, outcome: Outcome) -> bool:
-        rows = self.runs.filter(id=msg.run_id, attempt=msg.attempt, state=State.RUNNING)
-        return self._finish(rows, outcome)
+        conn = connections[self.alias]
+        fields = outcome.row_fields()
+        params = transitions.prepared(conn, [
+            ("finished_at", timezone.now()),
+            *((f, fields[f]) for f in transitions.FINISH_FIELDS[1:]),
+            ("id", msg.run_id), ("attempt", msg.attempt), ("state", State.RUNNING),
+        ])  # fmt: skip
+        with conn.cursor() as cursor:
+            cursor.execute(transitions.statements(conn).finish, params)
+            return cursor.rowcount > 0
 
     def mark_lost(
         self,
