@@ -115,9 +115,13 @@ def next_attempt(
         placement().unchoose(node)
         return None
     new = msg.for_attempt(msg.attempt + 1, node)
-    transaction.on_commit(lambda: _announce(msg, new, countdown), using=get_store().alias)
+    transaction.on_commit(
+        lambda: _announce(msg, new, countdown), using=get_store().alias, robust=True
+    )
     # run_retried (after a failure), or run_moved off a lost node
     transaction.on_commit(
-        lambda: signals.send_moved(RunMessage, new, msg, error), using=get_store().alias
+        lambda: signals.send_moved(RunMessage, new, msg, error),
+        using=get_store().alias,
+        robust=True,  # a failing callback must not skip other runs' messages
     )
     return new

@@ -23,8 +23,9 @@ Each is sent once per event, in the process where it happened:
   asked a RUNNING run to stop (``deadline``: when a forced cancel kills it), in the
   caller's process; ``run_finished`` follows when it ends.
 
-The extra signals exist for ``metrics.py`` and ``tracing.py``; sending one with no
-receiver costs a single attribute check.
+A receiver that raises is logged and skipped (``Event``): it never fails the start, run
+or tick that sent the signal. The extra signals exist for ``metrics.py`` and
+``tracing.py``; sending one with no receiver costs a single attribute check.
 """
 
 from __future__ import annotations
@@ -40,18 +41,28 @@ from distributed_tasks.exceptions import AlreadyRunning, DistributedTasksError, 
 
 logger = logging.getLogger("distributed_tasks.signals")
 
-run_queued = Signal()
-run_started = Signal()
-run_finished = Signal()
-node_joined = Signal()
-node_lost = Signal()
-leader_elected = Signal()
-run_refused = Signal()
-run_retried = Signal()
-run_moved = Signal()
-periodic_slot = Signal()
-lease_renewed = Signal()
-run_cancel_requested = Signal()
+
+class Event(Signal):
+    """A signal whose receivers can never fail what sent it: a raising receiver is logged
+    (by Django) and the others still run, so a user's receiver bug never skips the
+    publishing, recording or other runs' messages that follow the send."""
+
+    def send(self, sender: Any, **named: Any) -> list[tuple[Any, Any]]:
+        return self.send_robust(sender, **named)
+
+
+run_queued = Event()
+run_started = Event()
+run_finished = Event()
+node_joined = Event()
+node_lost = Event()
+leader_elected = Event()
+run_refused = Event()
+run_retried = Event()
+run_moved = Event()
+periodic_slot = Event()
+lease_renewed = Event()
+run_cancel_requested = Event()
 
 
 class Refusal:

@@ -178,7 +178,9 @@ def end_running(run: TaskRun, outcome: Outcome, ctx: TickContext, error: type[Ex
         return "waiting_for_a_node"
     if not get_store().mark_lost(msg, outcome, epoch=ctx.epoch):
         return "fenced"
-    transaction.on_commit(lambda: _finished(msg, outcome, error), using=get_store().alias)
+    transaction.on_commit(
+        lambda: _finished(msg, outcome, error), using=get_store().alias, robust=True
+    )
     return "failed"
 
 

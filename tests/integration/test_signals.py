@@ -11,17 +11,21 @@ from django.db import transaction
 from distributed_tasks import (
     AlreadyRunning,
     ClusterUnavailable,
+    attempts,
     cancel,
+    keys,
     runner,
     signals,
     start_async,
     start_many,
 )
+from distributed_tasks.fencing import claim_epoch, fenced
 from distributed_tasks.messages import RunMessage
 from distributed_tasks.models import TaskRun
 from distributed_tasks.store import get_store, message_for
 from distributed_tasks.types import Outcome, State, TaskHandle
 from tests import tasks
+from tests.support import queued
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -200,3 +204,45 @@ def test_a_retried_attempt_starts_again_and_the_run_finishes_once(received, node
         "flaky",
         State.FAILED,
     )
+
+
+@pytest.fixture
+def raising():
+    """A user's receiver with a bug, on ``signal``; disconnected afterwards."""
+    connected = []
+
+    def connect(signal):
+        def boom(sender, **kwargs):
+            raise RuntimeError("user receiver bug")
+
+        signal.connect(boom, weak=False)
+        connected.append((signal, boom))
+
+    yield connect
+    for signal, boom in connected:
+        signal.disconnect(boom)
+
+
+def test_a_raising_run_queued_receiver_does_not_undo_published_starts(raising, node, redis):
+    """Review item 6: the first receiver error rolled back the batch's later starts,
+    whose messages had already gone out."""
+    raising(signals.run_queued)
+    handles = start_many([{"func": tasks.add, "name": n} for n in ("q1", "q2")])
+    assert [h.name for h in handles] == ["q1", "q2"]
+    assert TaskRun.objects.filter(state=State.QUEUED).count() == 2
+    assert len(queued(redis, node.name)) == 2
+
+
+def test_a_raising_run_moved_receiver_drops_no_other_runs_message(raising, node, redis, leader):
+    """Review item 6: moves announce after the commit; the receiver's error skipped the
+    callbacks (status, message) of every run moved after it."""
+    runs = [start_async(tasks.add, [1, 2], name=n) for n in ("m1", "m2")]
+    redis.delete(*keys.queue_keys(node.name))
+    claim_epoch(leader.epoch, "t")
+    raising(signals.run_moved)
+    with fenced(leader.epoch):
+        for h in runs:
+            msg = message_for(TaskRun.objects.get(id=h.run_id))
+            attempts.next_attempt(msg, from_states=(State.QUEUED,), node=node.name)
+    assert set(TaskRun.objects.values_list("attempt", flat=True)) == {2}
+    assert len(queued(redis, node.name)) == 2
