@@ -15,17 +15,21 @@ from django.core.serializers.json import DjangoJSONEncoder
 
 from distributed_tasks.exceptions import DistributedTasksError
 
+LAYOUT = "\n\t"  # the only controls a multi-line value keeps: they cannot rewrite a terminal
+
 
 def printable(value: Any, *, newlines: bool = False) -> str:
     """``value`` as text that is safe on a terminal: control and other non-printable
     characters (an escape sequence someone wrote into Redis, say) become ``\\x1b``-style
-    escapes. ``newlines`` keeps line breaks (a traceback)."""
+    escapes. ``newlines`` keeps line breaks and tabs, so a traceback or indented JSON
+    reads as it was written; a carriage return and every other C0/C1 control character
+    (ESC, BEL, CSI...) stay escaped, since they could move the cursor or retitle the
+    terminal."""
     text = str(value)
     if text.isprintable():
         return text
-    return "".join(
-        c if c.isprintable() or (newlines and c == "\n") else ascii(c)[1:-1] for c in text
-    )
+    keep = LAYOUT if newlines else ""
+    return "".join(c if c.isprintable() or c in keep else ascii(c)[1:-1] for c in text)
 
 
 def emit(out: TextIO | OutputWrapper, text: str) -> None:

@@ -48,6 +48,25 @@ def test_failed_run_shows_its_error(run_command, node):
     assert "error      ValueError: broken" in out
 
 
+def test_a_multi_line_result_prints_as_indented_json_lines(run_command, node):
+    result = {"lines": ["one", "two"], "nested": {"depth": 2}}
+    start_async(tasks.count, ["k"], {"result": result}, name="nested")
+    execute("nested")
+    out = run_command("dt_status", "nested")
+    assert "\\n" not in out  # line breaks, not escapes of them
+    shown = out[out.index("result     {") :].splitlines()
+    assert all(line.startswith(" " * 11) for line in shown[1:])  # under the first line
+    assert json.loads("\n".join(line[11:] for line in shown)) == result
+
+
+def test_an_error_keeps_its_lines_and_tabs_but_escapes_terminal_controls(run_command, node):
+    start_async(tasks.fail, ["first\n\tsecond\x1b[2J\rthird\x9b"], name="evil")
+    execute("evil")
+    out = run_command("dt_status", "evil")
+    assert not {"\x1b", "\r", "\x9b"} & set(out)  # no escape sequence reaches the terminal
+    assert out.endswith("error      ValueError: first\n           \tsecond\\x1b[2J\\rthird\\x9b\n")
+
+
 def test_json_output_is_the_status(run_command, node):
     handle = start_async(tasks.add, [1, 2], name="sum")
     execute("sum")

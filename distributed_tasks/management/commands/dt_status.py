@@ -13,6 +13,9 @@ from distributed_tasks import api, cli
 from distributed_tasks.store import get_store
 from distributed_tasks.types import State
 
+# Values printed over several lines: the result as indented JSON, an error's message.
+MULTILINE = ("result", "error")
+
 
 class Command(BaseCommand):
     help = (
@@ -97,9 +100,10 @@ class Command(BaseCommand):
         if status.state == State.FAILED:
             lines += [("reason", status.reason), ("error", f"{status.error_type}: {status.error}")]
         width = max(len(label) for label, _ in lines)
+        margin = "\n" + " " * (width + 2)  # a multi-line value's later lines, under its first
         for label, value in lines:
-            shown = "-" if value is None else cli.printable(value, newlines=label == "error")
-            self.stdout.write(f"{label.ljust(width)}  {shown}")
+            shown = "-" if value is None else cli.printable(value, newlines=label in MULTILINE)
+            self.stdout.write(f"{label.ljust(width)}  " + shown.replace("\n", margin))
 
 
 def _progress(status: Any) -> str:
