@@ -5,7 +5,9 @@ leader finds every active run whose node stopped heartbeating (or restarted,
 which its incarnation id reveals) and, in one fenced transaction per batch:
 
 - a QUEUED run (it never started) moves to a live node as a new attempt;
-- a RUNNING run with executions left is retried on a live node (at-least-once);
+- a RUNNING run with executions left is retried on a live node (at-least-once); when
+  no live node serves its task list, its next attempt waits QUEUED on no node and
+  moves to the first node that does;
 - any other RUNNING run ends FAILED with reason ``node_lost`` (the seed's
   behaviour: not restarted).
 
@@ -15,6 +17,7 @@ removed it) and its queue purged; messages of moved attempts are fenced anyway.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from collections import Counter
@@ -28,6 +31,7 @@ from distributed_tasks.conf import get_settings
 from distributed_tasks.connection import get_redis
 from distributed_tasks.exceptions import ClusterUnavailable
 from distributed_tasks.fencing import fenced
+from distributed_tasks.messages import RunMessage
 from distributed_tasks.models import TaskRun
 from distributed_tasks.orchestrator import Duty, TickContext
 from distributed_tasks.store import get_store, message_for
@@ -38,6 +42,10 @@ logger = logging.getLogger("distributed_tasks.orchestrator.lifeline")
 
 class NodeLost(Exception):
     """What ``on_failure`` receives for a run whose node died under it."""
+
+
+# The node of a run whose next attempt waits for a live node serving its task list.
+PARKED = ""
 
 
 class Lifeline(Duty):
@@ -67,7 +75,9 @@ class Lifeline(Duty):
         self._announce_joined(ctx, counts)
         live = ctx.view.nodes
         active = get_store().runs.active().values_list("node", "state", "incarnation").distinct()
-        dead = self._dead(ctx, {node for node, _state, _inc in active})
+        with_runs = {node for node, _state, _inc in active}
+        # Parked runs wait for a node as runs of a dead one do: moved once one serves them.
+        dead = self._dead(ctx, with_runs - {PARKED}) | (with_runs & {PARKED})
         restarted = _stopped(
             {
                 (node, inc)
@@ -79,7 +89,7 @@ class Lifeline(Duty):
             self._rescue(ctx, dead, restarted, counts)
         # Forget a dead node (purge its queue, send node_lost) once no run is left on it,
         # and only as the current leader: a fenced-out one changes nothing, here either.
-        gone = dead | set(ctx.view.stale)
+        gone = (dead | set(ctx.view.stale)) - {PARKED}
         with fenced(ctx.epoch):
             busy = set(
                 get_store().runs.active().filter(node__in=gone).values_list("node", flat=True)
@@ -175,13 +185,38 @@ def end_running(run: TaskRun, outcome: Outcome, ctx: TickContext, error: type[Ex
             if new:
                 return "retried"  # else fenced out, or a cancel came after the read: end it
     except ClusterUnavailable:
-        return "waiting_for_a_node"
+        if _park(msg, outcome, ctx, attempts.retry_countdown(run.retry_backoff, run.executions)):
+            return "parked"
     if not get_store().mark_lost(msg, outcome, epoch=ctx.epoch):
         return "fenced"
     transaction.on_commit(
         lambda: _finished(msg, outcome, error), using=get_store().alias, robust=True
     )
     return "failed"
+
+
+def _park(msg: RunMessage, outcome: Outcome, ctx: TickContext, countdown: float) -> bool:
+    """No live node serves the run's task list: its next attempt waits QUEUED on no node
+    (``PARKED``), so its name reads QUEUED, its dead node can be forgotten, and the
+    lifeline moves it to the first node that serves its task list."""
+    moved = get_store().requeue(
+        msg,
+        node=PARKED,
+        run_after=ctx.now + dt.timedelta(seconds=countdown),
+        from_states=(State.RUNNING,),
+        only_if_attempts_left=True,
+        error=outcome,
+        epoch=ctx.epoch,
+    )
+    if moved:
+        new = msg.for_attempt(msg.attempt + 1, PARKED)
+        fields = claims.message_fields(new, State.QUEUED)
+        for announce in (
+            lambda: claims.publish(new, fields),
+            lambda: signals.send_moved(RunMessage, new, msg, outcome),  # run_retried
+        ):
+            transaction.on_commit(announce, using=get_store().alias, robust=True)
+    return moved
 
 
 def _finished(msg, outcome: Outcome, error: type[Exception]) -> None:

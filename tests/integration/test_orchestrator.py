@@ -305,6 +305,27 @@ def test_a_leader_whose_lease_vanished_does_not_act(node, redis):
     assert orchestrator.tick() is None  # ...but it checks Redis before acting
 
 
+def test_a_retry_no_live_node_can_take_waits_queued_on_no_node(heavy, redis, dead_node, poll):
+    """Review item 12: it stayed RUNNING on the dead node for ever (waiting_for_a_node)."""
+    orchestrator = lead()
+    settle(orchestrator, redis)
+    run = row("orphan", dead_node("gone@test"), state="RUNNING", executions=1, max_attempts=2)
+    assert orchestrator.tick()["lifeline"] == {"parked": 1, "nodes_lost": 1}
+    run.refresh_from_db()
+    assert (run.state, run.node, run.attempt) == ("QUEUED", "", 2)
+    assert claims.read("default", "orphan")["state"] == "QUEUED"
+    late = Heartbeat(NodeInfo(name="late@test"))  # a node serving "default" appears
+    late.start()
+    try:
+        poll(lambda: "late@test" in live_nodes().nodes, message="late node live")
+        assert orchestrator.tick()["lifeline"] == {"moved": 1, "nodes_joined": 1}
+    finally:
+        late.stop(leave=True)
+    run.refresh_from_db()
+    assert (run.state, run.node, run.attempt) == ("QUEUED", "late@test", 3)
+    assert len(queued(redis, "late@test")) == 1
+
+
 def test_a_former_leader_is_fenced_out(node, redis, dead_node):
     old = lead("old@test")
     settle(old, redis)
