@@ -13,7 +13,6 @@ from datetime import timedelta
 import django
 import pytest
 from asgiref.sync import async_to_sync
-from django.core import checks
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -29,9 +28,6 @@ from distributed_tasks import (
     start_async,
 )
 from distributed_tasks.backends import (
-    E101,
-    E102,
-    E103,
     GENERIC_ERROR,
     DistributedTasksBackend,
     NamedTask,
@@ -395,74 +391,3 @@ def test_inline_double_runs_context_and_async_tasks(backend, dt_inline):
     assert (status.state, status.result) == (State.DONE, result.id)
     contract.async_add.using(run_name="sum").enqueue(2, 3)
     assert dt_inline.get_status("sum").result == 5
-
-
-# -- checks --------------------------------------------------------------------------
-
-
-def check(params) -> list:
-    return list(DistributedTasksBackend("jobs", params).check())
-
-
-def test_valid_configuration_passes_the_checks():
-    options = {"ON_CONFLICT": "return_existing", "REUSE": "reject", "TIMEOUT": 2.5}
-    assert check({"QUEUES": ["default", "builds"], "OPTIONS": options}) == []
-    assert check({"OPTIONS": {"MAX_ATTEMPTS": 3, "TIMEOUT": None}}) == []
-
-
-def test_unknown_option_is_reported_with_a_suggestion():
-    assert check({"OPTIONS": {"TIMOUT": 3}}) == [
-        checks.Error(
-            "TASKS['jobs']['OPTIONS'] has an unknown key 'TIMOUT'.",
-            hint="Did you mean 'TIMEOUT'? DistributedTasksBackend reads ON_CONFLICT, REUSE, "
-            "TIMEOUT, MAX_ATTEMPTS, RETRY_BACKOFF.",
-            id=E101,
-        )
-    ]
-
-
-def test_options_must_be_a_dict():
-    assert check({"OPTIONS": ["TIMEOUT"]}) == [
-        checks.Error(
-            "TASKS['jobs']['OPTIONS'] must be a dict, got list.",
-            hint="Write it as a dict with keys among ON_CONFLICT, REUSE, TIMEOUT, MAX_ATTEMPTS, "
-            "RETRY_BACKOFF, or leave it out.",
-            id=E101,
-        )
-    ]
-
-
-@pytest.mark.parametrize(
-    ("key", "value", "problem"),
-    [
-        ("ON_CONFLICT", "skip", "must be one of ['fail', 'return_existing']"),
-        ("REUSE", None, "must be one of ['allow', 'allow_failed_only', 'reject']"),
-        ("TIMEOUT", 0, "must be a number greater than 0 or None"),
-        ("MAX_ATTEMPTS", 1.5, "must be a whole number greater than 0 or None"),
-        ("MAX_ATTEMPTS", True, "must be a whole number greater than 0 or None"),
-        ("RETRY_BACKOFF", "1s", "must be a number greater than 0 or None"),
-    ],
-)
-def test_bad_option_value_is_reported(key, value, problem):
-    assert check({"OPTIONS": {key: value}}) == [
-        checks.Error(
-            f"TASKS['jobs']['OPTIONS'][{key!r}] {problem}, got {value!r}.",
-            hint="Fix the value, or remove the key to use start_async()'s default.",
-            id=E102,
-        )
-    ]
-
-
-def test_queue_that_cannot_be_a_task_list_is_reported():
-    (error,) = check({"QUEUES": ["default", "q" * 201]})
-    assert (error.id, error.hint) == (
-        E103,
-        "Each queue is a task list: use 1 to 200 printable characters.",
-    )
-    assert error.msg.startswith(f"TASKS['jobs']['QUEUES'] has {'q' * 201!r}, which cannot be")
-
-
-def test_checks_run_through_djangos_check_framework(settings):
-    settings.TASKS = {"default": {"BACKEND": BACKEND, "OPTIONS": {"RETRIES": 2}}}
-    ids = [message.id for message in checks.run_checks() if message.id.startswith("distributed")]
-    assert ids == [E101]

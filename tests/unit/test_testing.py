@@ -1,4 +1,5 @@
-"""The testing doubles on their own: scripting, assertions, inline execution, installation.
+"""The testing doubles on their own: scripting, assertions, installation (the inline
+client's execution: ``test_inline``).
 
 What the doubles share with the real client is pinned by tests/contract; these
 tests cover what only a double offers. None of them touches the database (no
@@ -18,7 +19,6 @@ from django.test import override_settings
 from distributed_tasks import (
     AlreadyRunning,
     ClusterUnavailable,
-    DistributedTask,
     InvalidOption,
     NameReserved,
     NotRegistered,
@@ -29,9 +29,7 @@ from distributed_tasks import (
     api,
     astart_async,
     cancel,
-    distributed_task,
     get_status,
-    signals,
     start_async,
 )
 from distributed_tasks.testing import (
@@ -41,74 +39,7 @@ from distributed_tasks.testing import (
     fake_tasks,
     inline_tasks,
 )
-
-CALLS: list = []
-
-
-@distributed_task
-def double(x: int) -> int:
-    return x * 2
-
-
-@distributed_task
-def remember(name: str, result: object) -> None:
-    CALLS.append((name, result))
-
-
-@distributed_task
-def explode(name: str, result: object) -> None:
-    raise RuntimeError(f"cannot store {name}")
-
-
-@distributed_task
-def boom(message: str) -> None:
-    raise ValueError(message)
-
-
-@distributed_task
-def pair() -> tuple:
-    return (1, 2)
-
-
-@distributed_task
-def not_json() -> set:
-    return {1}
-
-
-@distributed_task
-def leave() -> None:
-    raise SystemExit(3)
-
-
-@distributed_task
-def flaky(fails: int) -> int:
-    """Fails its first ``fails`` executions, then returns how many it took."""
-    CALLS.append("flaky")
-    if len(CALLS) <= fails:
-        raise ConnectionError(f"execution {len(CALLS)} failed")
-    return len(CALLS)
-
-
-@distributed_task
-def restart_self(name: str) -> str:
-    try:
-        start_async(restart_self, [name], name=name)
-    except AlreadyRunning as exc:
-        return f"refused while {exc.state}"
-    return "started twice"
-
-
-class Hooks(DistributedTask):
-    def run(self, mode: str) -> str:
-        if mode == "raise":
-            raise KeyError(mode)
-        return mode
-
-    def on_success(self, run, result):
-        CALLS.append(("success", run.name, result))
-
-    def on_failure(self, run, exc):
-        CALLS.append(("failure", run.name, type(exc).__name__))
+from tests.unit.double_tasks import CALLS, boom, double, remember
 
 
 @pytest.fixture(autouse=True)
@@ -144,7 +75,7 @@ def test_the_module_api_and_its_async_twins_record_on_the_fake(dt_fake):
     start = dt_fake.assert_started(double, name="d", args=(2,), callback=remember)
     assert (start.run_id, start.callback, start.options["timeout"]) == (
         handle.run_id,
-        "tests.unit.test_testing.remember",
+        "tests.unit.double_tasks.remember",
         5,
     )
     async_to_sync(astart_async)(double, [3], name="a")
@@ -154,13 +85,13 @@ def test_the_module_api_and_its_async_twins_record_on_the_fake(dt_fake):
 
 def test_assert_started_matches_the_given_criteria_only(dt_fake):
     start_async(double, [1], name="one")
-    start_async(double, [2], callback="tests.unit.test_testing.remember")
-    assert dt_fake.assert_started("tests.unit.test_testing.double", args=[1]).name == "one"
+    start_async(double, [2], callback="tests.unit.double_tasks.remember")
+    assert dt_fake.assert_started("tests.unit.double_tasks.double", args=[1]).name == "one"
     assert dt_fake.assert_started(double, name=ANY, times=2)
     assert dt_fake.assert_started(callback=remember).args == [2]
     assert len(dt_fake.starts_of(double, callback=None)) == 1
     dt_fake.assert_not_started(boom)
-    with pytest.raises(AssertionError, match=r"of tests.unit.test_testing.double\(args=\[3\]\)"):
+    with pytest.raises(AssertionError, match=r"of tests.unit.double_tasks.double\(args=\[3\]\)"):
         dt_fake.assert_started(double, args=[3])
     with pytest.raises(AssertionError, match=r"Recorded starts:\n  .*double\(name='one'"):
         dt_fake.assert_not_started(double, args=[1])
@@ -256,103 +187,6 @@ def test_finished_names_expire_after_cleanup_timeout(install):
         client.advance(2)
         assert get_status("e").state == State.NOT_FOUND
         assert start_async(double, [1], name="e", reuse="reject").name == "e"
-
-
-def test_inline_runs_the_function_and_its_callback(dt_inline):
-    handle = start_async(double, [21], name="x", callback=remember)
-    status = get_status("x")
-    assert (status.state, status.result, status.run_id, status.node) == (
-        State.DONE,
-        42,
-        handle.run_id,
-        "inline@testing",
-    )
-    assert status.queued_at <= status.started_at <= status.finished_at
-    assert CALLS == [("x", 42)]
-    dt_inline.assert_started(double, name="x", args=[21])
-
-
-def test_inline_failures_report_failed_and_free_the_name(dt_inline):
-    start_async(boom, ["no compiler"], name="b")
-    status = get_status("b")
-    assert (status.state, status.error_type, status.error, status.reason) == (
-        State.FAILED,
-        "ValueError",
-        "no compiler",
-        "exception",
-    )
-    assert "raise ValueError(message)" in dt_inline.runs("b")[-1].traceback
-    start_async(double, [1], name="c", callback=explode)
-    assert (get_status("c").reason, get_status("c").error) == ("callback", "cannot store c")
-    start_async(not_json, name="j")
-    assert get_status("j").error_type == "distributed_tasks.exceptions.NotSerializable"
-    assert start_async(boom, ["again"], name="b").name == "b"
-
-
-def test_inline_retries_a_failure_while_max_attempts_allows(dt_inline):
-    start_async(flaky, [1], name="twice", max_attempts=2)
-    status = get_status("twice")
-    assert (status.state, status.result, status.attempt) == (State.DONE, 2, 2)
-    CALLS.clear()
-    start_async(flaky, [5], name="gives-up", max_attempts=3)
-    status = get_status("gives-up")
-    assert (status.state, status.error, status.attempt) == (
-        State.FAILED,
-        "execution 3 failed",
-        3,
-    )
-
-
-def test_inline_results_come_back_through_json(dt_inline):
-    assert get_status(start_async(pair).name).result == [1, 2]
-
-
-def test_inline_calls_the_class_hooks(dt_inline):
-    start_async(Hooks, ["ok"], name="h1")
-    start_async(Hooks, ["raise"], name="h2")
-    assert CALLS == [("success", "h1", "ok"), ("failure", "h2", "KeyError")]
-    assert (get_status("h1").state, get_status("h2").error_type) == (State.DONE, "KeyError")
-
-
-def test_an_inline_run_holds_its_name_while_it_runs(dt_inline):
-    start_async(restart_self, ["me"], name="me")
-    assert get_status("me").result == "refused while RUNNING"
-
-
-def test_an_interrupt_still_ends_the_inline_run(dt_inline):
-    with pytest.raises(SystemExit):
-        start_async(leave, name="gone")
-    assert (get_status("gone").state, get_status("gone").error_type) == (
-        State.FAILED,
-        "SystemExit",
-    )
-
-
-def test_inline_sends_the_run_signals(dt_inline):
-    seen = []
-
-    def queued(sender, handle, **kwargs):
-        seen.append(("queued", handle.name))
-
-    def started(sender, message, **kwargs):
-        seen.append(("started", message.name))
-
-    def finished(sender, message, outcome, **kwargs):
-        seen.append(("finished", message.name, outcome.state))
-
-    for signal, receiver in [
-        (signals.run_queued, queued),
-        (signals.run_started, started),
-        (signals.run_finished, finished),
-    ]:
-        signal.connect(receiver, weak=False)
-    try:
-        start_async(double, [1], name="s")
-    finally:
-        signals.run_queued.disconnect(queued)
-        signals.run_started.disconnect(started)
-        signals.run_finished.disconnect(finished)
-    assert seen == [("queued", "s"), ("started", "s"), ("finished", "s", State.DONE)]
 
 
 def test_the_doubles_need_no_services():
