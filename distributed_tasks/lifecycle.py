@@ -9,7 +9,9 @@ racing a new start of the name, ends with exactly one winner.
 from __future__ import annotations
 
 import contextlib
+import logging
 
+from django.db import connections, transaction
 from redis.exceptions import RedisError
 
 from distributed_tasks import cancellation, celery, claims, signals
@@ -21,11 +23,14 @@ from distributed_tasks.exceptions import (
     NotCancellable,
     TaskNotFound,
 )
+from distributed_tasks.messages import RunMessage
 from distributed_tasks.models import TaskRun
 from distributed_tasks.placement import Placement
 from distributed_tasks.store import get_store, message_for
 from distributed_tasks.types import Outcome, Reason, State
 from distributed_tasks.validation import check_name
+
+logger = logging.getLogger("distributed_tasks.lifecycle")
 
 
 def _names(name: str, task_list: str) -> None:
@@ -131,19 +136,36 @@ def retry(name: str, task_list: str = "default", placement: Placement | None = N
             raise AlreadyRunning(
                 name, run.run_id, run.node or None, task_list=task_list, state=State.RUNNING
             )
-    except AlreadyRunning:
-        with contextlib.suppress(RedisError):
-            claims.release(task_list, name, msg.run_id)
+    except BaseException:
+        placement.unchoose(node)
+        _release(msg)
         raise
+    if connections[store.alias].in_atomic_block:
+        # The worker must see the new attempt: publish once the caller's transaction commits.
+        transaction.on_commit(lambda: _deliver(msg, deferred=True), using=store.alias)
+    else:
+        _deliver(msg)
+    return msg.handle()
+
+
+def _release(msg: RunMessage) -> None:
+    with contextlib.suppress(RedisError):  # a claim with no active row is replaced as stale
+        claims.release(msg.task_list, msg.name, msg.run_id)
+
+
+def _deliver(msg: RunMessage, *, deferred: bool = False) -> None:
+    """Publish a retried attempt; if the broker refuses it, the run stays FAILED (after a
+    commit the caller holds a handle: it stays QUEUED for the orchestrator to republish)."""
     try:
         celery.publish([(msg, None)])
     except celery.PublishFailed as exc:
+        if deferred:
+            logger.error("Broker refused retry of %s after commit: %s", msg.name, exc.__cause__)
+            return
         lost = Outcome.failed(Reason.WORKER_LOST, message="retry not delivered")
-        if not store.mark_lost(msg, lost, from_states=(State.QUEUED,)):
-            return msg.handle()  # the message did go out: a worker already started it
-        with contextlib.suppress(RedisError):
-            claims.release(task_list, name, msg.run_id)
+        if not get_store().mark_lost(msg, lost, from_states=(State.QUEUED,)):
+            return  # the message did go out: a worker already started it
+        _release(msg)
         raise ClusterUnavailable(
             f"The Celery broker does not answer ({exc.__cause__}); the run stays FAILED."
         ) from exc
-    return msg.handle()

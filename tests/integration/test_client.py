@@ -370,6 +370,30 @@ def test_retry_runs_a_failed_run_again_as_its_next_attempt(node, redis):
         retry("again-please")
 
 
+def test_retry_inside_a_transaction_publishes_after_the_commit(node, redis, monkeypatch):
+    """Review item 10: the admin action under ATOMIC_REQUESTS published before its commit
+    (the worker could not see the new attempt); a failed write kept the claim."""
+    from django.db import OperationalError
+
+    from distributed_tasks import retry
+    from distributed_tasks.store import OrmStore
+
+    start_async(tasks.add, [1, 2], name="in-txn")
+    finish("in-txn", "FAILED")
+    redis.delete(*keys.queue_keys(node.name))
+    with transaction.atomic():
+        retry("in-txn")
+        assert queued(redis, node.name) == []
+    assert len(queued(redis, node.name)) == 1
+    finish("in-txn", "FAILED")
+    monkeypatch.setattr(
+        OrmStore, "reactivate", lambda *a, **k: (_ for _ in ()).throw(OperationalError("gone"))
+    )
+    with pytest.raises(OperationalError):
+        retry("in-txn")
+    assert claims.read("default", "in-txn").get("state") != "QUEUED"  # the claim went back
+
+
 def test_retry_of_unknown_names(node):
     from distributed_tasks import TaskNotFound, retry
 
