@@ -280,6 +280,24 @@ def test_reaper_reaps_done_and_failed_names_and_old_history(node, redis):
     assert orchestrator.tick()["reaper"] == {"names_reaped": 0, "history_deleted": 0}
 
 
+def test_the_reaper_counts_a_bounded_slice_of_the_history_backlog():
+    """Review item 13: it counted every row past retention on each tick."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from distributed_tasks.orchestrator.reaper import Reaper
+
+    old = timezone.now() - dt.timedelta(days=400)
+    for i in range(3):
+        row(f"ancient-{i}", "gone@test")
+    TaskRun.objects.update(state="DONE", active_name=None, finished_at=old)
+    with CaptureQueriesContext(connection) as captured:
+        plan = Reaper().plan(timezone.now(), batch=2)
+    assert plan.history_rows == 2
+    (count,) = [q["sql"] for q in captured.captured_queries if "COUNT(" in q["sql"].upper()]
+    assert "LIMIT 2" in count.upper()
+
+
 def test_a_node_missing_from_membership_is_not_dead_before_node_timeout(node, redis, poll):
     """After Redis lost its data a node has no membership entry until its next heartbeat:
     that absence alone is not a death; absence for NODE_TIMEOUT is."""
