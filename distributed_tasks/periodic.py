@@ -175,6 +175,15 @@ def task_class(path: str) -> type[PeriodicTask]:
     return klass
 
 
+def states():
+    """``PeriodicTaskState`` rows on ``DATABASE_ALIAS``: where the leader's fenced
+    transaction runs, so a slot claim is fenced with any database alias."""
+    from distributed_tasks.conf import get_settings
+    from distributed_tasks.models import PeriodicTaskState
+
+    return PeriodicTaskState.objects.using(get_settings().DATABASE_ALIAS)
+
+
 class PeriodicRun(DistributedTask):
     """The run of one slot: loads the state, executes, stores the new state.
 
@@ -183,9 +192,7 @@ class PeriodicRun(DistributedTask):
     """
 
     def run(self, name: str, slot: str = "") -> dict[str, Any]:
-        from distributed_tasks.models import PeriodicTaskState
-
-        row = PeriodicTaskState.objects.get(name=name)
+        row = states().get(name=name)
         instance = task_class(row.task)()
         state = row.state
         if state is None:
@@ -220,11 +227,9 @@ def _record(run: RunInfo, *, outcome: str, state: Any = None, error: str = "") -
     """
     from django.db.models import F, Q
 
-    from distributed_tasks.models import PeriodicTaskState
-
     name, slot = [*run.args, "", ""][:2]
     current = Q(last_run_id=run.run_id) | Q(last_slot=slot) if slot else Q()
-    rows = PeriodicTaskState.objects.filter(current, name=name)
+    rows = states().filter(current, name=name)
     if outcome == "DONE":
         rows.update(state=state, runs=F("runs") + 1, last_outcome=outcome, last_error="")
     else:

@@ -28,7 +28,13 @@ from distributed_tasks.exceptions import AlreadyRunning, ClusterUnavailable, Inv
 from distributed_tasks.fencing import fenced
 from distributed_tasks.models import PeriodicTaskState
 from distributed_tasks.orchestrator import Duty, TickContext
-from distributed_tasks.periodic import PeriodicRun, PeriodicSpec, declared_specs, task_class
+from distributed_tasks.periodic import (
+    PeriodicRun,
+    PeriodicSpec,
+    declared_specs,
+    states,
+    task_class,
+)
 
 logger = logging.getLogger("distributed_tasks.orchestrator.dispatcher")
 
@@ -62,12 +68,12 @@ class Dispatcher(Duty):
         self.placed.clear()
         if self.synced_at is None or ctx.now - self.synced_at > SYNC_EVERY:
             self.sync(ctx, counts)
-        rows = PeriodicTaskState.objects.filter(enabled=True, next_run_at__lte=ctx.now)
+        rows = states().filter(enabled=True, next_run_at__lte=ctx.now)
         for row in rows.order_by("next_run_at")[: ctx.batch]:
             outcome = self._dispatch(row, ctx)
             counts[outcome] += 1
             signals.periodic_slot.send(Dispatcher, task=row.name, outcome=outcome)
-        upcoming = PeriodicTaskState.objects.filter(enabled=True).order_by("next_run_at")
+        upcoming = states().filter(enabled=True).order_by("next_run_at")
         self.next_due = upcoming.values_list("next_run_at", flat=True).first()
         return dict(counts)
 
@@ -79,13 +85,13 @@ class Dispatcher(Duty):
             logger.error("Periodic tasks not synced: %s", exc)
             counts["invalid_declarations"] += 1
             return
-        rows = {row.name: row for row in PeriodicTaskState.objects.all()}
+        rows = {row.name: row for row in states().all()}
         with fenced(ctx.epoch):
             for name, spec in specs.items():
                 counts[self._sync_one(rows.get(name), spec, ctx.now)] += 1
             gone = [name for name, row in rows.items() if name not in specs and row.declared]
             if gone:  # no longer declared: stop it, keep its record
-                PeriodicTaskState.objects.filter(name__in=gone).update(enabled=False, declared={})
+                states().filter(name__in=gone).update(enabled=False, declared={})
                 counts["undeclared"] += len(gone)
         self.synced_at = ctx.now
 
@@ -103,9 +109,7 @@ class Dispatcher(Duty):
             "declared": declared,
         }
         if row is None:
-            PeriodicTaskState.objects.create(
-                name=spec.name, enabled=spec.enabled, next_run_at=first, **fields
-            )
+            states().create(name=spec.name, enabled=spec.enabled, next_run_at=first, **fields)
             return "created"
         if row.declared == declared:
             return "unchanged"
@@ -113,7 +117,7 @@ class Dispatcher(Duty):
             fields["enabled"] = spec.enabled
         if row.interval != spec.interval or row.next_run_at is None:
             fields["next_run_at"] = next_slot(now, spec.interval)
-        PeriodicTaskState.objects.filter(name=row.name).update(**fields)
+        states().filter(name=row.name).update(**fields)
         return "updated"
 
     def _dispatch(self, row: PeriodicTaskState, ctx: TickContext) -> str:
@@ -122,12 +126,13 @@ class Dispatcher(Duty):
         following = next_slot(ctx.now, row.interval)
         with fenced(ctx.epoch):
             claimed = (
-                PeriodicTaskState.objects.filter(name=row.name, enabled=True)
+                states()
+                .filter(name=row.name, enabled=True)
                 .filter(Q(last_slot__isnull=True) | Q(last_slot__lt=slot))
                 .update(last_slot=slot, next_run_at=following)
             )
         if not claimed:
-            PeriodicTaskState.objects.filter(name=row.name).update(next_run_at=following)
+            states().filter(name=row.name).update(next_run_at=following)
             return "already_dispatched"
         return self._start(row, slot, ctx)
 
@@ -150,7 +155,7 @@ class Dispatcher(Duty):
         return node
 
     def _start(self, row: PeriodicTaskState, slot: dt.datetime, ctx: TickContext) -> str:
-        rows = PeriodicTaskState.objects.filter(name=row.name, last_slot=slot)
+        rows = states().filter(name=row.name, last_slot=slot)
         live = self._candidates(ctx, row.task_list)
         try:
             allowed = [n for n in task_class(row.task)().nodes(list(live)) if n in live]

@@ -211,3 +211,37 @@ def test_only_declared_classes_are_loaded(leader_tick):
         report = leader_tick(T0)
     assert report.get("invalid", 0) + report.get("dispatched", 0) >= 1
     assert not TaskRun.objects.filter(function="os.system").exists()
+
+
+@pytest.fixture
+def second_alias():
+    """DATABASE_ALIAS names a second connection to the test database."""
+    from django.db import connections
+    from django.db.utils import load_backend
+
+    from distributed_tasks.conf import reset_caches
+
+    target = connections["default"].settings_dict
+    connections["second"] = load_backend(target["ENGINE"]).DatabaseWrapper({**target}, "second")
+    conf = {**settings.DISTRIBUTED_TASKS, "DATABASE_ALIAS": "second"}
+    try:
+        with override_settings(DISTRIBUTED_TASKS=conf):
+            reset_caches()
+            yield connections["second"]
+    finally:
+        connections["second"].close()
+        del connections["second"]
+        reset_caches()
+
+
+@pytest.mark.skipif(settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"), reason="shared")
+def test_the_slot_claim_is_written_on_the_fenced_alias(second_alias, leader_tick):
+    """Review item 9: with another DATABASE_ALIAS the claim went to "default", outside
+    the leader's fenced transaction."""
+    from django.test.utils import CaptureQueriesContext
+
+    task = {"task": "tests.tasks.Counter", "interval": 60, "instant": True}
+    with declare(now=task), CaptureQueriesContext(second_alias) as captured:
+        assert leader_tick(T0)["dispatched"] == 1
+    sql = [q["sql"] for q in captured.captured_queries]
+    assert any(q.startswith("UPDATE") and "last_slot" in q.split(" WHERE ")[0] for q in sql)
