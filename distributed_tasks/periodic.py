@@ -225,12 +225,21 @@ def _record(run: RunInfo, *, outcome: str, state: Any = None, error: str = "") -
     later slots while a long run goes on: the run is current when either its id
     or its slot is the task's latest, so a fast run and a slow one both count.
     """
-    from django.db.models import F, Q
+    from django.db.models import Exists, F, Q
+
+    from distributed_tasks.models import TaskRun
+    from distributed_tasks.types import State
 
     name, slot = [*run.args, "", ""][:2]
     current = Q(last_run_id=run.run_id) | Q(last_slot=slot) if slot else Q()
     rows = states().filter(current, name=name)
     if outcome == "DONE":
+        # Only while this attempt still runs: one the leader ended or moved (its node was
+        # taken for lost) must not overwrite the state its successor carries on.
+        still_running = TaskRun.objects.filter(
+            id=run.run_id, attempt=run.attempt, state=State.RUNNING
+        )
+        rows = rows.filter(Exists(still_running))
         rows.update(state=state, runs=F("runs") + 1, last_outcome=outcome, last_error="")
     else:
         rows.update(failures=F("failures") + 1, last_outcome=outcome, last_error=error[:2000])

@@ -12,7 +12,8 @@ from distributed_tasks.exceptions import InvalidConfiguration
 from distributed_tasks.models import PeriodicTaskState, TaskRun
 from distributed_tasks.orchestrator import Orchestrator
 from distributed_tasks.orchestrator.dispatcher import next_slot, slot_of
-from distributed_tasks.periodic import PeriodicSpec, spec_from_settings, validate
+from distributed_tasks.periodic import PeriodicRun, PeriodicSpec, spec_from_settings, validate
+from distributed_tasks.registry import RunInfo
 from distributed_tasks.store import get_store, message_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -182,6 +183,31 @@ def test_state_is_created_by_init_then_carried_from_run_to_run(leader_tick, redi
     row = PeriodicTaskState.objects.get()
     assert (row.state, row.runs, row.last_outcome) == ({"count": 7}, 2, "DONE")
     assert claims.read("default", "periodic:c")["state"] == "DONE"
+
+
+def test_an_attempt_the_leader_moved_on_does_not_write_the_state(leader_tick):
+    """Review item 8: a late success of an attempt fenced out overwrote the state."""
+    with declare(c={"task": "tests.tasks.Counter", "interval": 1, "instant": True}):
+        leader_tick(T0)
+    (run,) = runs("c")
+    assert get_store().mark_running(message_for(run), "inc") is not None
+    TaskRun.objects.filter(id=run.id).update(attempt=2, state="QUEUED")  # lifeline moved it
+    task = PeriodicRun()
+    task.new_state = {"count": 99}
+    task.on_success(
+        RunInfo(
+            run_id=run.run_id,
+            name=run.name,
+            task_list=run.task_list,
+            attempt=1,
+            node=run.node,
+            function=run.function,
+            args=run.args,
+        ),  # fmt: skip
+        {},
+    )
+    row = PeriodicTaskState.objects.get()
+    assert (row.state, row.runs) == (None, 0)
 
 
 def test_a_failing_execute_keeps_the_previous_state(leader_tick):
