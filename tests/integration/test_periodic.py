@@ -194,18 +194,16 @@ def test_an_attempt_the_leader_moved_on_does_not_write_the_state(leader_tick):
     TaskRun.objects.filter(id=run.id).update(attempt=2, state="QUEUED")  # lifeline moved it
     task = PeriodicRun()
     task.new_state = {"count": 99}
-    task.on_success(
-        RunInfo(
-            run_id=run.run_id,
-            name=run.name,
-            task_list=run.task_list,
-            attempt=1,
-            node=run.node,
-            function=run.function,
-            args=run.args,
-        ),  # fmt: skip
-        {},
+    old = RunInfo(
+        run_id=run.run_id,
+        name=run.name,
+        task_list=run.task_list,
+        attempt=1,
+        node=run.node,
+        function=run.function,
+        args=run.args,
     )
+    task.on_success(old, {})
     row = PeriodicTaskState.objects.get()
     assert (row.state, row.runs) == (None, 0)
 
