@@ -22,6 +22,7 @@ from typing import Any
 
 from celery import Celery
 from celery.exceptions import TimeLimitExceeded, WorkerLostError
+from celery.worker import state as worker_state
 from celery.worker.request import Request
 from django.utils.module_loading import import_string
 from kombu import Producer
@@ -85,9 +86,14 @@ class RunRequest(Request):
         super().acknowledge()  # logs, and swallows, a broker that does not answer
         forget_failed_ack(self.message)
 
+    def _duplicate_runs_on(self) -> bool:
+        """Another pool process of this node executes the same attempt (a duplicate
+        delivery of its message): that one records its outcome, this loss ends nothing."""
+        return any(r is not self and r.id == self.id for r in tuple(worker_state.active_requests))
+
     def on_timeout(self, soft: bool, timeout: float) -> None:
         super().on_timeout(soft, timeout)
-        if not soft:
+        if not soft and not self._duplicate_runs_on():
             from distributed_tasks import runner
 
             runner.record_lost(self.args, runner.LostBy.TIMEOUT, timeout=timeout)
@@ -96,7 +102,7 @@ class RunRequest(Request):
         result = super().on_failure(exc_info, send_failed_event, return_ok)
         exc = getattr(exc_info, "exception", None)
         exc = getattr(exc, "exc", exc)  # unwrap ExceptionWithTraceback
-        if isinstance(exc, (WorkerLostError, TimeLimitExceeded)):
+        if isinstance(exc, (WorkerLostError, TimeLimitExceeded)) and not self._duplicate_runs_on():
             from distributed_tasks import runner
 
             by = (
