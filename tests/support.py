@@ -62,3 +62,8 @@ class Cluster(LocalCluster):
             return super().wait_leader(timeout=timeout, other_than=other_than)
         except TimeoutError as exc:
             raise AssertionError(str(exc)) from None
+
+
+def progress_of(run) -> tuple:
+    """What a run last reported of its progress, from a ``TaskStatus`` or a ``TaskRun`` row."""
+    return (run.progress, run.progress_message, run.progress_data)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib.messages import get_messages
-from django.test import Client
+from django.test import Client, override_settings
 from django.urls import reverse
 
 from distributed_tasks import runner, start_async
@@ -20,6 +21,19 @@ from tests import tasks
 
 CHANGELIST = "admin:distributed_tasks_taskrun_changelist"
 CLUSTER = "admin:distributed_tasks_cluster"
+# Settings whose Redis answers nothing (a closed port): pages must still render.
+REDIS_DOWN = {**settings.DISTRIBUTED_TASKS, "REDIS_URL": "redis://127.0.0.1:1/0"}
+
+
+def page_while_redis_is_down(client: Client, url_name: str) -> str:
+    """The page rendered while Redis does not answer: a 200 with the "down" banner."""
+    with override_settings(DISTRIBUTED_TASKS=REDIS_DOWN):
+        response = client.get(reverse(url_name))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "<strong>The cluster is down.</strong>" in html
+    assert '<li class="error">Redis does not answer' in html
+    return html
 
 
 def fetch(run: TaskRun) -> TaskRun:

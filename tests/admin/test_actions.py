@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from django.conf import settings
 from django.contrib.admin.models import LogEntry
 from django.contrib.messages import get_messages
 from django.db import OperationalError
@@ -17,6 +16,7 @@ from distributed_tasks.models import TaskRun
 from tests import tasks
 from tests.admin.support import (
     CHANGELIST,
+    REDIS_DOWN,
     action_names,
     done,
     failed,
@@ -29,7 +29,6 @@ from tests.admin.support import (
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ALL_ACTIONS = {"cancel_runs", "force_cancel_runs", "retry_runs", "rerun_runs"}
-REDIS_DOWN = {**settings.DISTRIBUTED_TASKS, "REDIS_URL": "redis://127.0.0.1:1/0"}
 
 
 def history_of(run: TaskRun) -> list[str]:

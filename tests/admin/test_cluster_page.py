@@ -6,7 +6,7 @@ import re
 
 import pytest
 from django.conf import settings
-from django.test import Client, override_settings
+from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
@@ -15,11 +15,9 @@ from distributed_tasks.fencing import claim_epoch
 from distributed_tasks.lease import Lease
 from distributed_tasks.models import TaskRun
 from distributed_tasks.ring import Ring
-from tests.admin.support import CHANGELIST, CLUSTER, queued
+from tests.admin.support import CHANGELIST, CLUSTER, page_while_redis_is_down, queued
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-REDIS_DOWN = {**settings.DISTRIBUTED_TASKS, "REDIS_URL": "redis://127.0.0.1:1/0"}
 
 
 def cells(html: str, node: str) -> list[str]:
@@ -94,13 +92,8 @@ def test_banner_when_no_node_is_live(admin_client, leader):
 
 
 def test_redis_down_is_a_page_with_a_banner_not_an_error(admin_client):
-    with override_settings(DISTRIBUTED_TASKS=REDIS_DOWN):
-        response = admin_client.get(reverse(CLUSTER))
-    assert response.status_code == 200
-    html = response.content.decode()
-    assert "<strong>The cluster is down.</strong>" in html
-    assert '<li class="error">Redis does not answer' in html
-    assert "Redis does not answer" in html and "database answers" in html
+    html = page_while_redis_is_down(admin_client, CLUSTER)
+    assert "database answers" in html
 
 
 def test_runs_list_links_to_the_page_and_shows_the_banner(admin_client, node):

@@ -16,7 +16,7 @@ from distributed_tasks.conf import get_settings
 from distributed_tasks.models import TaskRun
 from tests import tasks
 from tests.cluster.conftest import wait_finished
-from tests.support import poll_until
+from tests.support import poll_until, progress_of
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 
@@ -63,12 +63,7 @@ def test_progress_is_live_in_status_json_and_admin_and_final_once_it_ends(
         message="progress in get_status",
     )
     seen = time.time()
-    assert (status.state, status.progress, status.progress_message, status.progress_data) == (
-        State.RUNNING,
-        0.5,
-        "half way",
-        {"items": 21},
-    )
+    assert (status.state, *progress_of(status)) == (State.RUNNING, 0.5, "half way", {"items": 21})
     assert seen - reported < 1.0
     data = admin_client.get(reverse("distributed_tasks:status", args=["default", "progressing"]))
     assert data.json()["progress"] == 0.5 and data.json()["progress_message"] == "half way"
@@ -81,18 +76,9 @@ def test_progress_is_live_in_status_json_and_admin_and_final_once_it_ends(
 
     redis.set(f"{key}:go", 1)
     status = wait_finished("progressing")
-    assert (status.state, status.progress, status.progress_message, status.progress_data) == (
-        State.DONE,
-        1.0,
-        "all done",
-        {"items": 42},
-    )
     row = TaskRun.objects.get(id=handle.run_id)
-    assert (row.progress, row.progress_message, row.progress_data) == (
-        1.0,
-        "all done",
-        {"items": 42},
-    )
+    assert status.state == State.DONE
+    assert progress_of(status) == progress_of(row) == (1.0, "all done", {"items": 42})
     time.sleep(0.5)  # longer than the Redis throttle: a late write would have landed
     assert get_status("progressing").progress == 1.0
 

@@ -20,7 +20,7 @@ from distributed_tasks import (
 from distributed_tasks.models import TaskRun
 from distributed_tasks.store import get_store, message_for
 from tests import tasks
-from tests.support import poll_until
+from tests.support import poll_until, progress_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -49,18 +49,8 @@ def test_writes_are_throttled_and_the_last_report_stays_with_the_finished_run(no
     took = (timezone.now() - started).total_seconds()
     assert writes["redis"] <= 2 + took / progress.REDIS_INTERVAL
     assert writes["row"] <= 2 + took / progress.ROW_INTERVAL
-    status = get_status("many")
-    assert (status.progress, status.progress_message, status.progress_data) == (
-        1.0,
-        "item 5000",
-        {"done": 5000},
-    )
     row = TaskRun.objects.get(id=handle.run_id)
-    assert (row.progress, row.progress_message, row.progress_data) == (
-        1.0,
-        "item 5000",
-        {"done": 5000},
-    )
+    assert progress_of(get_status("many")) == progress_of(row) == (1.0, "item 5000", {"done": 5000})
 
 
 def test_a_stale_attempts_progress_is_dropped(node, redis):
@@ -87,13 +77,8 @@ def test_outside_a_run_nothing_happens_and_bad_values_never_fail_the_run(node, c
     with caplog.at_level(logging.WARNING, logger="distributed_tasks.progress"):
         outcome = execute("badly")
     assert (outcome.state, outcome.result) == (State.DONE, "fine")
-    status = get_status("badly")
     # 2.0 is taken as done; the data last given (not JSON) leaves what was written before
-    assert (status.progress, status.progress_message, status.progress_data) == (
-        1.0,
-        "ok so far",
-        None,
-    )
+    assert progress_of(get_status("badly")) == (1.0, "ok so far", None)
     (warning,) = [r.getMessage() for r in caplog.records]
     assert "fraction 'lots' is not a number" in warning
 
