@@ -32,7 +32,8 @@ PLAIN = (models.CharField, models.TextField, models.IntegerField, models.FloatFi
 class CompiledInsert:
     head: str  # INSERT INTO ... (columns) VALUES
     group: str  # (%s, %s, ...): one row's placeholders
-    fields: tuple[tuple[str, Any], ...]  # (attname, field to prepare through, or None)
+    # (attname, field to prepare through or None, whether NULL stands for None)
+    fields: tuple[tuple[str, Any, bool], ...]
     batch: int  # rows per statement the database accepts
 
     @classmethod
@@ -45,16 +46,20 @@ class CompiledInsert:
         if not sep or not group.startswith("(") or not group.endswith(")"):
             raise RuntimeError(f"unexpected INSERT shape for {connection.vendor}: {sql}")
         prepared = tuple(
-            (f.attname, None if isinstance(f, PLAIN) and not f.is_relation else f) for f in fields
+            (f.attname, None if isinstance(f, PLAIN) and not f.is_relation else f, f.null)
+            for f in fields
         )
         batch = max(1, connection.ops.bulk_batch_size(list(fields), [TaskRun()] * 10_000))
         return cls(head=f"{head} VALUES ", group=group, fields=prepared, batch=batch)
 
     def params(self, run: TaskRun, connection: Any) -> list[Any]:
         out = []
-        for attname, field in self.fields:
+        for attname, field, nullable in self.fields:
             value = getattr(run, attname)
-            out.append(value if field is None else field.get_db_prep_save(value, connection))
+            if field is None or (value is None and nullable):  # as get_db_prep_save returns
+                out.append(value)
+            else:
+                out.append(field.get_db_prep_save(value, connection))
         return out
 
     def execute(self, runs: Sequence[TaskRun], connection: Any) -> None:
