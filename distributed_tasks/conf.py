@@ -148,9 +148,10 @@ def _reset(*, setting: str, **kwargs: Any) -> None:
 def reset_caches() -> None:
     """Forget everything built from settings: connections, the Celery app, the client."""
     get_settings.cache_clear()
-    from distributed_tasks import api, celery, connection, envelope, store
+    from distributed_tasks import api, attempts, celery, connection, envelope, store
 
     connection.reset()
+    attempts.placement.cache_clear()  # the workers' ring: a cached view of the nodes
     celery.get_app.cache_clear()
     envelope._client.cache_clear()
     store.get_store.cache_clear()
