@@ -9,16 +9,21 @@ through ``DJANGO_SETTINGS_MODULE=benchmarks.settings``.
 import importlib.util
 import os
 
+import django
+
 from testproject.settings import *  # noqa: F403
 from testproject.settings import INSTALLED_APPS
 
 DEBUG = False  # DEBUG keeps every query in memory: never measure with it
 INSTALLED_APPS = [*INSTALLED_APPS, "benchmarks"]
 # The durable peers of the submission benchmark (benchmarks/peers.py), when installed.
+_TASKS_MODULE = "django.tasks" if django.VERSION >= (6, 0) else "django_tasks"  # or backport
 _PEER_APPS = ["django_tasks", "django_tasks_db", "django_celery_results"]
+if _TASKS_MODULE == "django.tasks":
+    _PEER_APPS.remove("django_tasks")
 INSTALLED_APPS += [a for a in _PEER_APPS if importlib.util.find_spec(a) is not None]
 TASKS = {
-    "default": {"BACKEND": "django_tasks.backends.immediate.ImmediateBackend"},
+    "default": {"BACKEND": f"{_TASKS_MODULE}.backends.immediate.ImmediateBackend"},
     "db": {"BACKEND": "django_tasks_db.DatabaseBackend"},
 }
 
