@@ -222,6 +222,7 @@ class ClusterClient:
         if store.delete(s.message.run_id) or store.get(s.message.run_id) is None:
             return False
         s.outcome, s.sent = s.handle, True  # its claim and load count stay with the run
+        signals.run_queued.send(sender=TaskRun, handle=s.outcome)
         return True
 
     def _insert(self, starts: list[Start]) -> list[Start]:

@@ -17,6 +17,7 @@ from distributed_tasks import (
     claims,
     keys,
     lifecycle,
+    signals,
     start_async,
     start_many,
 )
@@ -53,7 +54,15 @@ def reply_lost(monkeypatch):
 
 def test_a_start_the_worker_already_began_is_answered_not_undone(node, redis, reply_lost):
     reply_lost.update({"dup", "b-started"})
-    handle = start_async(tasks.add, [1, 2], name="dup")
+    queued_handles = []
+    signals.run_queued.connect(
+        lambda handle, **kw: queued_handles.append(handle), weak=False, dispatch_uid="t"
+    )
+    try:
+        handle = start_async(tasks.add, [1, 2], name="dup")
+    finally:
+        signals.run_queued.disconnect(dispatch_uid="t")
+    assert queued_handles == [handle]  # it was recorded and published: run_queued says so
     row = TaskRun.objects.get(name="dup")
     assert (row.run_id, row.state) == (handle.run_id, State.RUNNING)
     assert redis.hget(keys.run_key("default", "dup"), "run_id").decode() == handle.run_id
