@@ -15,6 +15,7 @@ Each peer is optional: one whose package is missing is left out of the table (th
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -52,7 +53,12 @@ def dtdb_submit() -> Callable[[list[str]], None]:
 # -- Celery + django-celery-results -------------------------------------------------------
 
 
-def dcr_submit() -> Callable[[list[str]], None]:
+DCR_QUEUE = "bench.dcr"
+
+
+@functools.cache
+def dcr_app() -> Any:
+    """A Celery app on the same broker whose results, STARTED too, go to the database."""
     from celery import Celery
     from django.conf import settings
 
@@ -63,13 +69,21 @@ def dcr_submit() -> Callable[[list[str]], None]:
         task_track_started=True,
         task_serializer="json",
         accept_content=["json"],
+        worker_prefetch_multiplier=1,
+        task_acks_late=True,
+        worker_hijack_root_logger=False,
     )
+    app.task(name="bench.dcr_noop")(_dcr_noop)
+    return app
 
-    @app.task(name="bench.dcr_noop")
-    def noop(counter: str | None = None) -> None:
-        return None
 
-    return lambda names: noop.apply_async(args=[None], queue=SINK)
+def _dcr_noop(counter: str | None = None) -> None:
+    return None
+
+
+def dcr_submit(queue: str = SINK) -> Callable[[list[str]], None]:
+    noop = dcr_app().tasks["bench.dcr_noop"]
+    return lambda names: noop.apply_async(args=[None], queue=queue)
 
 
 # -- Procrastinate ----------------------------------------------------------------------
@@ -95,6 +109,7 @@ def procrastinate_app() -> Iterator[Any]:
         admin.execute(f'CREATE DATABASE "{name}"')
     conninfo = " ".join(f"{k}={v}" for k, v in _pg(name).items())
     app = procrastinate.App(connector=procrastinate.SyncPsycopgConnector(conninfo=conninfo))
+    app.conninfo = conninfo  # for worker processes
     try:
         with app.open():
             app.schema_manager.apply_schema()

@@ -35,6 +35,7 @@ SCRIPTS = [
     Script("bench_submission", "submission", 180),
     Script("bench_reaper", "reaper", 180),
     Script("bench_e2e", "end_to_end", 240),
+    Script("bench_e2e_peers", "end_to_end_peers", 300),
     Script("bench_placement", "placement", 240),
     Script("bench_crash", "crash", 150),
     Script("bench_failover", "failover", 300),
