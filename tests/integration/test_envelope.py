@@ -12,8 +12,10 @@ from distributed_tasks import celery, envelope, keys
 from distributed_tasks.conf import reset_caches
 from distributed_tasks.messages import RunMessage
 
-# Fields that differ between any two publishes (fresh uuids, the process, a clock).
-VARYING = {("properties", "delivery_tag"), ("properties", "reply_to"), ("headers", "eta")}
+# Fields that differ between any two publishes (fresh uuids, the process, a clock, and a
+# span id when an OpenTelemetry SDK is configured: tests/observability sets one up).
+VARYING = {("properties", "delivery_tag"), ("properties", "reply_to"), ("headers", "eta"),
+           ("headers", "traceparent"), ("headers", "tracestate")}  # fmt: skip
 
 
 def message(run_id: str, **fields) -> RunMessage:
@@ -53,6 +55,7 @@ def test_direct_envelope_matches_celerys(redis, fields, countdown, monkeypatch):
     (key_d, env_d), (key_c, env_c) = got["direct:1"], got["celery:1"]
     assert key_d == key_c  # the same priority list
     assert (env_d["headers"]["eta"] is None) is (countdown is None)
+    assert ("traceparent" in env_d["headers"]) is ("traceparent" in env_c["headers"])
     ours, celerys = comparable(env_d), comparable(env_c)
     for env, run_id in ((ours, "direct"), (celerys, "celery")):
         body = json.loads(base64.b64decode(env.pop("body")))
