@@ -207,9 +207,14 @@ def publish(messages: Iterable[tuple[RunMessage, float | None]]) -> None:
     attempt (a message for a deleted row matches nothing and runs nothing) and keeps
     a run a worker started as sent.
     """
-    from distributed_tasks import envelope
+    from distributed_tasks import deferred, envelope
 
-    messages = list(messages)
+    try:
+        messages = deferred.hold(list(messages))  # a long countdown waits in the database
+    except RedisError as exc:
+        raise PublishFailed(0) from exc
+    if not messages:
+        return
     direct = envelope.client()
     if direct is not None:
         try:

@@ -110,6 +110,11 @@ def queue_name(node: str) -> str:
     return f"{QUEUE_PREFIX}{node}"
 
 
+def deferred_key() -> str:
+    """Sorted set of deferred messages' task ids, scored by due time (``deferred.py``)."""
+    return f"{_prefix()}:deferred"
+
+
 def queue_keys(node: str, levels: int = 10) -> list[str]:
     """The Redis lists of a node's queue, in the order its worker serves them.
 

@@ -57,10 +57,19 @@ def default_duties() -> list[Duty]:
     from distributed_tasks.orchestrator.lifeline import Lifeline
     from distributed_tasks.orchestrator.reaper import Reaper
     from distributed_tasks.orchestrator.rebalancer import Rebalancer
+    from distributed_tasks.orchestrator.releaser import Releaser
     from distributed_tasks.orchestrator.resync import Resync
     from distributed_tasks.orchestrator.watchdog import Watchdog
 
-    return [Resync(), Lifeline(), Watchdog(), Reaper(), Rebalancer(), Dispatcher()]
+    return [
+        Resync(),
+        Lifeline(),
+        Watchdog(),
+        Reaper(),
+        Rebalancer(),
+        Releaser(),
+        Dispatcher(),
+    ]
 
 
 class Orchestrator:

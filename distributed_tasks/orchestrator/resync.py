@@ -4,7 +4,8 @@ Each tick the leader
 - after Redis lost its data (the ``intact`` marker is gone), walks every active
   run in batches, restores its cached status, and publishes again the message of
   each QUEUED run when Redis is also the broker (a duplicate is harmless: only
-  one delivery can move the row QUEUED -> RUNNING); then sets the marker;
+  one delivery can move the row QUEUED -> RUNNING), and of each deferred run
+  (``deferred.py``: its entry in the lost set comes back); then sets the marker;
 - rebuilds the per-node load counts from the database;
 - publishes again a QUEUED run whose message is gone: its start time passed
   ``ORPHAN_AFTER`` ago and its live node's queue is empty (its publisher died
@@ -27,7 +28,7 @@ from collections import Counter
 
 from django.db.models import Count
 
-from distributed_tasks import attempts, claims, keys, scripts
+from distributed_tasks import attempts, claims, deferred, keys, scripts
 from distributed_tasks.brokers import get_broker
 from distributed_tasks.connection import as_dict, get_redis, scan_step, text
 from distributed_tasks.orchestrator import Duty, TickContext
@@ -69,7 +70,8 @@ class Resync(Duty):
         for run in runs:
             if claims.fill(run.task_list, run.name, claims.fields_for_run(run)):
                 counts["statuses_restored"] += 1
-            if republish and run.state == State.QUEUED:
+            held = run.run_after - run.queued_at > dt.timedelta(seconds=deferred.DEFER_AFTER)
+            if run.state == State.QUEUED and (republish or held):  # held: in the lost set
                 countdown = max(0.0, (run.run_after - ctx.now).total_seconds())
                 counts["republished"] += attempts.deliver(message_for(run), countdown)
         if len(runs) < ctx.batch:
