@@ -140,28 +140,39 @@ def _settle(current: RunScope) -> None:
     if "fraction" in pending:
         try:
             value = float(pending["fraction"])
-        except (TypeError, ValueError):
+        except Exception:  # a user object's __float__ may raise anything
             value = math.nan
         if math.isnan(value):
-            problem = f"fraction {pending['fraction']!r} is not a number"
+            problem = f"fraction {_shown(pending['fraction'])} is not a number"
         else:
             current.fraction = min(1.0, max(0.0, value))
     if "message" in pending:
-        current.message = storable(str(pending["message"]), PROGRESS_MESSAGE_LIMIT)
+        try:
+            current.message = storable(str(pending["message"]), PROGRESS_MESSAGE_LIMIT)
+        except Exception:  # a user object's __str__ may raise anything: keep the last one
+            problem = problem or "the message could not be turned into text"
     if "data" in pending:
         try:
             raw = strict_json(pending["data"])
             if len(raw) > DATA_LIMIT:
                 raise ValueError(f"it is over {DATA_LIMIT} bytes as JSON")
             current.data, current.data_json = pending["data"], raw
-        except ValueError as exc:
-            problem = problem or f"data was not stored: {exc}"
+        except Exception as exc:  # not JSON, too large, or a user object that raised
+            problem = problem or f"data was not stored: {type(exc).__name__}: {exc}"
     if problem and not current.warned:
         current.warned = True
         logger.warning(
             "report_progress() of %s: %s (ignored; later problems are not logged)",
             current.msg.name, problem, extra={"action": "progress_ignored"},
         )  # fmt: skip
+
+
+def _shown(value: object) -> str:
+    """``repr`` of a user value for a log line, which must not raise either."""
+    try:
+        return repr(value)[:100]
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"
 
 
 def _trailing(current: RunScope) -> None:

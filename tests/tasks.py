@@ -334,6 +334,19 @@ def report_many(count: int) -> int:
     return count
 
 
+class Hostile:
+    """A value whose conversions all raise: user code can hand anything over."""
+
+    def __float__(self) -> float:
+        raise RuntimeError("no float")
+
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
 @distributed_task
 def report_badly() -> str:
     """Reports what report_progress cannot use: none of it may fail the run."""
@@ -343,6 +356,15 @@ def report_badly() -> str:
     report_progress(0.25, "ok so far", good=1)
     report_progress(2.0, bad=float("nan"))
     report_progress(None, blob=object())
+    return "fine"
+
+
+@distributed_task
+def report_hostile() -> str:
+    """Reports values whose __float__, __str__ and __repr__ raise: the run still ends DONE."""
+    from distributed_tasks import report_progress
+
+    report_progress(Hostile(), Hostile(), blob=Hostile())
     return "fine"
 
 

@@ -83,6 +83,16 @@ def test_outside_a_run_nothing_happens_and_bad_values_never_fail_the_run(node, c
     assert "fraction 'lots' is not a number" in warning
 
 
+def test_values_whose_conversions_raise_never_fail_the_run(node, caplog):
+    start_async(tasks.report_hostile, name="hostile")
+    with caplog.at_level(logging.WARNING, logger="distributed_tasks.progress"):
+        outcome = execute("hostile")
+    assert (outcome.state, outcome.result) == (State.DONE, "fine")
+    assert progress_of(get_status("hostile")) == (None, None, None)
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "fraction <unprintable Hostile> is not a number" in warning
+
+
 def test_a_run_that_saw_the_request_ends_cancelled_and_is_not_retried(node, redis):
     handle = start_async(tasks.SelfCancelled, ["me"], name="self", max_attempts=3)
     outcome = execute("self")
