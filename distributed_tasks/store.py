@@ -19,7 +19,6 @@ from typing import Any
 from django.db import IntegrityError, connections, transaction
 from django.db.models import Case, F, Q, Value, When
 from django.db.models.functions import Coalesce
-from django.db.models.sql.subqueries import UpdateQuery
 from django.utils import timezone
 
 from distributed_tasks import inserts, transitions
@@ -69,7 +68,7 @@ class BaseStore(abc.ABC):
         """Whether ``run_id`` exists and is QUEUED or RUNNING."""
 
 
-class OrmStore(BaseStore):
+class OrmStore(transitions.WorkerWrites, BaseStore):
     """The Django ORM store, on ``DATABASE_ALIAS``."""
 
     def __init__(self, alias: str | None = None) -> None:
@@ -128,53 +127,6 @@ class OrmStore(BaseStore):
     def _attempt(self, msg: RunMessage):
         return self.runs.filter(id=msg.run_id, attempt=msg.attempt)
 
-    def mark_running(self, msg: RunMessage, incarnation: str) -> TaskRun | None:
-        conn = connections[self.alias]
-        if _update_returns(conn):  # one statement written once per connection (transitions)
-            now = timezone.now()
-            params = transitions.prepared(conn, [
-                ("state", State.RUNNING), ("started_at", now), ("incarnation", incarnation),
-                ("id", msg.run_id), ("attempt", msg.attempt), ("node", msg.node),
-                ("state", State.QUEUED),
-            ])  # fmt: skip
-            return self._returning(conn, transitions.statements(conn).start, params)
-        rows = self.runs.filter(
-            id=msg.run_id, attempt=msg.attempt, node=msg.node, state=State.QUEUED
-        )
-        values = {
-            "state": State.RUNNING,
-            "started_at": timezone.now(),
-            "incarnation": incarnation,
-            "executions": F("executions") + 1,
-        }
-        return self._update_returning(rows, values, msg.run_id)
-
-    def _update_returning(self, rows, values: dict[str, Any], pk: Any) -> TaskRun | None:
-        """``rows.update(**values)`` on at most one row, returning it as updated.
-
-        One ``UPDATE ... RETURNING`` where the database has it (PostgreSQL, SQLite
-        3.35+); MySQL/MariaDB update and then read the row in the same transaction,
-        under the row lock the update took.
-        """
-        conn = connections[self.alias]
-        if not _update_returns(conn):
-            with transaction.atomic(using=self.alias, savepoint=False):
-                if not rows.update(**values):
-                    return None
-                return self.runs.get(pk=pk)
-        query = rows.query.chain(UpdateQuery)
-        query.add_update_values(values)
-        sql, params = query.get_compiler(self.alias).as_sql()
-        return self._returning(conn, sql, params)
-
-    def _returning(self, conn: Any, sql: str, params: list[Any]) -> TaskRun | None:
-        """Run ``sql`` (an UPDATE of at most one row) with ``RETURNING`` every column."""
-        read = inserts.reader(conn)
-        with conn.cursor() as cursor:
-            cursor.execute(f"{sql} RETURNING {read.columns}", params)
-            row = cursor.fetchone()
-        return None if row is None else read.load(row, self.alias)
-
     def _finish(self, rows, outcome: Outcome, epoch: int | None = None) -> bool:
         extra = {"orchestrator_epoch": epoch} if epoch else {}
         return bool(
@@ -182,18 +134,6 @@ class OrmStore(BaseStore):
                 active_name=None, finished_at=timezone.now(), **outcome.row_fields(), **extra
             )
         )
-
-    def mark_finished(self, msg: RunMessage, outcome: Outcome) -> bool:
-        conn = connections[self.alias]
-        fields = outcome.row_fields()
-        params = transitions.prepared(conn, [
-            ("finished_at", timezone.now()),
-            *((f, fields[f]) for f in transitions.FINISH_FIELDS[1:]),
-            ("id", msg.run_id), ("attempt", msg.attempt), ("state", State.RUNNING),
-        ])  # fmt: skip
-        with conn.cursor() as cursor:
-            cursor.execute(transitions.statements(conn).finish, params)
-            return cursor.rowcount > 0
 
     def mark_lost(
         self,
@@ -318,17 +258,6 @@ class OrmStore(BaseStore):
 
     def get(self, run_id: Any) -> TaskRun | None:
         return self.runs.filter(id=run_id).first()
-
-
-def _update_returns(conn: Any) -> bool:
-    """Whether ``UPDATE ... RETURNING`` works on this connection (not MySQL/MariaDB)."""
-    if conn.vendor == "postgresql":
-        return True
-    if conn.vendor == "sqlite":
-        import sqlite3
-
-        return sqlite3.sqlite_version_info >= (3, 35)
-    return False
 
 
 def message_for(run: TaskRun) -> RunMessage:

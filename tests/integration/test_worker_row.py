@@ -14,7 +14,7 @@ import math
 import pytest
 from django.db import DataError, connection
 
-from distributed_tasks import State, runner, store
+from distributed_tasks import State, runner, store, transitions
 from distributed_tasks.celery import TASK_NAME, header_limits
 from distributed_tasks.models import TaskRun
 from distributed_tasks.store import get_store
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(params=["returning", "update-then-read"])
 def start_path(request, monkeypatch):
     if request.param == "update-then-read":
-        monkeypatch.setattr(store, "_update_returns", lambda conn: False)
+        monkeypatch.setattr(transitions, "update_returns", lambda conn: False)
     return request.param
 
 
