@@ -152,9 +152,11 @@ def test_a_leader_cut_off_from_redis_stops_within_its_lease_and_no_slot_runs_twi
         leader = part.wait_leader(other_than=leader.holder)
         part.revive()
     assert leader.holder == CUT_BEAT
-    began = dt.datetime.now(dt.UTC)
     watch = FenceWatch()
     watch.start()
+    # Cut a leader that has acted: its epoch's fenced tick note is what the end checks.
+    poll_until(lambda: leader.epoch in watch.last_tick, timeout=10, message="a first tick")
+    began = dt.datetime.now(dt.UTC)
     beat_host.cut()
     cut_at = time.monotonic()
     try:
