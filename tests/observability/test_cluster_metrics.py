@@ -18,7 +18,15 @@ from tests.cluster.conftest import wait_finished
 from tests.observability.conftest import parse, sample
 from tests.support import poll_until
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+# Quarantined (issue 17): under CPU load, about 1 run in 8 either finds a pool process
+# that never starts the run it received (children forked per run, --max-tasks-per-child 1)
+# or reads dt_runs_active{state="RUNNING"} as 0 while a run executes.
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.slow,
+    pytest.mark.quarantine,
+    pytest.mark.django_db(transaction=True),
+]
 
 NODE, BEAT = "m1@obs", "beat-obs"
 ENV = {"DT_TEST_PERIODIC": json.dumps({"broken": {"task": "tests.tasks.Broken", "interval": 2}})}
