@@ -99,10 +99,10 @@ def _too_deep(raw: bytes, limit: int) -> bool:
     if b'"' in marks:  # some strings hold brackets
         marks = _STRING.sub(b"", marks)
     for _ in range(limit):
-        marks = marks.replace(b"[]", b"")
         if not marks:
             return False
-    return True
+        marks = marks.replace(b"[]", b"")
+    return bool(marks)  # brackets left after ``limit`` levels (none at all: not too deep)
 
 
 def encode_payload(value: Any, name: str) -> bytes:

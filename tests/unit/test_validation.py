@@ -2,7 +2,7 @@ import json
 
 import pytest
 from django.test import override_settings
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from distributed_tasks.exceptions import (
@@ -223,6 +223,8 @@ JSON = st.recursive(
 
 
 @given(JSON, st.integers(min_value=0, max_value=8))
+@example("[", 0)  # brackets only inside a string, limit 0: once read as too deep
+@example([["]"]], 2)
 def test_depth_is_measured_exactly_whatever_the_strings_hold(value, limit):
     raw = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
     assert _too_deep(raw, limit) is (true_depth(value) > limit)
