@@ -14,14 +14,16 @@ wrappers and the caller's transaction work as for any ORM query.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import models
 from django.db.models.sql.subqueries import InsertQuery
 
 from distributed_tasks.models import TaskRun
+
+T = TypeVar("T")
 
 # Field classes whose get_db_prep_save returns a value of the right type unchanged.
 PLAIN = (models.CharField, models.TextField, models.IntegerField, models.FloatField,
@@ -77,15 +79,25 @@ class CompiledInsert:
             run._state.db = connection.alias
 
 
-_compiled: dict[tuple[str, str], CompiledInsert] = {}
+def per_connection(compile: Callable[[Any], T]) -> Callable[[Any], T]:
+    """``compile(connection)`` once per database alias and vendor, then from a cache."""
+    cache: dict[tuple[str, str], T] = {}
+
+    def compiled(connection: Any) -> T:
+        key = (connection.alias, connection.vendor)
+        found = cache.get(key)
+        if found is None:
+            found = cache[key] = compile(connection)
+        return found
+
+    return compiled
 
 
 def insert(runs: Sequence[TaskRun], connection: Any) -> None:
-    key = (connection.alias, connection.vendor)
-    compiled = _compiled.get(key)
-    if compiled is None:
-        compiled = _compiled[key] = CompiledInsert.compile(connection)
-    compiled.execute(runs, connection)
+    _insert_for(connection).execute(runs, connection)
+
+
+_insert_for = per_connection(CompiledInsert.compile)
 
 
 # -- reading a row back from RETURNING ------------------------------------------------
@@ -123,12 +135,4 @@ class RowReader:
         return TaskRun.from_db(alias, self.attnames, tuple(row))
 
 
-_readers: dict[tuple[str, str], RowReader] = {}
-
-
-def reader(connection: Any) -> RowReader:
-    key = (connection.alias, connection.vendor)
-    found = _readers.get(key)
-    if found is None:
-        found = _readers[key] = RowReader.compile(connection)
-    return found
+reader = per_connection(RowReader.compile)

@@ -51,16 +51,8 @@ class Transitions:
         return cls(start=start, finish=finish)
 
 
-_compiled: dict[tuple[str, str], Transitions] = {}
 _FIELDS = {f.attname: f for f in TaskRun._meta.concrete_fields}
-
-
-def statements(connection: Any) -> Transitions:
-    key = (connection.alias, connection.vendor)
-    found = _compiled.get(key)
-    if found is None:
-        found = _compiled[key] = Transitions.compile(connection)
-    return found
+statements = inserts.per_connection(Transitions.compile)
 
 
 def prepared(connection: Any, values: list[tuple[str, Any]]) -> list[Any]:
