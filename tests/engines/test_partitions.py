@@ -15,6 +15,7 @@ import pytest
 from django.conf import settings
 
 from distributed_tasks import State, get_status, start_async
+from distributed_tasks.api import get_client
 from distributed_tasks.conf import get_settings
 from distributed_tasks.connection import SOCKET_TIMEOUT
 from distributed_tasks.fencing import leadership
@@ -90,7 +91,7 @@ def inside(host: Host, proxies, redis_port: int) -> dict:
 def partitioned(cluster_factory, hosts, proxies, redis_port):
     node_host, beat_host = hosts
     c = cluster_factory
-    c.spawn(CUT, ["dt_worker", "-n", CUT, "-c", "2"], **inside(node_host, proxies, redis_port))
+    c.spawn(CUT, ["dt_worker", "-n", CUT, "-c", "3"], **inside(node_host, proxies, redis_port))
     c.start_worker(FREE, concurrency=2)
     c.spawn(CUT_BEAT, ["dt_beat", "--name", CUT_BEAT], **inside(beat_host, proxies, redis_port))
     c.wait_leader()  # the beat on the host to be cut leads first
@@ -108,8 +109,10 @@ def part(partitioned):
 def test_a_node_cut_off_from_redis_is_lost_its_runs_rescued_and_its_late_writes_fenced(part, hosts):
     node_host, _ = hosts
     once, twice, later = (name_placed_on(CUT, p) for p in ("cut-once", "cut-twice", "cut-later"))
-    start_async(tasks.sleep, [SLEEP], name=once)
-    start_async(tasks.sleep, [SLEEP], name=twice, max_attempts=2)
+    # Pinned: placement would send the second run elsewhere while a periodic run
+    # holds one of the node's slots.
+    get_client().start_on(CUT, tasks.sleep, [SLEEP], name=once)
+    get_client().start_on(CUT, tasks.sleep, [SLEEP], name=twice, max_attempts=2)
     running = TaskRun.objects.filter(name__in=[once, twice], node=CUT, state=State.RUNNING)
     poll_until(lambda: running.count() == 2, timeout=15, message="both runs RUNNING on the node")
     node_host.cut()
