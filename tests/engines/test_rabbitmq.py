@@ -14,11 +14,11 @@ from django.conf import settings
 
 from distributed_tasks import State, get_status, keys, start_async
 from distributed_tasks.brokers import AmqpBroker, get_broker
+from distributed_tasks.client import ClusterClient
 from tests import tasks
 from tests.cluster.conftest import NODES, wait_finished
 from tests.engines.conftest import Engine, require, run
 from tests.engines.scenarios import *  # noqa: F403 - the core scenarios, run on this engine
-from tests.engines.scenarios import name_placed_on
 from tests.support import poll_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -62,8 +62,9 @@ def test_a_lost_nodes_queue_is_purged_and_deleted(full, redis):
     )
     full.revive(victim)
     full.wait_live(victim)
-    name = name_placed_on(victim, "back")
-    start_async(tasks.where, name=name)  # the node declares its queue again and consumes it
+    name = f"back-{uuid.uuid4().hex}"
+    # Pinned, as placement may pick another node with a free slot.
+    ClusterClient().start_on(victim, tasks.where, name=name)  # its queue declared again
     assert (wait_finished(name).state, wait_finished(name).result) == (State.DONE, victim)
 
 
@@ -82,7 +83,6 @@ def test_a_busy_nodes_waiting_runs_start_highest_priority_first(full, redis):
     One blocker ends first and the other holds its process until the journal is complete,
     so the waiting runs go one at a time through a single free pool process.
     """
-    from distributed_tasks.client import ClusterClient
     from tests.backend_contract import tasks as contract
 
     node, client = NODES[0], ClusterClient()
