@@ -7,6 +7,7 @@ through ``DJANGO_SETTINGS_MODULE=benchmarks.settings``.
 """
 
 import importlib.util
+import json
 import os
 
 import django
@@ -49,6 +50,8 @@ DISTRIBUTED_TASKS = {
     # Another broker (e.g. amqp://guest:guest@127.0.0.1:5672/<vhost>); None: REDIS_URL.
     "BROKER_URL": os.environ.get("DT_BENCH_BROKER_URL") or None,
     "NODE_TIMEOUT": float(os.environ.get("DT_BENCH_NODE_TIMEOUT", "5")),
+    # Overrides of any other setting, as JSON (e.g. '{"REBALANCE_AFTER": 0.05}').
+    **json.loads(os.environ.get("DT_BENCH_SETTINGS", "{}")),
 }
 
 # The HA-beat probe: only the orchestrator leader sends it, into a queue nobody

@@ -48,6 +48,9 @@ DEFAULTS: dict[str, Any] = {
     # Seconds a run waits on a node with no free slot before it moves to one (taken by a
     # node that frees a slot, or moved by the leader, which looks 4 times a second).
     "REBALANCE_AFTER": 0.1,
+    # Seconds between two looks of an idle node for runs waiting elsewhere (0: only
+    # when one of its pool processes finishes a run).
+    "STEAL_INTERVAL": 0.05,
     # Largest JSON payload (args + kwargs) a run may carry, in bytes.
     "MAX_PAYLOAD_BYTES": 256 * 1024,
     # Seconds a run may take when start_async() gives no timeout; None is unbounded.
@@ -98,6 +101,7 @@ class Settings:
     HISTORY_RETENTION: float
     BALANCE_FACTOR: float
     REBALANCE_AFTER: float
+    STEAL_INTERVAL: float
     MAX_PAYLOAD_BYTES: int
     DEFAULT_TIMEOUT: float | None
     PERIODIC: dict[str, Any]

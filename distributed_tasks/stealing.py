@@ -1,11 +1,13 @@
-"""Work stealing: a node that frees a slot takes over a run waiting behind a busy node.
+"""Work stealing: a node with a free slot takes over a run waiting behind a busy node.
 
 The leader's rebalancer looks a few times a second; a shared queue (plain Celery)
 hands the next run to whichever process frees up, at once. To come close to
-that, a pool process that just finished a run, on a node that now has a free
-slot, moves to its own node the oldest run that has waited longer than
-``REBALANCE_AFTER`` on a node holding more runs than its slots (the loads in
-Redis; a node without such a queue costs no database query).
+that, a node with a free slot moves to itself the oldest run that has waited
+longer than ``REBALANCE_AFTER`` on a node holding more runs than its slots (the
+loads in Redis; a node without such a queue costs no database query). Two
+triggers: a pool process that just finished a run (``after_run``), and, for a
+node that sits idle while a run arrives elsewhere, the node's ``Stealer`` thread,
+which looks every ``STEAL_INTERVAL`` seconds (one Redis read while nothing waits).
 
 The move is the fenced path of every other move (``attempts.next_attempt``): a
 conditional update to a new attempt on this node, so the old node's message is
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from django.utils import timezone
@@ -27,6 +31,8 @@ from distributed_tasks.conf import get_settings
 from distributed_tasks.connection import as_dict, get_redis
 from distributed_tasks.messages import RunMessage
 from distributed_tasks.nodes import ALL_TASK_LISTS, NodeInfo, current_node
+from distributed_tasks.outage import Outage
+from distributed_tasks.resilience import close_broken_connections
 from distributed_tasks.store import get_store, message_for
 from distributed_tasks.types import State
 
@@ -90,3 +96,38 @@ def after_run(sender: Any = None, **kwargs: Any) -> None:
             steal(node)
     except Exception:  # a failed steal leaves the run where it waits: the leader moves it
         logger.exception("Could not take a waiting run over")
+
+
+class Stealer(threading.Thread):
+    """A node's idle slots pull: every ``STEAL_INTERVAL`` s, while ``free_slots()`` (the
+    worker's own count: pool processes neither running nor holding a reserved run) is
+    positive and another node queues runs, take up to that many over."""
+
+    def __init__(self, node: NodeInfo, free_slots: Callable[[], int]) -> None:
+        super().__init__(name=f"dt-steal-{node.name}", daemon=True)
+        self.node, self.free_slots = node, free_slots
+        self._stop_event = threading.Event()
+        self.outage = Outage(f"Work stealing of node {node.name}", logger)
+        self.stolen = 0
+
+    def run(self) -> None:
+        interval = get_settings().STEAL_INTERVAL
+        if interval <= 0:
+            return
+        while not self._stop_event.wait(max(interval, self.outage.remaining())):
+            try:
+                self.poll()
+            except Exception as exc:  # the thread must outlive any fault
+                close_broken_connections()  # this thread's own connection, if it broke
+                self.outage.failed(exc)
+            else:
+                self.outage.ok()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    def poll(self) -> None:
+        for _ in range(max(0, self.free_slots())):
+            if not queueing_nodes(self.node) or steal(self.node) is None:
+                return
+            self.stolen += 1

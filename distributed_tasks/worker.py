@@ -74,11 +74,19 @@ class WorkerNode:
         )
         # Forced cancels: kills the pool process of a run that outlived its grace period.
         self.cancels = forcing.Watcher(self.info.name, self.info.incarnation)
+        # Idle slots take over runs that wait behind a busy node.
+        self.stealer = stealing.Stealer(self.info, self._free_slots)
+
+    def _free_slots(self) -> int:
+        """Pool processes neither running a run nor holding one received for them (a
+        reserved request stays in the set while it runs)."""
+        return self.options.concurrency - len(worker_state.reserved_requests)
 
     def _on_ready(self, **kwargs: object) -> None:
         if not self.heartbeat.is_alive():
             self.heartbeat.start()
             self.cancels.start()
+            self.stealer.start()
             logger.info(
                 "Node %s (incarnation %s) joined; consuming %s",
                 self.info.name,
@@ -132,6 +140,7 @@ class WorkerNode:
         finally:
             celery_signals.worker_ready.disconnect(self._on_ready)
             self.cancels.stop()
+            self.stealer.stop()
             self.heartbeat.stop(leave=True)
             logger.info("Node %s left the cluster", o.node, extra={"action": "node_left"})
         return worker.exitcode or 0

@@ -80,6 +80,8 @@ DISTRIBUTED_TASKS = {
     "PERIODIC": json.loads(os.environ.get("DT_TEST_PERIODIC", "{}")),
     # Celery remote control (inspect, Flower) on the nodes a test starts with this set.
     "REMOTE_CONTROL": os.environ.get("DT_TEST_REMOTE_CONTROL") == "1",
+    # 0 on the nodes of a test that must see a slot freed by a finished run do the stealing.
+    "STEAL_INTERVAL": float(os.environ.get("DT_TEST_STEAL_INTERVAL", "0.05")),
 }
 
 # Django's task framework (django.tasks; the django_tasks backport on Django 5.2) runs on

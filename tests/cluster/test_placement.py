@@ -33,7 +33,9 @@ SOON = 8.0
 @pytest.fixture(scope="module")
 def two_nodes(cluster_factory):
     for node in (A, B):
-        cluster_factory.start_worker(node, concurrency=1, **ENV)
+        # No idle stealing (tests/cluster/test_stealing.py): B takes a run over only when
+        # it frees its slot, or the leader moves it.
+        cluster_factory.start_worker(node, concurrency=1, DT_TEST_STEAL_INTERVAL="0", **ENV)
     cluster_factory.start_beat("beat-1", **ENV)
     return cluster_factory
 

@@ -1,0 +1,44 @@
+"""Idle nodes pull: a node with a free slot takes over a run waiting behind a busy node,
+with no leader to move it and no run of its own finishing to make it look."""
+
+import pytest
+
+from distributed_tasks import State, get_status
+from distributed_tasks.client import ClusterClient
+from distributed_tasks.models import TaskRun
+from tests import tasks
+from tests.cluster.conftest import wait_finished
+from tests.support import poll_until
+
+pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
+
+BUSY, IDLE = "busy@steal", "idle@steal"
+
+
+@pytest.fixture(scope="module")
+def nodes(cluster_factory):
+    for node in (BUSY, IDLE):
+        cluster_factory.start_worker(node, concurrency=1)  # and no dt_beat: no rebalancer
+    cluster_factory.wait_live(BUSY, IDLE)
+    return cluster_factory
+
+
+def test_an_idle_node_takes_over_a_run_waiting_behind_a_busy_one_exactly_once(nodes, redis):
+    client = ClusterClient()
+    redis.delete("release:steal-long")
+    long = client.start_on(BUSY, tasks.wait_for, ["release:steal-long"], name="steal-long")
+    poll_until(lambda: get_status(long.name).state == State.RUNNING, message="the long run")
+    waiting = client.start_on(BUSY, tasks.count, ["count:steal-waiting"], name="steal-waiting")
+    try:
+        status = wait_finished(waiting.name, timeout=10)
+        assert (status.state, status.node) == (State.DONE, IDLE)
+        assert get_status(long.name).state == State.RUNNING  # BUSY never freed its slot
+        run = TaskRun.objects.get(id=waiting.run_id)
+        assert (run.attempt, run.executions, redis.get("count:steal-waiting")) == (2, 1, b"1")
+        assert "Took steal-waiting over from busy@steal" in nodes.log(IDLE, tail=100_000)
+    finally:
+        redis.set("release:steal-long", 1)
+    assert wait_finished(long.name).state == State.DONE
+    stale = "Ignoring stale message for steal-waiting attempt 1 on busy@steal"
+    poll_until(lambda: stale in nodes.log(BUSY, tail=100_000), message=stale)
+    assert redis.get("count:steal-waiting") == b"1"  # the old message ran nothing
