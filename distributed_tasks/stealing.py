@@ -61,7 +61,8 @@ def queueing_nodes(node: NodeInfo) -> list[str]:
 
 
 def steal(node: NodeInfo) -> RunMessage | None:
-    """Move the oldest run waiting on another node to ``node``; None when there is none."""
+    """Move the run waiting on another node that would start there next (highest
+    priority, then oldest) to ``node``; None when there is none."""
     donors = queueing_nodes(node)
     if not donors:
         return None
@@ -69,7 +70,7 @@ def steal(node: NodeInfo) -> RunMessage | None:
     runs = (
         get_store()
         .runs.filter(state=State.QUEUED, run_after__lte=since, node__in=donors)
-        .order_by("run_after")
+        .order_by("-priority", "run_after")
     )
     if ALL_TASK_LISTS not in node.task_lists:
         runs = runs.filter(task_list__in=node.task_lists)

@@ -94,7 +94,7 @@ class Rebalancer(Duty):
         runs = list(
             get_store()
             .runs.filter(state=State.QUEUED, node__in=full, run_after__lte=since)
-            .order_by("run_after")[: ctx.batch]
+            .order_by("-priority", "run_after")[: ctx.batch]
         )
         moves = dict(
             plan(

@@ -46,6 +46,20 @@ def test_a_run_waiting_behind_a_busy_node_moves_to_a_free_one(busy, idle, redis)
     assert orchestrator.tick()["rebalancer"] == {}
 
 
+def test_the_runs_that_move_are_the_ones_their_node_would_start_first(busy, idle, redis):
+    """Highest priority first, then oldest: the one run left behind is the least urgent."""
+    orchestrator = lead()
+    settle(orchestrator, redis)
+    row("long", busy.name, state="RUNNING")
+    row("low-oldest", busy.name, priority=-10, **waited(9))
+    row("mid-older", busy.name, **waited(5))
+    row("mid-newer", busy.name, **waited(4))
+    row("high-newest", busy.name, priority=10, **waited(1))
+    assert orchestrator.tick()["rebalancer"] == {"moved": 3}  # idle ends as loaded as busy
+    moved = set(TaskRun.objects.filter(node=idle.name).values_list("name", flat=True))
+    assert moved == {"high-newest", "mid-older", "mid-newer"}
+
+
 @override_settings(DISTRIBUTED_TASKS={**settings.DISTRIBUTED_TASKS, "REBALANCE_AFTER": 60})
 def test_runs_stay_put_while_they_are_fresh_or_their_node_has_a_free_slot(busy, idle, redis):
     orchestrator = lead()

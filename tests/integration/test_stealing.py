@@ -40,6 +40,13 @@ def test_a_node_with_a_free_slot_takes_the_oldest_waiting_run(thief, busy, redis
     assert [m["headers"]["id"] for m in messages(redis, thief.name)] == [f"{older.run_id}:2"]
 
 
+def test_a_higher_priority_run_is_taken_before_an_older_one(thief, busy, redis):
+    row("older", "busy@test", priority=-5, **waited(5))
+    row("urgent", "busy@test", priority=5, **waited(1))
+    assert steal(thief).name == "urgent"
+    assert steal(thief).name == "older"
+
+
 @override_settings(DISTRIBUTED_TASKS={**settings.DISTRIBUTED_TASKS, "REBALANCE_AFTER": 60})
 def test_fresh_own_and_started_runs_are_left_alone(thief, busy, redis):
     row("fresh", "busy@test")  # queued under a minute ago: its node may yet start it
