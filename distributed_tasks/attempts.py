@@ -24,7 +24,7 @@ from distributed_tasks.connection import get_redis
 from distributed_tasks.messages import RunMessage
 from distributed_tasks.placement import Placement
 from distributed_tasks.store import get_store
-from distributed_tasks.types import ACTIVE_STATES, Outcome, State
+from distributed_tasks.types import ACTIVE_STATES, MoveReason, Outcome, State
 
 logger = logging.getLogger("distributed_tasks.attempts")
 
@@ -91,6 +91,7 @@ def next_attempt(
     error: Outcome | None = None,
     epoch: int | None = None,
     node: str | None = None,
+    why: MoveReason = MoveReason.NODE_LOST,
 ) -> RunMessage | None:
     """Move ``msg``'s run to a new attempt on ``node`` (default: placed on the ring of live
     nodes); None if fenced out.
@@ -120,7 +121,7 @@ def next_attempt(
     )
     # run_retried (after a failure), or run_moved off a lost node
     transaction.on_commit(
-        lambda: signals.send_moved(RunMessage, new, msg, error),
+        lambda: signals.send_moved(RunMessage, new, msg, error, why),
         using=get_store().alias,
         robust=True,  # a failing callback must not skip other runs' messages
     )

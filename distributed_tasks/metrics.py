@@ -72,8 +72,8 @@ def registry_metrics() -> Any:
         )  # fmt: skip
         moved = counter(
             "runs_moved",
-            "QUEUED runs moved before they started (lost node, rebalancing, stealing).",
-            "function", "task_list",
+            "QUEUED runs moved before they started, by why: node_lost, rebalanced, stolen.",
+            "function", "task_list", "why",
         )  # fmt: skip
         queue_wait = histogram(
             "run_queue_wait_seconds",
@@ -139,8 +139,8 @@ def _on_retried(sender: Any, message: Any, previous: Any, outcome: Any, **kwargs
     _observe_duration(previous)
 
 
-def _on_moved(sender: Any, message: Any, previous: Any, **kwargs: Any) -> None:
-    registry_metrics().moved.labels(previous.function, previous.task_list).inc()
+def _on_moved(sender: Any, message: Any, previous: Any, why: str = "", **kwargs: Any) -> None:
+    registry_metrics().moved.labels(previous.function, previous.task_list, why).inc()
 
 
 def _on_elected(sender: Any, holder: str, **kwargs: Any) -> None:

@@ -13,9 +13,10 @@ Each is sent once per event, in the process where it happened:
 - ``run_refused(sender, task_list, name, reason, error)``: a start was refused
   (``reason``: ``already_running``, ``reserved`` or ``invalid``), in the caller's process.
 - ``run_retried(sender, message, previous, outcome)`` / ``run_moved(sender, message,
-  previous)``: a new attempt (``message``) replaced ``previous``, after a failure
+  previous, why)``: a new attempt (``message``) replaced ``previous``, after a failure
   (``outcome``) or, before it started, off a lost node or away from a busy one
-  (rebalancing, work stealing); sent once the change committed.
+  (``why``: a ``MoveReason``, ``node_lost``, ``rebalanced`` or ``stolen``); sent once
+  the change committed.
 - ``periodic_slot(sender, task, outcome)``: the leader handled a due slot of a periodic
   task (``outcome``: ``dispatched``, ``skipped``, ``no_node``, ``invalid``, ...).
 - ``lease_renewed(sender, holder, epoch)``: the leader extended its lease.
@@ -101,12 +102,13 @@ def refuses_invalid(prepare: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def send_moved(sender: Any, message: Any, previous: Any, outcome: Any) -> None:
-    """``run_retried`` when a failure (``outcome``) caused the new attempt, else ``run_moved``."""
+def send_moved(sender: Any, message: Any, previous: Any, outcome: Any, why: str) -> None:
+    """``run_retried`` when a failure (``outcome``) caused the new attempt, else ``run_moved``
+    (with ``why``: a ``MoveReason``)."""
     if outcome is not None:
         run_retried.send(sender, message=message, previous=previous, outcome=outcome)
     else:
-        run_moved.send(sender, message=message, previous=previous)
+        run_moved.send(sender, message=message, previous=previous, why=why)
 
 
 def never_raises(func: Callable[..., None]) -> Callable[..., None]:

@@ -34,7 +34,7 @@ from distributed_tasks.nodes import ALL_TASK_LISTS, NodeInfo, current_node
 from distributed_tasks.outage import Outage
 from distributed_tasks.resilience import close_broken_connections
 from distributed_tasks.store import get_store, message_for
-from distributed_tasks.types import State
+from distributed_tasks.types import MoveReason, State
 
 logger = logging.getLogger("distributed_tasks.stealing")
 
@@ -75,7 +75,9 @@ def steal(node: NodeInfo) -> RunMessage | None:
     if ALL_TASK_LISTS not in node.task_lists:
         runs = runs.filter(task_list__in=node.task_lists)
     for run in runs[:CANDIDATES]:
-        new = attempts.next_attempt(message_for(run), from_states=(State.QUEUED,), node=node.name)
+        new = attempts.next_attempt(
+            message_for(run), from_states=(State.QUEUED,), node=node.name, why=MoveReason.STOLEN
+        )
         if new is not None:
             logger.info(
                 "Took %s over from %s, where it waited with no free slot",

@@ -52,6 +52,14 @@ class Reason(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"
 
 
+class MoveReason(models.TextChoices):
+    """Why a QUEUED run moved to another node before it started (``run_moved``'s ``why``)."""
+
+    NODE_LOST = "node_lost", "Its node stopped heartbeating or restarted"
+    REBALANCED = "rebalanced", "The leader moved it off a node with no free slot"
+    STOLEN = "stolen", "A node with a free slot took it over"
+
+
 class OnConflict(models.TextChoices):
     FAIL = "fail"
     RETURN_EXISTING = "return_existing"

@@ -28,7 +28,7 @@ from distributed_tasks.conf import get_settings
 from distributed_tasks.fencing import fenced
 from distributed_tasks.orchestrator import Duty, TickContext
 from distributed_tasks.store import get_store, message_for
-from distributed_tasks.types import State
+from distributed_tasks.types import MoveReason, State
 
 logger = logging.getLogger("distributed_tasks.orchestrator.rebalancer")
 
@@ -113,6 +113,7 @@ class Rebalancer(Duty):
                         from_states=(State.QUEUED,),
                         epoch=ctx.epoch,
                         node=moves[run.run_id],
+                        why=MoveReason.REBALANCED,
                     )
                     counts["moved" if new else "started_meanwhile"] += 1
         if counts["moved"]:

@@ -6,6 +6,7 @@ import pytest
 from django.conf import settings
 from django.test import override_settings
 from django.utils import timezone
+from prometheus_client import REGISTRY
 
 from distributed_tasks import claims
 from distributed_tasks.models import TaskRun
@@ -35,8 +36,11 @@ def test_a_run_waiting_behind_a_busy_node_moves_to_a_free_one(busy, idle, redis)
     settle(orchestrator, redis)
     row("long", busy.name, state="RUNNING")
     waiting = row("waiting", busy.name, **waited(5))
+    moved = {"function": "tests.tasks.add", "task_list": "default", "why": "rebalanced"}
+    before = REGISTRY.get_sample_value("dt_runs_moved_total", moved) or 0.0
     report = orchestrator.tick()
     assert report["rebalancer"] == {"moved": 1}
+    assert REGISTRY.get_sample_value("dt_runs_moved_total", moved) == before + 1
     waiting.refresh_from_db()
     assert (waiting.state, waiting.node, waiting.attempt) == ("QUEUED", idle.name, 2)
     assert waiting.orchestrator_epoch == orchestrator.epoch

@@ -4,7 +4,7 @@ import pytest
 from django.conf import settings
 from django.test import override_settings
 
-from distributed_tasks import keys
+from distributed_tasks import keys, signals
 from distributed_tasks.stealing import has_free_slot, steal
 from tests.conftest import _heartbeating
 from tests.integration.test_orchestrator import messages, row
@@ -32,7 +32,17 @@ def test_a_node_with_a_free_slot_takes_the_oldest_waiting_run(thief, busy, redis
     newer = row("newer", "busy@test", **waited(2))
     older = row("older", "busy@test", **waited(5))
     assert has_free_slot(thief)
-    moved = steal(thief)
+    whys = []
+
+    def moved_because(sender, why, **kwargs):
+        whys.append(why)
+
+    signals.run_moved.connect(moved_because)
+    try:
+        moved = steal(thief)
+    finally:
+        signals.run_moved.disconnect(moved_because)
+    assert whys == ["stolen"]
     assert (moved.name, moved.node, moved.attempt) == ("older", thief.name, 2)
     older.refresh_from_db(), newer.refresh_from_db()
     assert (older.node, older.attempt, older.state) == (thief.name, 2, "QUEUED")

@@ -20,7 +20,7 @@ def counts() -> dict[str, float]:
     return {
         "elected": value("dt_leader_elections_total", holder="leader@test"),
         "renewed": value("dt_lease_renewals_total", holder="leader@test"),
-        "moved": value("dt_runs_moved_total", **ADD),
+        "moved": value("dt_runs_moved_total", **ADD, why="node_lost"),
         "retried": value("dt_runs_retried_total", **ADD, reason="node_lost"),
         "failed": value("dt_runs_finished_total", **ADD, state="FAILED", reason="node_lost"),
         "lost": value("dt_node_events_total", event="lost"),
