@@ -11,12 +11,17 @@ the cache and us); otherwise from ``REDIS_URL``, which names one of three engine
   Sentinels name for ``<service>``, followed across a failover.
 
 Scripts are registered once per client. redis-py pools notice a fork and
-reconnect, so prefork children are safe.
+reconnect, so prefork children are safe, given ``_reinit_locks_in_child``: every
+client made here has its pools' locks replaced in a forked child (see there why).
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import threading
+import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -75,19 +80,20 @@ def client_for(url: str) -> Any:
     scheme = urlparse(url).scheme
     if scheme in CLUSTER_SCHEMES:
         ends = Endpoints.parse(url, 6379)
-        return RedisCluster(
+        cluster = RedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in ends.hosts],
             username=ends.username,
             password=ends.password,
             ssl=ends.tls,
             **timeouts,
         )
+        return fork_safe(cluster)
     if scheme in SENTINEL_SCHEMES:
         ends = Endpoints.parse(url, 26379)
         auth = {"username": ends.username, "password": ends.password, "ssl": ends.tls}
         sentinel = Sentinel(list(ends.hosts), sentinel_kwargs={**timeouts}, **timeouts)
-        return sentinel.master_for(ends.service, db=ends.db, **auth)
-    return redis.Redis.from_url(url, health_check_interval=30, **timeouts)
+        return fork_safe(sentinel.master_for(ends.service, db=ends.db, **auth))
+    return fork_safe(redis.Redis.from_url(url, health_check_interval=30, **timeouts))
 
 
 @functools.cache
@@ -96,7 +102,7 @@ def get_redis() -> Any:
     if conf.CACHE_ALIAS:
         from django_redis import get_redis_connection
 
-        return get_redis_connection(conf.CACHE_ALIAS)
+        return fork_safe(get_redis_connection(conf.CACHE_ALIAS))
     return client_for(conf.REDIS_URL)
 
 
@@ -107,9 +113,65 @@ def private_redis() -> Any:
     if not conf.CACHE_ALIAS:
         return client_for(conf.REDIS_URL)
     pool = get_redis().connection_pool
-    return redis.Redis(
-        connection_pool=type(pool)(connection_class=pool.connection_class, **pool.connection_kwargs)
-    )
+    own = type(pool)(connection_class=pool.connection_class, **pool.connection_kwargs)
+    return fork_safe(redis.Redis(connection_pool=own))
+
+
+# Fork safety. Recent redis-py (8.1 does) resets a pool it finds inherited across a fork while
+# holding the pool's own lock: the parent's copy of it. When the parent forked while
+# one of its threads held that lock (a node's heartbeat, its forced-cancel watcher or
+# a metrics scrape, in the middle of taking or returning a connection), the child
+# waits for it forever at its first command: a prefork pool process then hangs in
+# its run, which stays RUNNING with a live node reporting it as executing (issue 17).
+# In the child only the forking thread survives, so no one can hold a lock there:
+# replacing each lock with a new one is safe, and costs nothing in the parent.
+_fork_safe_clients: weakref.WeakSet[Any] = weakref.WeakSet()
+_RLOCK = type(threading.RLock())
+_LOCKS = (_RLOCK, type(threading.Lock()))
+
+
+def fork_safe(client: Any) -> Any:
+    """Register ``client`` so that a forked child gets fresh locks for its pools."""
+    _fork_safe_clients.add(client)
+    return client
+
+
+def _locks_of(client: Any) -> Iterator[tuple[Any, str]]:
+    """``(owner, attribute)`` of each lock a child could need to reach Redis via ``client``."""
+    holders = [client, getattr(client, "nodes_manager", None)]  # a cluster and its map
+    pools = [getattr(client, "connection_pool", None)]
+    manager = holders[1]
+    for node in list(getattr(manager, "nodes_cache", {}).values()) if manager else ():
+        if node.redis_connection is not None:
+            pools.append(node.redis_connection.connection_pool)
+    sentinels = getattr(getattr(pools[0], "sentinel_manager", None), "sentinels", ())
+    pools += [s.connection_pool for s in sentinels]  # asked for the master when connecting
+    for owner in (o for o in (*holders, *pools) if o is not None):
+        for name in ("_lock", "_fork_lock", "_initialization_lock"):
+            if isinstance(getattr(owner, name, None), _LOCKS):
+                yield owner, name
+
+
+def _reinit_locks_in_child() -> None:
+    """Give every registered client's pools new locks (``os.register_at_fork``).
+
+    A lock shared by two owners (a cluster and its nodes manager) stays shared.
+    """
+    fresh: dict[int, tuple[Any, Any]] = {}  # id(old) -> (old, new): old kept alive
+    renewed: set[int] = set()  # a pool reached twice keeps its first new lock
+    for client in list(_fork_safe_clients):
+        for owner, name in _locks_of(client):
+            old = getattr(owner, name)
+            if id(old) in renewed:
+                continue
+            if id(old) not in fresh:
+                new = threading.RLock() if isinstance(old, _RLOCK) else threading.Lock()
+                fresh[id(old)] = (old, new)
+                renewed.add(id(new))
+            setattr(owner, name, fresh[id(old)][1])
+
+
+os.register_at_fork(after_in_child=_reinit_locks_in_child)
 
 
 def scan_step(cursor: Any, *, match: str, count: int) -> tuple[Any, list]:
