@@ -23,6 +23,7 @@ import fcntl
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -72,6 +73,30 @@ def use_multiprocess(directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     os.environ[MULTIPROC_ENV] = str(directory)
     values.ValueClass = values.MultiProcessValue()
+    _renew_lock_in_children(values.ValueClass)
+
+
+def _renew_lock_in_children(value_class: Any) -> None:
+    """Give forked children a new copy of the one lock of prometheus' multiprocess values.
+
+    Every value of the class counts under that lock. A node's main process counts in
+    threads too (a run its stealer took over, a forced cancel); a pool process forked
+    while one of them held the lock would wait for it forever at its first count, with
+    its run started (issue 17). Only the forking thread lives on in the child, so a new
+    lock there is safe. The lock is a closure variable: when a prometheus_client
+    version names it otherwise, nothing is done.
+    """
+    code = value_class.inc.__code__
+    if "lock" not in code.co_freevars:
+        return
+    cell = value_class.inc.__closure__[code.co_freevars.index("lock")]
+
+    reentrant = isinstance(cell.cell_contents, type(threading.RLock()))
+
+    def renew() -> None:
+        cell.cell_contents = threading.RLock() if reentrant else threading.Lock()
+
+    os.register_at_fork(after_in_child=renew)
 
 
 _held: list[Any] = []  # the directory locks of this process, open for its lifetime
