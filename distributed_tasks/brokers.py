@@ -75,6 +75,8 @@ class Broker:
         """
         names = list(nodes)
         depths: dict[str, int | None] = dict.fromkeys(names)
+        if (redis := self._own_redis()) is not None:
+            return self._list_lengths(redis, names)
         try:
             with self.app.connection_for_read() as conn:
                 channel = conn.channel()
@@ -96,6 +98,34 @@ class Broker:
 
     def depth(self, node: str) -> int | None:
         return self.depths([node])[node]
+
+    def _own_redis(self) -> Any | None:
+        """Our own client of a plain Redis broker, or None (RabbitMQ, Sentinel, Cluster).
+
+        Read through it, not kombu: a node's main process reads depths from threads
+        (a metrics scrape), and a pool process forked while a thread held a kombu pool's
+        lock would wait for ever at its first broker call; our clients are fork-safe.
+        """
+        url = self.app.conf.broker_url or ""
+        if urlparse(url).scheme not in ("redis", "rediss"):
+            return None
+        from distributed_tasks import envelope
+
+        return envelope._client(url)
+
+    @staticmethod
+    def _list_lengths(redis: Any, names: list[str]) -> dict[str, int | None]:
+        """LLEN of every priority list of each node's queue, in one round trip."""
+        lists = {name: keys.queue_keys(name, PRIORITY_LEVELS) for name in names}
+        pipe = redis.pipeline(transaction=False)
+        for queue in lists.values():
+            for key in queue:
+                pipe.llen(key)
+        try:
+            lengths = iter(pipe.execute())
+        except RedisError:
+            return dict.fromkeys(names)
+        return {name: sum(next(lengths) for _ in queue) for name, queue in lists.items()}
 
     def purge(self, node: str) -> int:
         """Drop every message waiting for ``node`` (declared dead); how many were dropped."""

@@ -105,7 +105,7 @@ def test_weights_shape_ring_shares(leader, node):
 
 def test_queue_depth_counts_waiting_messages(leader, node):
     start_async(tasks.add, [1, 2], name="one")
-    start_async(tasks.add, [3, 4], name="two")
+    start_async(tasks.add, [3, 4], name="two", priority=50)  # another priority list
     (info,) = check_health(with_queue_depths=True).nodes
     assert (info.active_runs, info.queue_depth) == (2, 2)
     assert queue_depths(["never-started@test"]) == {"never-started@test": 0}
