@@ -17,7 +17,7 @@ from typing import Any
 from django.db import DatabaseError, DataError, IntegrityError
 from redis.exceptions import RedisError
 
-from distributed_tasks import claims
+from distributed_tasks import claims, inserts
 from distributed_tasks.claims import ClaimOutcome, ClaimReply
 from distributed_tasks.exceptions import (
     AlreadyRunning,
@@ -73,7 +73,7 @@ class Start:
 
     def row(self) -> TaskRun:
         r, m = self.request, self.message
-        return TaskRun(
+        return inserts.new_run(
             id=m.run_id,
             task_list=m.task_list,
             name=m.name,

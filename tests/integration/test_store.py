@@ -1,5 +1,6 @@
 """Fencing in the database: each transition matches one (run, attempt, node, state) only."""
 
+import datetime as dt
 import uuid
 
 import pytest
@@ -111,3 +112,37 @@ def test_find_and_all_are_the_task_records():
 
     with pytest.raises(TaskNotFound, match="'zzz'"):
         TaskRun.find("files", "zzz")
+
+
+def test_a_batch_stores_every_value_as_the_orm_does():
+    """The batch INSERT (one JSON parameter on PostgreSQL) against Django's bulk_create."""
+    when = dt.datetime(2024, 2, 29, 23, 59, 58, 123456, tzinfo=dt.UTC)
+    tricky = {
+        "task_list": "liste-é",
+        "function": "tests.tasks.add",
+        "args": [2**70, 0.1 + 0.2, -0.0, 'quo"te', "back\\slash", "\\u0000 as text", "🙂", None],
+        "kwargs": {"nested": {"deep": [[], {}, [1, [2, [3]]]]}, "ü": True},
+        "data": {"k": "v" * 300},
+        "callback": "tests.tasks.add",
+        "node": "w1@h",
+        "timeout": 1e-7,
+        "retry_backoff": 12.5,
+        "max_attempts": 2**31 - 1,
+        "priority": -100,
+        "queued_at": when,
+        "run_after": when + dt.timedelta(seconds=1.5),
+    }
+    ours = [TaskRun(id=uuid.uuid4(), name=f"a{i}", active_name=f"a{i}", **tricky) for i in range(3)]
+    assert get_store().insert_many(ours) == [None] * 3
+    TaskRun.objects.bulk_create(
+        [TaskRun(id=uuid.uuid4(), name=f"b{i}", active_name=f"b{i}", **tricky) for i in range(3)]
+    )
+    columns = [
+        f.attname
+        for f in TaskRun._meta.concrete_fields
+        if f.attname not in {"id", "name", "active_name"}
+    ]
+    stored = {r.name: [getattr(r, c) for c in columns] for r in TaskRun.objects.all()}
+    assert stored["a0"] == stored["b0"]
+    assert stored["a0"][columns.index("args")] == tricky["args"]
+    assert len({tuple(map(repr, v)) for v in stored.values()}) == 1
