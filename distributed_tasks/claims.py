@@ -258,6 +258,11 @@ def message_fields(msg: RunMessage, state: State, **extra: Any) -> dict[str, Any
     }
 
 
+def message_pairs(msg: RunMessage, state: State) -> list[str]:
+    """``message_fields`` as the flat field/value list a claim script takes."""
+    return _flat(message_fields(msg, state))
+
+
 def publish(msg: RunMessage, fields: Mapping[str, Any], *, ttl: int = 0, unload: bool = False):
     """Mirror a transition the database already recorded; a Redis error only logs."""
     try:

@@ -27,7 +27,7 @@ from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from distributed_tasks import celery, claims, keys, lifecycle, logs, signals, status
+from distributed_tasks import batches, celery, claims, lifecycle, logs, signals, status
 from distributed_tasks.claims import ClaimOutcome, ClaimReply
 from distributed_tasks.conf import get_settings
 from distributed_tasks.connection import get_redis
@@ -100,30 +100,27 @@ class ClusterClient:
 
     def _claim(self, starts: list[Start], now: float) -> list[Start]:
         try:
-            pipe = get_redis().pipeline(transaction=False)
-            for s in starts:
-                m = s.message
-                claims.claim(
-                    m.task_list, m.name, s.status_fields(), reuse=s.request.reuse, client=pipe
-                )
-                pipe.hincrby(keys.loads_key(), m.node, 1)
-            replies = pipe.execute()[::2]
+            replies = batches.claim([s.claim_entry() for s in starts], self._nodes(starts))
         except RedisError as exc:
             self._undo_claims(starts)
             raise unavailable("Redis", exc) from exc
         for s in starts:  # each holds a load count, and maybe its claim: undone on failure
             s.claimed = True
-        claimed = []
-        for s, raw in zip(starts, replies, strict=True):
-            reply = ClaimReply.parse(raw)
+        claimed, refused = [], []
+        for s, reply in zip(starts, replies, strict=True):
             if reply.outcome is not ClaimOutcome.CLAIMED:
                 reply = self._retry_stale(s, reply, now)
             if reply.outcome is ClaimOutcome.CLAIMED:
                 claimed.append(s)
             else:
-                self._unload(s)
+                refused.append(s)
                 s.outcome = s.refusal(reply)
+        self._unload(refused)
         return claimed
+
+    @staticmethod
+    def _nodes(starts: list[Start]) -> list[str]:
+        return [s.message.node for s in starts]
 
     def _undo_claims(self, starts: list[Start]) -> None:
         """The claim pipeline may have run before its reply was lost: take back its claims
@@ -135,7 +132,7 @@ class ClusterClient:
             for s in starts:
                 m = s.message
                 claims.release(m.task_list, m.name, m.run_id, client=pipe)
-                pipe.hincrby(keys.loads_key(), m.node, -1)
+            batches.count(pipe, self._nodes(starts), -1)
             pipe.execute()
 
     def _retry_stale(self, s: Start, reply: ClaimReply, now: float) -> ClaimReply:
@@ -160,14 +157,18 @@ class ClusterClient:
         )
         return ClaimReply.parse(raw)
 
-    def _unload(self, s: Start) -> None:
-        """Take back the node-load count of a start that will not run (once)."""
-        if not s.claimed:
+    def _unload(self, starts: list[Start]) -> None:
+        """Take back the node-load counts of starts that will not run (once each)."""
+        starts = [s for s in starts if s.claimed]
+        if not starts:
             return
-        s.claimed = False
-        self.placement.unchoose(s.message.node)
+        for s in starts:
+            s.claimed = False
+            self.placement.unchoose(s.message.node)
         with contextlib.suppress(RedisError):  # approximate; the orchestrator rebuilds them
-            get_redis().hincrby(keys.loads_key(), s.message.node, -1)
+            pipe = get_redis().pipeline(transaction=False)
+            batches.count(pipe, self._nodes(starts), -1)
+            pipe.execute()
 
     def _check_reuse(self, claimed: list[Start]) -> None:
         """Redis may have lost a finished status: ask the database before reusing a name."""
@@ -194,7 +195,7 @@ class ClusterClient:
         m = s.message
         with contextlib.suppress(RedisError):  # a QUEUED claim with no row is stale, replaced
             claims.release(m.task_list, m.name, m.run_id)
-        self._unload(s)
+        self._unload([s])
 
     def _roll_back(self, starts: list[Start]) -> None:
         """Undo every entry a failure stopped half-way: its row, its claim and its load.

@@ -20,28 +20,57 @@ from distributed_tasks.connection import get_redis
 # that write one carry them. A key whose stored identity differs (written in the
 # old, ambiguous key format) counts as missing and is replaced.
 
-# KEYS[1] run key. ARGV[1] task list, ARGV[2] name, ARGV[3] reuse policy, ARGV[4] run
-# id of a stale claim that may be replaced ("" for none), ARGV[5] cut-off: a run
-# finished before it no longer holds the name, ARGV[6..] the new status as
-# field/value pairs.
+# claim(key, task list, name, reuse policy, run id of a stale claim that may be
+# replaced ("" for none), cut-off: a run finished before it no longer holds the name,
+# the new status as a table of field/value pairs).
 # Returns {1} when claimed, {0, conflict} when a run is active, {2, conflict} when a
 # finished run still holds the name and the reuse policy forbids taking it.
-CLAIM = """
-local cur = redis.call('HMGET', KEYS[1], 'run_id', 'node', 'state', 'queued_at', 'attempt',
-                      'finished_at', 'task_list', 'name')
-local state = cur[3]
-if cur[7] ~= ARGV[1] or cur[8] ~= ARGV[2] then state = nil end
-if state and cur[1] ~= ARGV[4] then
-  if state == 'QUEUED' or state == 'RUNNING' then return {0, cur} end
-  local recent = tonumber(cur[6] or '0') >= tonumber(ARGV[5])
-  if recent and (ARGV[3] == 'reject' or (ARGV[3] == 'allow_failed_only' and state == 'DONE')) then
-    return {2, cur}
+_CLAIM_FUNCTION = """
+local function claim(key, task_list, name, reuse, replace, cutoff, fields)
+  local cur = redis.call('HMGET', key, 'run_id', 'node', 'state', 'queued_at', 'attempt',
+                        'finished_at', 'task_list', 'name')
+  local state = cur[3]
+  if cur[7] ~= task_list or cur[8] ~= name then state = nil end
+  if state and cur[1] ~= replace then
+    if state == 'QUEUED' or state == 'RUNNING' then return {0, cur} end
+    local recent = tonumber(cur[6] or '0') >= cutoff
+    if recent and (reuse == 'reject' or (reuse == 'allow_failed_only' and state == 'DONE')) then
+      return {2, cur}
+    end
+  end
+  redis.call('DEL', key)
+  redis.call('HSET', key, 'task_list', task_list, 'name', name, unpack(fields))
+  return {1}
+end
+"""
+
+# KEYS[1] run key. ARGV[1] task list, ARGV[2] name, ARGV[3] reuse policy, ARGV[4] run
+# id of a stale claim that may be replaced ("" for none), ARGV[5] cut-off, ARGV[6..] the
+# new status as field/value pairs. Returns claim()'s reply.
+CLAIM = (
+    _CLAIM_FUNCTION
+    + "return claim(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), "
+    "{unpack(ARGV, 6)})"
+)
+
+# A batch of claims in one call, on one server (the keys of many names span hash slots:
+# on Redis Cluster each name goes through CLAIM). KEYS[i] the run key of entry i.
+# ARGV[1] cut-off, ARGV[2] a JSON array whose entry i is [task list, name, reuse policy,
+# field, value, ...]. Returns only the refusals, flat: {i, outcome, conflict, ...}.
+CLAIM_MANY = (
+    _CLAIM_FUNCTION
+    + """
+local cutoff = tonumber(ARGV[1])
+local refused = {}
+for i, entry in ipairs(cjson.decode(ARGV[2])) do
+  local reply = claim(KEYS[i], entry[1], entry[2], entry[3], '', cutoff, {unpack(entry, 4)})
+  if reply[1] ~= 1 then
+    table.insert(refused, i); table.insert(refused, reply[1]); table.insert(refused, reply[2])
   end
 end
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'task_list', ARGV[1], 'name', ARGV[2], unpack(ARGV, 6))
-return {1}
+return refused
 """
+)
 
 # KEYS[1] run key. ARGV[1] task list, ARGV[2] name, ARGV[3] run id, ARGV[4] attempt,
 # ARGV[5] TTL in ms (0: keep for ever), ARGV[6..] status fields. Writes only if the

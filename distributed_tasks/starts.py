@@ -71,6 +71,11 @@ class Start:
     def status_fields(self) -> dict[str, Any]:
         return claims.message_fields(self.message, State.QUEUED)
 
+    def claim_entry(self) -> list[str]:
+        """What ``batches.claim`` takes: the name, the reuse policy, the QUEUED status."""
+        m = self.message
+        return [m.task_list, m.name, self.request.reuse, *claims.message_pairs(m, State.QUEUED)]
+
     def row(self) -> TaskRun:
         r, m = self.request, self.message
         return inserts.new_run(

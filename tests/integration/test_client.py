@@ -286,6 +286,38 @@ def test_start_many_with_a_duplicate_inside_the_batch(node):
     assert results[1].run_id == results[0].run_id
 
 
+def test_one_batch_claim_answers_each_kind_of_entry(node, redis):
+    """A batch claims in one script call: each entry gets its own answer, and only the
+    runs that start keep a load count."""
+    active = start_async(tasks.add, [0, 0], name="active")
+    start_async(tasks.add, [0, 0], name="done")
+    finish("done", "DONE")
+    orphan = {"state": "QUEUED", "run_id": "deadbeef" * 4, "node": node.name, "attempt": 1,
+              "queued_at": time.time() - 600}  # fmt: skip
+    claims.claim("default", "orphan", orphan, reuse="allow")
+    odd = 'ünï "quoted" \\ {tag} 🙂'
+    redis.hdel(keys.loads_key(), node.name)
+    results = start_many(
+        [
+            {"func": tasks.add, "args": [1, 1], "name": "active"},
+            {"func": tasks.add, "args": [1, 1], "name": "done", "reuse": "reject"},
+            {"func": tasks.add, "args": [1, 1], "name": "orphan"},
+            {"func": tasks.add, "args": [1, 1], "name": odd},
+            {"func": tasks.add, "args": [1, 1], "name": odd},
+            {"func": tasks.add, "args": [1, 1], "name": "active", "on_conflict": "return_existing"},
+        ]
+    )
+    kinds = [type(r).__name__ for r in results]
+    assert kinds == ["AlreadyRunning", "NameReserved", "TaskHandle", "TaskHandle",
+                     "AlreadyRunning", "TaskHandle"]  # fmt: skip
+    assert results[0].run_id == results[5].run_id == active.run_id and results[5].existing
+    assert results[4].run_id == results[3].run_id
+    assert claims.read("default", "orphan")["run_id"] == results[2].run_id
+    assert claims.read("default", odd)["run_id"] == results[3].run_id
+    assert get_status(odd).state == State.QUEUED
+    assert int(redis.hget(keys.loads_key(), node.name)) == 2  # orphan and odd
+
+
 def test_start_many_validates_everything_first(node, redis):
     with pytest.raises(NotSerializable):
         start_many(
