@@ -5,7 +5,7 @@ and a protocol-2 message from scratch for every call, and kombu's Redis transpor
 makes a new client object for each LPUSH. A run message always has the same shape,
 so when our own app publishes to a plain Redis broker this module writes the very
 envelope kombu would (protocol 2 headers, base64 body, the priority list
-``<queue>\\x06\\x16<level>``) with one LPUSH per message, all of a batch in one
+``<queue>\\x06\\x16<level>``) with one LPUSH per list, all of a batch in one
 pipeline on a client kept for the process. ``tests/integration/test_envelope.py``
 checks that a real node executes it and that it matches kombu's own, field by field.
 
@@ -135,13 +135,22 @@ def encode(msg: RunMessage, countdown: float | None) -> tuple[str, str]:
 
 
 def push(redis: Any, messages: Sequence[tuple[RunMessage, float | None]]) -> None:
-    """LPUSH every message; a batch goes as one pipeline (one round trip)."""
-    if len(messages) == 1:
-        redis.lpush(*encode(*messages[0]))
+    """LPUSH every message: one command per list, all in one round trip.
+
+    ``LPUSH key a b c`` leaves the list as three LPUSHes in that order would (the worker
+    pops ``a`` first), with one command and one reply instead of one per message.
+    """
+    lists: dict[str, list[str]] = {}
+    for msg, countdown in messages:
+        key, envelope = encode(msg, countdown)
+        lists.setdefault(key, []).append(envelope)
+    if len(lists) == 1:
+        ((key, envelopes),) = lists.items()
+        redis.lpush(key, *envelopes)
     else:
         pipe = redis.pipeline(transaction=False)
-        for msg, countdown in messages:
-            pipe.lpush(*encode(msg, countdown))
+        for key, envelopes in lists.items():
+            pipe.lpush(key, *envelopes)
         pipe.execute()
     if celery_signals.after_task_publish.receivers:
         for msg, _ in messages:

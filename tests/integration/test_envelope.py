@@ -76,3 +76,15 @@ def test_project_app_or_amqp_broker_takes_celerys_path():
             assert envelope.client() is None
     reset_caches()
     assert envelope.client() is not None
+
+
+def test_a_batch_is_served_in_its_order_within_each_priority(redis):
+    """One LPUSH per list: the worker (BRPOP, from the right) still gets each list's
+    messages in the order they were published."""
+    batch = [message(f"r{i}", priority=80 if i % 2 else 0) for i in range(6)]
+    celery.publish([(m, None) for m in batch])
+    served = {}
+    for key in keys.queue_keys("env@test"):
+        while (raw := redis.rpop(key)) is not None:
+            served.setdefault(key, []).append(json.loads(raw)["headers"]["id"])
+    assert sorted(served.values()) == [["r0:1", "r2:1", "r4:1"], ["r1:1", "r3:1", "r5:1"]]
