@@ -44,6 +44,9 @@ _ENCODER = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(","
 _NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(b'"[]{}')))
 _ONE_KIND = bytes.maketrans(b"{}", b"[]")
 _STRING = re.compile(rb'"[^"]*"')
+# The allowed values of the choice options, read once (iterating an enum costs microseconds).
+_ON_CONFLICT = tuple(c.value for c in OnConflict)
+_REUSE = tuple(c.value for c in Reuse)
 
 
 def check_name(value: Any, what: str = "name") -> str:
@@ -64,10 +67,9 @@ def check_name(value: Any, what: str = "name") -> str:
     return value
 
 
-def _choice(value: Any, choices: type, option: str) -> str:
-    allowed = [c.value for c in choices]
-    if value not in allowed:
-        raise InvalidOption(f"{option}={value!r} is not one of {', '.join(map(repr, allowed))}.")
+def _choice(value: Any, choices: tuple[str, ...], option: str) -> str:
+    if value not in choices:  # a tuple: == per item, so an unhashable value is refused too
+        raise InvalidOption(f"{option}={value!r} is not one of {', '.join(map(repr, choices))}.")
     return value
 
 
@@ -210,8 +212,8 @@ def prepare(
         name=name,
         task_list=task_list,
         callback=callback_path,
-        on_conflict=_choice(on_conflict, OnConflict, "on_conflict"),
-        reuse=_choice(reuse, Reuse, "reuse"),
+        on_conflict=_choice(on_conflict, _ON_CONFLICT, "on_conflict"),
+        reuse=_choice(reuse, _REUSE, "reuse"),
         timeout=timeout,
         max_attempts=max_attempts or entry.max_attempts or 1,
         retry_backoff=_positive(retry_backoff, "retry_backoff", MAX_SECONDS) or 0.0,
@@ -238,8 +240,8 @@ def prepare_many(calls: Iterable[Mapping[str, Any]]) -> list[StartRequest]:
                 f"Entry {index} of start_many() must be a mapping of start_async()'s "
                 f"arguments (with 'func'), got {type(call).__name__}."
             )
-        unknown = sorted(map(str, set(call) - _KEYS))
-        if unknown or "func" not in call:
+        if "func" not in call or not _KEYS.issuperset(call):
+            unknown = sorted(map(str, set(call) - _KEYS))
             problem = f"unknown keys {unknown}" if unknown else "no 'func'"
             raise InvalidOption(
                 f"Entry {index} of start_many() has {problem}; its keys are start_async()'s "
