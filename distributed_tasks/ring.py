@@ -84,7 +84,11 @@ class Ring:
             return None
         if slots is None:
             return self._bounded(key, loads, balance)
-        if any(loads.get(n, 0) < slots.get(n, 1) for n in self.members):
+        # A walk (a hash and a generator) only decides between several candidates.
+        free = [n for n in self.members if loads.get(n, 0) < slots.get(n, 1)]
+        if free:
+            if len(free) == 1:
+                return free[0]
             return next(n for n in self.walk(key) if loads.get(n, 0) < slots.get(n, 1))
         total = sum(loads.get(n, 0) for n in self.members) + 1
         room = sum(slots.get(n, 1) for n in self.members)
@@ -95,7 +99,10 @@ class Ring:
         } or set(self.members)
         ratio = {n: loads.get(n, 0) / slots.get(n, 1) for n in under}
         least = min(ratio.values())
-        return next(n for n in self.walk(key) if ratio.get(n) == least)
+        tied = [n for n, r in ratio.items() if r == least]
+        return (
+            tied[0] if len(tied) == 1 else next(n for n in self.walk(key) if ratio.get(n) == least)
+        )
 
     def _bounded(self, key: str, loads: Mapping[str, int], balance: float) -> str | None:
         total = sum(loads.get(n, 0) for n in self.members) + 1
