@@ -32,6 +32,11 @@ class Placement:
         self._fetched = 0.0
         self._loads: Counter[str] = Counter()
         self._rings: dict[tuple[str, frozenset], tuple[Ring, dict[str, int]]] = {}
+        # The view the rings below were looked up for, and each task list's.
+        self._per_view: tuple[ClusterView | None, dict[str, tuple[Ring, dict[str, int]]]] = (
+            None,
+            {},
+        )
 
     def view(self, *, refresh: bool = False) -> ClusterView:
         """The live nodes, from cache while it is younger than ``RING_CACHE_TTL``."""
@@ -49,8 +54,19 @@ class Placement:
             return self._view
 
     def ring(self, task_list: str) -> tuple[Ring, dict[str, int]]:
-        """The ring of the nodes serving ``task_list``, and each one's slots."""
-        members = self._members(self.view(), task_list)
+        """The ring of the nodes serving ``task_list``, and each one's slots: looked up
+        once per cached view and task list, not rebuilt from the view for every start."""
+        view = self.view()
+        per_view = self._per_view
+        if per_view[0] is not view:
+            per_view = self._per_view = (view, {})
+        found = per_view[1].get(task_list)
+        if found is None:
+            found = per_view[1][task_list] = self._ring(view, task_list)
+        return found
+
+    def _ring(self, view: ClusterView, task_list: str) -> tuple[Ring, dict[str, int]]:
+        members = self._members(view, task_list)
         if not members:
             # Maybe a node joined since the cached view: ask once more before giving up.
             members = self._members(self.view(refresh=True), task_list)
@@ -107,4 +123,5 @@ class Placement:
         with self._lock:
             self._view = None
             self._rings.clear()
+            self._per_view = (None, {})
             self._loads.clear()
