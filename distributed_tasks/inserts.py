@@ -25,10 +25,11 @@ import functools
 import json
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from django.db import models
+from django.db import models, transaction
 from django.db.models.sql.subqueries import InsertQuery
 
 from distributed_tasks.models import TaskRun
@@ -75,7 +76,12 @@ class CompiledInsert:
         return out
 
     def execute(self, runs: Sequence[TaskRun], connection: Any) -> None:
-        """Insert ``runs``: one statement per ``batch`` rows."""
+        """Insert ``runs``: one statement per ``batch`` rows, all or none."""
+        several = len(runs) > self.batch
+        with transaction.atomic(using=connection.alias) if several else nullcontext():
+            self._execute(runs, connection)
+
+    def _execute(self, runs: Sequence[TaskRun], connection: Any) -> None:
         with connection.cursor() as cursor:
             for i in range(0, len(runs), self.batch):
                 chunk = runs[i : i + self.batch]
@@ -197,6 +203,7 @@ _encode_rows = json.JSONEncoder(
 
 
 def insert(runs: Sequence[TaskRun], connection: Any) -> None:
+    """Insert ``runs``, all or none (one statement, or one transaction for several)."""
     _insert_for(connection).execute(runs, connection)
 
 

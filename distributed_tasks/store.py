@@ -29,6 +29,10 @@ from distributed_tasks.models import CLEARED_OUTCOME, TaskRun, attempt_record
 from distributed_tasks.types import ACTIVE_STATES, Outcome, State
 
 
+def _no_transaction(using: str) -> nullcontext:
+    return nullcontext()
+
+
 class BaseStore(abc.ABC):
     """What the client, the worker and the orchestrator need from durable storage."""
 
@@ -106,9 +110,13 @@ class OrmStore(transitions.WorkerWrites, BaseStore):
 
         The fallback is one transaction (a savepoint per row): a database that goes away
         half-way leaves no row behind that the caller could not delete."""
+        connection = connections[self.alias]
         try:
-            with transaction.atomic(using=self.alias):
-                inserts.insert(runs, connections[self.alias])
+            # A savepoint keeps a caller's transaction usable after a conflict; outside one
+            # the insert is atomic by itself, without BEGIN and COMMIT round trips.
+            atomic = transaction.atomic if connection.in_atomic_block else _no_transaction
+            with atomic(using=self.alias):
+                inserts.insert(runs, connection)
             return [None] * len(runs)
         except IntegrityError:
             errors: list[AlreadyRunning | None] = []

@@ -146,3 +146,22 @@ def test_a_batch_stores_every_value_as_the_orm_does():
     assert stored["a0"] == stored["b0"]
     assert stored["a0"][columns.index("args")] == tricky["args"]
     assert len({tuple(map(repr, v)) for v in stored.values()}) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_values_insert_in_several_statements_is_all_or_nothing():
+    """Outside a transaction the store's batch insert opens none: where the rows take
+    several statements (the portable VALUES path), they still commit all or none."""
+    from dataclasses import replace
+
+    from django.db import connection
+
+    from distributed_tasks import inserts
+
+    new_run(name="taken")
+    compiled = replace(inserts.CompiledInsert.compile(connection), batch=2)
+    runs = [TaskRun(id=uuid.uuid4(), name=n, active_name=n, function="f") for n in "abcd"]
+    runs.append(TaskRun(id=uuid.uuid4(), name="taken", active_name="taken", function="f"))
+    with pytest.raises(IntegrityError):
+        compiled.execute(runs, connection)
+    assert list(TaskRun.objects.values_list("name", flat=True)) == ["taken"]
