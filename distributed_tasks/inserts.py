@@ -24,7 +24,7 @@ import datetime as dt
 import functools
 import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -35,6 +35,7 @@ from django.db.models.sql.subqueries import InsertQuery
 from distributed_tasks.models import TaskRun
 
 T = TypeVar("T")
+Row = Mapping[str, Any]  # a TaskRun row: every field's attname -> its value
 
 # Field classes whose get_db_prep_save returns a value of the right type unchanged.
 PLAIN = (models.CharField, models.TextField, models.IntegerField, models.FloatField,
@@ -65,70 +66,78 @@ class CompiledInsert:
         batch = max(1, connection.ops.bulk_batch_size(list(fields), [TaskRun()] * 10_000))
         return cls(head=f"{head} VALUES ", group=group, fields=prepared, batch=batch)
 
-    def params(self, run: TaskRun, connection: Any) -> list[Any]:
+    def params(self, row: Row, connection: Any) -> list[Any]:
         out = []
         for attname, field, nullable in self.fields:
-            value = getattr(run, attname)
+            value = row[attname]
             if field is None or (value is None and nullable):  # as get_db_prep_save returns
                 out.append(value)
             else:
                 out.append(field.get_db_prep_save(value, connection))
         return out
 
-    def execute(self, runs: Sequence[TaskRun], connection: Any) -> None:
-        """Insert ``runs``: one statement per ``batch`` rows, all or none."""
-        several = len(runs) > self.batch
+    def execute(self, rows: Sequence[Row], connection: Any) -> None:
+        """Insert ``rows``: one statement per ``batch`` rows, all or none."""
+        several = len(rows) > self.batch
         with transaction.atomic(using=connection.alias) if several else nullcontext():
-            self._execute(runs, connection)
+            self._execute(rows, connection)
 
-    def _execute(self, runs: Sequence[TaskRun], connection: Any) -> None:
+    def _execute(self, rows: Sequence[Row], connection: Any) -> None:
         with connection.cursor() as cursor:
-            for i in range(0, len(runs), self.batch):
-                chunk = runs[i : i + self.batch]
+            for i in range(0, len(rows), self.batch):
+                chunk = rows[i : i + self.batch]
                 params: list[Any] = []
-                for run in chunk:
-                    params += self.params(run, connection)
+                for row in chunk:
+                    params += self.params(row, connection)
                 sql = self.head + ", ".join([self.group] * len(chunk))
                 cursor.execute(sql, params)
-        for run in runs:  # as save() leaves them: saved rows
-            run._state.adding = False
-            run._state.db = connection.alias
 
 
-class RunFactory:
-    """New ``TaskRun`` instances built positionally, as ``from_db`` builds them.
+class RowFactory:
+    """New rows as ``{attname: value}``, every field's default filled in.
 
-    ``TaskRun(**values)`` matches keyword arguments against ~35 fields and evaluates
-    each default: three times the cost of the positional form. Plain defaults are
-    read once; callable ones (``uuid4``, ``now``, ``list``) still run per instance
-    unless given, so no two runs share an id or a mutable default.
+    A batch inserts these as they are: building a ``TaskRun`` per start (its
+    ``__init__`` matches ~35 fields and evaluates each default) cost more than the
+    INSERT itself. Plain defaults are read once; callable ones (``uuid4``, ``now``,
+    ``list``) still run per row unless given, so no two rows share an id or a
+    mutable default.
     """
 
     def __init__(self) -> None:
         fields = TaskRun._meta.concrete_fields
-        self.index = {f.attname: i for i, f in enumerate(fields)}
-        self.fixed = [None if callable(f.default) else f.get_default() for f in fields]
+        self.attnames = tuple(f.attname for f in fields)
+        self.known = frozenset(self.attnames)
+        self.fixed = {f.attname: f.get_default() for f in fields if not callable(f.default)}
         self.computed = tuple((f.attname, f.get_default) for f in fields if callable(f.default))
 
-    def __call__(self, **values: Any) -> TaskRun:
-        row = self.fixed.copy()
-        index = self.index
+    def row(self, values: Row) -> dict[str, Any]:
+        if not self.known.issuperset(values):
+            raise TypeError(f"TaskRun has no field(s) {sorted(values.keys() - self.known)}")
+        out = self.fixed.copy()
         for attname, default in self.computed:
             if attname not in values:
-                row[index[attname]] = default()
-        for attname, value in values.items():
-            row[index[attname]] = value
-        return TaskRun(*row)
+                out[attname] = default()
+        out.update(values)
+        return out
 
 
 @functools.cache
-def _factory() -> RunFactory:
-    return RunFactory()  # once the models are ready, not at import
+def _factory() -> RowFactory:
+    return RowFactory()  # once the models are ready, not at import
 
 
-def new_run(**values: Any) -> TaskRun:
-    """``TaskRun(**values)``, built positionally (see ``RunFactory``)."""
-    return _factory()(**values)
+def new_row(**values: Any) -> dict[str, Any]:
+    """A new run's row: ``values`` plus the defaults of every other field."""
+    return _factory().row(values)
+
+
+def run_of(row: Row) -> TaskRun:
+    """The unsaved ``TaskRun`` of a row (built positionally, as ``from_db`` builds them)."""
+    return TaskRun(*[row[a] for a in _factory().attnames])
+
+
+def row_of(run: TaskRun) -> dict[str, Any]:
+    return {a: getattr(run, a) for a in _factory().attnames}
 
 
 def per_connection(compile: Callable[[Any], T]) -> Callable[[Any], T]:
@@ -168,13 +177,15 @@ class RecordsetInsert:
     """
 
     sql: str
-    columns: tuple[tuple[str, str], ...]  # (column, attname)
 
     @classmethod
     def compile(cls, connection: Any) -> RecordsetInsert | CompiledInsert:
         fields = TaskRun._meta.local_concrete_fields
         plain = all(
-            isinstance(f, AS_JSON) and not f.is_relation and getattr(f, "encoder", None) is None
+            isinstance(f, AS_JSON)
+            and not f.is_relation
+            and f.column == f.attname  # the rows' keys name the columns as they are
+            and getattr(f, "encoder", None) is None
             for f in fields
         )
         if connection.vendor != "postgresql" or not plain:
@@ -184,17 +195,11 @@ class RecordsetInsert:
         columns = ", ".join(quote(f.column) for f in fields)
         sql = (f"INSERT INTO {table} ({columns}) SELECT {columns} "
                f"FROM json_populate_recordset(NULL::{table}, %s)")  # fmt: skip
-        return cls(sql=sql, columns=tuple((f.column, f.attname) for f in fields))
+        return cls(sql=sql)
 
-    def execute(self, runs: Sequence[TaskRun], connection: Any) -> None:
-        columns = self.columns
-        rows = [{column: d[attname] for column, attname in columns}
-                for d in (run.__dict__ for run in runs)]  # fmt: skip
+    def execute(self, rows: Sequence[Row], connection: Any) -> None:
         with connection.cursor() as cursor:
             cursor.execute(self.sql, [_encode_rows(rows)])
-        for run in runs:  # as save() leaves them: saved rows
-            run._state.adding = False
-            run._state.db = connection.alias
 
 
 _encode_rows = json.JSONEncoder(
@@ -202,9 +207,10 @@ _encode_rows = json.JSONEncoder(
 ).encode
 
 
-def insert(runs: Sequence[TaskRun], connection: Any) -> None:
-    """Insert ``runs``, all or none (one statement, or one transaction for several)."""
-    _insert_for(connection).execute(runs, connection)
+def insert(rows: Sequence[Row], connection: Any) -> None:
+    """Insert ``rows`` (from ``new_row`` or ``row_of``), all or none (one statement, or
+    one transaction for several)."""
+    _insert_for(connection).execute(rows, connection)
 
 
 _insert_for = per_connection(RecordsetInsert.compile)

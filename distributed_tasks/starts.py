@@ -27,7 +27,6 @@ from distributed_tasks.exceptions import (
     NameReserved,
 )
 from distributed_tasks.messages import RunMessage
-from distributed_tasks.models import TaskRun
 from distributed_tasks.types import OnConflict, State, TaskHandle
 from distributed_tasks.validation import StartRequest
 
@@ -76,9 +75,9 @@ class Start:
         m = self.message
         return [m.task_list, m.name, self.request.reuse, *claims.message_pairs(m, State.QUEUED)]
 
-    def row(self) -> TaskRun:
+    def row(self) -> inserts.Row:
         r, m = self.request, self.message
-        return inserts.new_run(
+        return inserts.new_row(
             id=m.run_id,
             task_list=m.task_list,
             name=m.name,

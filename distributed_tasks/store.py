@@ -89,9 +89,10 @@ class OrmStore(transitions.WorkerWrites, BaseStore):
         in_transaction = connection.in_atomic_block
         try:
             with transaction.atomic(using=self.alias) if in_transaction else nullcontext():
-                inserts.insert([run], connection)
+                inserts.insert([inserts.row_of(run)], connection)
         except IntegrityError:
             raise self._conflict(run) from None
+        run._state.adding, run._state.db = False, self.alias  # as save() leaves it
 
     def _conflict(self, run: TaskRun) -> AlreadyRunning:
         """The unique active-name constraint refused ``run``: which run holds the name.
@@ -105,7 +106,7 @@ class OrmStore(transitions.WorkerWrites, BaseStore):
         return AlreadyRunning(run.name, existing.run_id, existing.node or None,
                               task_list=run.task_list, state=existing.state)  # fmt: skip
 
-    def insert_many(self, runs: list[TaskRun]) -> list[AlreadyRunning | None]:
+    def insert_many(self, rows: list[inserts.Row]) -> list[AlreadyRunning | None]:
         """Insert a batch in one statement; on a conflict, fall back to one by one.
 
         The fallback is one transaction (a savepoint per row): a database that goes away
@@ -116,14 +117,14 @@ class OrmStore(transitions.WorkerWrites, BaseStore):
             # the insert is atomic by itself, without BEGIN and COMMIT round trips.
             atomic = transaction.atomic if connection.in_atomic_block else _no_transaction
             with atomic(using=self.alias):
-                inserts.insert(runs, connection)
-            return [None] * len(runs)
+                inserts.insert(rows, connection)
+            return [None] * len(rows)
         except IntegrityError:
             errors: list[AlreadyRunning | None] = []
             with transaction.atomic(using=self.alias):
-                for run in runs:
+                for row in rows:
                     try:
-                        self.insert(run)
+                        self.insert(inserts.run_of(row))
                         errors.append(None)
                     except AlreadyRunning as exc:
                         errors.append(exc)

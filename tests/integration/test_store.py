@@ -6,7 +6,7 @@ import uuid
 import pytest
 from django.db import IntegrityError
 
-from distributed_tasks import AlreadyRunning, State
+from distributed_tasks import AlreadyRunning, State, inserts
 from distributed_tasks.messages import RunMessage
 from distributed_tasks.models import TaskRun
 from distributed_tasks.store import get_store
@@ -132,7 +132,8 @@ def test_a_batch_stores_every_value_as_the_orm_does():
         "queued_at": when,
         "run_after": when + dt.timedelta(seconds=1.5),
     }
-    ours = [TaskRun(id=uuid.uuid4(), name=f"a{i}", active_name=f"a{i}", **tricky) for i in range(3)]
+    ours = [inserts.new_row(id=uuid.uuid4(), name=f"a{i}", active_name=f"a{i}", **tricky)
+            for i in range(3)]  # fmt: skip
     assert get_store().insert_many(ours) == [None] * 3
     TaskRun.objects.bulk_create(
         [TaskRun(id=uuid.uuid4(), name=f"b{i}", active_name=f"b{i}", **tricky) for i in range(3)]
@@ -156,12 +157,9 @@ def test_a_values_insert_in_several_statements_is_all_or_nothing():
 
     from django.db import connection
 
-    from distributed_tasks import inserts
-
     new_run(name="taken")
     compiled = replace(inserts.CompiledInsert.compile(connection), batch=2)
-    runs = [TaskRun(id=uuid.uuid4(), name=n, active_name=n, function="f") for n in "abcd"]
-    runs.append(TaskRun(id=uuid.uuid4(), name="taken", active_name="taken", function="f"))
+    rows = [inserts.new_row(name=n, active_name=n, function="f") for n in [*"abcd", "taken"]]
     with pytest.raises(IntegrityError):
-        compiled.execute(runs, connection)
+        compiled.execute(rows, connection)
     assert list(TaskRun.objects.values_list("name", flat=True)) == ["taken"]
