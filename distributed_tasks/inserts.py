@@ -35,7 +35,9 @@ from django.db.models.sql.subqueries import InsertQuery
 from distributed_tasks.models import TaskRun
 
 T = TypeVar("T")
-Row = Mapping[str, Any]  # a TaskRun row: every field's attname -> its value
+# A TaskRun row: attname -> value. A field with a plain default (not a callable) may be
+# left out: every insert below fills it in (``plain_defaults``).
+Row = Mapping[str, Any]
 
 # Field classes whose get_db_prep_save returns a value of the right type unchanged.
 PLAIN = (models.CharField, models.TextField, models.IntegerField, models.FloatField,
@@ -46,8 +48,8 @@ PLAIN = (models.CharField, models.TextField, models.IntegerField, models.FloatFi
 class CompiledInsert:
     head: str  # INSERT INTO ... (columns) VALUES
     group: str  # (%s, %s, ...): one row's placeholders
-    # (attname, field to prepare through or None, whether NULL stands for None)
-    fields: tuple[tuple[str, Any, bool], ...]
+    # (attname, field to prepare through or None, whether NULL stands for None, default)
+    fields: tuple[tuple[str, Any, bool, Any], ...]
     batch: int  # rows per statement the database accepts
 
     @classmethod
@@ -59,8 +61,14 @@ class CompiledInsert:
         head, sep, group = sql.partition(" VALUES ")
         if not sep or not group.startswith("(") or not group.endswith(")"):
             raise RuntimeError(f"unexpected INSERT shape for {connection.vendor}: {sql}")
+        defaults = plain_defaults()
         prepared = tuple(
-            (f.attname, None if isinstance(f, PLAIN) and not f.is_relation else f, f.null)
+            (
+                f.attname,
+                None if isinstance(f, PLAIN) and not f.is_relation else f,
+                f.null,
+                defaults.get(f.attname),
+            )
             for f in fields
         )
         batch = max(1, connection.ops.bulk_batch_size(list(fields), [TaskRun()] * 10_000))
@@ -68,8 +76,8 @@ class CompiledInsert:
 
     def params(self, row: Row, connection: Any) -> list[Any]:
         out = []
-        for attname, field, nullable in self.fields:
-            value = row[attname]
+        for attname, field, nullable, default in self.fields:
+            value = row.get(attname, default)
             if field is None or (value is None and nullable):  # as get_db_prep_save returns
                 out.append(value)
             else:
@@ -93,51 +101,54 @@ class CompiledInsert:
                 cursor.execute(sql, params)
 
 
-class RowFactory:
-    """New rows as ``{attname: value}``, every field's default filled in.
-
-    A batch inserts these as they are: building a ``TaskRun`` per start (its
-    ``__init__`` matches ~35 fields and evaluates each default) cost more than the
-    INSERT itself. Plain defaults are read once; callable ones (``uuid4``, ``now``,
-    ``list``) still run per row unless given, so no two rows share an id or a
-    mutable default.
-    """
-
-    def __init__(self) -> None:
-        fields = TaskRun._meta.concrete_fields
-        self.attnames = tuple(f.attname for f in fields)
-        self.known = frozenset(self.attnames)
-        self.fixed = {f.attname: f.get_default() for f in fields if not callable(f.default)}
-        self.computed = tuple((f.attname, f.get_default) for f in fields if callable(f.default))
-
-    def row(self, values: Row) -> dict[str, Any]:
-        if not self.known.issuperset(values):
-            raise TypeError(f"TaskRun has no field(s) {sorted(values.keys() - self.known)}")
-        out = self.fixed.copy()
-        for attname, default in self.computed:
-            if attname not in values:
-                out[attname] = default()
-        out.update(values)
-        return out
+@functools.cache
+def plain_defaults() -> dict[str, Any]:
+    """Each field's default that is a plain value (read once the models are ready)."""
+    fields = TaskRun._meta.concrete_fields
+    return {f.attname: f.get_default() for f in fields if not callable(f.default)}
 
 
 @functools.cache
-def _factory() -> RowFactory:
-    return RowFactory()  # once the models are ready, not at import
+def _computed() -> tuple[tuple[str, Callable[[], Any]], ...]:
+    """Each field whose default is a callable (``uuid4``, ``now``, ``list``), and it."""
+    return tuple((f.attname, f.get_default) for f in TaskRun._meta.concrete_fields
+                 if callable(f.default))  # fmt: skip
 
 
 def new_row(**values: Any) -> dict[str, Any]:
-    """A new run's row: ``values`` plus the defaults of every other field."""
-    return _factory().row(values)
+    """A new run's row: ``values``, and the callable defaults of the fields not given
+    (per row: no two rows share an id or a mutable default). Plain defaults stay out.
+
+    A batch inserts these as they are: building a ``TaskRun`` per start (its
+    ``__init__`` matches ~35 fields and evaluates each default) cost more than the
+    INSERT itself.
+    """
+    if not _known().issuperset(values):
+        raise TypeError(f"TaskRun has no field(s) {sorted(values.keys() - _known())}")
+    for attname, default in _computed():
+        if attname not in values:
+            values[attname] = default()
+    return values
 
 
 def run_of(row: Row) -> TaskRun:
     """The unsaved ``TaskRun`` of a row (built positionally, as ``from_db`` builds them)."""
-    return TaskRun(*[row[a] for a in _factory().attnames])
+    defaults = plain_defaults()
+    return TaskRun(*[row[a] if a in row else defaults[a] for a in _attnames()])
 
 
 def row_of(run: TaskRun) -> dict[str, Any]:
-    return {a: getattr(run, a) for a in _factory().attnames}
+    return {a: getattr(run, a) for a in _attnames()}
+
+
+@functools.cache
+def _attnames() -> tuple[str, ...]:
+    return tuple(f.attname for f in TaskRun._meta.concrete_fields)
+
+
+@functools.cache
+def _known() -> frozenset[str]:
+    return frozenset(_attnames())
 
 
 def per_connection(compile: Callable[[Any], T]) -> Callable[[Any], T]:
@@ -169,7 +180,7 @@ AS_JSON = (*PLAIN, models.JSONField, models.DateTimeField, models.UUIDField)
 
 @dataclass(frozen=True, slots=True)
 class RecordsetInsert:
-    """PostgreSQL: ``INSERT ... SELECT ... FROM json_populate_recordset(NULL::table, %s)``.
+    """PostgreSQL: ``INSERT ... SELECT ... FROM json_populate_recordset(<defaults>, %s)``.
 
     One parameter whatever the batch size, so psycopg's query cache holds the
     statement; each column's value reaches the database as the JSON of what
@@ -177,6 +188,7 @@ class RecordsetInsert:
     """
 
     sql: str
+    defaults: str  # the plain defaults as JSON: the base record of the rows
 
     @classmethod
     def compile(cls, connection: Any) -> RecordsetInsert | CompiledInsert:
@@ -193,13 +205,15 @@ class RecordsetInsert:
         quote = connection.ops.quote_name
         table = quote(TaskRun._meta.db_table)
         columns = ", ".join(quote(f.column) for f in fields)
+        # A column a row leaves out takes the base record's value: its plain default.
+        base = f"json_populate_record(NULL::{table}, %s)"
         sql = (f"INSERT INTO {table} ({columns}) SELECT {columns} "
-               f"FROM json_populate_recordset(NULL::{table}, %s)")  # fmt: skip
-        return cls(sql=sql)
+               f"FROM json_populate_recordset({base}, %s)")  # fmt: skip
+        return cls(sql=sql, defaults=_encode_rows(plain_defaults()))
 
     def execute(self, rows: Sequence[Row], connection: Any) -> None:
         with connection.cursor() as cursor:
-            cursor.execute(self.sql, [_encode_rows(rows)])
+            cursor.execute(self.sql, [self.defaults, _encode_rows(rows)])
 
 
 _encode_rows = json.JSONEncoder(
