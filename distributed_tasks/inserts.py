@@ -105,14 +105,16 @@ class CompiledInsert:
 def plain_defaults() -> dict[str, Any]:
     """Each field's default that is a plain value (read once the models are ready)."""
     fields = TaskRun._meta.concrete_fields
-    return {f.attname: f.get_default() for f in fields if not callable(f.default)}
+    return {
+        f.attname: f.get_default() for f in fields if not (f.has_default() and callable(f.default))
+    }
 
 
 @functools.cache
 def _computed() -> tuple[tuple[str, Callable[[], Any]], ...]:
     """Each field whose default is a callable (``uuid4``, ``now``, ``list``), and it."""
     return tuple((f.attname, f.get_default) for f in TaskRun._meta.concrete_fields
-                 if callable(f.default))  # fmt: skip
+                 if f.has_default() and callable(f.default))  # fmt: skip
 
 
 def new_row(**values: Any) -> dict[str, Any]:
