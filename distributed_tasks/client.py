@@ -2,8 +2,8 @@
 
 1. validate (``validation.prepare``): a bad input changes nothing;
 2. place: pick a node on the ring of live nodes (bounded loads);
-3. claim the name in Redis, which also publishes the QUEUED status (one round trip,
-   pipelined for a batch);
+3. claim the name in Redis, which also publishes the QUEUED status (one round trip;
+   a batch claims in one script call, see ``batches.py``);
 4. insert the ``TaskRun`` row: the unique active-name constraint decides races that
    Redis missed (after a flush, say); on conflict the claim is released;
 5. publish the message to ``dt.node.<node>`` (after commit when called inside a

@@ -8,11 +8,12 @@ group) and each start only lines up its values: plain text and numbers go as the
 (what ``get_db_prep_save`` would return for them), and JSON, dates and ids still go
 through the field's own ``get_db_prep_save`` for the database in use.
 
-On PostgreSQL a batch goes as one JSON parameter instead (``RecordsetInsert``):
+On PostgreSQL the rows go as one JSON parameter instead (``RecordsetInsert``):
 psycopg parses any statement with more than 50 placeholders anew on every call (its
 cache skips them), which cost ~150 us per row of a 1,000-row ``VALUES`` list, more
 than the rest of ``start_many``; ``json_populate_recordset`` takes the rows as one
-JSON array that the C encoder writes.
+JSON array that the C encoder writes, the fields a row leaves out from a base
+record of their defaults.
 
 The statement runs through Django's cursor wrapper, so query logging, execute
 wrappers and the caller's transaction work as for any ORM query.
@@ -184,8 +185,8 @@ AS_JSON = (*PLAIN, models.JSONField, models.DateTimeField, models.UUIDField)
 class RecordsetInsert:
     """PostgreSQL: ``INSERT ... SELECT ... FROM json_populate_recordset(<defaults>, %s)``.
 
-    One parameter whatever the batch size, so psycopg's query cache holds the
-    statement; each column's value reaches the database as the JSON of what
+    Two parameters whatever the batch size (the defaults, the rows), so psycopg's
+    query cache holds the statement; each column's value reaches the database as the JSON of what
     ``get_db_prep_save`` would have sent (checked per field class at compile time).
     """
 
