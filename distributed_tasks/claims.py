@@ -263,14 +263,29 @@ def message_pairs(msg: RunMessage, state: State) -> list[str]:
     return _flat(message_fields(msg, state))
 
 
+# (node, its load) as the last ``unload`` left it in this process: a pool process that
+# just ended a run knows whether its node has a free slot without asking (stealing.py).
+_unloaded: tuple[str, int] | None = None
+
+
+def take_unloaded(node: str) -> int | None:
+    """``node``'s load as this process's last outcome left it, once; None if unknown."""
+    global _unloaded
+    last, _unloaded = _unloaded, None
+    return last[1] if last is not None and last[0] == node else None
+
+
 def publish(msg: RunMessage, fields: Mapping[str, Any], *, ttl: int = 0, unload: bool = False):
     """Mirror a transition the database already recorded; a Redis error only logs."""
+    global _unloaded
     try:
         pipe = get_redis().pipeline(transaction=False)
         update(msg.task_list, msg.name, msg.run_id, msg.attempt, fields, ttl=ttl, client=pipe)
         if unload:
             pipe.hincrby(keys.loads_key(), msg.node, -1)
-        pipe.execute()
+        replies = pipe.execute()
+        if unload:
+            _unloaded = (msg.node, int(replies[-1]))
     except RedisError as exc:
         logger.warning(
             "Could not cache status of %s: %s (the database has it)",

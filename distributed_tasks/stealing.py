@@ -5,7 +5,8 @@ hands the next run to whichever process frees up, at once. To come close to
 that, a node with a free slot moves to itself the oldest run that has waited
 longer than ``REBALANCE_AFTER`` on a node holding more runs than its slots (the
 loads in Redis; a node without such a queue costs no database query). Two
-triggers: a pool process that just finished a run (``after_run``), and, for a
+triggers: a pool process that just finished a run (``after_run``, which knows its node's
+load from the pipeline that published the outcome), and, for a
 node that sits idle while a run arrives elsewhere, the node's ``Stealer`` thread,
 which looks every ``STEAL_INTERVAL`` seconds (one Redis read while nothing waits).
 
@@ -25,7 +26,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from distributed_tasks import attempts, keys, logs
+from distributed_tasks import attempts, claims, keys, logs
 from distributed_tasks.celery import TASK_NAME
 from distributed_tasks.conf import get_settings
 from distributed_tasks.connection import as_dict, get_redis
@@ -41,10 +42,12 @@ logger = logging.getLogger("distributed_tasks.stealing")
 CANDIDATES = 3  # runs tried per steal: others may be taking the oldest ones meanwhile
 
 
-def has_free_slot(node: NodeInfo) -> bool:
-    """Whether ``node`` holds fewer active runs than its slots (the approximate loads)."""
-    load = get_redis().hget(keys.loads_key(), node.name)
-    return int(load or 0) < node.slots
+def has_free_slot(node: NodeInfo, load: int | None = None) -> bool:
+    """Whether ``node`` holds fewer active runs than its slots (the approximate loads);
+    ``load``: its load as just read, else it is read."""
+    if load is None:
+        load = int(get_redis().hget(keys.loads_key(), node.name) or 0)
+    return load < node.slots
 
 
 def queueing_nodes(node: NodeInfo) -> list[str]:
@@ -95,7 +98,8 @@ def after_run(sender: Any = None, **kwargs: Any) -> None:
     if node is None or getattr(sender, "name", None) != TASK_NAME:
         return
     try:
-        if has_free_slot(node):
+        # The run's outcome, published just before, read the node's load: no round trip.
+        if has_free_slot(node, claims.take_unloaded(node.name)):
             steal(node)
     except Exception:  # a failed steal leaves the run where it waits: the leader moves it
         logger.exception("Could not take a waiting run over")
