@@ -14,11 +14,12 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
+import re
 import time
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
-from django.db import transaction
+from django.db import DataError, ProgrammingError, transaction
 
 from distributed_tasks import (
     cancellation,
@@ -46,6 +47,9 @@ logger = logging.getLogger("distributed_tasks.runner")
 # Seconds the worker's main process retries storing a lost run's outcome: it must get
 # back to consuming; the leader's safety net (orchestrator/watchdog.py) ends the run.
 LOST_PATIENCE = 3.0
+
+
+_HEX_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class LostBy(enum.Enum):
@@ -147,8 +151,17 @@ def _start(msg: RunMessage, limits: tuple | None, task_id: str | None) -> RunMes
         )  # fmt: skip
         return None
     store = get_store()
+    incarnation = node.incarnation if node else ""
+    if _as_sent(msg, limits, task_id):
+        try:
+            row = store.start_as_sent(msg, incarnation)
+        except (DataError, ProgrammingError):  # a value PostgreSQL refuses: not our message
+            row = None
+        if row is not None and row is not NotImplemented:
+            return message_for(row)
+    # Not matched as sent (stale or forged: below tells which), or another store.
     with transaction.atomic(using=store.alias):
-        row = store.mark_running(msg, node.incarnation if node else "")
+        row = store.mark_running(msg, incarnation)
         if row is None:
             logger.info(
                 "Ignoring stale message for %s attempt %s on %s",
@@ -171,6 +184,17 @@ def _start(msg: RunMessage, limits: tuple | None, task_id: str | None) -> RunMes
             )  # fmt: skip
             return None
     return truth
+
+
+def _as_sent(msg: RunMessage, limits: tuple | None, task_id: str | None) -> bool:
+    """Whether the store may start ``msg`` in one statement that also checks its call
+    (``start_as_sent``): its Celery limits and task id are the ones its own fields give
+    (the row must then have the same), and the store has that statement."""
+    if limits is not None and tuple(limits) != header_limits(msg.timeout):
+        return False
+    if task_id is not None and (task_id != msg.task_id or not _HEX_ID.fullmatch(msg.run_id)):
+        return False  # the row's task id has its run id as 32 hex digits
+    return hasattr(get_store(), "start_as_sent")
 
 
 def execute(body: Any, limits: tuple | None = None, task_id: str | None = None) -> Outcome | None:

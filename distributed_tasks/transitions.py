@@ -9,6 +9,7 @@ each field's own ``get_db_prep_save`` for the database in use.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,12 +26,25 @@ from distributed_tasks.types import Outcome, State
 # What a finished attempt writes besides active_name = NULL (Outcome.row_fields's keys).
 FINISH_FIELDS = ("finished_at", "state", "result", "reason", "error_type", "error", "traceback")
 START_FIELDS = ("state", "started_at", "incarnation")
+# What a start returns: what the attempt executes (store.message_for) and what it set.
+# Not the history, outcome, progress or cancel columns (deferred on the object).
+START_RETURNS = (
+    "attempt", "node", "task_list", "name", "function", "args", "kwargs", "callback",
+    "queued_at", "timeout", "data", "priority", "executions", *START_FIELDS,
+)  # fmt: skip
+
+
+# The call fields (messages.CALL_FIELDS) a start "as sent" requires of the row, compared as
+# RunMessage.differences compares them (a falsy value counts as none).
+AS_SENT = ("task_list", "name", "function", "callback", "timeout", "args", "kwargs", "data")
+TEXT_FIELDS = ("task_list", "name", "function", "callback")
 
 
 @dataclass(frozen=True, slots=True)
 class Transitions:
     start: str  # UPDATE ... SET state, started_at, incarnation, executions + 1 WHERE fenced
     finish: str  # UPDATE ... SET active_name NULL, outcome fields WHERE id, attempt, RUNNING
+    start_as_sent: str  # start, where the row's call is also the message's (PostgreSQL)
 
     @classmethod
     def compile(cls, connection: Any) -> Transitions:
@@ -48,16 +62,30 @@ class Transitions:
             f"UPDATE {table} SET {col['active_name']} = NULL, {finish_set} "
             f"WHERE {col['id']} = %s AND {col['attempt']} = %s AND {col['state']} = %s"
         )
-        return cls(start=start, finish=finish)
+        as_sent = [f"{col[f]} = %s" for f in AS_SENT]
+        as_sent[AS_SENT.index("timeout")] = f"NULLIF({col['timeout']}, 0) IS NOT DISTINCT FROM %s"
+        start_as_sent = f"{start} AND {' AND '.join(as_sent)}"
+        return cls(start=start, finish=finish, start_as_sent=start_as_sent)
 
 
 _FIELDS = {f.attname: f for f in TaskRun._meta.concrete_fields}
 statements = inserts.per_connection(Transitions.compile)
+started = inserts.partial_reader(START_RETURNS)
 
 
 def prepared(connection: Any, values: list[tuple[str, Any]]) -> list[Any]:
     """``(attname, value)`` pairs, in the statement's order, as the database takes them."""
     return [_FIELDS[name].get_db_prep_save(value, connection) for name, value in values]
+
+
+def _comparable(msg: RunMessage) -> bool:
+    """Whether ``msg``'s call fields can go into SQL as they are: text with no NUL (which
+    PostgreSQL refuses) and a number or nothing as timeout. Anything else is forged."""
+    texts = [getattr(msg, f) for f in TEXT_FIELDS]
+    if not all(t is None or (isinstance(t, str) and "\x00" not in t) for t in texts):
+        return False
+    timeout = msg.timeout
+    return timeout is None or (isinstance(timeout, (int, float)) and not isinstance(timeout, bool))
 
 
 def update_returns(conn: Any) -> bool:
@@ -89,7 +117,7 @@ class WorkerWrites:
                 ("id", msg.run_id), ("attempt", msg.attempt), ("node", msg.node),
                 ("state", State.QUEUED),
             ])  # fmt: skip
-            return self._returning(conn, statements(conn).start, params)
+            return self._returning(conn, statements(conn).start, params, started(conn))
         rows = self.runs.filter(
             id=msg.run_id, attempt=msg.attempt, node=msg.node, state=State.QUEUED
         )
@@ -100,6 +128,33 @@ class WorkerWrites:
             "executions": F("executions") + 1,
         }
         return self._update_returning(rows, values, msg.run_id)
+
+    def start_as_sent(self, msg: RunMessage, incarnation: str) -> TaskRun | None:
+        """``mark_running`` in one autocommit statement that also requires the row's call
+        (``RunMessage.CALL_FIELDS``) to be the message's, on PostgreSQL: the worker's
+        start with no transaction around it (a BEGIN and a COMMIT less per run).
+
+        None when nothing matched: a stale message, or one that disagrees with its row
+        (in a way this comparison sees; it is at least as strict as ``differences``), or
+        ``NotImplemented`` where this does not apply (another database, or a message
+        whose fields cannot be compared in SQL): the caller then takes the general path,
+        which tells these apart.
+        """
+        conn = connections[self.alias]
+        if conn.vendor != "postgresql" or not _comparable(msg):
+            return NotImplemented
+        params = prepared(conn, [
+            ("state", State.RUNNING), ("started_at", timezone.now()), ("incarnation", incarnation),
+            ("id", msg.run_id), ("attempt", msg.attempt), ("node", msg.node),
+            ("state", State.QUEUED),
+            *((f, getattr(msg, f) or "") for f in TEXT_FIELDS),
+            ("timeout", msg.timeout or None), ("args", msg.args), ("kwargs", msg.kwargs),
+            ("data", msg.data or {}),
+        ])  # fmt: skip
+        # Inside a caller's transaction (the in-process backend, tests) a value PostgreSQL
+        # refuses must not abort it: a savepoint there; in a pool process, autocommit.
+        with transaction.atomic(using=self.alias) if conn.in_atomic_block else nullcontext():
+            return self._returning(conn, statements(conn).start_as_sent, params, started(conn))
 
     def _update_returning(self, rows, values: dict[str, Any], pk: Any) -> TaskRun | None:
         """``rows.update(**values)`` on at most one row, returning it as updated.
@@ -119,9 +174,12 @@ class WorkerWrites:
         sql, params = query.get_compiler(self.alias).as_sql()
         return self._returning(conn, sql, params)
 
-    def _returning(self, conn: Any, sql: str, params: list[Any]) -> TaskRun | None:
-        """Run ``sql`` (an UPDATE of at most one row) with ``RETURNING`` every column."""
-        read = inserts.reader(conn)
+    def _returning(
+        self, conn: Any, sql: str, params: list[Any], read: inserts.RowReader | None = None
+    ) -> TaskRun | None:
+        """Run ``sql`` (an UPDATE of at most one row) with ``RETURNING`` the columns of
+        ``read`` (default: every column)."""
+        read = read or inserts.reader(conn)
         with conn.cursor() as cursor:
             cursor.execute(f"{sql} RETURNING {read.columns}", params)
             row = cursor.fetchone()

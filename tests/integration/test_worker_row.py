@@ -3,6 +3,8 @@
 - the fenced QUEUED -> RUNNING update returns the row (UPDATE ... RETURNING, or the
   update-then-read fallback of MySQL/MariaDB), and the worker runs what it holds;
 - a message that disagrees with its row, its time limits or its task id runs nothing;
+- on PostgreSQL a genuine message starts in one statement (no transaction), and one the
+  statement does not match as sent still gets the general path's verdict;
 - a retried failure with a NaN/infinite backoff in its row still ends its attempt;
 - each outcome is logged once, at its level, with the run's fields.
 """
@@ -13,6 +15,7 @@ import math
 
 import pytest
 from django.db import DataError, connection
+from django.test.utils import CaptureQueriesContext
 
 from distributed_tasks import State, runner, store, transitions
 from distributed_tasks.celery import TASK_NAME, header_limits
@@ -59,6 +62,32 @@ def test_a_message_that_disagrees_with_its_row_runs_nothing(start_path, change, 
     assert (row(msg).state, row(msg).executions) == (State.QUEUED, 0)  # rolled back
     assert "disagrees with its row on" in caplog.text
     assert runner.execute(msg.to_body()).result == 3  # the genuine message still runs
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the one-statement start")
+def test_a_genuine_message_starts_in_one_statement():
+    msg = queue("tests.tasks.add", [1, 2.5], kwargs={"k": {"x": [None, "é"]}})
+    with CaptureQueriesContext(connection) as queries:
+        truth = runner._start(msg, header_limits(None), msg.task_id)
+    assert truth.call() == msg.call()
+    statements = [q["sql"].split()[0] for q in queries]
+    assert [s for s in statements if s not in ("SAVEPOINT", "RELEASE")] == ["UPDATE"]
+    assert (row(msg).state, row(msg).executions) == (State.RUNNING, 1)
+
+
+@pytest.mark.parametrize(
+    "change", [{"args": [True, 2]}, {"data": []}, {"name": "bad\x00"}, {"args": ["\ud800"]}]
+)
+def test_what_sql_compares_more_strictly_falls_back_to_the_rows_verdict(change):
+    """Python takes True for 1 and [] for {}; PostgreSQL refuses NUL and lone surrogates.
+    None of these can start in one statement: the general path decides, as before."""
+    msg = queue("tests.tasks.add", [1, 2])
+    outcome = runner.execute(dataclasses.replace(msg, **change).to_body())
+    forged = "name" in change or "\ud800" in change.get("args", [])
+    if forged:
+        assert outcome is None and row(msg).state == State.QUEUED
+    else:  # the row's call runs, as the general path always allowed
+        assert (outcome.result, row(msg).state) == (3, State.DONE)
 
 
 def test_celery_time_limits_and_task_id_must_be_the_rows():
