@@ -53,6 +53,19 @@ CLAIM = (
     "{unpack(ARGV, 6)})"
 )
 
+# One start's claim and its node-load count in one call, on one server (the loads hash has
+# a hash tag of its own: on Redis Cluster the count goes in a pipeline beside CLAIM).
+# KEYS[1] run key, KEYS[2] loads hash. ARGV[1..5] as CLAIM's, ARGV[6] the node, ARGV[7..]
+# the new status. Counts the run on its node whatever the claim answers, as the pipeline
+# does (a refused start gives its count back). Returns claim()'s reply.
+CLAIM_COUNTED = (
+    _CLAIM_FUNCTION
+    + """
+redis.call('HINCRBY', KEYS[2], ARGV[6], 1)
+return claim(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), {unpack(ARGV, 7)})
+"""
+)
+
 # A batch of claims in one call, on one server (the keys of many names span hash slots:
 # on Redis Cluster each name goes through CLAIM). KEYS[i] the run key of entry i.
 # ARGV[1] cut-off, ARGV[2] a JSON array whose entry i is [task list, name, reuse policy,

@@ -17,6 +17,7 @@ from distributed_tasks import (
     claims,
     keys,
     lifecycle,
+    scripts,
     signals,
     start_async,
     start_many,
@@ -92,21 +93,37 @@ def test_a_retry_the_worker_already_began_is_answered_not_ended(node, redis, rep
     assert redis.hget(keys.run_key("default", "again"), "run_id").decode() == handle.run_id
 
 
-def test_a_claim_whose_reply_was_lost_is_taken_back(node, redis, monkeypatch):
-    """The claim pipeline ran in Redis, its reply did not come back (review item 4)."""
-    real, lost = Pipeline.execute, []
+@pytest.mark.parametrize("how", ["script", "pipeline"])
+def test_a_claim_whose_reply_was_lost_is_taken_back(node, redis, monkeypatch, how):
+    """The claim ran in Redis, its reply did not come back (review item 4): a single
+    start's claim script on one server, or the pipeline of a batch (or a cluster)."""
+    lost = []
 
-    def execute_then_lose_reply(self, *args, **kwargs):
-        replies = real(self, *args, **kwargs)
-        if not lost:
-            lost.append(replies)
-            raise RedisConnectionError("Connection closed by server")
-        return replies
+    def lose_first_reply(real):
+        def call(self, *args, **kwargs):
+            replies = real(self, *args, **kwargs)
+            if not lost:
+                lost.append(replies)
+                raise RedisConnectionError("Connection closed by server")
+            return replies
 
-    monkeypatch.setattr(Pipeline, "execute", execute_then_lose_reply)
+        return call
+
+    if how == "script":
+        target = scripts.RegisteredScript
+        monkeypatch.setattr(target, "__call__", lose_first_reply(target.__call__))
+        names = ["leak"]
+    else:  # a batch of several claims through a pipeline
+        monkeypatch.setattr(Pipeline, "execute", lose_first_reply(Pipeline.execute))
+        names = ["leak", "leak-2"]
     with pytest.raises(ClusterUnavailable, match="Redis does not answer"):
-        start_async(tasks.add, [1, 2], name="leak")
-    assert lost, "the claim pipeline ran"
-    assert not redis.exists(keys.run_key("default", "leak"))
+        if how == "script":
+            start_async(tasks.add, [1, 2], name="leak")
+        else:
+            start_many([{"func": tasks.add, "args": [1, 2], "name": n} for n in names])
+    assert lost, "the claim ran"
+    for name in names:
+        assert not redis.exists(keys.run_key("default", name))
     assert int(redis.hget(keys.loads_key(), node.name) or 0) == 0
-    assert start_async(tasks.add, [1, 2], name="leak").name == "leak"
+    for name in names:
+        assert start_async(tasks.add, [1, 2], name=name).name == name
