@@ -27,7 +27,7 @@ from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from distributed_tasks import batches, celery, claims, inserts, lifecycle, logs, signals, status
+from distributed_tasks import batches, celery, claims, lifecycle, logs, signals, status
 from distributed_tasks.claims import ClaimOutcome, ClaimReply
 from distributed_tasks.conf import get_settings
 from distributed_tasks.connection import get_redis
@@ -230,12 +230,8 @@ class ClusterClient:
         if not starts:
             return []
         store = get_store()
-        if len(starts) == 1:
-            try:
-                store.insert(inserts.run_of(starts[0].row()))
-                errors: list[AlreadyRunning | None] = [None]
-            except AlreadyRunning as exc:
-                errors = [exc]
+        if len(starts) == 1:  # a failure leaves no row: it need not be deleted
+            errors = store.insert_many([starts[0].row()])
         else:
             for s in starts:  # after a conflict it inserts one by one: a failure may leave some
                 s.recorded = True

@@ -91,26 +91,27 @@ class OrmStore(transitions.WorkerWrites, BaseStore):
             with transaction.atomic(using=self.alias) if in_transaction else nullcontext():
                 inserts.insert([inserts.row_of(run)], connection)
         except IntegrityError:
-            raise self._conflict(run) from None
+            raise self._conflict(run.task_list, run.name) from None
         run._state.adding, run._state.db = False, self.alias  # as save() leaves it
 
-    def _conflict(self, run: TaskRun) -> AlreadyRunning:
-        """The unique active-name constraint refused ``run``: which run holds the name.
+    def _conflict(self, task_list: str, name: str) -> AlreadyRunning:
+        """The unique active-name constraint refused a new run of ``name``: which run holds it.
 
         Called in an ``except IntegrityError``; re-raises it when no run holds the name
         (the integrity error was about something else).
         """
-        existing = self.active(run.task_list, run.name)
+        existing = self.active(task_list, name)
         if existing is None:
             raise  # the IntegrityError being handled by the caller
-        return AlreadyRunning(run.name, existing.run_id, existing.node or None,
-                              task_list=run.task_list, state=existing.state)  # fmt: skip
+        return AlreadyRunning(name, existing.run_id, existing.node or None,
+                              task_list=task_list, state=existing.state)  # fmt: skip
 
     def insert_many(self, rows: list[inserts.Row]) -> list[AlreadyRunning | None]:
         """Insert a batch in one statement; on a conflict, fall back to one by one.
 
         The fallback is one transaction (a savepoint per row): a database that goes away
-        half-way leaves no row behind that the caller could not delete."""
+        half-way leaves no row behind that the caller could not delete. A single row's
+        conflict needs no fallback (``insert`` without building a ``TaskRun``)."""
         connection = connections[self.alias]
         try:
             # A savepoint keeps a caller's transaction usable after a conflict; outside one
@@ -120,6 +121,8 @@ class OrmStore(transitions.WorkerWrites, BaseStore):
                 inserts.insert(rows, connection)
             return [None] * len(rows)
         except IntegrityError:
+            if len(rows) == 1:
+                return [self._conflict(rows[0]["task_list"], rows[0]["name"])]
             errors: list[AlreadyRunning | None] = []
             with transaction.atomic(using=self.alias):
                 for row in rows:
