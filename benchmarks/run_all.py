@@ -41,6 +41,7 @@ SCRIPTS = [
     Script("bench_failover", "failover", 300),
     Script("bench_metrics", "metrics", 240),
     Script("bench_round_trips", "round_trips", 120),
+    Script("bench_worker_cpu", "worker_cpu", 300),
     Script("bench_progress", "progress", 120),
 ]
 
