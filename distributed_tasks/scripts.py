@@ -24,13 +24,24 @@ from distributed_tasks.connection import get_redis
 # replaced ("" for none), cut-off: a run finished before it no longer holds the name,
 # the new status as a table of field/value pairs).
 # Returns {1} when claimed, {0, conflict} when a run is active, {2, conflict} when a
-# finished run still holds the name and the reuse policy forbids taking it.
+# finished run still holds the name and the reuse policy forbids taking it, and
+# {1, 'again'} when the name is already claimed by this very run: the same call run a
+# second time (redis-py re-sends a command whose reply a dropped connection lost), which
+# must not refuse its own start (a claim with no row, blocking the name for a while).
 _CLAIM_FUNCTION = """
 local function claim(key, task_list, name, reuse, replace, cutoff, fields)
   local cur = redis.call('HMGET', key, 'run_id', 'node', 'state', 'queued_at', 'attempt',
                         'finished_at', 'task_list', 'name')
   local state = cur[3]
   if cur[7] ~= task_list or cur[8] ~= name then state = nil end
+  if state == 'QUEUED' then
+    for i = 1, #fields - 1, 2 do
+      if fields[i] == 'run_id' then
+        if fields[i + 1] == cur[1] then return {1, 'again'} end
+        break
+      end
+    end
+  end
   if state and cur[1] ~= replace then
     if state == 'QUEUED' or state == 'RUNNING' then return {0, cur} end
     local recent = tonumber(cur[6] or '0') >= cutoff
@@ -57,12 +68,15 @@ CLAIM = (
 # a hash tag of its own: on Redis Cluster the count goes in a pipeline beside CLAIM).
 # KEYS[1] run key, KEYS[2] loads hash. ARGV[1..5] as CLAIM's, ARGV[6] the node, ARGV[7..]
 # the new status. Counts the run on its node whatever the claim answers, as the pipeline
-# does (a refused start gives its count back). Returns claim()'s reply.
+# does (a refused start gives its count back), but once for a call run again. Returns
+# claim()'s reply.
 CLAIM_COUNTED = (
     _CLAIM_FUNCTION
     + """
-redis.call('HINCRBY', KEYS[2], ARGV[6], 1)
-return claim(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), {unpack(ARGV, 7)})
+local reply = claim(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]),
+                    {unpack(ARGV, 7)})
+if reply[2] ~= 'again' then redis.call('HINCRBY', KEYS[2], ARGV[6], 1) end
+return reply
 """
 )
 

@@ -75,6 +75,16 @@ def test_update_recreates_a_flushed_status(redis):
     assert claims.read("default", "n")["state"] == "RUNNING"
 
 
+def test_the_same_claim_run_again_is_claimed_not_refused_by_itself():
+    """redis-py re-sends a command whose reply a dropped connection lost: the claim of
+    run r1 then meets its own QUEUED claim, which is no conflict."""
+    assert claim("r1").outcome is ClaimOutcome.CLAIMED
+    assert claim("r1").outcome is ClaimOutcome.CLAIMED
+    assert claim("r2").outcome is ClaimOutcome.ACTIVE
+    finish("r1")
+    assert claim("r1", reuse="reject").outcome is ClaimOutcome.RESERVED  # finished: not again
+
+
 def test_release_is_compare_and_delete():
     claim("r1")
     assert claims.release("default", "n", "someone-else") == 0

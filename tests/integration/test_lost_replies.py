@@ -127,3 +127,21 @@ def test_a_claim_whose_reply_was_lost_is_taken_back(node, redis, monkeypatch, ho
     assert int(redis.hget(keys.loads_key(), node.name) or 0) == 0
     for name in names:
         assert start_async(tasks.add, [1, 2], name=name).name == name
+
+
+def test_a_claim_sent_again_after_its_reply_was_lost_starts_the_run_once(node, redis, monkeypatch):
+    """The claim script ran, its reply was lost, and redis-py sent it again (it retries a
+    command after a connection error): the start goes on; it is not refused by its own
+    claim, which would leave a claim with no row holding the name."""
+    target = scripts.RegisteredScript
+    real = target.__call__
+
+    def twice(self, *args, **kwargs):
+        real(self, *args, **kwargs)  # this reply is lost
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(target, "__call__", twice)
+    handle = start_async(tasks.add, [1, 2], name="sent-twice")
+    assert TaskRun.objects.get(id=handle.run_id).state == State.QUEUED
+    assert redis.hget(keys.run_key("default", "sent-twice"), "run_id").decode() == handle.run_id
+    assert int(redis.hget(keys.loads_key(), node.name)) == 1  # counted once
