@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 
@@ -28,10 +30,15 @@ def nodes(cluster_factory):
     return cluster_factory
 
 
+def operator_env() -> dict[str, str]:
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    env.pop("PYTHONWARNINGS", None)  # third-party CLIs, not our code
+    return env
+
+
 def inspect_cli(*argv: str) -> dict:
     """``celery -A distributed_tasks.celeryapp inspect ...`` as an operator runs it."""
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
-    env.pop("PYTHONWARNINGS", None)
+    env = operator_env()
     proc = subprocess.run(
         [sys.executable, "-m", "celery", "-A", "distributed_tasks.celeryapp", "inspect", *argv,
          "--json", "--timeout", "2"],
@@ -55,3 +62,39 @@ def test_ping_and_active_answer_only_on_the_opted_in_node(nodes, redis, release)
     assert request["hostname"] == OPEN
     redis.set("rc:go", 1)
     poll_until(finished("rc", "rc"), timeout=30, message="rc to finish")
+
+
+@pytest.fixture
+def flower(tmp_path):
+    """``celery -A distributed_tasks.celeryapp flower`` as docs/observability.md runs it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**operator_env(), "FLOWER_UNAUTHENTICATED_API": "true"}  # Flower 2: API opt-in
+    log = (tmp_path / "flower.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "distributed_tasks.celeryapp", "flower",
+         f"--port={port}", "--address=127.0.0.1"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def test_flower_lists_the_opted_in_node_with_its_pool(nodes, flower):
+    def workers() -> dict | None:
+        try:
+            url = f"{flower}/api/workers?refresh=1"
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return json.loads(response.read()) or None
+        except OSError:  # not listening yet
+            return None
+
+    listed = poll_until(lambda: (w := workers()) and OPEN in w and w, timeout=30, message="Flower")
+    assert CLOSED not in listed  # remote control off: it answers no broadcast
+    assert listed[OPEN]["stats"]["pool"]["max-concurrency"] >= 1
+    assert any(q["name"].endswith(OPEN) for q in listed[OPEN]["active_queues"])
