@@ -82,6 +82,9 @@ REDIS_URL = os.environ.get("DT_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 DISTRIBUTED_TASKS = {
     "REDIS_URL": REDIS_URL,
+    # Keys of their own: `make demo` starts by deleting every key under this prefix, which
+    # must never be a real project's data in the same Redis (whose prefix defaults to "dt").
+    "KEY_PREFIX": "dt-demo",
     # A global periodic task: once every 2 s on one node of the cluster (the demo shows it).
     "PERIODIC": {
         "builds.report": {
