@@ -103,6 +103,8 @@ def test_celery_time_limits_and_task_id_must_be_the_rows():
 def test_a_retry_with_an_unusable_backoff_still_ends_the_attempt(node, backoff):
     if connection.vendor == "mysql" and not math.isfinite(backoff):
         pytest.skip("MySQL/MariaDB cannot store NaN or infinity, so no row holds one")
+    if connection.vendor == "sqlite" and math.isnan(backoff):
+        pytest.skip("SQLite stores NaN as NULL (refused by the column), so no row holds one")
     msg = queue("tests.tasks.fail", ["once"], node=node.name)
     TaskRun.objects.filter(id=msg.run_id).update(max_attempts=2, retry_backoff=backoff)
     assert runner.execute(msg.to_body()).state == State.FAILED
