@@ -122,6 +122,7 @@ class Lifeline(Duty):
         )
         if removed:
             counts["nodes_lost"] += 1
+            get_redis().delete(keys.node_cancel_key(node))  # forced cancels of its lost runs
             if purged := get_broker().purge(node):
                 counts["messages_purged"] += purged  # stale messages of moved runs
             signals.node_lost.send(sender=Lifeline, node=node)

@@ -91,6 +91,7 @@ def test_lifeline_moves_retries_and_fails_runs_of_a_dead_node(node, redis, dead_
     orchestrator = lead()
     settle(orchestrator, redis)
     dead_node("gone@test")
+    redis.hset(keys.node_cancel_key("gone@test"), "some-run:1", 1.0)  # a forced cancel due
     queued = row("queued", "gone@test")
     last = row("last-chance", "gone@test", state="RUNNING", executions=1)
     retry = row("retry", "gone@test", state="RUNNING", executions=1, max_attempts=2)
@@ -127,6 +128,7 @@ def test_lifeline_moves_retries_and_fails_runs_of_a_dead_node(node, redis, dead_
     sent = {m["headers"]["id"] for m in messages(redis, node.name)}
     assert sent == {f"{queued.run_id}:2", f"{retry.run_id}:2"}
     assert claims.read("default", "last-chance")["state"] == "FAILED"
+    assert not redis.exists(keys.node_cancel_key("gone@test"))  # forgotten with its node
     assert orchestrator.tick()["lifeline"] == {}  # nothing left to do
 
 
