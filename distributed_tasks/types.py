@@ -46,7 +46,7 @@ class Reason(models.TextChoices):
     EXCEPTION = "exception", "The function raised"
     CALLBACK = "callback", "The callback raised"
     TIMEOUT = "timeout", "The run exceeded its timeout"
-    WORKER_LOST = "worker_lost", "The pool process running it died"
+    WORKER_LOST = "worker_lost", "The process running it died or stopped running it"
     NODE_LOST = "node_lost", "The node running it stopped heartbeating"
     NOT_REGISTERED = "not_registered", "The worker does not know the function"
     CANCELLED = "cancelled", "Cancelled"
