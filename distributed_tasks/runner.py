@@ -31,6 +31,7 @@ from distributed_tasks import (
     progress,
     registry,
     signals,
+    transitions,
 )
 from distributed_tasks.celery import header_limits
 from distributed_tasks.exceptions import NotRegistered, NotSerializable
@@ -190,6 +191,8 @@ def _as_sent(msg: RunMessage, limits: tuple | None, task_id: str | None) -> bool
     """Whether the store may start ``msg`` in one statement that also checks its call
     (``start_as_sent``): its Celery limits and task id are the ones its own fields give
     (the row must then have the same), and the store has that statement."""
+    if not transitions.comparable(msg):  # a timeout of another type, unencodable text
+        return False
     if limits is not None and tuple(limits) != header_limits(msg.timeout):
         return False
     if task_id is not None and (task_id != msg.task_id or not _HEX_ID.fullmatch(msg.run_id)):

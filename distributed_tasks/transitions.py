@@ -78,12 +78,20 @@ def prepared(connection: Any, values: list[tuple[str, Any]]) -> list[Any]:
     return [_FIELDS[name].get_db_prep_save(value, connection) for name, value in values]
 
 
-def _comparable(msg: RunMessage) -> bool:
-    """Whether ``msg``'s call fields can go into SQL as they are: text with no NUL (which
-    PostgreSQL refuses) and a number or nothing as timeout. Anything else is forged."""
-    texts = [getattr(msg, f) for f in TEXT_FIELDS]
-    if not all(t is None or (isinstance(t, str) and "\x00" not in t) for t in texts):
-        return False
+def comparable(msg: RunMessage) -> bool:
+    """Whether ``msg``'s call fields can go into SQL as they are: text that UTF-8 can
+    encode (no lone surrogate) with no NUL (which PostgreSQL refuses), and a number or
+    nothing as timeout. Anything else is forged (the general path says so)."""
+    for field in TEXT_FIELDS:
+        text = getattr(msg, field)
+        if text is None:
+            continue
+        if not isinstance(text, str) or "\x00" in text:
+            return False
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            return False
     timeout = msg.timeout
     return timeout is None or (isinstance(timeout, (int, float)) and not isinstance(timeout, bool))
 
@@ -135,13 +143,15 @@ class WorkerWrites:
         start with no transaction around it (a BEGIN and a COMMIT less per run).
 
         None when nothing matched: a stale message, or one that disagrees with its row
-        (in a way this comparison sees; it is at least as strict as ``differences``), or
+        (in a way this comparison sees: jsonb compares numbers by value, so ``1e23`` and
+        ``10**23`` match here where ``differences`` tells them apart; either way the
+        worker executes the row's values), or
         ``NotImplemented`` where this does not apply (another database, or a message
         whose fields cannot be compared in SQL): the caller then takes the general path,
         which tells these apart.
         """
         conn = connections[self.alias]
-        if conn.vendor != "postgresql" or not _comparable(msg):
+        if conn.vendor != "postgresql" or not comparable(msg):
             return NotImplemented
         params = prepared(conn, [
             ("state", State.RUNNING), ("started_at", timezone.now()), ("incarnation", incarnation),

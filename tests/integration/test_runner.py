@@ -154,3 +154,22 @@ def test_record_lost_by_timeout_calls_on_timeout(redis):
     assert (run.state, run.reason) == ("FAILED", "timeout")
     assert "timeout of 2 s" in run.error
     assert redis.lrange(f"hooks:{msg.name}", 0, -1) == [b"timeout"]
+
+
+def _as_celery_delivers(msg, **forged):
+    """``msg``'s body with ``forged`` fields, executed as Celery calls the entry task."""
+    return runner.execute({**msg.to_body(), **forged}, limits=(None, None), task_id=msg.task_id)
+
+
+@pytest.mark.parametrize("timeout", ["30", [30], {"a": 1}])
+def test_a_forged_timeout_of_another_type_is_dropped_not_raised(redis, timeout):
+    msg = queue("tests.tasks.count", ["counter"])
+    assert _as_celery_delivers(msg, timeout=timeout) is None
+    assert row(msg).state == "QUEUED"
+
+
+@pytest.mark.parametrize("field", ["name", "callback", "task_list"])
+def test_a_forged_lone_surrogate_in_a_text_field_is_dropped_not_raised(redis, field):
+    msg = queue("tests.tasks.count", ["counter"])
+    assert _as_celery_delivers(msg, **{field: "x\ud800"}) is None
+    assert row(msg).state == "QUEUED"
