@@ -146,9 +146,14 @@ def _locks_of(client: Any) -> Iterator[tuple[Any, str]]:
             pools.append(node.redis_connection.connection_pool)
     sentinels = getattr(getattr(pools[0], "sentinel_manager", None), "sentinels", ())
     pools += [s.connection_pool for s in sentinels]  # asked for the master when connecting
-    for owner in (o for o in (*holders, *pools) if o is not None):
-        for name in ("_lock", "_fork_lock", "_initialization_lock"):
-            if isinstance(getattr(owner, name, None), _LOCKS):
+    owners = [o for o in (*holders, *pools) if o is not None]
+    # Each client and pool dispatches events (a returned connection, say) under a lock
+    # of its event dispatcher, taken inside the pool's own: renewed too.
+    owners += [d for o in owners if (d := getattr(o, "_event_dispatcher", None)) is not None]
+    for owner in owners:
+        # Every lock the object holds, not a list of names: redis-py adds locks over time.
+        for name, value in list(getattr(owner, "__dict__", {}).items()):
+            if isinstance(value, _LOCKS):
                 yield owner, name
 
 

@@ -15,13 +15,21 @@ import pytest
 from distributed_tasks.connection import get_redis
 from tests.support import poll_until
 
+LOCKS = {
+    "pool._lock": lambda r: r.connection_pool._lock,
+    "pool._fork_lock": lambda r: r.connection_pool._fork_lock,
+    # Taken while a connection goes back to the pool, inside the pool's own lock.
+    "pool._event_dispatcher._lock": lambda r: r.connection_pool._event_dispatcher._lock,
+    "client._event_dispatcher._lock": lambda r: r._event_dispatcher._lock,
+}
 
-@pytest.fixture(params=["_lock", "_fork_lock"])
+
+@pytest.fixture(params=sorted(LOCKS))
 def held_lock(request) -> Iterator[str]:
-    """A thread holding one lock of the shared client's pool (as a busy heartbeat would)
-    until the test ends; the lock's name."""
+    """A thread holding one lock of the shared client or its pool (as a busy heartbeat
+    would) until the test ends; the lock's name."""
     get_redis().ping()  # the pool exists and has a connection, as on a running node
-    lock = getattr(get_redis().connection_pool, request.param)
+    lock = LOCKS[request.param](get_redis())
     holding, done = threading.Event(), threading.Event()
 
     def hold() -> None:
