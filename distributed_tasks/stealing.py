@@ -40,6 +40,7 @@ from distributed_tasks.types import MoveReason, State
 logger = logging.getLogger("distributed_tasks.stealing")
 
 CANDIDATES = 3  # runs tried per steal: others may be taking the oldest ones meanwhile
+IDLE_BACKOFF = 1.0  # seconds between looks at most, while runs wait that none may take
 
 
 def has_free_slot(node: NodeInfo, load: int | None = None) -> bool:
@@ -121,20 +122,32 @@ class Stealer(threading.Thread):
         interval = get_settings().STEAL_INTERVAL
         if interval <= 0:
             return
-        while not self._stop_event.wait(max(interval, self.outage.remaining())):
+        wait = interval
+        while not self._stop_event.wait(max(wait, self.outage.remaining())):
             try:
-                self.poll()
+                found = self.poll()
             except Exception as exc:  # the thread must outlive any fault
                 close_broken_connections()  # this thread's own connection, if it broke
                 self.outage.failed(exc)
             else:
                 self.outage.ok()
+                # Runs wait elsewhere but none could be taken (too fresh, other task
+                # lists): look less often, up to IDLE_BACKOFF, instead of querying the
+                # database 20 times a second for nothing.
+                wait = interval if found is not False else min(wait * 2, IDLE_BACKOFF)
 
     def stop(self) -> None:
         self._stop_event.set()
 
-    def poll(self) -> None:
+    def poll(self) -> bool | None:
+        """Take up to one run per free slot. False when runs waited elsewhere but none
+        could be taken; None when no node queued runs (one Redis read) or none is free."""
+        found = None
         for _ in range(max(0, self.free_slots())):
-            if not queueing_nodes(self.node) or steal(self.node) is None:
-                return
+            if not queueing_nodes(self.node):
+                return found
+            if steal(self.node) is None:
+                return found or False
+            found = True
             self.stolen += 1
+        return found

@@ -95,6 +95,9 @@ class WorkerNode:
                 extra={"action": "node_ready"},
             )
 
+    def _on_shutting_down(self, **kwargs: object) -> None:
+        self.stealer.stop()
+
     def run(self) -> int:
         """Run until stopped; returns the process exit code."""
         o = self.options
@@ -119,6 +122,8 @@ class WorkerNode:
         # No message may stop the node (consumer.py); Celery reads this before arguments.
         app.conf.worker_consumer = f"{NodeConsumer.__module__}:{NodeConsumer.__qualname__}"
         celery_signals.worker_ready.connect(self._on_ready, weak=False)
+        # A node that stops consuming must not take runs over while its runs finish.
+        celery_signals.worker_shutting_down.connect(self._on_shutting_down, weak=False)
         # A pool process that frees a slot takes over a run waiting behind a busy node.
         celery_signals.task_postrun.connect(stealing.after_run, weak=False)
         worker = app.Worker(
@@ -139,6 +144,7 @@ class WorkerNode:
             worker.start()
         finally:
             celery_signals.worker_ready.disconnect(self._on_ready)
+            celery_signals.worker_shutting_down.disconnect(self._on_shutting_down)
             self.cancels.stop()
             self.stealer.stop()
             self.heartbeat.stop(leave=True)

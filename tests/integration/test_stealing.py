@@ -5,7 +5,7 @@ from django.conf import settings
 from django.test import override_settings
 
 from distributed_tasks import keys, signals
-from distributed_tasks.stealing import has_free_slot, steal
+from distributed_tasks.stealing import Stealer, has_free_slot, steal
 from tests.conftest import _heartbeating
 from tests.integration.test_orchestrator import messages, row
 from tests.integration.test_rebalancer import waited
@@ -74,3 +74,17 @@ def test_runs_of_a_node_without_a_queue_are_left_alone(thief, busy, redis):
     row("waiting", "busy@test", **waited(5))
     redis.hset(keys.loads_key(), "busy@test", 1)  # its one slot: it starts the run itself
     assert steal(thief) is None
+
+
+@override_settings(DISTRIBUTED_TASKS={**settings.DISTRIBUTED_TASKS, "REBALANCE_AFTER": 60})
+def test_the_idle_slot_thread_says_when_runs_wait_that_it_may_not_take(thief, busy, redis):
+    """Its answer sets how soon it looks again (backing off while nothing may be taken)."""
+    stealer = Stealer(thief, free_slots=lambda: 1)
+    redis.hset(keys.loads_key(), "busy@test", 1)
+    assert stealer.poll() is None  # no node queues runs: one Redis read, no query
+    redis.hset(keys.loads_key(), "busy@test", 3)
+    row("fresh", "busy@test")
+    assert stealer.poll() is False  # runs wait, but are too fresh to take
+    row("due", "busy@test", **waited(90))
+    assert stealer.poll() is True and stealer.stolen == 1
+    assert Stealer(thief, free_slots=lambda: 0).poll() is None  # no free slot: no look
