@@ -106,12 +106,11 @@ class Broker:
         (a metrics scrape), and a pool process forked while a thread held a kombu pool's
         lock would wait for ever at its first broker call; our clients are fork-safe.
         """
-        url = self.app.conf.broker_url or ""
-        if urlparse(url).scheme not in ("redis", "rediss"):
-            return None
         from distributed_tasks import envelope
 
-        return envelope._client(url)
+        # Where runs are LPUSHed directly (our own app on a plain Redis), the lists are
+        # known; a project's CELERY_APP may set a key prefix or other priority steps.
+        return envelope.client()
 
     @staticmethod
     def _list_lengths(redis: Any, names: list[str]) -> dict[str, int | None]:

@@ -230,12 +230,12 @@ class ClusterClient:
         if not starts:
             return []
         store = get_store()
-        if len(starts) == 1:  # a failure leaves no row: it need not be deleted
-            errors = store.insert_many([starts[0].row()])
-        else:
-            for s in starts:  # after a conflict it inserts one by one: a failure may leave some
-                s.recorded = True
-            errors = store.insert_many([s.row() for s in starts])
+        # Until the database answers, each row may exist: an INSERT can commit and its
+        # reply be lost, and a batch inserts one by one after a conflict. A failure
+        # then deletes what is there (a start the caller is told failed must not run).
+        for s in starts:
+            s.recorded = True
+        errors = store.insert_many([s.row() for s in starts])
         recorded = []
         for s, error in zip(starts, errors, strict=True):
             s.recorded = error is None

@@ -17,6 +17,7 @@ removed it) and its queue purged; messages of moved attempts are fenced anyway.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -24,6 +25,7 @@ from collections import Counter
 
 from django.db import transaction
 from django.db.models import Q
+from redis.exceptions import RedisError
 
 from distributed_tasks import attempts, claims, keys, logs, runner, scripts, signals
 from distributed_tasks.brokers import get_broker
@@ -122,7 +124,8 @@ class Lifeline(Duty):
         )
         if removed:
             counts["nodes_lost"] += 1
-            get_redis().delete(keys.node_cancel_key(node))  # forced cancels of its lost runs
+            with contextlib.suppress(RedisError):  # the node is forgotten: go on regardless
+                get_redis().delete(keys.node_cancel_key(node))  # its pending forced cancels
             if purged := get_broker().purge(node):
                 counts["messages_purged"] += purged  # stale messages of moved runs
             signals.node_lost.send(sender=Lifeline, node=node)

@@ -145,3 +145,27 @@ def test_a_claim_sent_again_after_its_reply_was_lost_starts_the_run_once(node, r
     assert TaskRun.objects.get(id=handle.run_id).state == State.QUEUED
     assert redis.hget(keys.run_key("default", "sent-twice"), "run_id").decode() == handle.run_id
     assert int(redis.hget(keys.loads_key(), node.name)) == 1  # counted once
+
+
+def test_a_row_whose_insert_committed_but_whose_reply_was_lost_is_taken_back(
+    node, redis, monkeypatch
+):
+    """The INSERT committed, then the connection dropped before its reply: the caller is
+    told the start failed, so its row must go with its claim (else the orchestrator
+    would publish the orphan later and a refused start would run)."""
+    from django.db import OperationalError
+
+    store = type(get_store())
+    real = store.insert_many
+
+    def committed_then_lost(self, rows):
+        real(self, rows)
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(store, "insert_many", committed_then_lost)
+    with pytest.raises(ClusterUnavailable, match="The database"):
+        start_async(tasks.add, [1, 2], name="insert-lost")
+    monkeypatch.undo()
+    assert not TaskRun.objects.filter(name="insert-lost").exists()
+    assert not redis.exists(keys.run_key("default", "insert-lost"))
+    assert start_async(tasks.add, [1, 2], name="insert-lost").name == "insert-lost"
