@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +42,7 @@ logger = logging.getLogger("distributed_tasks.stealing")
 
 CANDIDATES = 3  # runs tried per steal: others may be taking the oldest ones meanwhile
 IDLE_BACKOFF = 1.0  # seconds between looks at most, while runs wait that none may take
+IN_FLIGHT_FOR = 2.0  # seconds a taken run's slot stays counted until its message arrives
 
 
 def has_free_slot(node: NodeInfo, load: int | None = None) -> bool:
@@ -111,12 +113,20 @@ class Stealer(threading.Thread):
     worker's own count: pool processes neither running nor holding a reserved run) is
     positive and another node queues runs, take up to that many over."""
 
-    def __init__(self, node: NodeInfo, free_slots: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        node: NodeInfo,
+        free_slots: Callable[[], int],
+        received: Callable[[str], bool] = lambda task_id: True,
+    ) -> None:
         super().__init__(name=f"dt-steal-{node.name}", daemon=True)
-        self.node, self.free_slots = node, free_slots
+        self.node, self.free_slots, self.received = node, free_slots, received
         self._stop_event = threading.Event()
         self.outage = Outage(f"Work stealing of node {node.name}", logger)
         self.stolen = 0
+        # Runs taken whose message the worker has not received yet (task id -> when):
+        # their slots look free until then, and must not be filled twice.
+        self.in_flight: dict[str, float] = {}
 
     def run(self) -> None:
         interval = get_settings().STEAL_INTERVAL
@@ -142,12 +152,19 @@ class Stealer(threading.Thread):
     def poll(self) -> bool | None:
         """Take up to one run per free slot. False when runs waited elsewhere but none
         could be taken; None when no node queued runs (one Redis read) or none is free."""
+        now = time.monotonic()
+        self.in_flight = {
+            task_id: at
+            for task_id, at in self.in_flight.items()
+            if now - at < IN_FLIGHT_FOR and not self.received(task_id)
+        }
         found = None
-        for _ in range(max(0, self.free_slots())):
+        for _ in range(max(0, self.free_slots() - len(self.in_flight))):
             if not queueing_nodes(self.node):
                 return found
-            if steal(self.node) is None:
+            if (new := steal(self.node)) is None:
                 return found or False
             found = True
             self.stolen += 1
+            self.in_flight[new.task_id] = now
         return found

@@ -75,7 +75,9 @@ class WorkerNode:
         # Forced cancels: kills the pool process of a run that outlived its grace period.
         self.cancels = forcing.Watcher(self.info.name, self.info.incarnation)
         # Idle slots take over runs that wait behind a busy node.
-        self.stealer = stealing.Stealer(self.info, self._free_slots)
+        self.stealer = stealing.Stealer(
+            self.info, self._free_slots, lambda task_id: task_id in worker_state.requests
+        )
 
     def _free_slots(self) -> int:
         """Pool processes neither running a run nor holding one received for them (a

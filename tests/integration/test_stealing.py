@@ -88,3 +88,16 @@ def test_the_idle_slot_thread_says_when_runs_wait_that_it_may_not_take(thief, bu
     row("due", "busy@test", **waited(90))
     assert stealer.poll() is True and stealer.stolen == 1
     assert Stealer(thief, free_slots=lambda: 0).poll() is None  # no free slot: no look
+
+
+def test_the_idle_slot_thread_fills_a_slot_once_until_its_run_arrives(thief, busy, redis):
+    """A taken run's message reaches the worker a moment later: until then its slot
+    still looks free, and must not be filled a second time."""
+    arrived: set[str] = set()
+    stealer = Stealer(thief, free_slots=lambda: 1, received=arrived.__contains__)
+    first = row("first", "busy@test", **waited(5))
+    row("second", "busy@test", **waited(4))
+    assert stealer.poll() is True
+    assert stealer.poll() is None  # its one free slot is spoken for
+    arrived.add(f"{first.run_id}:2")  # the worker received the taken run: a slot frees later
+    assert stealer.poll() is True and stealer.stolen == 2
