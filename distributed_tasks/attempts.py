@@ -53,10 +53,11 @@ def placement() -> Placement:
     return Placement()
 
 
-def deliver(msg: RunMessage, countdown: float | None = None) -> bool:
-    """Publish one message; False (logged) when the broker refuses it."""
+def deliver(msg: RunMessage, countdown: float | None = None, *, first: bool = False) -> bool:
+    """Publish one message (``first``: ahead of its node's waiting ones, see
+    ``celery.publish``); False (logged) when the broker refuses it."""
     try:
-        celery.publish([(msg, countdown or None)])
+        celery.publish([(msg, countdown or None)], first=first)
         return True
     except celery.PublishFailed as exc:
         logger.error(
@@ -69,7 +70,7 @@ def deliver(msg: RunMessage, countdown: float | None = None) -> bool:
         return False
 
 
-def _announce(old: RunMessage, new: RunMessage, countdown: float) -> None:
+def _announce(old: RunMessage, new: RunMessage, countdown: float, first: bool) -> None:
     # A newer attempt replaces the whole cached status: the earlier attempt's error
     # is in the run's history (``TaskRun.attempts``), not in the current status.
     claims.publish(new, claims.message_fields(new, State.QUEUED))
@@ -79,7 +80,7 @@ def _announce(old: RunMessage, new: RunMessage, countdown: float) -> None:
         pipe.hincrby(keys.loads_key(), old.node, -1)
         pipe.hincrby(keys.loads_key(), new.node, 1)
         pipe.execute()
-    deliver(new, countdown)
+    deliver(new, countdown, first=first)
 
 
 def next_attempt(
@@ -92,9 +93,11 @@ def next_attempt(
     epoch: int | None = None,
     node: str | None = None,
     why: MoveReason = MoveReason.NODE_LOST,
+    first: bool = False,
 ) -> RunMessage | None:
     """Move ``msg``'s run to a new attempt on ``node`` (default: placed on the ring of live
-    nodes); None if fenced out.
+    nodes); None if fenced out. ``first``: its message goes ahead of those waiting on the
+    node at its priority level (a run that already waited its turn elsewhere).
 
     Raises ``ClusterUnavailable`` when no live node serves the run's task list.
 
@@ -117,7 +120,7 @@ def next_attempt(
         return None
     new = msg.for_attempt(msg.attempt + 1, node)
     transaction.on_commit(
-        lambda: _announce(msg, new, countdown), using=get_store().alias, robust=True
+        lambda: _announce(msg, new, countdown, first), using=get_store().alias, robust=True
     )
     # run_retried (after a failure), or run_moved off a lost node
     transaction.on_commit(

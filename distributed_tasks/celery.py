@@ -196,7 +196,16 @@ class PublishFailed(Exception):
 PUBLISH_ERRORS = (KombuError, OSError, RedisError)
 
 
-def publish(messages: Iterable[tuple[RunMessage, float | None]]) -> None:
+def can_publish_first() -> bool:
+    """Whether ``publish(..., first=True)`` puts a message before those already waiting:
+    only when writing the Redis lists ourselves (``envelope.py``); an AMQP queue has no
+    front to publish to."""
+    from distributed_tasks import envelope
+
+    return envelope.client() is not None
+
+
+def publish(messages: Iterable[tuple[RunMessage, float | None]], *, first: bool = False) -> None:
     """Send each ``(message, countdown)`` to its node's queue over one producer connection.
 
     On our own app's plain Redis broker the messages are LPUSHed as kombu's envelope
@@ -205,7 +214,8 @@ def publish(messages: Iterable[tuple[RunMessage, float | None]]) -> None:
     reports none as sent, though some (or, after a lost reply, all) may have gone out
     and already started: the caller undoes only rows still QUEUED at their first
     attempt (a message for a deleted row matches nothing and runs nothing) and keeps
-    a run a worker started as sent.
+    a run a worker started as sent. ``first``: ahead of the messages waiting at the same
+    priority level, where ``can_publish_first()`` (else at the back, as always).
     """
     from distributed_tasks import deferred, envelope
 
@@ -218,7 +228,7 @@ def publish(messages: Iterable[tuple[RunMessage, float | None]]) -> None:
     direct = envelope.client()
     if direct is not None:
         try:
-            envelope.push(direct, messages)
+            envelope.push(direct, messages, first=first)
         except PUBLISH_ERRORS as exc:
             raise PublishFailed(0) from exc
         return

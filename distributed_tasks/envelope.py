@@ -134,23 +134,29 @@ def encode(msg: RunMessage, countdown: float | None) -> tuple[str, str]:
     return key, _dumps(envelope)
 
 
-def push(redis: Any, messages: Sequence[tuple[RunMessage, float | None]]) -> None:
+def push(
+    redis: Any, messages: Sequence[tuple[RunMessage, float | None]], *, first: bool = False
+) -> None:
     """LPUSH every message: one command per list, all in one round trip.
 
     ``LPUSH key a b c`` leaves the list as three LPUSHes in that order would (the worker
     pops ``a`` first), with one command and one reply instead of one per message.
+    ``first``: RPUSH instead, so the worker (which pops from the right) takes the messages
+    before those already waiting at their priority level: a run that waited elsewhere
+    keeps its turn (stealing.overtake), and a level's order is never changed otherwise.
     """
+    add = "rpush" if first else "lpush"
     lists: dict[str, list[str]] = {}
     for msg, countdown in messages:
         key, envelope = encode(msg, countdown)
         lists.setdefault(key, []).append(envelope)
     if len(lists) == 1:
         ((key, envelopes),) = lists.items()
-        redis.lpush(key, *envelopes)
+        getattr(redis, add)(key, *envelopes)
     else:
         pipe = redis.pipeline(transaction=False)
         for key, envelopes in lists.items():
-            pipe.lpush(key, *envelopes)
+            getattr(pipe, add)(key, *envelopes)
         pipe.execute()
     if celery_signals.after_task_publish.receivers:
         for msg, _ in messages:
