@@ -10,6 +10,17 @@ load from the pipeline that published the outcome), and, for a
 node that sits idle while a run arrives elsewhere, the node's ``Stealer`` thread,
 which looks every ``STEAL_INTERVAL`` seconds (one Redis read while nothing waits).
 
+When every slot is busy, a node's own queue refills the slot that frees, though an
+older run may wait on another node: FIFO across the cluster is lost. So a pool process
+that just finished a run on a full node compares (``overtake``) the run that would
+start next on this node with the runs waiting elsewhere (highest priority, then
+oldest, as each node's queue orders them); if one elsewhere comes first, it moves
+here, its message published ahead of this node's waiting ones at its priority level
+(none of them ranks above it), so the freed slot takes it. Only a wait longer by
+``REBALANCE_AFTER`` than the own run's counts; a moved run's ``run_after`` is the
+time of the move, so it never qualifies again, and each overtake needs a finished
+run: no run goes back and forth.
+
 The move is the fenced path of every other move (``attempts.next_attempt``): a
 conditional update to a new attempt on this node, so the old node's message is
 stale, and of two nodes stealing the same run, or a steal racing the old node's
@@ -27,7 +38,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from distributed_tasks import attempts, claims, keys, logs
+from distributed_tasks import attempts, celery, claims, keys, logs
 from distributed_tasks.celery import TASK_NAME
 from distributed_tasks.conf import get_settings
 from distributed_tasks.connection import as_dict, get_redis
@@ -66,6 +77,41 @@ def queueing_nodes(node: NodeInfo) -> list[str]:
     ]
 
 
+def _waiting(node: NodeInfo, on: list[str], since: dt.datetime) -> list[Any]:
+    """The first ``CANDIDATES`` QUEUED runs on nodes ``on`` that ``node`` serves, due by
+    ``since``, in the order a node's queue serves them (highest priority, then oldest)."""
+    runs = (
+        get_store()
+        .runs.filter(state=State.QUEUED, run_after__lte=since, node__in=on)
+        .order_by("-priority", "run_after")
+    )
+    if ALL_TASK_LISTS not in node.task_lists:
+        runs = runs.filter(task_list__in=node.task_lists)
+    return list(runs[:CANDIDATES])
+
+
+def _take(node: NodeInfo, runs: list[Any], *, first: bool = False) -> RunMessage | None:
+    """Move the first of ``runs`` that no one else took meanwhile to ``node``."""
+    for run in runs:
+        new = attempts.next_attempt(
+            message_for(run),
+            from_states=(State.QUEUED,),
+            node=node.name,
+            why=MoveReason.STOLEN,
+            first=first,
+        )
+        if new is not None:
+            logger.info(
+                "Took %s over from %s, where it waited %s",
+                run.name,
+                run.node,
+                "longer than this node's next run" if first else "with no free slot",
+                extra=logs.run_extra(new, "stolen"),
+            )
+            return new
+    return None
+
+
 def steal(node: NodeInfo) -> RunMessage | None:
     """Move the run waiting on another node that would start there next (highest
     priority, then oldest) to ``node``; None when there is none."""
@@ -73,30 +119,45 @@ def steal(node: NodeInfo) -> RunMessage | None:
     if not donors:
         return None
     since = timezone.now() - dt.timedelta(seconds=get_settings().REBALANCE_AFTER)
-    runs = (
-        get_store()
-        .runs.filter(state=State.QUEUED, run_after__lte=since, node__in=donors)
-        .order_by("-priority", "run_after")
-    )
-    if ALL_TASK_LISTS not in node.task_lists:
-        runs = runs.filter(task_list__in=node.task_lists)
-    for run in runs[:CANDIDATES]:
-        new = attempts.next_attempt(
-            message_for(run), from_states=(State.QUEUED,), node=node.name, why=MoveReason.STOLEN
-        )
-        if new is not None:
-            logger.info(
-                "Took %s over from %s, where it waited with no free slot",
-                run.name,
-                run.node,
-                extra=logs.run_extra(new, "stolen"),
-            )
-            return new
-    return None
+    return _take(node, _waiting(node, donors, since))
+
+
+def overtake(node: NodeInfo) -> RunMessage | None:
+    """On a full ``node`` whose slot just freed: move here the run waiting elsewhere that
+    comes before this node's own next one (higher priority, or as high and waiting
+    ``REBALANCE_AFTER`` longer), its message first in line; None when this node's own
+    run comes first, or none waits.
+
+    Only on a broker whose queue has a front (``celery.can_publish_first``): at the back
+    the moved run would wait behind this node's own, longer than where it was.
+    """
+    if not celery.can_publish_first():
+        return None
+    donors = queueing_nodes(node)
+    if not donors:
+        return None
+    now = timezone.now()
+    runs = _waiting(node, [*donors, node.name], now)
+    own = next((run for run in runs if run.node == node.name), None)
+    if own is None:  # behind all of them, or none: what matters is how long it waited
+        own = next(iter(_waiting(node, [node.name], now)), None)
+        runs = [*runs, own] if own is not None else runs
+    # Only a wait longer by REBALANCE_AFTER is worth a move: reordering waits that differ
+    # little (a burst, all queued at once) changes no tail but costs a fenced update
+    # each, and a run moved just now never qualifies again.
+    margin = dt.timedelta(seconds=get_settings().REBALANCE_AFTER)
+    due = (now if own is None else own.run_after) - margin
+    ahead = [
+        run
+        for run in runs[: runs.index(own) if own is not None else None]
+        if run.run_after <= due or (own is not None and run.priority > own.priority)
+    ]
+    return _take(node, ahead, first=True)
 
 
 def after_run(sender: Any = None, **kwargs: Any) -> None:
-    """``task_postrun`` receiver of the pool processes: steal when this node has room."""
+    """``task_postrun`` receiver of the pool processes: steal when this node has room,
+    else let an older run waiting elsewhere take the slot that frees (``overtake``)."""
     node = current_node()
     if node is None or getattr(sender, "name", None) != TASK_NAME:
         return
@@ -104,6 +165,8 @@ def after_run(sender: Any = None, **kwargs: Any) -> None:
         # The run's outcome, published just before, read the node's load: no round trip.
         if has_free_slot(node, claims.take_unloaded(node.name)):
             steal(node)
+        else:
+            overtake(node)
     except Exception:  # a failed steal leaves the run where it waits: the leader moves it
         logger.exception("Could not take a waiting run over")
 

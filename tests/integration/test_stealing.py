@@ -1,11 +1,18 @@
-"""Work stealing on real Redis and PostgreSQL: a node with a free slot takes a waiting run."""
+"""Work stealing on real Redis and PostgreSQL: a node with a free slot takes a waiting run,
+and a full one lets an older run waiting elsewhere take the slot that frees."""
+
+import base64
+import json
 
 import pytest
 from django.conf import settings
 from django.test import override_settings
 
-from distributed_tasks import keys, signals
-from distributed_tasks.stealing import Stealer, has_free_slot, steal
+from distributed_tasks import attempts, envelope, get_status, keys, signals
+from distributed_tasks.brokers import get_broker
+from distributed_tasks.models import TaskRun
+from distributed_tasks.stealing import CANDIDATES, Stealer, has_free_slot, overtake, steal
+from distributed_tasks.store import message_for
 from tests.conftest import _heartbeating
 from tests.integration.test_orchestrator import messages, row
 from tests.integration.test_rebalancer import waited
@@ -101,3 +108,75 @@ def test_the_idle_slot_thread_fills_a_slot_once_until_its_run_arrives(thief, bus
     assert stealer.poll() is None  # its one free slot is spoken for
     arrived.add(f"{first.run_id}:2")  # the worker received the taken run: a slot frees later
     assert stealer.poll() is True and stealer.stolen == 2
+
+
+def served(redis, node: str) -> list[str]:
+    """Names of the runs in a node's queue, in the order its worker takes them (each
+    priority level's list from its right end, the first level first)."""
+    return [
+        json.loads(base64.b64decode(json.loads(raw)["body"]))[0][0]["name"]
+        for key in keys.queue_keys(node)
+        for raw in reversed(redis.lrange(key, 0, -1))
+    ]
+
+
+@pytest.fixture
+def full(thief, redis):
+    """``thief`` with both slots busy (in the loads) and a run of its own waiting 1 s."""
+    redis.hset(keys.loads_key(), thief.name, 3)
+    mine = row("mine", thief.name, **waited(1))
+    attempts.deliver(message_for(mine))
+    return thief
+
+
+def test_a_full_node_takes_an_older_run_waiting_elsewhere_ahead_of_its_own(full, busy, redis):
+    older = row("older", "busy@test", **waited(5))
+    moved = overtake(full)
+    assert (moved.name, moved.node, moved.attempt) == ("older", full.name, 2)
+    older.refresh_from_db()
+    assert (older.node, older.attempt, older.state, older.priority) == (full.name, 2, "QUEUED", 0)
+    assert served(redis, full.name) == ["older", "mine"]  # the slot that frees takes it
+    assert get_status("older").node == full.name
+    # Moved at once, it is now the youngest: no other full node takes it back.
+    assert overtake(full) is None
+
+
+def test_a_full_node_serves_its_own_run_when_it_came_first(full, busy, redis):
+    row("newer", "busy@test", **waited(0.5))
+    row("hardly", "busy@test", **waited(1.05))  # older by less than REBALANCE_AFTER
+    row("low", "busy@test", priority=-5, **waited(5))  # older, but below the own run
+    assert overtake(full) is None
+    assert served(redis, full.name) == ["mine"]
+    assert TaskRun.objects.get(name="newer").node == "busy@test"
+
+
+def test_an_overtaking_run_keeps_its_priority_level(full, busy, redis):
+    row("urgent", "busy@test", priority=50, **waited(0.5))
+    assert overtake(full).name == "urgent"
+    assert served(redis, full.name) == ["urgent", "mine"]
+    (raw,) = redis.lrange(
+        envelope.encode(message_for(TaskRun.objects.get(name="urgent")), None)[0], 0, -1
+    )
+    assert json.loads(raw)["properties"]["priority"] == get_broker().message_priority(50)
+
+
+def test_nothing_overtakes_where_no_other_node_queues(full, redis):
+    row("elsewhere", "other@test", **waited(5))
+    assert overtake(full) is None
+    assert served(redis, full.name) == ["mine"]
+
+
+@override_settings(DISTRIBUTED_TASKS={**settings.DISTRIBUTED_TASKS, "REBALANCE_AFTER": 60})
+def test_a_wait_longer_by_less_than_rebalance_after_is_left_alone(full, busy, redis):
+    row("older", "busy@test", **waited(5))  # older than the own run, not by a minute
+    assert overtake(full) is None
+    row("urgent", "busy@test", priority=5, **waited(0.5))
+    assert overtake(full).name == "urgent"
+
+
+def test_the_own_run_counts_when_more_runs_elsewhere_come_before_it(full, busy, redis):
+    for i in range(CANDIDATES):  # a burst: older than the own run, by less than 0.1 s
+        row(f"burst-{i}", "busy@test", **waited(1.01 + i / 100))
+    assert overtake(full) is None
+    row("oldest", "busy@test", **waited(5))
+    assert overtake(full).name == "oldest"
