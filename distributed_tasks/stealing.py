@@ -155,6 +155,10 @@ def overtake(node: NodeInfo) -> RunMessage | None:
     return _take(node, ahead, first=True)
 
 
+OVERTAKE_EVERY = 0.25  # seconds between two overtake looks of one pool process
+_overtake_after = [0.0]  # monotonic time of this process's next look
+
+
 def after_run(sender: Any = None, **kwargs: Any) -> None:
     """``task_postrun`` receiver of the pool processes: steal when this node has room,
     else let an older run waiting elsewhere take the slot that frees (``overtake``)."""
@@ -165,7 +169,11 @@ def after_run(sender: Any = None, **kwargs: Any) -> None:
         # The run's outcome, published just before, read the node's load: no round trip.
         if has_free_slot(node, claims.take_unloaded(node.name)):
             steal(node)
-        else:
+        elif (now := time.monotonic()) >= _overtake_after[0]:
+            # At most every OVERTAKE_EVERY per pool process: with a backlog every run ends
+            # on a full node, and a look per run (a sort of the waiting runs) halved the
+            # throughput of a busy cluster.
+            _overtake_after[0] = now + OVERTAKE_EVERY
             overtake(node)
     except Exception:  # a failed steal leaves the run where it waits: the leader moves it
         logger.exception("Could not take a waiting run over")
