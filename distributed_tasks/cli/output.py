@@ -41,9 +41,11 @@ def emit(out: TextIO | OutputWrapper, text: str) -> None:
     out.flush()
 
 
-def dumps(data: Any) -> str:
-    """JSON as the views send it: Django's encoder (ISO 8601 datetimes)."""
-    return json.dumps(data, cls=DjangoJSONEncoder, indent=2)
+def dumps(data: Any, *, readable: bool = False) -> str:
+    """JSON as the views send it: Django's encoder (ISO 8601 datetimes). ``readable``
+    keeps non-ASCII characters as they are (``café``, not ``caf\\u00e9``), for text a
+    person reads once ``printable`` made it safe; ``--json`` output stays ASCII."""
+    return json.dumps(data, cls=DjangoJSONEncoder, indent=2, ensure_ascii=not readable)
 
 
 def when(value: dt.datetime | None) -> str:

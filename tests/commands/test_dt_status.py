@@ -39,6 +39,14 @@ def test_done_run_shows_its_result(run_command, node):
     assert '"answer": 42' in out
 
 
+def test_a_result_in_any_script_reads_as_written(run_command, node):
+    start_async(tasks.count, ["k"], {"result": {"café": "東京 ✓"}}, name="unicode")
+    execute("unicode")
+    out = run_command("dt_status", "unicode")
+    assert '"café": "東京 ✓"' in out
+    assert json.loads(run_command("dt_status", "unicode", "--json"))["result"] == {"café": "東京 ✓"}
+
+
 def test_failed_run_shows_its_error(run_command, node):
     start_async(tasks.fail, ["broken"], name="bad-run", task_list="ci")
     execute("bad-run")

@@ -96,7 +96,7 @@ class Command(BaseCommand):
             who = f" by {status.cancel_requested_by}" if status.cancel_requested_by else ""
             lines.append(("cancel", f"asked{who} at {cli.when(status.cancel_requested_at)}"))
         if status.state == State.DONE:
-            lines.append(("result", cli.dumps(status.result)))
+            lines.append(("result", cli.dumps(status.result, readable=True)))
         if status.state == State.FAILED:
             lines += [("reason", status.reason), ("error", f"{status.error_type}: {status.error}")]
         width = max(len(label) for label, _ in lines)
@@ -110,5 +110,6 @@ def _progress(status: Any) -> str:
     """``42% half way {"items": 21}``: what the run last reported."""
     parts = [] if status.progress is None else [f"{status.progress:.0%}"]
     parts += [status.progress_message] if status.progress_message else []
-    parts += [json.dumps(status.progress_data)] if status.progress_data is not None else []
+    data = status.progress_data
+    parts += [json.dumps(data, ensure_ascii=False)] if data is not None else []
     return " ".join(parts)
