@@ -74,9 +74,9 @@ class Broker:
         answer every depth is None: depths are a hint, never a reason to fail.
         """
         names = list(nodes)
-        depths: dict[str, int | None] = dict.fromkeys(names)
         if (redis := self._own_redis()) is not None:
             return self._list_lengths(redis, names)
+        depths: dict[str, int | None] = dict.fromkeys(names)
         try:
             with self.app.connection_for_read() as conn:
                 channel = conn.channel()

@@ -112,10 +112,12 @@ def _take(node: NodeInfo, runs: list[Any], *, first: bool = False) -> RunMessage
     return None
 
 
-def steal(node: NodeInfo) -> RunMessage | None:
+def steal(node: NodeInfo, donors: list[str] | None = None) -> RunMessage | None:
     """Move the run waiting on another node that would start there next (highest
-    priority, then oldest) to ``node``; None when there is none."""
-    donors = queueing_nodes(node)
+    priority, then oldest) to ``node``; None when there is none. ``donors``: the
+    ``queueing_nodes`` as just read, else they are read."""
+    if donors is None:
+        donors = queueing_nodes(node)
     if not donors:
         return None
     since = timezone.now() - dt.timedelta(seconds=get_settings().REBALANCE_AFTER)
@@ -231,9 +233,9 @@ class Stealer(threading.Thread):
         }
         found = None
         for _ in range(max(0, self.free_slots() - len(self.in_flight))):
-            if not queueing_nodes(self.node):
+            if not (donors := queueing_nodes(self.node)):
                 return found
-            if (new := steal(self.node)) is None:
+            if (new := steal(self.node, donors)) is None:
                 return found or False
             found = True
             self.stolen += 1

@@ -27,6 +27,13 @@ def nodes(cluster_factory):
     return cluster_factory
 
 
+def assert_old_message_ran_nothing(nodes, redis, name: str) -> None:
+    """BUSY skipped the moved run's first message as stale: the run counted once."""
+    stale = f"Ignoring stale message for {name} attempt 1 on {BUSY}"
+    poll_until(lambda: stale in nodes.log(BUSY, tail=100_000), message=stale)
+    assert redis.get(f"count:{name}") == b"1"
+
+
 def test_an_idle_node_takes_over_a_run_waiting_behind_a_busy_one_exactly_once(nodes, redis):
     client = ClusterClient()
     redis.delete("release:steal-long")
@@ -43,9 +50,7 @@ def test_an_idle_node_takes_over_a_run_waiting_behind_a_busy_one_exactly_once(no
     finally:
         redis.set("release:steal-long", 1)
     assert wait_finished(long.name).state == State.DONE
-    stale = "Ignoring stale message for steal-waiting attempt 1 on busy@steal"
-    poll_until(lambda: stale in nodes.log(BUSY, tail=100_000), message=stale)
-    assert redis.get("count:steal-waiting") == b"1"  # the old message ran nothing
+    assert_old_message_ran_nothing(nodes, redis, "steal-waiting")
 
 
 def test_a_full_node_runs_an_older_run_waiting_elsewhere_before_its_own(nodes, redis):
@@ -79,6 +84,4 @@ def test_a_full_node_runs_an_older_run_waiting_elsewhere_before_its_own(nodes, r
     finally:
         redis.set("release:fifo-other", 1)
     assert wait_finished(other.name).state == State.DONE
-    stale = "Ignoring stale message for fifo-older attempt 1 on busy@steal"
-    poll_until(lambda: stale in nodes.log(BUSY, tail=100_000), message=stale)
-    assert redis.get("count:fifo-older") == b"1"  # the old message ran nothing
+    assert_old_message_ran_nothing(nodes, redis, "fifo-older")
