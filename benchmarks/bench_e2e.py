@@ -86,7 +86,15 @@ class Sides:
 
         common.poll_until(recorded, timeout=600, interval=0.02)
         done = time.perf_counter() - resumed
-        return {"functions_ran_s": ran, "seconds": done, "per_second": common.rate(n, done)}
+        # Runs a node took over from the other (stealing, overtake): each costs a fenced
+        # update and a stale message, so a backlog that both nodes drain should move few.
+        moved = TaskRun.objects.filter(name__startswith=f"{tag}-", attempt__gt=1).count()
+        return {
+            "functions_ran_s": ran,
+            "seconds": done,
+            "per_second": common.rate(n, done),
+            "moved": moved,
+        }
 
     def run_plain(self, n: int, tag: str) -> dict[str, float]:
         from benchmarks.celeryapp import app, plain_noop

@@ -47,7 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "BALANCE_FACTOR": 1.25,
     # Seconds a run waits on a node with no free slot before it moves to one (taken by a
     # node that frees a slot, or moved by the leader, which looks 4 times a second).
-    "REBALANCE_AFTER": 0.1,
+    "REBALANCE_AFTER": 0.02,
     # Seconds between two looks of an idle node for runs waiting elsewhere (0: only
     # when one of its pool processes finishes a run).
     "STEAL_INTERVAL": 0.05,

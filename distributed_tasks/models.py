@@ -168,7 +168,11 @@ class TaskRun(TaskRecord, models.Model):
         ]
         indexes = [
             models.Index(fields=["task_list", "name", "-queued_at"], name="dt_taskrun_name_idx"),
-            models.Index(fields=["node", "state"], name="dt_taskrun_node_state_idx"),
+            # A node's runs by state, and its queue in serving order: a steal or overtake
+            # reads each node's first few waiting runs without sorting all of them.
+            models.Index(
+                fields=["node", "state", "-priority", "run_after"], name="dt_taskrun_node_queue_idx"
+            ),
             models.Index(fields=["state", "finished_at"], name="dt_taskrun_finished_idx"),
             models.Index(fields=["state", "run_after"], name="dt_taskrun_queued_idx"),
         ]

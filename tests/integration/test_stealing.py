@@ -64,11 +64,17 @@ def test_a_higher_priority_run_is_taken_before_an_older_one(thief, busy, redis):
     assert steal(thief).name == "older"
 
 
-@override_settings(DISTRIBUTED_TASKS={**settings.DISTRIBUTED_TASKS, "REBALANCE_AFTER": 60})
-def test_fresh_own_and_started_runs_are_left_alone(thief, busy, redis):
-    row("fresh", "busy@test")  # queued under a minute ago: its node may yet start it
+def test_a_fresh_run_behind_a_full_node_is_taken_at_once(thief, busy, redis):
+    """Its node holds more runs than slots: it waits whatever that node does next, so a
+    free slot takes it now, as a shared queue would (no REBALANCE_AFTER first)."""
+    row("fresh", "busy@test")
+    assert steal(thief).name == "fresh"
+
+
+def test_own_started_and_delayed_runs_are_left_alone(thief, busy, redis):
     row("mine", thief.name, **waited(90))
     row("going", "busy@test", state="RUNNING", **waited(90))
+    row("later", "busy@test", **waited(-60))  # start_in: not due for a minute
     assert steal(thief) is None
 
 
@@ -83,16 +89,15 @@ def test_runs_of_a_node_without_a_queue_are_left_alone(thief, busy, redis):
     assert steal(thief) is None
 
 
-@override_settings(DISTRIBUTED_TASKS={**settings.DISTRIBUTED_TASKS, "REBALANCE_AFTER": 60})
 def test_the_idle_slot_thread_says_when_runs_wait_that_it_may_not_take(thief, busy, redis):
     """Its answer sets how soon it looks again (backing off while nothing may be taken)."""
     stealer = Stealer(thief, free_slots=lambda: 1)
     redis.hset(keys.loads_key(), "busy@test", 1)
     assert stealer.poll() is None  # no node queues runs: one Redis read, no query
     redis.hset(keys.loads_key(), "busy@test", 3)
-    row("fresh", "busy@test")
-    assert stealer.poll() is False  # runs wait, but are too fresh to take
-    row("due", "busy@test", **waited(90))
+    row("later", "busy@test", **waited(-60))
+    assert stealer.poll() is False  # a run waits, but is not due yet
+    row("due", "busy@test")
     assert stealer.poll() is True and stealer.stolen == 1
     assert Stealer(thief, free_slots=lambda: 0).poll() is None  # no free slot: no look
 
@@ -141,6 +146,7 @@ def test_a_full_node_takes_an_older_run_waiting_elsewhere_ahead_of_its_own(full,
     assert overtake(full) is None
 
 
+@override_settings(DISTRIBUTED_TASKS={**settings.DISTRIBUTED_TASKS, "REBALANCE_AFTER": 0.1})
 def test_a_full_node_serves_its_own_run_when_it_came_first(full, busy, redis):
     row("newer", "busy@test", **waited(0.5))
     row("hardly", "busy@test", **waited(1.05))  # older by less than REBALANCE_AFTER
@@ -174,9 +180,29 @@ def test_a_wait_longer_by_less_than_rebalance_after_is_left_alone(full, busy, re
     assert overtake(full).name == "urgent"
 
 
+@override_settings(DISTRIBUTED_TASKS={**settings.DISTRIBUTED_TASKS, "REBALANCE_AFTER": 0.1})
 def test_the_own_run_counts_when_more_runs_elsewhere_come_before_it(full, busy, redis):
     for i in range(CANDIDATES):  # a burst: older than the own run, by less than 0.1 s
         row(f"burst-{i}", "busy@test", **waited(1.01 + i / 100))
     assert overtake(full) is None
     row("oldest", "busy@test", **waited(5))
     assert overtake(full).name == "oldest"
+
+
+@pytest.mark.parametrize("union", [True, False], ids=["one UNION ALL", "a query per node"])
+def test_a_look_reads_each_nodes_first_runs_in_serving_order(thief, busy, union, monkeypatch):
+    from django.db import connection
+    from django.utils import timezone
+
+    from distributed_tasks.stealing import _heads
+
+    monkeypatch.setattr(connection.features, "supports_slicing_ordering_in_compound", union)
+    for i in range(CANDIDATES + 2):  # more than a look reads of one node
+        row(f"busy-{i}", "busy@test", **waited(10 + i))
+    row("urgent", "other@test", priority=5, **waited(1))
+    row("old", "other@test", **waited(60))
+    heads = _heads(thief, ["busy@test", "other@test"], timezone.now())
+    names = dict(TaskRun.objects.values_list("id", "name"))
+    assert [names[h.pk] for h in heads] == [
+        "urgent", "old", *(f"busy-{i}" for i in reversed(range(2, CANDIDATES + 2)))
+    ]  # fmt: skip
