@@ -32,8 +32,10 @@ own start, exactly one wins.
 
 from __future__ import annotations
 
+import ctypes
 import datetime as dt
 import logging
+import multiprocessing
 import threading
 import time
 from collections.abc import Callable
@@ -192,12 +194,33 @@ def overtake(node: NodeInfo) -> RunMessage | None:
 OVERTAKE_EVERY = 0.05  # seconds between two overtake looks of one pool process
 _overtake_after = [0.0]  # monotonic time of this process's next look
 
+# Set when the node begins its warm shutdown: it consumes no more messages, so a run
+# taken over then would wait on it until it is declared lost. In shared memory made
+# before the pool forks (``share_draining``): pool processes read it with no round trip.
+_draining: Any = None
+
+
+def share_draining() -> None:
+    """A new draining flag, unset, shared with the pool processes forked after this."""
+    global _draining
+    _draining = multiprocessing.RawValue(ctypes.c_bool, False)
+
+
+def begin_draining() -> None:
+    """This node stops taking runs over, in every pool process too."""
+    if _draining is not None:
+        _draining.value = True
+
+
+def draining() -> bool:
+    return _draining is not None and bool(_draining.value)
+
 
 def after_run(sender: Any = None, **kwargs: Any) -> None:
     """``task_postrun`` receiver of the pool processes: steal when this node has room,
     else let an older run waiting elsewhere take the slot that frees (``overtake``)."""
     node = current_node()
-    if node is None or getattr(sender, "name", None) != TASK_NAME:
+    if node is None or getattr(sender, "name", None) != TASK_NAME or draining():
         return
     try:
         # The run's outcome, published just before, read the node's load: no round trip.

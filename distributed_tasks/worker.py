@@ -99,6 +99,7 @@ class WorkerNode:
 
     def _on_shutting_down(self, **kwargs: object) -> None:
         self.stealer.stop()
+        stealing.begin_draining()  # nor do the pool processes, finishing their runs
 
     def run(self) -> int:
         """Run until stopped; returns the process exit code."""
@@ -128,6 +129,7 @@ class WorkerNode:
         celery_signals.worker_shutting_down.connect(self._on_shutting_down, weak=False)
         # A pool process that frees a slot takes over a run waiting behind a busy node.
         celery_signals.task_postrun.connect(stealing.after_run, weak=False)
+        stealing.share_draining()  # before the pool forks: its processes must see it
         worker = app.Worker(
             hostname=o.node,
             queues=[keys.queue_name(o.node)],

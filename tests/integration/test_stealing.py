@@ -2,6 +2,7 @@
 and a full one lets an older run waiting elsewhere take the slot that frees."""
 
 import base64
+import contextlib
 import json
 
 import pytest
@@ -206,3 +207,45 @@ def test_a_look_reads_each_nodes_first_runs_in_serving_order(thief, busy, union,
     assert [names[h.pk] for h in heads] == [
         "urgent", "old", *(f"busy-{i}" for i in reversed(range(2, CANDIDATES + 2)))
     ]  # fmt: skip
+
+
+def test_a_node_in_warm_shutdown_takes_nothing_over_in_any_pool_process(
+    thief, busy, redis, monkeypatch
+):
+    """It consumes no more messages: a run it took over would wait on it until it is
+    declared lost. Its pool processes, forked before, see the flag with no round trip."""
+    import os
+    import warnings
+
+    from distributed_tasks import stealing
+    from distributed_tasks.celery import TASK_NAME
+    from distributed_tasks.nodes import set_current_node
+
+    class Sender:
+        name = TASK_NAME
+
+    monkeypatch.setattr(stealing, "_draining", None)
+    stealing.share_draining()
+    read, write = os.pipe()
+    with warnings.catch_warnings():  # forking with the fixtures' heartbeat threads alive
+        warnings.simplefilter("ignore", DeprecationWarning)
+        child = os.fork()
+    if child == 0:  # pragma: no cover (a pool process: waits for the shutdown, reads the flag)
+        os.close(write)
+        os._exit(0 if os.read(read, 1) and stealing.draining() else 1)
+    waiting = row("waiting", "busy@test", **waited(5))
+    set_current_node(thief)
+    try:
+        stealing.begin_draining()
+        os.write(write, b"x")
+        assert os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) == 0
+        stealing.after_run(sender=Sender())
+        assert TaskRun.objects.get(id=waiting.id).node == "busy@test"
+        stealing.share_draining()  # the next worker of this process starts afresh
+        stealing.after_run(sender=Sender())
+        assert TaskRun.objects.get(id=waiting.id).node == thief.name
+    finally:
+        set_current_node(None)
+        os.close(read), os.close(write)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(child, 0)
