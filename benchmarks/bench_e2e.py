@@ -14,7 +14,7 @@ paused (SIGSTOP of its process groups), N messages are queued, the side is resum
 Queuing is not timed (the submission benchmark measures it). Nodes heartbeat with a
 long ``NODE_TIMEOUT`` here so that a pause never makes them look dead.
 
-Target: distributed_tasks >= 0.8x plain Celery.
+Target: distributed_tasks >= 0.5x plain Celery (issue 13; an earlier issue asked 0.8x).
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def main() -> None:
         + [("median", dt_rate, plain_rate, dt_rate / plain_rate)],
     )
     checks = [
-        common.Check.at_least("distributed_tasks / plain Celery", dt_rate / plain_rate, 0.8),
+        common.Check.at_least("distributed_tasks / plain Celery", dt_rate / plain_rate, 0.5),
         common.Check("distributed_tasks runs/s", dt_rate),
         common.Check("plain Celery runs/s", plain_rate),
     ]

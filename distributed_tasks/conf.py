@@ -45,8 +45,10 @@ DEFAULTS: dict[str, Any] = {
     "HISTORY_RETENTION": 7 * 24 * 3600.0,
     # Bounded-loads factor (1 + epsilon) of the placement ring, against node capacity.
     "BALANCE_FACTOR": 1.25,
-    # Seconds a run waits on a node with no free slot before it moves to one (taken by a
-    # node that frees a slot, or moved by the leader, which looks 4 times a second).
+    # Seconds a run waits on a node with no free slot before the leader moves it to one
+    # (it looks 4 times a second; a node that frees a slot takes such a run at once), and
+    # how much longer a run must have waited elsewhere for a full node to take it ahead
+    # of its own next one (overtake).
     "REBALANCE_AFTER": 0.02,
     # Seconds between two looks of an idle node for runs waiting elsewhere (0: only
     # when one of its pool processes finishes a run).

@@ -57,6 +57,7 @@ from distributed_tasks.types import MoveReason, State
 
 logger = logging.getLogger("distributed_tasks.stealing")
 
+OVERTAKE_EVERY = 0.05  # seconds between two overtake looks of one pool process
 CANDIDATES = 3  # runs tried per steal: others may be taking the oldest ones meanwhile
 IDLE_BACKOFF = 1.0  # seconds between looks at most, while runs wait that none may take
 IN_FLIGHT_FOR = 2.0  # seconds a taken run's slot stays counted until its message arrives
@@ -84,10 +85,12 @@ def queueing_nodes(node: NodeInfo) -> list[str]:
 
 
 class Head(NamedTuple):
-    """A waiting run as far as choosing one needs: no call, no history."""
+    """A waiting run as far as choosing one needs: no call, no history. Its attempt and
+    node fence the take: the row read to move it must still be this attempt there."""
 
     pk: Any
     node: str
+    attempt: int
     priority: int
     run_after: dt.datetime
 
@@ -125,8 +128,13 @@ def _take(node: NodeInfo, heads: list[Head], *, first: bool = False) -> RunMessa
     """Move the first of ``heads`` that no one else took meanwhile to ``node``."""
     if not heads:
         return None
-    rows = get_store().runs.in_bulk([head.pk for head in heads])
-    for run in (rows[head.pk] for head in heads if head.pk in rows):
+    rows = get_store().runs.filter(state=State.QUEUED).in_bulk([head.pk for head in heads])
+    # The message comes from this second read: had the run moved meanwhile (another
+    # thief, the leader), its new attempt would pass the fence; so it must be the one chosen.
+    chosen = (rows.get(head.pk) for head in heads)
+    for run, head in zip(chosen, heads, strict=True):
+        if run is None or (run.attempt, run.node) != (head.attempt, head.node):
+            continue
         new = attempts.next_attempt(
             message_for(run),
             from_states=(State.QUEUED,),
@@ -183,15 +191,19 @@ def overtake(node: NodeInfo) -> RunMessage | None:
     # each, and a run moved just now never qualifies again.
     margin = dt.timedelta(seconds=get_settings().REBALANCE_AFTER)
     due = (now if own is None else own.run_after) - margin
+    # A higher priority goes first too, once it has waited a look's interval: one just
+    # moved to a full node (its run_after is the move) is not taken back by the node it
+    # left while it waits for the slot there to free.
+    settled = now - dt.timedelta(seconds=OVERTAKE_EVERY)
     ahead = [
         run
         for run in runs[: runs.index(own) if own is not None else None]
-        if run.run_after <= due or (own is not None and run.priority > own.priority)
+        if run.run_after <= due
+        or (own is not None and run.priority > own.priority and run.run_after <= settled)
     ]
     return _take(node, ahead[:CANDIDATES], first=True)
 
 
-OVERTAKE_EVERY = 0.05  # seconds between two overtake looks of one pool process
 _overtake_after = [0.0]  # monotonic time of this process's next look
 
 # Set when the node begins its warm shutdown: it consumes no more messages, so a run
@@ -269,7 +281,7 @@ class Stealer(threading.Thread):
                 self.outage.failed(exc)
             else:
                 self.outage.ok()
-                # Runs wait elsewhere but none could be taken (too fresh, other task
+                # Runs wait elsewhere but none could be taken (not due yet, other task
                 # lists): look less often, up to IDLE_BACKOFF, instead of querying the
                 # database 20 times a second for nothing.
                 wait = interval if found is not False else min(wait * 2, IDLE_BACKOFF)
