@@ -82,7 +82,9 @@ def test_running_runs_of_a_killed_node_end_failed_node_lost(full, redis):
                 timeout=detection_deadline(),
                 message=f"{name} to move",
             )
-            assert run.attempt == 2
+            # A new attempt: the move off the lost node, perhaps after an idle node had
+            # already taken it over (stealing) and was the one lost.
+            assert run.attempt >= 2
     finally:
         release(redis, *names)
     for name in set(names) - set(running):

@@ -16,7 +16,7 @@ from distributed_tasks import State, get_status, keys, start_async
 from distributed_tasks.brokers import AmqpBroker, get_broker
 from distributed_tasks.client import ClusterClient
 from tests import tasks
-from tests.cluster.conftest import NODES, wait_finished
+from tests.cluster.conftest import BEATS, NODES, wait_finished
 from tests.engines.conftest import Engine, require, run
 from tests.engines.scenarios import *  # noqa: F403 - the core scenarios, run on this engine
 from tests.support import poll_until
@@ -86,6 +86,10 @@ def test_a_busy_nodes_waiting_runs_start_highest_priority_first(full, redis):
     from tests.backend_contract import tasks as contract
 
     node, client = NODES[0], ClusterClient()
+    # Alone: an idle node would take the waiting runs over at once (work stealing), and a
+    # leader would move them to one: the order seen would no longer be this queue's.
+    for other in (*BEATS, *NODES[1:]):
+        full.stop(other)
     first, last = (f"release:{uuid.uuid4().hex}" for _ in range(2))
     journal = f"journal:{uuid.uuid4().hex}"
     blockers = [client.start_on(node, tasks.wait_for, [key]) for key in (first, last)]
