@@ -118,7 +118,9 @@ def _heads(node: NodeInfo, on: list[str], since: dt.datetime) -> list[Head]:
         for name in on
     ]  # fmt: skip
     if len(heads) > 1 and connections[runs.db].features.supports_slicing_ordering_in_compound:
-        rows = list(heads[0].union(*heads[1:], all=True))
+        # No order of the whole (sorted below): Django 6 would resolve the first part's
+        # ordering against the union's columns, and fail on the model's default one.
+        rows = list(heads[0].union(*heads[1:], all=True).order_by())
     else:
         rows = [row for query in heads for row in query]
     return sorted(map(Head._make, rows), key=lambda h: (-h.priority, h.run_after))
