@@ -173,9 +173,9 @@ def steal(node: NodeInfo, donors: list[str] | None = None) -> RunMessage | None:
 
 def overtake(node: NodeInfo) -> RunMessage | None:
     """On a full ``node`` whose slot just freed: move here the run waiting elsewhere that
-    comes before this node's own next one (higher priority, or as high and waiting
-    ``REBALANCE_AFTER`` longer), its message first in line; None when this node's own
-    run comes first, or none waits.
+    comes before this node's own next one (as high a priority and waiting
+    ``REBALANCE_AFTER`` longer, or a higher one not moved within ``OVERTAKE_EVERY``), its
+    message first in line; None when this node's own run comes first, or none waits.
 
     Only on a broker whose queue has a front (``celery.can_publish_first``): at the back
     the moved run would wait behind this node's own, longer than where it was.
@@ -242,8 +242,8 @@ def after_run(sender: Any = None, **kwargs: Any) -> None:
             steal(node)
         elif (now := time.monotonic()) >= _overtake_after[0]:
             # At most every OVERTAKE_EVERY per pool process: with a backlog every run ends
-            # on a full node, and a look per run (a sort of the waiting runs) halved the
-            # throughput of a busy cluster.
+            # on a full node, and a look per run halved the throughput of a busy cluster
+            # (when a look sorted every waiting run; it reads an index now).
             _overtake_after[0] = now + OVERTAKE_EVERY
             overtake(node)
     except Exception:  # a failed steal leaves the run where it waits: the leader moves it
