@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from redis.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from distributed_tasks import keys, logs, scripts
@@ -279,13 +280,23 @@ def publish(msg: RunMessage, fields: Mapping[str, Any], *, ttl: int = 0, unload:
     """Mirror a transition the database already recorded; a Redis error only logs."""
     global _unloaded
     try:
-        pipe = get_redis().pipeline(transaction=False)
-        update(msg.task_list, msg.name, msg.run_id, msg.attempt, fields, ttl=ttl, client=pipe)
-        if unload:
+        redis = get_redis()
+        if not unload:
+            update(msg.task_list, msg.name, msg.run_id, msg.attempt, fields, ttl=ttl)
+        elif isinstance(redis, RedisCluster):  # the loads hash is in another slot
+            pipe = redis.pipeline(transaction=False)
+            update(msg.task_list, msg.name, msg.run_id, msg.attempt, fields, ttl=ttl, client=pipe)
             pipe.hincrby(keys.loads_key(), msg.node, -1)
-        replies = pipe.execute()
-        if unload:
-            _unloaded = (msg.node, int(replies[-1]))
+            _unloaded = (msg.node, int(pipe.execute()[-1]))
+        else:  # one EVALSHA: no pipeline, no script source sent
+            run_key = keys.run_key(msg.task_list, msg.name)
+            load = scripts.script(scripts.UPDATE_COUNTED)(
+                keys=[run_key, keys.loads_key()],
+                args=[msg.task_list, msg.name, msg.run_id, msg.attempt, ttl, msg.node,
+                      *_flat(fields)],
+                client=redis,
+            )  # fmt: skip
+            _unloaded = (msg.node, int(load))
     except RedisError as exc:
         logger.warning(
             "Could not cache status of %s: %s (the database has it)",
@@ -295,12 +306,15 @@ def publish(msg: RunMessage, fields: Mapping[str, Any], *, ttl: int = 0, unload:
         )
 
 
-def publish_outcome(msg: RunMessage, outcome: Outcome) -> None:
-    """Cache a finished attempt for CLEANUP_TIMEOUT and take it off its node's load."""
+def publish_outcome(msg: RunMessage, outcome: Outcome, *, started_at: float | None = None):
+    """Cache a finished attempt for CLEANUP_TIMEOUT and take it off its node's load.
+
+    ``started_at`` goes with it when given: a short run's status never said RUNNING."""
     now = time.time()
     fields = message_fields(
         msg,
         outcome.state,
+        started_at=started_at,
         finished_at=now,
         reason=outcome.reason,
         error=outcome.error[:500],

@@ -53,6 +53,10 @@ DEFAULTS: dict[str, Any] = {
     # Seconds between two looks of an idle node for runs waiting elsewhere (0: only
     # when one of its pool processes finishes a run).
     "STEAL_INTERVAL": 0.05,
+    # Seconds a run must have been going before its worker caches RUNNING in Redis (what
+    # get_status reads; the row says RUNNING at once): shorter runs skip that round trip
+    # and show QUEUED until their outcome. 0 writes it as each run starts.
+    "RUNNING_STATUS_AFTER": 0.05,
     # Largest JSON payload (args + kwargs) a run may carry, in bytes.
     "MAX_PAYLOAD_BYTES": 256 * 1024,
     # Seconds a run may take when start_async() gives no timeout; None is unbounded.
@@ -104,6 +108,7 @@ class Settings:
     BALANCE_FACTOR: float
     REBALANCE_AFTER: float
     STEAL_INTERVAL: float
+    RUNNING_STATUS_AFTER: float
     MAX_PAYLOAD_BYTES: int
     DEFAULT_TIMEOUT: float | None
     PERIODIC: dict[str, Any]

@@ -115,8 +115,12 @@ def record(
     lost: bool = False,
     duration: float | None = None,
     patience: float | None = None,
+    started_at: float | None = None,
 ) -> bool:
     """Store ``outcome`` for ``msg``'s attempt (or queue its retry); False if fenced out.
+
+    ``started_at``: when the attempt started (epoch seconds), for its cached status,
+    which may never have said RUNNING (``running_status.py``).
 
     Retries while the database does not answer: for ever by default (a pool
     process has nothing better to do), or ``patience`` seconds in the worker's main
@@ -146,7 +150,7 @@ def record(
         return False
     log(msg, outcome, duration=duration, retry=new)
     if new is None:
-        claims.publish_outcome(msg, outcome)
+        claims.publish_outcome(msg, outcome, started_at=started_at)
         try:
             signals.run_finished.send(sender=TaskRun, message=msg, outcome=outcome)
         except Exception:

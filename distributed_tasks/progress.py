@@ -30,7 +30,7 @@ from typing import Any
 from django.db import DatabaseError
 from redis.exceptions import RedisError
 
-from distributed_tasks import claims, keys
+from distributed_tasks import claims, keys, running_status
 from distributed_tasks.connection import get_redis, text
 from distributed_tasks.messages import RunMessage, storable, strict_json
 from distributed_tasks.models import PROGRESS_MESSAGE_LIMIT
@@ -66,6 +66,7 @@ class RunScope:
     cancel: Any = None
     cancel_checked_at: float = -math.inf
     cancel_row_checked_at: float = -math.inf
+    announced: Any = None  # a RUNNING status not written yet (running_status.py)
 
     def fields(self) -> dict[str, Any]:
         """What to write, once the pending values are checked (called under ``lock``)."""
@@ -89,9 +90,12 @@ def scope() -> RunScope | None:
 
 
 @contextlib.contextmanager
-def running(msg: RunMessage) -> Iterator[RunScope]:
-    """Mark ``msg``'s run as the one this thread executes; write its last progress after."""
-    current = RunScope(msg)
+def running(msg: RunMessage, announced: Any = None) -> Iterator[RunScope]:
+    """Mark ``msg``'s run as the one this thread executes; write its last progress after.
+
+    ``announced``: its RUNNING status while not written yet (``running_status.announced``), which
+    the first progress written to Redis writes first."""
+    current = RunScope(msg, announced=announced)
     token = _scope.set(current)
     try:
         yield current
@@ -190,6 +194,9 @@ def _write_redis(current: RunScope) -> None:
         current.redis_at = time.monotonic()
         fields = current.fields()
         try:
+            if current.announced is not None:  # the status says RUNNING before progress
+                running_status.write_now(current.announced)
+                current.announced = None
             claims.set_if_attempt(msg.task_list, msg.name, msg.run_id, msg.attempt, fields)
         except (RedisError, OSError) as exc:
             logger.debug("Progress of %s not cached: %s", msg.name, exc)

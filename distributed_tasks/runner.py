@@ -30,6 +30,7 @@ from distributed_tasks import (
     outcomes,
     progress,
     registry,
+    running_status,
     signals,
     transitions,
 )
@@ -216,18 +217,20 @@ def execute(body: Any, limits: tuple | None = None, task_id: str | None = None) 
     if truth is None:
         return None
     msg = truth
-    began = time.monotonic()
+    began, started_at = time.monotonic(), time.time()
     try:
-        claims.publish(msg, claims.message_fields(msg, State.RUNNING, started_at=time.time()))
-        signals.run_started.send(sender=TaskRun, message=msg)
-        with progress.running(msg):  # report_progress() and cancel_requested() see the run
-            outcome = _guard(msg)
+        fields = claims.message_fields(msg, State.RUNNING, started_at=started_at)
+        with running_status.announced(msg, fields) as announced:  # Redis says RUNNING in a moment
+            signals.run_started.send(sender=TaskRun, message=msg)
+            # report_progress() and cancel_requested() see the run
+            with progress.running(msg, announced):
+                outcome = _guard(msg)
     except BaseException as exc:  # a run_started receiver, or our own bug: still an outcome
         outcome = Outcome.failed(Reason.EXCEPTION, exc)
         if not isinstance(exc, Exception):
-            outcomes.record(msg, outcome, duration=time.monotonic() - began)
+            outcomes.record(msg, outcome, duration=time.monotonic() - began, started_at=started_at)
             raise
-    outcomes.record(msg, outcome, duration=time.monotonic() - began)
+    outcomes.record(msg, outcome, duration=time.monotonic() - began, started_at=started_at)
     return outcome
 
 

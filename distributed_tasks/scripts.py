@@ -105,17 +105,37 @@ return refused
 # attempt, so a stale writer never overwrites a newer run or attempt. Within one
 # attempt fields accumulate (started_at survives DONE); a newer attempt replaces the
 # whole status.
-UPDATE = """
-local cur = redis.call('HMGET', KEYS[1], 'run_id', 'attempt', 'task_list', 'name')
-local mine = cur[1] and cur[3] == ARGV[1] and cur[4] == ARGV[2]
-if mine and (cur[1] ~= ARGV[3] or tonumber(cur[2]) > tonumber(ARGV[4])) then
-  return 0
+_UPDATE_FUNCTION = """
+local function update(key, task_list, name, run_id, attempt, ttl, fields)
+  local cur = redis.call('HMGET', key, 'run_id', 'attempt', 'task_list', 'name')
+  local mine = cur[1] and cur[3] == task_list and cur[4] == name
+  if mine and (cur[1] ~= run_id or tonumber(cur[2]) > attempt) then
+    return 0
+  end
+  if not mine or tonumber(cur[2]) < attempt then redis.call('DEL', key) end
+  redis.call('HSET', key, 'task_list', task_list, 'name', name, unpack(fields))
+  if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+  return 1
 end
-if not mine or tonumber(cur[2]) < tonumber(ARGV[4]) then redis.call('DEL', KEYS[1]) end
-redis.call('HSET', KEYS[1], 'task_list', ARGV[1], 'name', ARGV[2], unpack(ARGV, 6))
-if tonumber(ARGV[5]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[5]) end
-return 1
 """
+UPDATE = (
+    _UPDATE_FUNCTION
+    + "return update(KEYS[1], ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), "
+    "{unpack(ARGV, 6)})"
+)
+
+# An attempt's outcome and its node's load given back in one call, on one server (as
+# CLAIM_COUNTED: on Redis Cluster the loads hash is in another slot, and the count goes in
+# a pipeline beside UPDATE). KEYS[1] run key, KEYS[2] loads hash. ARGV[1..5] as UPDATE's,
+# ARGV[6] the node, ARGV[7..] the status. Returns the node's load after.
+UPDATE_COUNTED = (
+    _UPDATE_FUNCTION
+    + """
+update(KEYS[1], ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]),
+       {unpack(ARGV, 7)})
+return redis.call('HINCRBY', KEYS[2], ARGV[6], -1)
+"""
+)
 
 # KEYS[1] run key. ARGV[1] task list, ARGV[2] name, ARGV[3] TTL in ms (0: none),
 # ARGV[4..] the status. Writes only when the key holds nothing for this name: used to

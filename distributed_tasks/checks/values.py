@@ -77,6 +77,7 @@ VALIDATORS: dict[str, Callable[[Any], str | None]] = {
     "BALANCE_FACTOR": _number(minimum=1),
     "REBALANCE_AFTER": _number(minimum=-1e-9),
     "STEAL_INTERVAL": _number(minimum=-1e-9),
+    "RUNNING_STATUS_AFTER": _number(minimum=-1e-9),
     "MAX_PAYLOAD_BYTES": _number(integer=True),
     "DEFAULT_TIMEOUT": _number(optional=True),
     "PERIODIC": _dict,
