@@ -9,6 +9,9 @@
 5. publish the message to ``dt.node.<node>`` (after commit when called inside a
    transaction, so the worker can see the row).
 
+A single plain start outside a transaction skips the claim (``database_first.py``): the
+INSERT decides, then its status, load and message go to Redis in one call.
+
 A start that fails after its claim (the database, Redis or the broker stops
 answering) is rolled back entry by entry: its row, its claim and its node-load
 count are removed, and the caller gets a ``DistributedTasksError``
@@ -27,7 +30,16 @@ from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from distributed_tasks import batches, celery, claims, lifecycle, logs, signals, status
+from distributed_tasks import (
+    batches,
+    celery,
+    claims,
+    database_first,
+    lifecycle,
+    logs,
+    signals,
+    status,
+)
 from distributed_tasks.claims import ClaimOutcome, ClaimReply
 from distributed_tasks.conf import get_settings
 from distributed_tasks.connection import get_redis
@@ -80,10 +92,13 @@ class ClusterClient:
             Start.new(r, node or self.placement.choose(r.task_list, r.name), now) for r in requests
         ]
         try:
-            claimed = self._claim(starts, now)
-            self._check_reuse(claimed)
-            recorded = self._insert([s for s in claimed if s.outcome is None])
-            self._publish(recorded)
+            if redis := database_first.applies(starts, get_store().alias):
+                self._insert_first(redis, starts[0])
+            else:
+                claimed = self._claim(starts, now)
+                self._check_reuse(claimed)
+                recorded = self._insert([s for s in claimed if s.outcome is None])
+                self._publish(recorded)
         except BaseException as exc:
             self._roll_back(starts)
             if all(s.outcome is not None for s in starts):  # every entry went out after all
@@ -93,6 +108,15 @@ class ClusterClient:
                 raise
             raise error from exc
         return self._answer(starts)
+
+    def _insert_first(self, redis: Any, s: Start) -> None:
+        """The database decides, then Redis takes status, load and message in one call."""
+        if not self._insert([s]):
+            self.placement.unchoose(s.message.node)
+            return
+        database_first.queue(redis, s)
+        s.outcome, s.sent = s.handle, True
+        signals.run_queued.send(sender=TaskRun, handle=s.outcome)
 
     def _answer(self, starts: list[Start]) -> list[TaskHandle | AlreadyRunning]:
         signals.send_refusals(TaskRun, (s.outcome for s in starts))

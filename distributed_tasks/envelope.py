@@ -158,6 +158,11 @@ def push(
         for key, envelopes in lists.items():
             getattr(pipe, add)(key, *envelopes)
         pipe.execute()
+    published(messages)
+
+
+def published(messages: Sequence[tuple[RunMessage, float | None]]) -> None:
+    """Celery's ``after_task_publish`` for messages this module pushed, when it has receivers."""
     if celery_signals.after_task_publish.receivers:
         for msg, _ in messages:
             celery_signals.after_task_publish.send(

@@ -99,6 +99,30 @@ return refused
 """
 )
 
+# A start the database already decided (database_first.py), on one server: its QUEUED
+# status, its node's load and its message in one call. KEYS[1] run key, KEYS[2] loads
+# hash, KEYS[3] the node's queue list. ARGV[1] task list, ARGV[2] name, ARGV[3] run id,
+# ARGV[4] queued_at, ARGV[5] node, ARGV[6] the message, ARGV[7..] the status. The status
+# (marked 'pushed') replaces what the key holds unless that is this very run (a status
+# read warmed the cache from its row, or a cancel already ended it) or a run queued after
+# it (which took the name once this run ended). Returns 0, changing nothing, when the key
+# holds this run marked 'pushed': the same call sent again (redis-py re-sends a command
+# whose reply a dropped connection lost), which must not count or push twice.
+QUEUE = """
+local cur = redis.call('HMGET', KEYS[1], 'run_id', 'queued_at', 'task_list', 'name', 'pushed')
+local mine = cur[3] == ARGV[1] and cur[4] == ARGV[2]
+if mine and cur[1] == ARGV[3] then
+  if cur[5] then return 0 end
+  redis.call('HSET', KEYS[1], 'pushed', '1')
+elseif not mine or tonumber(cur[2] or '0') <= tonumber(ARGV[4]) then
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], 'task_list', ARGV[1], 'name', ARGV[2], 'pushed', '1',
+             unpack(ARGV, 7))
+end
+redis.call('HINCRBY', KEYS[2], ARGV[5], 1)
+return redis.call('LPUSH', KEYS[3], ARGV[6])
+"""
+
 # KEYS[1] run key. ARGV[1] task list, ARGV[2] name, ARGV[3] run id, ARGV[4] attempt,
 # ARGV[5] TTL in ms (0: keep for ever), ARGV[6..] status fields. Writes only if the
 # key is missing (Redis was flushed) or holds the same run at the same or an older

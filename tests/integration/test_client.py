@@ -202,17 +202,28 @@ def test_stale_claim_without_a_row_is_replaced(node, redis):
     assert claims.read("default", "orphan")["run_id"] == handle.run_id
 
 
-def test_fresh_claim_without_a_row_is_respected(node):
-    fresh = {
-        "state": "QUEUED",
-        "run_id": "c0ffee" * 5 + "00",
-        "node": node.name,
-        "attempt": 1,
-        "queued_at": time.time(),
-    }
-    claims.claim("default", "in-flight", fresh, reuse="allow")
-    with pytest.raises(AlreadyRunning):
+def _fresh_claim(node, name: str) -> str:
+    run_id = "c0ffee" * 5 + "00"
+    fresh = {"state": "QUEUED", "run_id": run_id, "node": node.name, "attempt": 1,
+             "queued_at": time.time()}  # fmt: skip
+    claims.claim("default", name, fresh, reuse="allow")
+    return run_id
+
+
+def test_fresh_claim_without_a_row_is_respected_by_a_start_that_claims_first(node):
+    """A start inside a transaction claims before its INSERT: an in-flight claim refuses it."""
+    _fresh_claim(node, "in-flight")
+    with pytest.raises(AlreadyRunning), transaction.atomic():
         start_async(tasks.add, [1, 2], name="in-flight")
+
+
+def test_a_single_start_is_decided_by_the_database_not_by_a_claim_without_a_row(node, redis):
+    """database_first.py: the row decides; the claim's start, if it ever inserts, is refused."""
+    _fresh_claim(node, "in-flight")
+    handle = start_async(tasks.add, [1, 2], name="in-flight")
+    assert TaskRun.objects.get(name="in-flight").run_id == handle.run_id
+    assert claims.read("default", "in-flight")["run_id"] == handle.run_id
+    assert [b["run_id"] for b in bodies(redis)] == [handle.run_id]
 
 
 def test_get_status_of_unknown_names_is_not_found():

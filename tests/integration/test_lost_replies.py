@@ -5,7 +5,10 @@ name while it executes; the start counts as sent instead (review item 1). Likewi
 claim whose reply was lost is taken back (review item 4).
 """
 
+import contextlib
+
 import pytest
+from django.db import transaction
 from redis.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeout
@@ -15,6 +18,7 @@ from distributed_tasks import (
     ClusterUnavailable,
     celery,
     claims,
+    database_first,
     keys,
     lifecycle,
     scripts,
@@ -26,6 +30,7 @@ from distributed_tasks.models import TaskRun
 from distributed_tasks.store import get_store, message_for
 from distributed_tasks.types import Outcome, Reason, State
 from tests import tasks
+from tests.support import queued
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -50,6 +55,15 @@ def reply_lost(monkeypatch):
             raise celery.PublishFailed(0) from exc
 
     monkeypatch.setattr(celery, "publish", publish)
+    queue = database_first.queue
+
+    def queue_then_lose_the_reply(redis, s):  # a single start: one Redis call after the row
+        queue(redis, s)
+        if s.message.name in started:
+            assert get_store().mark_running(s.message, "inc") is not None
+            raise RedisTimeout("Timeout reading from socket")
+
+    monkeypatch.setattr(database_first, "queue", queue_then_lose_the_reply)
     return started
 
 
@@ -129,10 +143,14 @@ def test_a_claim_whose_reply_was_lost_is_taken_back(node, redis, monkeypatch, ho
         assert start_async(tasks.add, [1, 2], name=name).name == name
 
 
-def test_a_claim_sent_again_after_its_reply_was_lost_starts_the_run_once(node, redis, monkeypatch):
-    """The claim script ran, its reply was lost, and redis-py sent it again (it retries a
-    command after a connection error): the start goes on; it is not refused by its own
-    claim, which would leave a claim with no row holding the name."""
+@pytest.mark.parametrize("walk", ["database first", "claim first"])
+def test_a_script_sent_again_after_its_reply_was_lost_starts_the_run_once(
+    node, redis, monkeypatch, walk
+):
+    """The script ran, its reply was lost, and redis-py sent it again (it retries a command
+    after a connection error): the start goes on, counted and pushed once. The claim of a
+    start inside a transaction is not refused by itself (which would leave a claim with
+    no row holding the name); a single start's status, load and message are not doubled."""
     target = scripts.RegisteredScript
     real = target.__call__
 
@@ -141,10 +159,12 @@ def test_a_claim_sent_again_after_its_reply_was_lost_starts_the_run_once(node, r
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(target, "__call__", twice)
-    handle = start_async(tasks.add, [1, 2], name="sent-twice")
+    with transaction.atomic() if walk == "claim first" else contextlib.nullcontext():
+        handle = start_async(tasks.add, [1, 2], name="sent-twice")
     assert TaskRun.objects.get(id=handle.run_id).state == State.QUEUED
     assert redis.hget(keys.run_key("default", "sent-twice"), "run_id").decode() == handle.run_id
     assert int(redis.hget(keys.loads_key(), node.name)) == 1  # counted once
+    assert len(queued(redis, node.name)) == 1  # one message
 
 
 def test_a_row_whose_insert_committed_but_whose_reply_was_lost_is_taken_back(
