@@ -90,14 +90,14 @@ def paced_runs(seconds: float, rounds: int, writes: Writes) -> dict[str, list[fl
 def per_call_ns(count: int) -> float:
     """Nanoseconds per report_progress() call in a tight loop inside a RUNNING run."""
     from benchmarks.tasks import noop
-    from distributed_tasks import claims, progress, report_progress, start_async
+    from distributed_tasks import claims, mirror, progress, report_progress, start_async
     from distributed_tasks.store import get_store, message_for
     from distributed_tasks.types import State
 
     handle = start_async(noop, [None])
     msg = message_for(get_store().get(handle.run_id))
     get_store().mark_running(msg, "bench")
-    claims.publish(msg, claims.message_fields(msg, State.RUNNING))
+    mirror.publish(msg, claims.message_fields(msg, State.RUNNING))
     with progress.running(msg):
         began = time.perf_counter_ns()
         for i in range(count):

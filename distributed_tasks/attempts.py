@@ -19,7 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from distributed_tasks import celery, claims, keys, logs, signals
+from distributed_tasks import celery, claims, keys, logs, mirror, signals
 from distributed_tasks.connection import get_redis
 from distributed_tasks.messages import RunMessage
 from distributed_tasks.placement import Placement
@@ -73,7 +73,7 @@ def deliver(msg: RunMessage, countdown: float | None = None, *, first: bool = Fa
 def _announce(old: RunMessage, new: RunMessage, countdown: float, first: bool) -> None:
     # A newer attempt replaces the whole cached status: the earlier attempt's error
     # is in the run's history (``TaskRun.attempts``), not in the current status.
-    claims.publish(new, claims.message_fields(new, State.QUEUED))
+    mirror.publish(new, claims.message_fields(new, State.QUEUED))
     # Loads are approximate and rebuilt by the orchestrator every tick.
     with contextlib.suppress(RedisError):
         pipe = get_redis().pipeline(transaction=False)

@@ -17,14 +17,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from redis.cluster import RedisCluster
-from redis.exceptions import RedisError
-
-from distributed_tasks import keys, logs, scripts
+from distributed_tasks import keys, scripts
 from distributed_tasks.conf import get_settings
 from distributed_tasks.connection import as_dict, get_redis, text
 from distributed_tasks.messages import RunMessage
-from distributed_tasks.types import Outcome, State, TaskStatus
+from distributed_tasks.types import State, TaskStatus
 
 logger = logging.getLogger("distributed_tasks.claims")
 
@@ -70,7 +67,7 @@ class ClaimReply:
         return self.queued_at is None or now - self.queued_at > CLAIM_GRACE
 
 
-def _flat(fields: Mapping[str, Any]) -> list[str]:
+def flat(fields: Mapping[str, Any]) -> list[str]:
     out: list[str] = []
     for key, value in fields.items():
         if value is None or value == "":
@@ -110,7 +107,7 @@ def claim(
     cutoff = time.time() - get_settings().CLEANUP_TIMEOUT
     return scripts.script(scripts.CLAIM)(
         keys=[keys.run_key(task_list, name)],
-        args=[task_list, name, reuse, replace_run_id, cutoff, *_flat(fields)],
+        args=[task_list, name, reuse, replace_run_id, cutoff, *flat(fields)],
         client=client or get_redis(),
     )
 
@@ -128,7 +125,7 @@ def update(
     """Replace the status of ``run_id`` unless a newer run or attempt holds the name."""
     return scripts.script(scripts.UPDATE)(
         keys=[keys.run_key(task_list, name)],
-        args=[task_list, name, run_id, attempt, ttl, *_flat(fields)],
+        args=[task_list, name, run_id, attempt, ttl, *flat(fields)],
         client=client or get_redis(),
     )
 
@@ -137,7 +134,7 @@ def fill(task_list: str, name: str, fields: Mapping[str, Any], *, ttl: int = 0) 
     """Warm the cache from the database, only where Redis has nothing for the name."""
     return scripts.script(scripts.FILL)(
         keys=[keys.run_key(task_list, name)],
-        args=[task_list, name, ttl, *_flat(fields)],
+        args=[task_list, name, ttl, *flat(fields)],
         client=get_redis(),
     )
 
@@ -234,13 +231,13 @@ def set_if_attempt(
 ) -> bool:
     """Add ``fields`` to the status of this active attempt; False when it is not (any more)
     the attempt Redis holds for the name. Raises ``RedisError``."""
-    flat = _flat(fields)
-    if not flat:
+    pairs = flat(fields)
+    if not pairs:
         return False
     return bool(
         scripts.script(scripts.SET_IF_ATTEMPT)(
             keys=[keys.run_key(task_list, name)],
-            args=[task_list, name, run_id, attempt, *flat],
+            args=[task_list, name, run_id, attempt, *pairs],
             client=get_redis(),
         )
     )
@@ -261,64 +258,4 @@ def message_fields(msg: RunMessage, state: State, **extra: Any) -> dict[str, Any
 
 def message_pairs(msg: RunMessage, state: State) -> list[str]:
     """``message_fields`` as the flat field/value list a claim script takes."""
-    return _flat(message_fields(msg, state))
-
-
-# (node, its load) as the last ``unload`` left it in this process: a pool process that
-# just ended a run knows whether its node has a free slot without asking (stealing.py).
-_unloaded: tuple[str, int] | None = None
-
-
-def take_unloaded(node: str) -> int | None:
-    """``node``'s load as this process's last outcome left it, once; None if unknown."""
-    global _unloaded
-    last, _unloaded = _unloaded, None
-    return last[1] if last is not None and last[0] == node else None
-
-
-def publish(msg: RunMessage, fields: Mapping[str, Any], *, ttl: int = 0, unload: bool = False):
-    """Mirror a transition the database already recorded; a Redis error only logs."""
-    global _unloaded
-    try:
-        redis = get_redis()
-        if not unload:
-            update(msg.task_list, msg.name, msg.run_id, msg.attempt, fields, ttl=ttl)
-        elif isinstance(redis, RedisCluster):  # the loads hash is in another slot
-            pipe = redis.pipeline(transaction=False)
-            update(msg.task_list, msg.name, msg.run_id, msg.attempt, fields, ttl=ttl, client=pipe)
-            pipe.hincrby(keys.loads_key(), msg.node, -1)
-            _unloaded = (msg.node, int(pipe.execute()[-1]))
-        else:  # one EVALSHA: no pipeline, no script source sent
-            run_key = keys.run_key(msg.task_list, msg.name)
-            load = scripts.script(scripts.UPDATE_COUNTED)(
-                keys=[run_key, keys.loads_key()],
-                args=[msg.task_list, msg.name, msg.run_id, msg.attempt, ttl, msg.node,
-                      *_flat(fields)],
-                client=redis,
-            )  # fmt: skip
-            _unloaded = (msg.node, int(load))
-    except RedisError as exc:
-        logger.warning(
-            "Could not cache status of %s: %s (the database has it)",
-            msg.name,
-            exc,
-            extra=logs.run_extra(msg, "cache_failed"),
-        )
-
-
-def publish_outcome(msg: RunMessage, outcome: Outcome, *, started_at: float | None = None):
-    """Cache a finished attempt for CLEANUP_TIMEOUT and take it off its node's load.
-
-    ``started_at`` goes with it when given: a short run's status never said RUNNING."""
-    now = time.time()
-    fields = message_fields(
-        msg,
-        outcome.state,
-        started_at=started_at,
-        finished_at=now,
-        reason=outcome.reason,
-        error=outcome.error[:500],
-        error_type=outcome.error_type,
-        **encode_result(outcome.result),
-    )
-    publish(msg, fields, ttl=ttl_ms(outcome.state, now, now), unload=True)
+    return flat(message_fields(msg, state))

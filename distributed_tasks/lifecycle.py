@@ -14,7 +14,7 @@ import logging
 from django.db import connections, transaction
 from redis.exceptions import RedisError
 
-from distributed_tasks import cancellation, celery, claims, signals
+from distributed_tasks import cancellation, celery, claims, mirror, signals
 from distributed_tasks.exceptions import (
     AlreadyRunning,
     ClusterUnavailable,
@@ -91,7 +91,7 @@ def cancel(
     else:
         raise not_cancellable(store.latest(task_list, name) or run)
     msg = message_for(run)
-    claims.publish_outcome(msg, outcome)
+    mirror.publish_outcome(msg, outcome)
     signals.run_finished.send(sender=TaskRun, message=msg, outcome=outcome)
 
 

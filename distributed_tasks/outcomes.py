@@ -17,7 +17,7 @@ from dataclasses import replace
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import DatabaseError
 
-from distributed_tasks import attempts, claims, logs, signals
+from distributed_tasks import attempts, logs, mirror, signals
 from distributed_tasks.exceptions import ClusterUnavailable
 from distributed_tasks.messages import RunMessage, storable
 from distributed_tasks.models import TaskRun
@@ -150,7 +150,7 @@ def record(
         return False
     log(msg, outcome, duration=duration, retry=new)
     if new is None:
-        claims.publish_outcome(msg, outcome, started_at=started_at)
+        mirror.publish_outcome(msg, outcome, started_at=started_at)
         try:
             signals.run_finished.send(sender=TaskRun, message=msg, outcome=outcome)
         except Exception:

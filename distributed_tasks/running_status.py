@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from distributed_tasks import claims
+from distributed_tasks import mirror
 from distributed_tasks.conf import get_settings
 from distributed_tasks.messages import RunMessage
 
@@ -74,7 +74,7 @@ class Announcer:
         """Write ``item`` at once if it is still pending (a progress report shows RUNNING)."""
         with self.lock:
             if self.pending.pop(id(item), None) is not None:
-                claims.publish(item.msg, item.fields)
+                mirror.publish(item.msg, item.fields)
 
     def _ensure_thread(self) -> None:
         pid = os.getpid()
@@ -104,7 +104,7 @@ class Announcer:
                 due = [p for p in self.pending.values() if p.due <= now]
                 for item in due:
                     del self.pending[id(item)]
-                    claims.publish(item.msg, item.fields)  # a Redis error only logs
+                    mirror.publish(item.msg, item.fields)  # a Redis error only logs
                 later = min((p.due for p in self.pending.values()), default=None)
             if later is not None:
                 time.sleep(max(0.0, later - time.monotonic()))
@@ -119,7 +119,7 @@ def announced(msg: RunMessage, fields: Mapping[str, Any]) -> Iterator[Pending | 
     (at once when it is 0); on leaving, a write not made yet is taken back."""
     after = get_settings().RUNNING_STATUS_AFTER
     if after <= 0:
-        claims.publish(msg, fields)
+        mirror.publish(msg, fields)
         yield None
         return
     item = Pending(msg, fields, time.monotonic() + after)

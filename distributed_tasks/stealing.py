@@ -44,7 +44,7 @@ from typing import Any, NamedTuple
 from django.db import connections
 from django.utils import timezone
 
-from distributed_tasks import attempts, celery, claims, keys, logs
+from distributed_tasks import attempts, celery, keys, logs, mirror
 from distributed_tasks.celery import TASK_NAME
 from distributed_tasks.conf import get_settings
 from distributed_tasks.connection import as_dict, get_redis
@@ -238,7 +238,7 @@ def after_run(sender: Any = None, **kwargs: Any) -> None:
         return
     try:
         # The run's outcome, published just before, read the node's load: no round trip.
-        if has_free_slot(node, claims.take_unloaded(node.name)):
+        if has_free_slot(node, mirror.take_unloaded(node.name)):
             steal(node)
         elif (now := time.monotonic()) >= _overtake_after[0]:
             # At most every OVERTAKE_EVERY per pool process: with a backlog every run ends

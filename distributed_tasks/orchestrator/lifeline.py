@@ -27,7 +27,7 @@ from django.db import transaction
 from django.db.models import Q
 from redis.exceptions import RedisError
 
-from distributed_tasks import attempts, claims, keys, logs, runner, scripts, signals
+from distributed_tasks import attempts, claims, keys, logs, mirror, runner, scripts, signals
 from distributed_tasks.brokers import get_broker
 from distributed_tasks.conf import get_settings
 from distributed_tasks.connection import get_redis
@@ -216,7 +216,7 @@ def _park(msg: RunMessage, outcome: Outcome, ctx: TickContext, countdown: float)
         new = msg.for_attempt(msg.attempt + 1, PARKED)
         fields = claims.message_fields(new, State.QUEUED)
         for announce in (
-            lambda: claims.publish(new, fields),
+            lambda: mirror.publish(new, fields),
             lambda: signals.send_moved(RunMessage, new, msg, outcome),  # run_retried
         ):
             transaction.on_commit(announce, using=get_store().alias, robust=True)
@@ -224,7 +224,7 @@ def _park(msg: RunMessage, outcome: Outcome, ctx: TickContext, countdown: float)
 
 
 def _finished(msg, outcome: Outcome, error: type[Exception]) -> None:
-    claims.publish_outcome(msg, outcome)
+    mirror.publish_outcome(msg, outcome)
     runner.call_hook(msg, "on_failure", error(outcome.error))
     signals.run_finished.send(sender=TaskRun, message=msg, outcome=outcome)
     logger.warning(

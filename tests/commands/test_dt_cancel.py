@@ -5,7 +5,7 @@ import json
 import pytest
 from django.core.management.base import CommandError
 
-from distributed_tasks import State, claims, runner, start_async
+from distributed_tasks import State, claims, mirror, runner, start_async
 from distributed_tasks.models import TaskRun
 from distributed_tasks.store import get_store, message_for
 from tests import tasks
@@ -34,7 +34,7 @@ def test_a_running_run_is_asked_to_stop_forced_after_the_grace(run_command, node
     run = TaskRun.objects.get(name="busy")
     msg = message_for(run)
     assert get_store().mark_running(msg, "incarnation")
-    claims.publish(msg, claims.message_fields(msg, State.RUNNING))
+    mirror.publish(msg, claims.message_fields(msg, State.RUNNING))
     out = run_command("dt_cancel", "busy", "--force", "--grace", "4", "--by", "erin")
     assert out.strip() == (
         f"Asked 'busy' in task list 'default' (run {handle.run_id}, RUNNING on idle@test) to "

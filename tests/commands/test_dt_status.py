@@ -5,7 +5,16 @@ import json
 import pytest
 from django.core.management.base import CommandError
 
-from distributed_tasks import State, api, claims, progress, report_progress, runner, start_async
+from distributed_tasks import (
+    State,
+    api,
+    claims,
+    mirror,
+    progress,
+    report_progress,
+    runner,
+    start_async,
+)
 from distributed_tasks.models import TaskRun
 from distributed_tasks.store import message_for
 from tests import tasks
@@ -122,7 +131,7 @@ def test_progress_and_a_cancel_request_are_shown(run_command, node):
     start_async(tasks.report_many, [4], name="shown")
     run = TaskRun.objects.get(name="shown")
     TaskRun.objects.filter(id=run.id).update(state="RUNNING")
-    claims.publish(message_for(run), claims.message_fields(message_for(run), State.RUNNING))
+    mirror.publish(message_for(run), claims.message_fields(message_for(run), State.RUNNING))
     api.cancel("shown", by="frank")
     with progress.running(message_for(run)):
         report_progress(0.42, "half way", items=21)

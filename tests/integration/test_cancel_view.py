@@ -4,7 +4,7 @@ stop in the user's name; permissions, CSRF and bad input answer JSON errors."""
 import pytest
 from django.test import Client
 
-from distributed_tasks import State, claims, runner, start_async
+from distributed_tasks import State, claims, mirror, runner, start_async
 from distributed_tasks.models import TaskRun
 from distributed_tasks.store import get_store, message_for
 from tests import tasks
@@ -64,7 +64,7 @@ def started(run: TaskRun) -> None:
     """The run as its worker leaves it once started: RUNNING in the row and in Redis."""
     msg = message_for(run)
     assert get_store().mark_running(msg, "incarnation")
-    claims.publish(msg, claims.message_fields(msg, State.RUNNING))
+    mirror.publish(msg, claims.message_fields(msg, State.RUNNING))
 
 
 def test_cancel_of_a_running_run_asks_it_to_stop_in_the_users_name(login, node):

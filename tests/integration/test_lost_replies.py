@@ -17,10 +17,10 @@ from distributed_tasks import (
     AlreadyRunning,
     ClusterUnavailable,
     celery,
-    claims,
     database_first,
     keys,
     lifecycle,
+    mirror,
     scripts,
     signals,
     start_async,
@@ -99,7 +99,7 @@ def test_a_retry_the_worker_already_began_is_answered_not_ended(node, redis, rep
     assert get_store().mark_running(msg, "inc") is not None
     failed = Outcome.failed(Reason.EXCEPTION, message="boom")
     assert get_store().mark_finished(msg, failed)
-    claims.publish_outcome(msg, failed)
+    mirror.publish_outcome(msg, failed)
     reply_lost.add("again")
     retried = lifecycle.retry("again")
     row = TaskRun.objects.get(id=handle.run_id)

@@ -12,6 +12,7 @@ from distributed_tasks import (
     claims,
     get_status,
     keys,
+    mirror,
     progress,
     report_progress,
     runner,
@@ -57,11 +58,11 @@ def test_a_stale_attempts_progress_is_dropped(node, redis):
     handle = start_async(tasks.add, [1, 2], name="moved")
     old = message_for(TaskRun.objects.get(id=handle.run_id))
     assert get_store().mark_running(old, "incarnation")
-    claims.publish(old, claims.message_fields(old, State.RUNNING))
+    mirror.publish(old, claims.message_fields(old, State.RUNNING))
     # The attempt moves on (its node was declared lost, say): attempt 2 holds the run.
     assert get_store().requeue(old, node=old.node, run_after=timezone.now())
     new = old.for_attempt(2, old.node)
-    claims.publish(new, claims.message_fields(new, State.QUEUED))
+    mirror.publish(new, claims.message_fields(new, State.QUEUED))
     with progress.running(old):
         report_progress(0.9, "from the past", late=True)
     row = TaskRun.objects.get(id=handle.run_id)
@@ -112,7 +113,7 @@ def test_a_run_reads_its_row_when_redis_lost_the_request(node, redis):
     handle = start_async(tasks.add, [1, 2], name="flushed")
     msg = message_for(TaskRun.objects.get(id=handle.run_id))
     assert get_store().mark_running(msg, "incarnation")
-    claims.publish(msg, claims.message_fields(msg, State.RUNNING))
+    mirror.publish(msg, claims.message_fields(msg, State.RUNNING))
     with progress.running(msg):
         assert cancel_requested() is False
         cancel("flushed", by="dana")

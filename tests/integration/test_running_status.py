@@ -10,7 +10,7 @@ import pytest
 from django.db import connections
 from django.test import override_settings
 
-from distributed_tasks import State, claims, get_status, runner, start_async
+from distributed_tasks import State, get_status, mirror, runner, start_async
 from distributed_tasks.conf import get_settings
 from distributed_tasks.models import TaskRun
 from distributed_tasks.store import message_for
@@ -26,15 +26,15 @@ def _body(name: str):
 
 @pytest.fixture
 def published(monkeypatch):
-    """The states written to Redis by ``claims.publish``, in order."""
+    """The states written to Redis by ``mirror.publish``, in order."""
     states: list[str] = []
-    publish = claims.publish
+    publish = mirror.publish
 
     def spy(msg, fields, **kwargs):
         states.append(fields["state"])
         return publish(msg, fields, **kwargs)
 
-    monkeypatch.setattr(claims, "publish", spy)
+    monkeypatch.setattr(mirror, "publish", spy)
     return states
 
 
