@@ -121,9 +121,11 @@ def update(
     *,
     ttl: int = 0,
     client: Any = None,
+    active_only: bool = False,
 ) -> Any:
-    """Replace the status of ``run_id`` unless a newer run or attempt holds the name."""
-    return scripts.script(scripts.UPDATE)(
+    """Replace the status of ``run_id`` unless a newer run or attempt holds the name
+    (``active_only``: or this attempt's outcome is already there)."""
+    return scripts.script(scripts.UPDATE_ACTIVE if active_only else scripts.UPDATE)(
         keys=[keys.run_key(task_list, name)],
         args=[task_list, name, run_id, attempt, ttl, *flat(fields)],
         client=client or get_redis(),

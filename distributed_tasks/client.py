@@ -111,7 +111,7 @@ class ClusterClient:
 
     def _insert_first(self, redis: Any, s: Start) -> None:
         """The database decides, then Redis takes status, load and message in one call."""
-        if not self._insert([s]):
+        if not self._insert([s], repair=False):  # the cache is not what refused it
             self.placement.unchoose(s.message.node)
             return
         database_first.queue(redis, s)
@@ -250,7 +250,7 @@ class ClusterClient:
         signals.run_queued.send(sender=TaskRun, handle=s.outcome)
         return True
 
-    def _insert(self, starts: list[Start]) -> list[Start]:
+    def _insert(self, starts: list[Start], *, repair: bool = True) -> list[Start]:
         if not starts:
             return []
         store = get_store()
@@ -266,9 +266,10 @@ class ClusterClient:
             if error is None:
                 recorded.append(s)
                 continue
-            # Redis let it through but the database has an active run: Redis lost it.
+            # The database has an active run: Redis lost it (claim first) or never decided.
             self._abandon(s)
-            self._repair(s.message.task_list, s.message.name)
+            if repair:
+                self._repair(s.message.task_list, s.message.name)
             s.outcome = s.refusal(
                 ClaimReply(
                     ClaimOutcome.ACTIVE, run_id=error.run_id, node=error.node, state=error.state

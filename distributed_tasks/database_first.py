@@ -8,14 +8,17 @@ start (one run, outside a transaction, no countdown, any earlier run's name reus
 run messages pushed by ``envelope.py`` into the same single Redis that caches
 statuses) inserts its row first, and then writes its QUEUED status, counts its node's
 load and pushes its message in one ``EVALSHA`` (``scripts.QUEUE``): one statement and
-one round trip, where a refused start costs the INSERT and a read of the active run.
+one round trip. A refused start costs the INSERT that fails and a read of the active
+run it names (the claim-first walk refused in one Redis round trip).
 
 What the claim-first walk guaranteed still holds: a refused or failed start leaves no
 row, no status, no load and no message (``client.py`` undoes a failure as for any
 start); a process that dies between the INSERT and the Redis call leaves a QUEUED row
 without a message, which the leader publishes after ``ORPHAN_AFTER``. One thing
 differs: a claim in Redis without a row no longer refuses such a start; whichever
-INSERT comes first wins, and the other start is refused with the winner's run.
+INSERT comes first wins, and the other start is refused with the winner's run. And an
+INSERT waits for a caller's transaction that holds an uncommitted row of the same name
+(PostgreSQL and MySQL lock the unique index entry) where the claim refused at once.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import connections
-from redis.cluster import RedisCluster
 
 from distributed_tasks import claims, envelope, keys, scripts
 from distributed_tasks.connection import get_redis
@@ -36,10 +38,8 @@ def direct_redis(alias: str) -> Any | None:
     takes the general walk (a caller's transaction, another broker, Redis Cluster...)."""
     if connections[alias].in_atomic_block:
         return None  # the message waits for the caller's commit: claim first
-    redis = envelope.client()
-    if redis is None or redis is not get_redis() or isinstance(redis, RedisCluster):
-        return None
-    return redis
+    redis = envelope.client()  # None for Redis Cluster and Sentinel URLs, CELERY_APP...
+    return redis if redis is not None and redis is get_redis() else None
 
 
 def applies(starts: list[Start], alias: str) -> Any | None:
@@ -62,7 +62,7 @@ def queue(redis: Any, s: Start) -> None:
     s.claimed = True
     scripts.script(scripts.QUEUE)(
         keys=[keys.run_key(m.task_list, m.name), keys.loads_key(), key],
-        args=[m.task_list, m.name, m.run_id, m.queued_at, m.node, message,
+        args=[m.task_list, m.name, m.run_id, m.node, message,
               *claims.message_pairs(m, State.QUEUED)],
         client=redis,
     )  # fmt: skip

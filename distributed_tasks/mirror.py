@@ -22,7 +22,7 @@ from distributed_tasks.connection import get_redis
 from distributed_tasks.messages import RunMessage
 from distributed_tasks.types import Outcome
 
-logger = logging.getLogger("distributed_tasks.claims")
+logger = logging.getLogger("distributed_tasks.mirror")
 
 
 # (node, its load) as the last ``unload`` left it in this process: a pool process that
@@ -37,13 +37,26 @@ def take_unloaded(node: str) -> int | None:
     return last[1] if last is not None and last[0] == node else None
 
 
-def publish(msg: RunMessage, fields: Mapping[str, Any], *, ttl: int = 0, unload: bool = False):
-    """Mirror a transition the database already recorded; a Redis error only logs."""
+def publish(
+    msg: RunMessage,
+    fields: Mapping[str, Any],
+    *,
+    ttl: int = 0,
+    unload: bool = False,
+    active_only: bool = False,
+) -> None:
+    """Mirror a transition the database already recorded; a Redis error only logs.
+
+    ``active_only``: a status of the attempt still going, which must not replace its
+    outcome if another process recorded that first."""
     global _unloaded
     try:
         redis = get_redis()
         if not unload:
-            update(msg.task_list, msg.name, msg.run_id, msg.attempt, fields, ttl=ttl)
+            m = msg
+            update(
+                m.task_list, m.name, m.run_id, m.attempt, fields, ttl=ttl, active_only=active_only
+            )
         elif isinstance(redis, RedisCluster):  # the loads hash is in another slot
             pipe = redis.pipeline(transaction=False)
             update(msg.task_list, msg.name, msg.run_id, msg.attempt, fields, ttl=ttl, client=pipe)

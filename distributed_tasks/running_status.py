@@ -74,16 +74,20 @@ class Announcer:
         """Write ``item`` at once if it is still pending (a progress report shows RUNNING)."""
         with self.lock:
             if self.pending.pop(id(item), None) is not None:
-                mirror.publish(item.msg, item.fields)
+                mirror.publish(item.msg, item.fields, active_only=True)
 
     def _ensure_thread(self) -> None:
-        pid = os.getpid()
-        if self.pid == pid:
+        """Start this process's thread on its first run (a pool process is forked from a
+        parent whose thread, if any, did not come along); once, whatever the pool."""
+        if self.pid == os.getpid():
             return
-        # A pool process forked from a parent whose thread did not come along.
-        self.__init__()  # type: ignore[misc]
-        self.pid = pid
-        threading.Thread(target=self._loop, name="dt-running-status", daemon=True).start()
+        with _starting:
+            if self.pid == os.getpid():
+                return
+            self.lock, self.pending = threading.Lock(), {}
+            self.wake, self.parked = threading.Event(), False
+            threading.Thread(target=self._loop, name="dt-running-status", daemon=True).start()
+            self.pid = os.getpid()
 
     def _loop(self) -> None:
         while True:
@@ -104,13 +108,22 @@ class Announcer:
                 due = [p for p in self.pending.values() if p.due <= now]
                 for item in due:
                     del self.pending[id(item)]
-                    mirror.publish(item.msg, item.fields)  # a Redis error only logs
+                    mirror.publish(item.msg, item.fields, active_only=True)  # an error only logs
                 later = min((p.due for p in self.pending.values()), default=None)
             if later is not None:
                 time.sleep(max(0.0, later - time.monotonic()))
 
 
 _announcer = Announcer()
+_starting = threading.Lock()
+
+
+def _after_fork() -> None:
+    global _starting
+    _starting = threading.Lock()  # a thread of the parent may have held it
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 @contextmanager
@@ -119,7 +132,7 @@ def announced(msg: RunMessage, fields: Mapping[str, Any]) -> Iterator[Pending | 
     (at once when it is 0); on leaving, a write not made yet is taken back."""
     after = get_settings().RUNNING_STATUS_AFTER
     if after <= 0:
-        mirror.publish(msg, fields)
+        mirror.publish(msg, fields, active_only=True)
         yield None
         return
     item = Pending(msg, fields, time.monotonic() + after)

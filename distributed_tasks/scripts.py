@@ -102,25 +102,25 @@ return refused
 # A start the database already decided (database_first.py), on one server: its QUEUED
 # status, its node's load and its message in one call. KEYS[1] run key, KEYS[2] loads
 # hash, KEYS[3] the node's queue list. ARGV[1] task list, ARGV[2] name, ARGV[3] run id,
-# ARGV[4] queued_at, ARGV[5] node, ARGV[6] the message, ARGV[7..] the status. The status
-# (marked 'pushed') replaces what the key holds unless that is this very run (a status
-# read warmed the cache from its row, or a cancel already ended it) or a run queued after
-# it (which took the name once this run ended). Returns 0, changing nothing, when the key
-# holds this run marked 'pushed': the same call sent again (redis-py re-sends a command
+# ARGV[4] node, ARGV[5] the message, ARGV[6..] the status. The database holds no other
+# active run of the name, so the status (marked 'pushed' with the run id) replaces
+# whatever another run left (decided by state, never by comparing hosts' clocks); when
+# the key already holds this run, its status stays (a status read warmed the cache from
+# the row, or a cancel already ended the run). Returns 0, changing nothing, when the key
+# holds this run marked pushed: the same call sent again (redis-py re-sends a command
 # whose reply a dropped connection lost), which must not count or push twice.
 QUEUE = """
-local cur = redis.call('HMGET', KEYS[1], 'run_id', 'queued_at', 'task_list', 'name', 'pushed')
-local mine = cur[3] == ARGV[1] and cur[4] == ARGV[2]
-if mine and cur[1] == ARGV[3] then
-  if cur[5] then return 0 end
-  redis.call('HSET', KEYS[1], 'pushed', '1')
-elseif not mine or tonumber(cur[2] or '0') <= tonumber(ARGV[4]) then
+local cur = redis.call('HMGET', KEYS[1], 'run_id', 'task_list', 'name', 'pushed')
+if cur[2] == ARGV[1] and cur[3] == ARGV[2] and cur[1] == ARGV[3] then
+  if cur[4] == ARGV[3] then return 0 end
+  redis.call('HSET', KEYS[1], 'pushed', ARGV[3])
+else
   redis.call('DEL', KEYS[1])
-  redis.call('HSET', KEYS[1], 'task_list', ARGV[1], 'name', ARGV[2], 'pushed', '1',
-             unpack(ARGV, 7))
+  redis.call('HSET', KEYS[1], 'task_list', ARGV[1], 'name', ARGV[2], 'pushed', ARGV[3],
+             unpack(ARGV, 6))
 end
-redis.call('HINCRBY', KEYS[2], ARGV[5], 1)
-return redis.call('LPUSH', KEYS[3], ARGV[6])
+redis.call('HINCRBY', KEYS[2], ARGV[4], 1)
+return redis.call('LPUSH', KEYS[3], ARGV[5])
 """
 
 # KEYS[1] run key. ARGV[1] task list, ARGV[2] name, ARGV[3] run id, ARGV[4] attempt,
@@ -129,11 +129,17 @@ return redis.call('LPUSH', KEYS[3], ARGV[6])
 # attempt, so a stale writer never overwrites a newer run or attempt. Within one
 # attempt fields accumulate (started_at survives DONE); a newer attempt replaces the
 # whole status.
+# ``active_only``: nor over this attempt's outcome (a RUNNING written late must not hide
+# the outcome another process recorded meanwhile: a forced cancel, the leader).
 _UPDATE_FUNCTION = """
-local function update(key, task_list, name, run_id, attempt, ttl, fields)
-  local cur = redis.call('HMGET', key, 'run_id', 'attempt', 'task_list', 'name')
+local function update(key, task_list, name, run_id, attempt, ttl, fields, active_only)
+  local cur = redis.call('HMGET', key, 'run_id', 'attempt', 'task_list', 'name', 'state')
   local mine = cur[1] and cur[3] == task_list and cur[4] == name
   if mine and (cur[1] ~= run_id or tonumber(cur[2]) > attempt) then
+    return 0
+  end
+  if active_only and mine and tonumber(cur[2]) == attempt
+     and (cur[5] == 'DONE' or cur[5] == 'FAILED') then
     return 0
   end
   if not mine or tonumber(cur[2]) < attempt then redis.call('DEL', key) end
@@ -145,7 +151,13 @@ end
 UPDATE = (
     _UPDATE_FUNCTION
     + "return update(KEYS[1], ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), "
-    "{unpack(ARGV, 6)})"
+    "{unpack(ARGV, 6)}, false)"
+)
+# UPDATE for a status of an attempt still going (RUNNING): not over its outcome.
+UPDATE_ACTIVE = (
+    _UPDATE_FUNCTION
+    + "return update(KEYS[1], ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), "
+    "{unpack(ARGV, 6)}, true)"
 )
 
 # An attempt's outcome and its node's load given back in one call, on one server (as
@@ -156,7 +168,7 @@ UPDATE_COUNTED = (
     _UPDATE_FUNCTION
     + """
 update(KEYS[1], ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]),
-       {unpack(ARGV, 7)})
+       {unpack(ARGV, 7)}, false)
 return redis.call('HINCRBY', KEYS[2], ARGV[6], -1)
 """
 )

@@ -135,12 +135,25 @@ def test_bad_names_write_nothing(node, redis, name):
 def test_database_backstops_a_lost_claim(node, redis):
     first = start_async(tasks.add, [1, 2], name="backstop")
     redis.delete(keys.run_key("default", "backstop"))
-    with pytest.raises(AlreadyRunning) as info:
+    with pytest.raises(AlreadyRunning) as info, transaction.atomic():  # claims first
         start_async(tasks.add, [1, 2], name="backstop")
     assert info.value.run_id == first.run_id
     # The refused start released its own claim and put the real one back.
     assert claims.read("default", "backstop")["run_id"] == first.run_id
     assert TaskRun.objects.filter(name="backstop").count() == 1
+
+
+def test_a_single_start_refused_by_the_database_writes_nothing_to_redis(node, redis):
+    first = start_async(tasks.add, [1, 2], name="backstop")
+    redis.delete(keys.run_key("default", "backstop"))
+    loads = redis.hgetall(keys.loads_key())
+    with pytest.raises(AlreadyRunning) as info:
+        start_async(tasks.add, [1, 2], name="backstop")
+    assert info.value.run_id == first.run_id
+    assert claims.read("default", "backstop") == {}  # get_status warms it on a miss
+    assert redis.hgetall(keys.loads_key()) == loads
+    assert [b["run_id"] for b in bodies(redis)] == [first.run_id]
+    assert get_status("backstop").run_id == first.run_id
 
 
 def finish(name, state, ago=0.0):
@@ -466,3 +479,14 @@ def test_who_asked_is_stored_whatever_it_holds(node, redis):
         row.cancel_requested_by.startswith("nul \\x00 xx") and len(row.cancel_requested_by) == 255
     )
     assert status.cancel_requested_by == row.cancel_requested_by
+
+
+def test_a_single_start_replaces_the_status_a_finished_run_left_whatever_its_clock(node, redis):
+    """The status is replaced by state, never by comparing the queued_at of two hosts."""
+    start_async(tasks.add, [1, 2], name="skewed")
+    finish("skewed", "DONE")
+    run_key = keys.run_key("default", "skewed")
+    redis.hset(run_key, mapping={"state": "DONE", "queued_at": time.time() + 3600})
+    handle = start_async(tasks.add, [1, 2], name="skewed")
+    assert claims.read("default", "skewed")["run_id"] == handle.run_id
+    assert get_status("skewed").state == State.QUEUED

@@ -119,3 +119,15 @@ def test_a_late_running_write_never_replaces_the_outcome(node, published):
             start_async(tasks.sleep, [0.001], name=f"race-{i}")
             assert runner.execute(_body(f"race-{i}")).state == State.DONE
     assert all(get_status(f"race-{i}").state == State.DONE for i in range(30))
+
+
+def test_a_late_running_write_never_hides_an_outcome_another_process_recorded(node):
+    """A forced cancel (or the leader) ended the attempt while its RUNNING was due."""
+    from distributed_tasks import claims
+    from distributed_tasks.types import Outcome, Reason
+
+    start_async(tasks.add, [1, 2], name="ended")
+    msg = message_for(TaskRun.objects.get(name="ended"))
+    mirror.publish_outcome(msg, Outcome.failed(Reason.CANCELLED, message="killed"))
+    mirror.publish(msg, claims.message_fields(msg, State.RUNNING), active_only=True)
+    assert get_status("ended").state == State.FAILED
