@@ -8,8 +8,9 @@ start (one run, outside a transaction, no countdown, any earlier run's name reus
 run messages pushed by ``envelope.py`` into the same single Redis that caches
 statuses) inserts its row first, and then writes its QUEUED status, counts its node's
 load and pushes its message in one ``EVALSHA`` (``scripts.QUEUE``): one statement and
-one round trip. A refused start costs the INSERT that fails and a read of the active
-run it names (the claim-first walk refused in one Redis round trip).
+one round trip. A refused start costs an INSERT that inserts nothing (``ON CONFLICT DO
+NOTHING`` on PostgreSQL and SQLite: no error, no dead row) and a read of the run that
+holds the name (the claim-first walk refused in one Redis round trip).
 
 What the claim-first walk guaranteed still holds: a refused or failed start leaves no
 row, no status, no load and no message (``client.py`` undoes a failure as for any

@@ -233,6 +233,35 @@ def insert(rows: Sequence[Row], connection: Any) -> None:
 _insert_for = per_connection(RecordsetInsert.compile)
 
 
+def skips_conflicts(connection: Any) -> bool:
+    """Whether an INSERT here can skip a taken name: ``ON CONFLICT (...) DO NOTHING``."""
+    if connection.vendor == "postgresql":
+        return True
+    if connection.vendor == "sqlite":
+        import sqlite3
+
+        return sqlite3.sqlite_version_info >= (3, 24)
+    return False
+
+
+def insert_unless_taken(row: Row, connection: Any) -> bool:
+    """Insert one row unless an active run holds its name; False then. Where
+    ``skips_conflicts``: a taken name raises no error (PostgreSQL logs none and leaves
+    no dead row, and a caller's transaction stays usable)."""
+    quote = connection.ops.quote_name
+    meta = TaskRun._meta
+    target = ", ".join(quote(meta.get_field(f).column) for f in ("task_list", "active_name"))
+    skip = f" ON CONFLICT ({target}) DO NOTHING"
+    compiled = _insert_for(connection)
+    with connection.cursor() as cursor:
+        if isinstance(compiled, RecordsetInsert):
+            cursor.execute(compiled.sql + skip, [compiled.defaults, _encode_rows([row])])
+        else:
+            sql = compiled.head + compiled.group + skip
+            cursor.execute(sql, compiled.params(row, connection))
+        return cursor.rowcount > 0
+
+
 # -- reading a row back from RETURNING ------------------------------------------------
 
 

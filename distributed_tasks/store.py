@@ -113,6 +113,8 @@ class OrmStore(transitions.WorkerWrites, BaseStore):
         half-way leaves no row behind that the caller could not delete. A single row's
         conflict needs no fallback (``insert`` without building a ``TaskRun``)."""
         connection = connections[self.alias]
+        if len(rows) == 1 and inserts.skips_conflicts(connection):
+            return [self._insert_one(rows[0], connection)]
         try:
             # A savepoint keeps a caller's transaction usable after a conflict; outside one
             # the insert is atomic by itself, without BEGIN and COMMIT round trips.
@@ -132,6 +134,20 @@ class OrmStore(transitions.WorkerWrites, BaseStore):
                     except AlreadyRunning as exc:
                         errors.append(exc)
             return errors
+
+    def _insert_one(self, row: inserts.Row, connection: Any) -> AlreadyRunning | None:
+        """One row without an error for a taken name: None, or the run that holds it."""
+        task_list = row.get("task_list", inserts.plain_defaults()["task_list"])
+        name = row["name"]
+        for _ in range(3):
+            if inserts.insert_unless_taken(row, connection):
+                return None
+            existing = self.active(task_list, name)
+            if existing is not None:
+                return AlreadyRunning(name, existing.run_id, existing.node or None,
+                                      task_list=task_list, state=existing.state)  # fmt: skip
+            # The run that held the name ended between the two statements: again.
+        raise IntegrityError(f"the active run of {name!r} kept changing while it was read")
 
     def delete(self, run_id: Any) -> bool:
         return bool(self.runs.filter(id=run_id, attempt=1, state=State.QUEUED).delete()[0])

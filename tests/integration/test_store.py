@@ -163,3 +163,28 @@ def test_a_values_insert_in_several_statements_is_all_or_nothing():
     with pytest.raises(IntegrityError):
         compiled.execute(rows, connection)
     assert list(TaskRun.objects.values_list("name", flat=True)) == ["taken"]
+
+
+def test_a_single_insert_of_a_taken_name_answers_the_run_that_holds_it():
+    held = new_run(name="held")
+    row = inserts.new_row(id=uuid.uuid4(), name="held", active_name="held", function="f")
+    (refused,) = get_store().insert_many([row])
+    assert isinstance(refused, AlreadyRunning) and refused.run_id == held.run_id
+    assert TaskRun.objects.filter(name="held").count() == 1
+
+
+def test_a_single_insert_tries_again_when_the_holder_ended_in_between(monkeypatch):
+    """The name was taken at the INSERT, free at the read: the run ended in between."""
+    store = get_store()
+    held = new_run(name="ending")
+    active = type(store).active
+
+    def ends_first(self, task_list, name):
+        TaskRun.objects.filter(id=held.run_id).update(active_name=None, state=State.DONE)
+        monkeypatch.setattr(type(store), "active", active)
+        return None
+
+    monkeypatch.setattr(type(store), "active", ends_first)
+    row = inserts.new_row(id=uuid.uuid4(), name="ending", active_name="ending", function="f")
+    assert store.insert_many([row]) == [None]
+    assert TaskRun.objects.get(name="ending", active_name="ending").id == row["id"]
