@@ -5,7 +5,8 @@ A leader registers its epoch in the ``Leadership`` row before its first write
 that locks that row and refuses to go on if a newer epoch was registered. The
 lock orders leaders' writes, so a former leader that wakes up after a pause
 either finishes before the new leader registered (and is overtaken) or is
-refused; it can never write in between.
+refused; it can never write in between. A leader paused while it holds the lock
+loses its session (``_bound_pause``) before a successor can be elected.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from django.db import transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
 from distributed_tasks.conf import get_settings
@@ -59,7 +60,10 @@ def claim_epoch(epoch: int, holder: str) -> int | None:
 def fenced(epoch: int) -> Iterator[None]:
     """A transaction in which ``epoch`` is, and stays, the newest registered epoch."""
     alias = get_settings().DATABASE_ALIAS
+    outermost = not connections[alias].in_atomic_block  # a caller's transaction: its own rules
     with transaction.atomic(using=alias):
+        if outermost:
+            _bound_pause(alias)
         current = _rows().select_for_update().filter(id=1).values_list("epoch", flat=True).first()
         if current is None:  # the row was deleted (a test flushed tables): register again
             claim_epoch(epoch, "")
@@ -67,6 +71,22 @@ def fenced(epoch: int) -> Iterator[None]:
         if current != epoch:
             raise Fenced(epoch, current)
         yield
+
+
+def _bound_pause(alias: str) -> None:
+    """A leader paused inside this transaction (a stalled VM, a long GC pause, SIGSTOP)
+    would hold the row's lock, and block every later leader, until it resumes. On
+    PostgreSQL its session ends once it has been idle in the transaction for half a
+    LEASE_TTL: before its lease can expire and another beat be elected, the lock is free
+    (the paused leader, when it resumes, finds its connection closed and its lease gone)."""
+    connection = connections[alias]
+    if connection.vendor != "postgresql":
+        return
+    idle_ms = str(max(1, int(get_settings().LEASE_TTL * 500)))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT set_config('idle_in_transaction_session_timeout', %s, true)", [idle_ms]
+        )
 
 
 def record_tick(epoch: int) -> None:

@@ -132,3 +132,41 @@ def test_the_keeper_survives_any_exception_and_leads_again(monkeypatch, caplog):
     messages = lines(caplog)
     assert sum("Orchestrator lease failed" in m for m in messages) == 1
     assert sum("Orchestrator lease works again" in m for m in messages) == 1
+
+
+def test_a_leader_paused_inside_a_fenced_write_does_not_block_the_next_one():
+    """The leader holds the leadership row's lock, then stops (SIGSTOP, a stalled VM):
+    PostgreSQL ends its session after LEASE_TTL / 2 idle, so the next leader registers."""
+    import threading
+    import time
+
+    from django.db import DatabaseError, connections
+
+    from distributed_tasks import fencing
+    from distributed_tasks.conf import get_settings
+
+    assert fencing.claim_epoch(1, "paused") is None
+    holding, released = threading.Event(), threading.Event()
+
+    def paused_leader() -> None:
+        try:
+            with fencing.fenced(1):
+                holding.set()
+                released.wait(30)  # idle inside the transaction, as if stopped
+        except DatabaseError:
+            pass  # its session was ended under it
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=paused_leader, daemon=True)
+    thread.start()
+    assert holding.wait(10)
+    began = time.monotonic()
+    try:
+        assert fencing.claim_epoch(2, "next") is None  # waits for the lock, then registers
+        waited = time.monotonic() - began
+    finally:
+        released.set()
+        thread.join(10)
+    assert waited < get_settings().LEASE_TTL  # ended at LEASE_TTL / 2, not when it resumes
+    assert fencing.leadership().epoch == 2
