@@ -233,25 +233,38 @@ def insert(rows: Sequence[Row], connection: Any) -> None:
 _insert_for = per_connection(RecordsetInsert.compile)
 
 
-def skips_conflicts(connection: Any) -> bool:
-    """Whether an INSERT here can skip a taken name: ``ON CONFLICT (...) DO NOTHING``."""
+def postgres_or_sqlite(connection: Any, sqlite: tuple[int, int]) -> bool:
+    """Whether ``connection`` is PostgreSQL, or SQLite at least at version ``sqlite``: the
+    SQL that MySQL/MariaDB lack (``RETURNING`` from 3.35, ``ON CONFLICT`` from 3.24)."""
     if connection.vendor == "postgresql":
         return True
     if connection.vendor == "sqlite":
         import sqlite3
 
-        return sqlite3.sqlite_version_info >= (3, 24)
+        return sqlite3.sqlite_version_info >= sqlite
     return False
+
+
+def skips_conflicts(connection: Any) -> bool:
+    """Whether an INSERT here can skip a taken name: ``ON CONFLICT (...) DO NOTHING``."""
+    return postgres_or_sqlite(connection, (3, 24))
+
+
+def _skip_clause(connection: Any) -> str:
+    quote = connection.ops.quote_name
+    meta = TaskRun._meta
+    target = ", ".join(quote(meta.get_field(f).column) for f in ("task_list", "active_name"))
+    return f" ON CONFLICT ({target}) DO NOTHING"
+
+
+_skip_for = per_connection(_skip_clause)
 
 
 def insert_unless_taken(row: Row, connection: Any) -> bool:
     """Insert one row unless an active run holds its name; False then. Where
     ``skips_conflicts``: a taken name raises no error (PostgreSQL logs none and leaves
     no dead row, and a caller's transaction stays usable)."""
-    quote = connection.ops.quote_name
-    meta = TaskRun._meta
-    target = ", ".join(quote(meta.get_field(f).column) for f in ("task_list", "active_name"))
-    skip = f" ON CONFLICT ({target}) DO NOTHING"
+    skip = _skip_for(connection)
     compiled = _insert_for(connection)
     with connection.cursor() as cursor:
         if isinstance(compiled, RecordsetInsert):

@@ -100,9 +100,16 @@ class OrmStore(transitions.WorkerWrites, BaseStore):
         Called in an ``except IntegrityError``; re-raises it when no run holds the name
         (the integrity error was about something else).
         """
+        holder = self._holder(task_list, name)
+        if holder is None:
+            raise  # the IntegrityError being handled by the caller
+        return holder
+
+    def _holder(self, task_list: str, name: str) -> AlreadyRunning | None:
+        """The refusal naming the active run of ``name``; None when no run holds it."""
         existing = self.active(task_list, name)
         if existing is None:
-            raise  # the IntegrityError being handled by the caller
+            return None
         return AlreadyRunning(name, existing.run_id, existing.node or None,
                               task_list=task_list, state=existing.state)  # fmt: skip
 
@@ -142,10 +149,8 @@ class OrmStore(transitions.WorkerWrites, BaseStore):
         for _ in range(3):
             if inserts.insert_unless_taken(row, connection):
                 return None
-            existing = self.active(task_list, name)
-            if existing is not None:
-                return AlreadyRunning(name, existing.run_id, existing.node or None,
-                                      task_list=task_list, state=existing.state)  # fmt: skip
+            if (holder := self._holder(task_list, name)) is not None:
+                return holder
             # The run that held the name ended between the two statements: again.
         raise IntegrityError(f"the active run of {name!r} kept changing while it was read")
 

@@ -98,13 +98,7 @@ def comparable(msg: RunMessage) -> bool:
 
 def update_returns(conn: Any) -> bool:
     """Whether ``UPDATE ... RETURNING`` works on this connection (not MySQL/MariaDB)."""
-    if conn.vendor == "postgresql":
-        return True
-    if conn.vendor == "sqlite":
-        import sqlite3
-
-        return sqlite3.sqlite_version_info >= (3, 35)
-    return False
+    return inserts.postgres_or_sqlite(conn, (3, 35))
 
 
 class WorkerWrites:
