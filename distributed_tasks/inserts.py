@@ -16,7 +16,8 @@ JSON array that the C encoder writes, the fields a row leaves out from a base
 record of their defaults.
 
 The statement runs through Django's cursor wrapper, so query logging, execute
-wrappers and the caller's transaction work as for any ORM query.
+wrappers and the caller's transaction work as for any ORM query. A single start's
+INSERT, which skips a taken name, is ``insert_one``'s.
 """
 
 from __future__ import annotations
@@ -212,14 +213,14 @@ class RecordsetInsert:
         base = f"json_populate_record(NULL::{table}, %s)"
         sql = (f"INSERT INTO {table} ({columns}) SELECT {columns} "
                f"FROM json_populate_recordset({base}, %s)")  # fmt: skip
-        return cls(sql=sql, defaults=_encode_rows(plain_defaults()))
+        return cls(sql=sql, defaults=encode_rows(plain_defaults()))
 
     def execute(self, rows: Sequence[Row], connection: Any) -> None:
         with connection.cursor() as cursor:
-            cursor.execute(self.sql, [self.defaults, _encode_rows(rows)])
+            cursor.execute(self.sql, [self.defaults, encode_rows(rows)])
 
 
-_encode_rows = json.JSONEncoder(
+encode_rows = json.JSONEncoder(
     allow_nan=False, ensure_ascii=False, separators=(",", ":"), default=_json_value
 ).encode
 
@@ -227,10 +228,10 @@ _encode_rows = json.JSONEncoder(
 def insert(rows: Sequence[Row], connection: Any) -> None:
     """Insert ``rows`` (from ``new_row`` or ``row_of``), all or none (one statement, or
     one transaction for several)."""
-    _insert_for(connection).execute(rows, connection)
+    insert_for(connection).execute(rows, connection)
 
 
-_insert_for = per_connection(RecordsetInsert.compile)
+insert_for = per_connection(RecordsetInsert.compile)
 
 
 def postgres_or_sqlite(connection: Any, sqlite: tuple[int, int]) -> bool:
@@ -243,36 +244,6 @@ def postgres_or_sqlite(connection: Any, sqlite: tuple[int, int]) -> bool:
 
         return sqlite3.sqlite_version_info >= sqlite
     return False
-
-
-def skips_conflicts(connection: Any) -> bool:
-    """Whether an INSERT here can skip a taken name: ``ON CONFLICT (...) DO NOTHING``."""
-    return postgres_or_sqlite(connection, (3, 24))
-
-
-def _skip_clause(connection: Any) -> str:
-    quote = connection.ops.quote_name
-    meta = TaskRun._meta
-    target = ", ".join(quote(meta.get_field(f).column) for f in ("task_list", "active_name"))
-    return f" ON CONFLICT ({target}) DO NOTHING"
-
-
-_skip_for = per_connection(_skip_clause)
-
-
-def insert_unless_taken(row: Row, connection: Any) -> bool:
-    """Insert one row unless an active run holds its name; False then. Where
-    ``skips_conflicts``: a taken name raises no error (PostgreSQL logs none and leaves
-    no dead row, and a caller's transaction stays usable)."""
-    skip = _skip_for(connection)
-    compiled = _insert_for(connection)
-    with connection.cursor() as cursor:
-        if isinstance(compiled, RecordsetInsert):
-            cursor.execute(compiled.sql + skip, [compiled.defaults, _encode_rows([row])])
-        else:
-            sql = compiled.head + compiled.group + skip
-            cursor.execute(sql, compiled.params(row, connection))
-        return cursor.rowcount > 0
 
 
 # -- reading a row back from RETURNING ------------------------------------------------

@@ -21,7 +21,7 @@ from django.db.models import Case, F, Q, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from distributed_tasks import inserts, transitions
+from distributed_tasks import insert_one, inserts, transitions
 from distributed_tasks.conf import get_settings
 from distributed_tasks.exceptions import AlreadyRunning
 from distributed_tasks.messages import RunMessage
@@ -120,7 +120,7 @@ class OrmStore(transitions.WorkerWrites, BaseStore):
         half-way leaves no row behind that the caller could not delete. A single row's
         conflict needs no fallback (``insert`` without building a ``TaskRun``)."""
         connection = connections[self.alias]
-        if len(rows) == 1 and inserts.skips_conflicts(connection):
+        if len(rows) == 1 and insert_one.skips_conflicts(connection):
             return [self._insert_one(rows[0], connection)]
         try:
             # A savepoint keeps a caller's transaction usable after a conflict; outside one
@@ -147,7 +147,7 @@ class OrmStore(transitions.WorkerWrites, BaseStore):
         task_list = row.get("task_list", inserts.plain_defaults()["task_list"])
         name = row["name"]
         for _ in range(3):
-            if inserts.insert_unless_taken(row, connection):
+            if insert_one.insert_unless_taken(row, connection):
                 return None
             if (holder := self._holder(task_list, name)) is not None:
                 return holder

@@ -18,7 +18,7 @@ from django.db.models import F
 from django.db.models.sql.subqueries import UpdateQuery
 from django.utils import timezone
 
-from distributed_tasks import inserts
+from distributed_tasks import bound, inserts
 from distributed_tasks.messages import RunMessage
 from distributed_tasks.models import TaskRun
 from distributed_tasks.types import Outcome, State
@@ -68,14 +68,18 @@ class Transitions:
         return cls(start=start, finish=finish, start_as_sent=start_as_sent)
 
 
-_FIELDS = {f.attname: f for f in TaskRun._meta.concrete_fields}
+# Each field's get_db_prep_save, None where it returns a plain value unchanged.
+_PREP = {
+    f.attname: None if isinstance(f, inserts.PLAIN) and not f.is_relation else f.get_db_prep_save
+    for f in TaskRun._meta.concrete_fields
+}
 statements = inserts.per_connection(Transitions.compile)
 started = inserts.partial_reader(START_RETURNS)
 
 
 def prepared(connection: Any, values: list[tuple[str, Any]]) -> list[Any]:
     """``(attname, value)`` pairs, in the statement's order, as the database takes them."""
-    return [_FIELDS[name].get_db_prep_save(value, connection) for name, value in values]
+    return [v if (prep := _PREP[name]) is None else prep(v, connection) for name, v in values]
 
 
 def comparable(msg: RunMessage) -> bool:
@@ -184,9 +188,7 @@ class WorkerWrites:
         """Run ``sql`` (an UPDATE of at most one row) with ``RETURNING`` the columns of
         ``read`` (default: every column)."""
         read = read or inserts.reader(conn)
-        with conn.cursor() as cursor:
-            cursor.execute(f"{sql} RETURNING {read.columns}", params)
-            row = cursor.fetchone()
+        row = bound.execute(conn, f"{sql} RETURNING {read.columns}", params, fetch=True)
         return None if row is None else read.load(row, self.alias)
 
     def mark_finished(self, msg: RunMessage, outcome: Outcome) -> bool:
@@ -197,6 +199,4 @@ class WorkerWrites:
             *((f, fields[f]) for f in FINISH_FIELDS[1:]),
             ("id", msg.run_id), ("attempt", msg.attempt), ("state", State.RUNNING),
         ])  # fmt: skip
-        with conn.cursor() as cursor:
-            cursor.execute(statements(conn).finish, params)
-            return cursor.rowcount > 0
+        return bound.execute(conn, statements(conn).finish, params) > 0

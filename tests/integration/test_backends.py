@@ -42,6 +42,7 @@ from distributed_tasks.compat import (
     task_backends,
     task_enqueued,
 )
+from distributed_tasks.insert_one import FUNCTION
 from distributed_tasks.models import TaskRun
 from distributed_tasks.store import message_for
 from tests import tasks
@@ -142,7 +143,9 @@ def test_enqueue_does_not_read_the_run_back(backend, node):
     with CaptureQueriesContext(connection) as queries:
         result = tasks.backend_add.enqueue(1, 2)
     assert result.status == TaskResultStatus.READY
-    reads = [q["sql"] for q in queries if q["sql"].lstrip().upper().startswith("SELECT")]
+    # The insert function of PostgreSQL is called with a SELECT, and looked up once.
+    reads = [q["sql"] for q in queries if q["sql"].lstrip().upper().startswith("SELECT")
+             and FUNCTION not in q["sql"]]  # fmt: skip
     assert reads == []
 
 

@@ -81,3 +81,18 @@ def test_each_run_has_a_producer_span_and_a_child_worker_span(spans, embedded_no
     first_run = next(w for w in workers if key(w) == (retried.run_id, 1))
     assert second.parent.span_id == first_run.context.span_id
     assert by_key[(done.run_id, 1)].attributes["dt.name"] == "otel-add"
+
+
+def test_without_an_sdk_neither_a_start_nor_a_run_builds_a_span(monkeypatch):
+    """The API alone makes no-op spans: both ends skip them (their cost, per start and
+    per run, buys nothing)."""
+    from types import SimpleNamespace
+
+    from distributed_tasks import tracing
+    from distributed_tasks.celery import TASK_NAME
+
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: trace.ProxyTracerProvider())
+    headers: dict = {}
+    tracing._on_publish(sender=TASK_NAME, body=([{"run_id": "r"}], {}, {}), headers=headers)
+    tracing._on_prerun(task_id="no-sdk", task=SimpleNamespace(name=TASK_NAME), args=[{}])
+    assert headers == {} and "no-sdk" not in tracing._runs

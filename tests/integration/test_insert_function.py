@@ -1,0 +1,133 @@
+"""A single start's INSERT on PostgreSQL, and statements on psycopg's own cursor.
+
+- migration 0008's function inserts the model's columns (a column added later needs a
+  migration that replaces it), and a single insert goes through it;
+- it stores every value as the ORM does, inside a transaction and outside one (where the
+  call skips Django's cursor), and refuses a taken name without an error;
+- a statement skips Django's cursor only outside a transaction with nothing watching
+  (no execute wrapper, no captured queries), is never prepared there, and its errors
+  are still Django's.
+"""
+
+import datetime as dt
+import importlib
+import uuid
+
+import psycopg
+import pytest
+from django.db import DataError, connection, transaction
+from django.test.utils import CaptureQueriesContext
+
+from distributed_tasks import AlreadyRunning, bound, inserts
+from distributed_tasks.insert_one import FUNCTION
+from distributed_tasks.models import TaskRun
+from distributed_tasks.store import get_store
+
+pytestmark = pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's own")
+
+migration = importlib.import_module("distributed_tasks.migrations.0008_insert_function")
+
+WHEN = dt.datetime(2024, 2, 29, 23, 59, 58, 123456, tzinfo=dt.UTC)
+TRICKY = {
+    "task_list": "liste-é",
+    "function": "tests.tasks.add",
+    "args": [2**70, 0.1 + 0.2, -0.0, 'quo"te', "back\\slash", "\\u0000 as text", "🙂", None],
+    "kwargs": {"nested": {"deep": [[], {}, [1, [2, [3]]]]}, "ü": True},
+    "data": {"k": "v" * 300},
+    "callback": "tests.tasks.add",
+    "node": "w1@h",
+    "timeout": 1e-7,
+    "retry_backoff": 12.5,
+    "max_attempts": 2**31 - 1,
+    "priority": -100,
+    "queued_at": WHEN,
+    "run_after": WHEN + dt.timedelta(seconds=1.5),
+}
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """Each statement psycopg's own cursor executes (not Django's client-side one), with
+    its ``prepare`` argument."""
+    seen: list[tuple[str, object]] = []
+    execute = psycopg.Cursor.execute
+
+    def recording(self, query, params=None, **kwargs):
+        if type(self) is psycopg.Cursor:
+            seen.append((str(query), kwargs.get("prepare")))
+        return execute(self, query, params, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", recording)
+    return seen
+
+
+def test_the_function_inserts_every_column_of_the_model():
+    columns = tuple(f.column for f in TaskRun._meta.local_concrete_fields)
+    assert columns == migration.COLUMNS, "a migration must replace the insert function"
+    assert TaskRun._meta.db_table == migration.TABLE
+    assert migration.FUNCTION == FUNCTION
+
+
+def _stored_alike() -> None:
+    """A single insert (``insert_many`` of one row: the function) against bulk_create."""
+    row = inserts.new_row(id=uuid.uuid4(), name="a", active_name="a", **TRICKY)
+    assert get_store().insert_many([row]) == [None]
+    TaskRun.objects.bulk_create([TaskRun(id=uuid.uuid4(), name="b", active_name="b", **TRICKY)])
+    skip = {"id", "name", "active_name"}
+    columns = [f.attname for f in TaskRun._meta.concrete_fields if f.attname not in skip]
+    stored = {r.name: [getattr(r, c) for c in columns] for r in TaskRun.objects.all()}
+    assert stored["a"] == stored["b"]
+    assert [repr(v) for v in stored["a"]] == [repr(v) for v in stored["b"]]
+
+
+@pytest.mark.django_db
+def test_a_single_insert_in_a_transaction_calls_the_function_and_stores_as_the_orm():
+    with CaptureQueriesContext(connection) as queries:
+        _stored_alike()
+    calls = [q["sql"] for q in queries if q["sql"].startswith(f"SELECT {FUNCTION}(")]
+    assert len(calls) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_single_insert_outside_a_transaction_skips_djangos_cursor(spy):
+    _stored_alike()
+    assert [(q.split("(")[0], prepare) for q, prepare in spy] == [(f"SELECT {FUNCTION}", False)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_taken_name_is_refused_through_the_function_without_an_error(spy):
+    row = inserts.new_row(id=uuid.uuid4(), name="held", active_name="held", function="f")
+    assert get_store().insert_many([row]) == [None]
+    again = inserts.new_row(id=uuid.uuid4(), name="held", active_name="held", function="f")
+    (refused,) = get_store().insert_many([again])
+    assert isinstance(refused, AlreadyRunning) and refused.run_id == row["id"].hex
+    assert TaskRun.objects.filter(name="held").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_djangos_cursor_is_kept_where_something_watches_or_a_transaction_is_open(spy):
+    seen: list[str] = []
+
+    def wrapper(execute, sql, params, many, context):
+        seen.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(wrapper):
+        assert bound.execute(connection, "SELECT %s + 1", [1], fetch=True) == (2,)
+    with CaptureQueriesContext(connection) as captured:
+        assert bound.execute(connection, "SELECT %s + 2", [1], fetch=True) == (3,)
+    with transaction.atomic():
+        assert bound.execute(connection, "SELECT %s + 3", [1], fetch=True) == (4,)
+    assert seen == ["SELECT %s + 1"] and len(captured) == 1
+    assert spy == []  # all three through Django's cursor
+    assert bound.execute(connection, "SELECT %s + 4", [1], fetch=True) == (5,)
+    assert spy == [("SELECT %s + 4", False)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_error_on_psycopgs_own_cursor_is_djangos_and_leaves_the_connection_usable(spy):
+    with pytest.raises(DataError):
+        bound.execute(connection, "SELECT 1 / %s", [0], fetch=True)
+    assert spy  # it did take the direct path
+    assert bound.execute(connection, "SELECT %s::int", [7], fetch=True) == (7,)
+    assert connection.is_usable()
