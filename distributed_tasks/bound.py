@@ -49,6 +49,7 @@ def execute(connection: Any, sql: str, params: list[Any], *, fetch: bool = False
     """Execute ``sql`` (``%s`` placeholders); its first row when ``fetch``, else its row
     count."""
     if _direct(connection):
+        connection.close_if_health_check_failed()  # as Django's cursor() does first
         connection.ensure_connection()
         connection.validate_thread_sharing()
         if _agrees(connection):
