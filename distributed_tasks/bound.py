@@ -10,19 +10,29 @@ PgBouncer in transaction mode and a connection that another process reuses behav
 with Django's own cursor.
 
 That cursor is taken only where Django's would add nothing: PostgreSQL through psycopg
-3, outside an atomic block, no ``execute_wrapper`` installed and queries not being
-logged (``DEBUG``, ``assertNumQueries``, ``CaptureQueriesContext``). Anywhere else the
+3, outside an atomic block, no ``execute_wrapper`` installed, queries not being logged
+(``DEBUG``, ``assertNumQueries``, ``CaptureQueriesContext``), Django's own backend class
+(not one that does more per cursor, such as setting a tenant's ``search_path``), its own
+cursor class (no ``cursor_factory`` of an instrumentation) and an unpatched
+``CursorWrapper.execute`` (an SDK that wraps it sees every query). Anywhere else the
 statement goes through ``connection.cursor()`` as any ORM query. Its errors are Django's
-either way (``wrap_database_errors``), so a broken connection is closed as usual.
+either way (``wrap_database_errors``), so a broken connection is closed as usual. Only
+this library's fixed statements come here, whose every parameter has a type the server
+can tell; the ORM's expressions keep Django's cursor.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+_CURSOR = BaseDatabaseWrapper._cursor
+
 
 def _direct(connection: Any) -> bool:
-    """Whether ``connection`` may skip Django's cursor for one autocommit statement."""
+    """Whether ``connection`` may skip Django's cursor for one autocommit statement
+    (before it connects: ``_plain`` checks the connection itself)."""
     if (
         connection.vendor != "postgresql"
         or connection.in_atomic_block
@@ -30,17 +40,26 @@ def _direct(connection: Any) -> bool:
         or connection.queries_logged
     ):
         return False
-    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+    from django.db.backends.postgresql import base
+    from django.db.backends.utils import CursorWrapper
 
-    return is_psycopg3
+    if not base.is_psycopg3 or hasattr(CursorWrapper.execute, "__wrapped__"):
+        return False  # psycopg2, or an SDK that patched Django's cursor (Sentry...)
+    # Not a backend that does more per cursor (sets a tenant's search_path, counts...).
+    create = base.DatabaseWrapper.create_cursor
+    return connection._cursor.__func__ is _CURSOR and connection.create_cursor.__func__ is create
 
 
-def _agrees(connection: Any) -> bool:
-    """Whether the connection reads timestamps in Django's time zone, as Django's cursor
-    would (``create_cursor`` registers another loader on a cursor where it does not)."""
+def _plain(connection: Any) -> bool:
+    """Whether the open connection's cursors are Django's own and read timestamps in
+    Django's time zone (``create_cursor`` registers another loader where they do not)."""
+    from django.db.backends.postgresql import base
     from psycopg.pq import Format
 
-    adapters = connection.connection.adapters
+    raw = connection.connection
+    if raw.cursor_factory not in (base.Cursor, base.ServerBindingCursor):
+        return False  # a cursor_factory in OPTIONS, an instrumentation's traced cursor
+    adapters = raw.adapters
     loader = adapters.get_loader(adapters.types["timestamptz"].oid, Format.TEXT)
     return getattr(loader, "timezone", None) == connection.timezone
 
@@ -52,7 +71,7 @@ def execute(connection: Any, sql: str, params: list[Any], *, fetch: bool = False
         connection.close_if_health_check_failed()  # as Django's cursor() does first
         connection.ensure_connection()
         connection.validate_thread_sharing()
-        if _agrees(connection):
+        if _plain(connection):
             import psycopg
 
             with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:

@@ -7,13 +7,16 @@ clause: the store catches their IntegrityError instead.
 
 On PostgreSQL the statement is a function that migration 0008 created: the server then
 plans the INSERT once per session instead of once per start (about 150 us each on the
-benchmark machine). Outside a transaction the call goes on psycopg's own cursor
-(``bound``).
+benchmark machine). Each process looks it up once per database alias (that it exists
+and that this role may execute it); if a call finds it gone (migrated back, a restored
+database), the process goes back to the plain INSERT and looks again next time.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from django.db import ProgrammingError
 
 from distributed_tasks import bound
 from distributed_tasks.inserts import (
@@ -27,23 +30,16 @@ from distributed_tasks.inserts import (
 from distributed_tasks.models import TaskRun
 
 FUNCTION = "distributed_tasks_insert_run"  # migrations/0008_insert_function.py
+CALL = f"SELECT {FUNCTION}(%s, %s)"
+# SQLSTATEs of a call that finds the function gone or not executable by this role.
+MISSING = frozenset({"42883", "42501"})  # undefined_function, insufficient_privilege
+
+_callable: dict[str, bool] = {}  # database alias -> whether this role can call FUNCTION
 
 
 def skips_conflicts(connection: Any) -> bool:
     """Whether an INSERT here can skip a taken name: ``ON CONFLICT (...) DO NOTHING``."""
     return postgres_or_sqlite(connection, (3, 24))
-
-
-def _statement(connection: Any) -> str:
-    """The call of the function where the database has it, else the INSERT itself."""
-    compiled = insert_for(connection)
-    if isinstance(compiled, RecordsetInsert):  # PostgreSQL
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT to_regprocedure(%s) IS NOT NULL", [f"{FUNCTION}(json, json)"])
-            if cursor.fetchone()[0]:
-                return f"SELECT {FUNCTION}(%s, %s)"
-        return compiled.sql + _skip_clause(connection)
-    return compiled.head + compiled.group + _skip_clause(connection)
 
 
 def _skip_clause(connection: Any) -> str:
@@ -53,16 +49,38 @@ def _skip_clause(connection: Any) -> str:
     return f" ON CONFLICT ({target}) DO NOTHING"
 
 
-_statement_for = per_connection(_statement)
+_skip_for = per_connection(_skip_clause)
+
+
+def _has_function(connection: Any) -> bool:
+    found = _callable.get(connection.alias)
+    if found is None:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT COALESCE(has_function_privilege(to_regprocedure(%s), 'EXECUTE'), false)",
+                [f"{FUNCTION}(json, json)"],
+            )
+            found = _callable[connection.alias] = bool(cursor.fetchone()[0])
+    return found
 
 
 def insert_unless_taken(row: Row, connection: Any) -> bool:
     """Insert one row unless an active run holds its name; False then. Only where
     ``skips_conflicts``."""
-    sql = _statement_for(connection)
     compiled = insert_for(connection)
-    if not isinstance(compiled, RecordsetInsert):
+    skip = _skip_for(connection)
+    if not isinstance(compiled, RecordsetInsert):  # SQLite
+        sql = compiled.head + compiled.group + skip
         return bound.execute(connection, sql, compiled.params(row, connection)) > 0
-    if sql.startswith("SELECT"):  # the function: the row as one JSON object
-        return bound.execute(connection, sql, [compiled.defaults, encode_rows(row)], fetch=True)[0]
-    return bound.execute(connection, sql, [compiled.defaults, encode_rows([row])]) > 0
+    if _has_function(connection):
+        try:
+            params = [compiled.defaults, encode_rows(row)]
+            return bound.execute(connection, CALL, params, fetch=True)[0]
+        except ProgrammingError as exc:
+            if getattr(exc.__cause__, "sqlstate", None) not in MISSING:
+                raise
+            _callable.pop(connection.alias, None)  # look again at the next start
+            if connection.in_atomic_block:
+                raise  # the caller's transaction is aborted: it must see why
+    params = [compiled.defaults, encode_rows([row])]
+    return bound.execute(connection, compiled.sql + skip, params) > 0

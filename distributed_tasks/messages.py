@@ -129,7 +129,7 @@ class RunMessage:
             raise MalformedMessage(f"run message has unexpected fields: {exc}") from None
         checks = (
             isinstance(msg.run_id, str),
-            isinstance(msg.attempt, int),
+            isinstance(msg.attempt, int) and not isinstance(msg.attempt, bool),
             isinstance(msg.node, str),
             isinstance(msg.function, str),
             isinstance(msg.args, list),

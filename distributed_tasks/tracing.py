@@ -108,10 +108,13 @@ def _on_prerun(task_id: str = "", task: Any = None, args: Any = None, **kwargs: 
         return
     from opentelemetry import context, propagate, trace
 
-    if not _exporting(trace):  # no SDK: the span would be a no-op (about 40 us a run)
-        return
-
     parent = propagate.extract(task.request, getter=_RequestGetter())
+    if not _exporting(trace):
+        # No SDK: a span would be a no-op (about 40 us a run). The caller's trace still
+        # goes on through the run, for an instrumented call the task makes.
+        if trace.get_current_span(parent).get_span_context().is_valid:
+            _runs[task_id] = (None, context.attach(parent))
+        return
     span = trace.get_tracer(TRACER).start_span(
         "dt.run",
         context=parent,
@@ -128,10 +131,11 @@ def _on_postrun(task_id: str = "", task: Any = None, **kwargs: Any) -> None:
     from opentelemetry import context
 
     span, token = entry
-    if task_id not in _decided:
-        span.set_attribute("dt.outcome", "stale")  # fenced: the run belonged elsewhere
+    if span is not None:
+        if task_id not in _decided:
+            span.set_attribute("dt.outcome", "stale")  # fenced: the run belonged elsewhere
+        span.end()
     _decided.discard(task_id)
-    span.end()
     context.detach(token)
 
 
@@ -142,6 +146,8 @@ def _outcome(message: Any, outcome: str, reason: str, failed: bool) -> None:
     from opentelemetry.trace import Status, StatusCode
 
     span = entry[0]
+    if span is None:
+        return
     span.set_attribute("dt.outcome", outcome)
     if reason:
         span.set_attribute("dt.reason", reason)

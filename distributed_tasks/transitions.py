@@ -180,15 +180,21 @@ class WorkerWrites:
         query = rows.query.chain(UpdateQuery)
         query.add_update_values(values)
         sql, params = query.get_compiler(self.alias).as_sql()
-        return self._returning(conn, sql, params)
+        return self._returning(conn, sql, params, inserts.reader(conn), direct=False)
 
     def _returning(
-        self, conn: Any, sql: str, params: list[Any], read: inserts.RowReader | None = None
+        self, conn: Any, sql: str, params: list[Any], read: inserts.RowReader, *, direct=True
     ) -> TaskRun | None:
         """Run ``sql`` (an UPDATE of at most one row) with ``RETURNING`` the columns of
-        ``read`` (default: every column)."""
-        read = read or inserts.reader(conn)
-        row = bound.execute(conn, f"{sql} RETURNING {read.columns}", params, fetch=True)
+        ``read``. ``direct``: one of this module's statements, whose parameters all have
+        a type the server can tell (``bound``); the ORM's expressions take Django's cursor."""
+        sql = f"{sql} RETURNING {read.columns}"
+        if direct:
+            row = bound.execute(conn, sql, params, fetch=True)
+        else:
+            with conn.cursor() as cursor:
+                cursor.execute(sql, params)
+                row = cursor.fetchone()
         return None if row is None else read.load(row, self.alias)
 
     def mark_finished(self, msg: RunMessage, outcome: Outcome) -> bool:

@@ -2,39 +2,29 @@
 
 A single start's ``INSERT ... SELECT ... FROM json_populate_record(...) ON CONFLICT DO
 NOTHING`` took the server longer to plan than to run: ~150 us of a start's wall time on
-the benchmark machine. In a PL/pgSQL function the plan is made once per session and
-kept, behind any pooler (PgBouncer in transaction mode included), which a prepared
-statement is not. Other databases have no such function and keep the plain statement
-(``distributed_tasks/inserts.py``).
+the benchmark machine. In a PL/pgSQL function the statement is prepared once per
+session and kept, behind any pooler (PgBouncer in transaction mode included), which a
+client's prepared statement is not. Other databases have no such function and keep the
+plain statement (``distributed_tasks/insert_one.py``).
 
-The column list is this migration's. A later migration that changes TaskRun's columns
-replaces the function (``tests/integration/test_insert_function.py`` checks they agree).
+The row is the table's own type, every column in the table's order: a column added
+later needs no new function (a row the app leaves it out of takes NULL, as the base
+record of ``json_populate_record`` gives every key it lacks).
 """
 
 from django.db import migrations
 
 FUNCTION = "distributed_tasks_insert_run"
 TABLE = "distributed_tasks_taskrun"
-COLUMNS = (
-    "id", "task_list", "name", "active_name", "function", "args", "kwargs", "callback",
-    "data", "state", "reason", "node", "incarnation", "attempt", "executions",
-    "max_attempts", "priority", "retry_backoff", "timeout", "result", "error_type",
-    "error", "traceback", "queued_at", "run_after", "orchestrator_epoch", "started_at",
-    "finished_at", "attempts", "progress", "progress_message", "progress_data",
-    "cancel_requested_at", "cancel_requested_by", "cancel_deadline",
-)  # fmt: skip
 
-
-def function_sql(columns: tuple[str, ...] = COLUMNS) -> str:
-    """``defaults``: the columns' plain defaults; ``run``: the new row's values (JSON
-    objects keyed by column). True when the row went in, False when the name was taken."""
-    names = ", ".join(f'"{c}"' for c in columns)
-    return f"""
+# ``defaults``: the columns' plain defaults; ``run``: the new row's values (JSON objects
+# keyed by column). True when the row went in, False when the name was taken.
+CREATE = f"""
 CREATE OR REPLACE FUNCTION {FUNCTION}(defaults json, run json) RETURNS boolean
 LANGUAGE plpgsql AS $$
 BEGIN
-  INSERT INTO "{TABLE}" ({names})
-  SELECT {names} FROM json_populate_record(json_populate_record(NULL::"{TABLE}", defaults), run)
+  INSERT INTO "{TABLE}"
+  SELECT * FROM json_populate_record(json_populate_record(NULL::"{TABLE}", defaults), run)
   ON CONFLICT ("task_list", "active_name") DO NOTHING;
   RETURN FOUND;
 END
@@ -43,7 +33,7 @@ $$"""
 
 def create(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(function_sql())
+        schema_editor.execute(CREATE)
 
 
 def drop(apps, schema_editor):

@@ -1,7 +1,8 @@
 """A single start's INSERT on PostgreSQL, and statements on psycopg's own cursor.
 
-- migration 0008's function inserts the model's columns (a column added later needs a
-  migration that replaces it), and a single insert goes through it;
+- a single insert goes through migration 0008's function, which inserts the table's own
+  row type (a column added later needs no new function); a process that finds it gone
+  goes back to the plain INSERT;
 - it stores every value as the ORM does, inside a transaction and outside one (where the
   call skips Django's cursor), and refuses a taken name without an error;
 - a statement skips Django's cursor only outside a transaction with nothing watching
@@ -10,15 +11,16 @@
 """
 
 import datetime as dt
+import functools
 import importlib
 import uuid
 
 import psycopg
 import pytest
-from django.db import DataError, connection, transaction
+from django.db import DataError, ProgrammingError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
-from distributed_tasks import AlreadyRunning, bound, inserts
+from distributed_tasks import AlreadyRunning, bound, insert_one, inserts
 from distributed_tasks.insert_one import FUNCTION
 from distributed_tasks.models import TaskRun
 from distributed_tasks.store import get_store
@@ -61,11 +63,57 @@ def spy(monkeypatch):
     return seen
 
 
-def test_the_function_inserts_every_column_of_the_model():
-    columns = tuple(f.column for f in TaskRun._meta.local_concrete_fields)
-    assert columns == migration.COLUMNS, "a migration must replace the insert function"
-    assert TaskRun._meta.db_table == migration.TABLE
-    assert migration.FUNCTION == FUNCTION
+@pytest.mark.django_db(transaction=True)
+def test_a_column_added_to_the_table_later_needs_no_new_function():
+    """The function inserts the table's own row type: a column a later migration adds
+    (here by hand) is there, NULL where the app does not know it yet."""
+    with connection.cursor() as cursor:
+        cursor.execute(f'ALTER TABLE "{migration.TABLE}" ADD COLUMN later text')
+    try:
+        row = inserts.new_row(id=uuid.uuid4(), name="a", active_name="a", **TRICKY)
+        assert get_store().insert_many([row]) == [None]
+        with connection.cursor() as cursor:
+            cursor.execute(f'SELECT name, later FROM "{migration.TABLE}"')
+            assert cursor.fetchall() == [("a", None)]
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f'ALTER TABLE "{migration.TABLE}" DROP COLUMN later')
+
+
+@pytest.fixture
+def function_dropped():
+    """The function gone (migrated back, a restored database), made again afterwards."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP FUNCTION {FUNCTION}(json, json)")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(migration.CREATE)
+        insert_one._callable.clear()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_process_that_finds_the_function_gone_goes_back_to_the_plain_insert(function_dropped):
+    insert_one._callable[connection.alias] = True  # looked up before it was dropped
+    first = inserts.new_row(id=uuid.uuid4(), name="a", active_name="a", function="f")
+    assert get_store().insert_many([first]) == [None]  # the call failed: the plain INSERT
+    assert connection.alias not in insert_one._callable
+    second = inserts.new_row(id=uuid.uuid4(), name="b", active_name="b", function="f")
+    assert get_store().insert_many([second]) == [None]
+    assert insert_one._callable[connection.alias] is False  # looked up again: gone
+    assert sorted(TaskRun.objects.values_list("name", flat=True)) == ["a", "b"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_inside_a_transaction_the_missing_function_is_the_error_the_caller_sees(function_dropped):
+    insert_one._callable[connection.alias] = True
+    row = inserts.new_row(id=uuid.uuid4(), name="a", active_name="a", function="f")
+    with pytest.raises(ProgrammingError, match=FUNCTION), transaction.atomic():
+        get_store().insert_many([row])
+    assert connection.alias not in insert_one._callable  # the next start looks again
+    assert get_store().insert_many([row]) == [None]
+    assert TaskRun.objects.get().name == "a"
 
 
 def _stored_alike() -> None:
@@ -131,3 +179,31 @@ def test_an_error_on_psycopgs_own_cursor_is_djangos_and_leaves_the_connection_us
     assert spy  # it did take the direct path
     assert bound.execute(connection, "SELECT %s::int", [7], fetch=True) == (7,)
     assert connection.is_usable()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_djangos_cursor_is_kept_under_an_sdk_or_a_cursor_factory_of_its_own(spy, monkeypatch):
+    """An SDK that wraps ``CursorWrapper.execute`` (Sentry), an instrumentation's cursor
+    class, another backend class: each would miss a statement on psycopg's own cursor."""
+    from django.db.backends.postgresql import base
+    from django.db.backends.utils import CursorWrapper
+
+    seen: list[str] = []
+    real = CursorWrapper.execute
+
+    @functools.wraps(real)
+    def patched(self, sql, params=None):
+        seen.append(sql)
+        return real(self, sql, params)
+
+    with monkeypatch.context() as m:
+        m.setattr(CursorWrapper, "execute", patched)
+        assert bound.execute(connection, "SELECT %s + 1", [1], fetch=True) == (2,)
+    connection.ensure_connection()
+    traced = type("TracedCursor", (base.Cursor,), {})
+    with monkeypatch.context() as m:
+        m.setattr(connection.connection, "cursor_factory", traced)
+        assert bound.execute(connection, "SELECT %s + 2", [1], fetch=True) == (3,)
+    tenants = type("TenantWrapper", (base.DatabaseWrapper,), {"_cursor": lambda *a, **k: None})
+    assert not bound._direct(tenants(connection.settings_dict, alias="other"))
+    assert seen == ["SELECT %s + 1"] and spy == []

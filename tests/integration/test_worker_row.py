@@ -23,7 +23,8 @@ from distributed_tasks.models import TaskRun
 from distributed_tasks.store import get_store
 from tests.integration.test_runner import queue, row
 
-pytestmark = pytest.mark.django_db
+# Outside a transaction, as in a pool process: the statements go on psycopg's own cursor (bound.py).
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(params=["returning", "update-then-read"])

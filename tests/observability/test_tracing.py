@@ -85,7 +85,7 @@ def test_each_run_has_a_producer_span_and_a_child_worker_span(spans, embedded_no
 
 def test_without_an_sdk_neither_a_start_nor_a_run_builds_a_span(monkeypatch):
     """The API alone makes no-op spans: both ends skip them (their cost, per start and
-    per run, buys nothing)."""
+    per run, buys nothing); a run still carries on the trace its message came with."""
     from types import SimpleNamespace
 
     from distributed_tasks import tracing
@@ -94,5 +94,17 @@ def test_without_an_sdk_neither_a_start_nor_a_run_builds_a_span(monkeypatch):
     monkeypatch.setattr(trace, "get_tracer_provider", lambda: trace.ProxyTracerProvider())
     headers: dict = {}
     tracing._on_publish(sender=TASK_NAME, body=([{"run_id": "r"}], {}, {}), headers=headers)
-    tracing._on_prerun(task_id="no-sdk", task=SimpleNamespace(name=TASK_NAME), args=[{}])
-    assert headers == {} and "no-sdk" not in tracing._runs
+    assert headers == {}
+    untraced = SimpleNamespace(name=TASK_NAME, request=SimpleNamespace(headers={}))
+    tracing._on_prerun(task_id="no-sdk", task=untraced, args=[{}])
+    assert "no-sdk" not in tracing._runs
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    traced = SimpleNamespace(
+        name=TASK_NAME, request=SimpleNamespace(traceparent=f"00-{trace_id}-00f067aa0ba902b7-01")
+    )
+    tracing._on_prerun(task_id="no-sdk", task=traced, args=[{}])
+    assert tracing._runs["no-sdk"][0] is None  # no span, only the caller's context
+    assert format(trace.get_current_span().get_span_context().trace_id, "032x") == trace_id
+    tracing._on_postrun(task_id="no-sdk", task=traced)
+    assert "no-sdk" not in tracing._runs
+    assert not trace.get_current_span().get_span_context().is_valid

@@ -46,6 +46,14 @@ def test_round_trip():
             "function": "f",
             "evil": "x",
         },
+        {  # a bool is an int to Python, not to PostgreSQL (attempt = true fails there)
+            "run_id": "a",
+            "attempt": True,
+            "node": "n",
+            "task_list": "d",
+            "name": "n",
+            "function": "f",
+        },
     ],
 )
 def test_malformed_bodies_are_refused(body):
