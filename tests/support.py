@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 from distributed_tasks.compat import TaskResultStatus
@@ -67,3 +68,23 @@ class Cluster(LocalCluster):
 def progress_of(run) -> tuple:
     """What a run last reported of its progress, from a ``TaskStatus`` or a ``TaskRun`` row."""
     return (run.progress, run.progress_message, run.progress_data)
+
+
+# Column values that an INSERT must store exactly as the ORM does: big and negative
+# numbers, float rounding, quotes, backslashes, escapes as text, non-ASCII, nesting.
+WHEN = dt.datetime(2024, 2, 29, 23, 59, 58, 123456, tzinfo=dt.UTC)
+TRICKY = {
+    "task_list": "liste-é",
+    "function": "tests.tasks.add",
+    "args": [2**70, 0.1 + 0.2, -0.0, 'quo"te', "back\\slash", "\\u0000 as text", "🙂", None],
+    "kwargs": {"nested": {"deep": [[], {}, [1, [2, [3]]]]}, "ü": True},
+    "data": {"k": "v" * 300},
+    "callback": "tests.tasks.add",
+    "node": "w1@h",
+    "timeout": 1e-7,
+    "retry_backoff": 12.5,
+    "max_attempts": 2**31 - 1,
+    "priority": -100,
+    "queued_at": WHEN,
+    "run_after": WHEN + dt.timedelta(seconds=1.5),
+}

@@ -10,7 +10,6 @@
   are still Django's.
 """
 
-import datetime as dt
 import functools
 import importlib
 import uuid
@@ -24,27 +23,11 @@ from distributed_tasks import AlreadyRunning, bound, insert_one, inserts
 from distributed_tasks.insert_one import FUNCTION
 from distributed_tasks.models import TaskRun
 from distributed_tasks.store import get_store
+from tests.support import TRICKY
 
 pytestmark = pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's own")
 
 migration = importlib.import_module("distributed_tasks.migrations.0008_insert_function")
-
-WHEN = dt.datetime(2024, 2, 29, 23, 59, 58, 123456, tzinfo=dt.UTC)
-TRICKY = {
-    "task_list": "liste-é",
-    "function": "tests.tasks.add",
-    "args": [2**70, 0.1 + 0.2, -0.0, 'quo"te', "back\\slash", "\\u0000 as text", "🙂", None],
-    "kwargs": {"nested": {"deep": [[], {}, [1, [2, [3]]]]}, "ü": True},
-    "data": {"k": "v" * 300},
-    "callback": "tests.tasks.add",
-    "node": "w1@h",
-    "timeout": 1e-7,
-    "retry_backoff": 12.5,
-    "max_attempts": 2**31 - 1,
-    "priority": -100,
-    "queued_at": WHEN,
-    "run_after": WHEN + dt.timedelta(seconds=1.5),
-}
 
 
 @pytest.fixture

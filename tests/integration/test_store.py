@@ -1,6 +1,5 @@
 """Fencing in the database: each transition matches one (run, attempt, node, state) only."""
 
-import datetime as dt
 import uuid
 
 import pytest
@@ -11,6 +10,7 @@ from distributed_tasks.messages import RunMessage
 from distributed_tasks.models import TaskRun
 from distributed_tasks.store import get_store
 from distributed_tasks.types import Outcome, Reason
+from tests.support import TRICKY
 
 pytestmark = pytest.mark.django_db
 
@@ -116,22 +116,7 @@ def test_find_and_all_are_the_task_records():
 
 def test_a_batch_stores_every_value_as_the_orm_does():
     """The batch INSERT (one JSON parameter on PostgreSQL) against Django's bulk_create."""
-    when = dt.datetime(2024, 2, 29, 23, 59, 58, 123456, tzinfo=dt.UTC)
-    tricky = {
-        "task_list": "liste-é",
-        "function": "tests.tasks.add",
-        "args": [2**70, 0.1 + 0.2, -0.0, 'quo"te', "back\\slash", "\\u0000 as text", "🙂", None],
-        "kwargs": {"nested": {"deep": [[], {}, [1, [2, [3]]]]}, "ü": True},
-        "data": {"k": "v" * 300},
-        "callback": "tests.tasks.add",
-        "node": "w1@h",
-        "timeout": 1e-7,
-        "retry_backoff": 12.5,
-        "max_attempts": 2**31 - 1,
-        "priority": -100,
-        "queued_at": when,
-        "run_after": when + dt.timedelta(seconds=1.5),
-    }
+    tricky = TRICKY
     ours = [inserts.new_row(id=uuid.uuid4(), name=f"a{i}", active_name=f"a{i}", **tricky)
             for i in range(3)]  # fmt: skip
     assert get_store().insert_many(ours) == [None] * 3
