@@ -46,4 +46,5 @@ class Migration(migrations.Migration):
         ("distributed_tasks", "0007_node_queue_index"),
     ]
 
-    operations = [migrations.RunPython(create, drop)]
+    # The hint lets a database router send it where TaskRun's table is.
+    operations = [migrations.RunPython(create, drop, hints={"model_name": "taskrun"})]
