@@ -42,6 +42,18 @@ def cluster(periodic_cluster):
         timeout=15,
         message="the periodic tasks to be synced",
     )
+    # The previous test's flush emptied every table under the running cluster: wait for
+    # the leader to run the counter again before a test kills it, so a kill never lands
+    # in its first dispatch after the reset (a run it inserted but never published
+    # waits ORPHAN_AFTER, 30 s, for the next leader to publish it).
+    since = dt.datetime.now(dt.UTC)
+    poll_until(
+        lambda: TaskRun.objects.filter(
+            name="periodic:counter", state="DONE", queued_at__gte=since
+        ).exists(),
+        timeout=45,
+        message="the counter to run again",
+    )
     return periodic_cluster
 
 
