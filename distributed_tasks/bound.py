@@ -64,10 +64,13 @@ def _plain(connection: Any) -> bool:
     return getattr(loader, "timezone", None) == connection.timezone
 
 
-def execute(connection: Any, sql: str, params: list[Any], *, fetch: bool = False) -> Any:
+def execute(
+    connection: Any, sql: str, params: list[Any], *, fetch: bool = False, direct: bool = True
+) -> Any:
     """Execute ``sql`` (``%s`` placeholders); its first row when ``fetch``, else its row
-    count."""
-    if _direct(connection):
+    count. ``direct=False``: always on Django's cursor (SQL the ORM compiled, whose
+    parameters the server may not be able to type)."""
+    if direct and _direct(connection):
         connection.close_if_health_check_failed()  # as Django's cursor() does first
         connection.ensure_connection()
         connection.validate_thread_sharing()

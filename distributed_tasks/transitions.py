@@ -188,13 +188,9 @@ class WorkerWrites:
         """Run ``sql`` (an UPDATE of at most one row) with ``RETURNING`` the columns of
         ``read``. ``direct``: one of this module's statements, whose parameters all have
         a type the server can tell (``bound``); the ORM's expressions take Django's cursor."""
-        sql = f"{sql} RETURNING {read.columns}"
-        if direct:
-            row = bound.execute(conn, sql, params, fetch=True)
-        else:
-            with conn.cursor() as cursor:
-                cursor.execute(sql, params)
-                row = cursor.fetchone()
+        row = bound.execute(
+            conn, f"{sql} RETURNING {read.columns}", params, fetch=True, direct=direct
+        )
         return None if row is None else read.load(row, self.alias)
 
     def mark_finished(self, msg: RunMessage, outcome: Outcome) -> bool:

@@ -46,6 +46,11 @@ def spy(monkeypatch):
     return seen
 
 
+def test_the_code_calls_the_function_the_migration_makes_on_the_models_table():
+    """The migration is frozen (no import of the app's code): its names must still agree."""
+    assert (FUNCTION, TaskRun._meta.db_table) == (migration.FUNCTION, migration.TABLE)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_column_added_to_the_table_later_needs_no_new_function():
     """The function inserts the table's own row type: a column a later migration adds
