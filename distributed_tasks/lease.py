@@ -119,6 +119,9 @@ class Lease:
         self.epoch = 0
         self._value = ""
         self._valid_until = 0.0
+        # Why the last renew() failed when Redis did not answer (None otherwise): the
+        # keeper counts it as an outage, so it logs the moment Redis answers again.
+        self.failure: RedisError | None = None
 
     @property
     def ttl_ms(self) -> int:
@@ -166,11 +169,12 @@ class Lease:
             self.release()
             return False
         sent = time.monotonic()
+        self.failure = None
         try:
             ok = int(self._script(RENEW, keys.lease_key(), args=[self._value, self.ttl_ms]))
             reason = "another holder has it"
         except RedisError as exc:
-            ok, reason = 0, f"Redis did not answer ({exc})"
+            ok, reason, self.failure = 0, f"Redis did not answer ({exc})", exc
         if ok:
             self._trust_from(sent)
             signals.lease_renewed.send(Lease, holder=self.holder, epoch=self.epoch)

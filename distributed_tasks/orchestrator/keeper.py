@@ -48,6 +48,10 @@ class LeaseKeeper(threading.Thread):
             if lease.renew():
                 return lease.ttl / 3 * random.uniform(0.8, 1.0)
             self.elected.clear()
+            if lease.failure is not None:
+                # Redis did not answer: an outage like a failed acquisition, so the
+                # moment it answers again is logged even if no later call fails.
+                raise lease.failure
             return 0.0
         if lease.is_held() or lease.try_acquire():
             try:

@@ -134,6 +134,44 @@ def test_the_keeper_survives_any_exception_and_leads_again(monkeypatch, caplog):
     assert sum("Orchestrator lease works again" in m for m in messages) == 1
 
 
+def test_a_renewal_redis_does_not_answer_is_an_outage_whose_end_is_logged(monkeypatch, caplog):
+    """The leader's renewal times out (its host cut off from Redis): it gives the lease
+    up and logs the outage; the first call Redis answers again logs the recovery, even
+    though that call (an acquisition another holder refuses) fails nothing."""
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    from distributed_tasks import lease as lease_module
+
+    orchestrator = Orchestrator("renewal@test", [Counting()])
+    keeper = LeaseKeeper(orchestrator, poll=0.01)
+    lease = orchestrator.lease
+    real, timeouts = lease._script, []
+
+    def cut_once(source, *keys_, args):
+        if source == lease_module.RENEW and not timeouts:
+            timeouts.append(1)
+            raise RedisTimeoutError("Timeout reading from socket")
+        return real(source, *keys_, args=args)
+
+    with caplog.at_level(logging.INFO, logger="distributed_tasks"):
+        keeper.start()
+        try:
+            poll_until(keeper.elected.is_set, timeout=15, message="the keeper to lead")
+            monkeypatch.setattr(lease, "_script", cut_once)
+            poll_until(
+                lambda: any("Orchestrator lease works again" in m for m in lines(caplog)),
+                timeout=15,
+                message="the recovery logged",
+            )
+        finally:
+            keeper.stop()
+    assert timeouts and "lost the orchestrator lease" in caplog.text
+    messages = lines(caplog)
+    assert sum("Orchestrator lease failed" in m for m in messages) == 1, messages
+    assert "TimeoutError: Timeout reading from socket" in messages[0]
+    assert sum("Orchestrator lease works again" in m for m in messages) == 1, messages
+
+
 def test_a_leader_paused_inside_a_fenced_write_does_not_block_the_next_one():
     """The leader holds the leadership row's lock, then stops (SIGSTOP, a stalled VM):
     PostgreSQL ends its session after LEASE_TTL / 2 idle, so the next leader registers."""
