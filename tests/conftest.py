@@ -108,5 +108,8 @@ def cluster_factory(django_db_setup, tmp_path_factory, request):
 def pytest_runtest_makereport(item, call):
     report = yield
     if report.failed and "cluster_factory" in getattr(item, "funcargs", {}):
-        report.sections.append(("cluster logs", item.funcargs["cluster_factory"].all_logs()))
+        cluster = item.funcargs["cluster_factory"]
+        report.sections.append(("cluster logs", cluster.all_logs()))
+        if call.when == "call":  # the processes still run: what each was doing
+            report.sections.append(("cluster stacks", cluster.stacks()))
     return report

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
 from pathlib import Path
 
 from distributed_tasks.compat import TaskResultStatus
@@ -63,6 +65,33 @@ class Cluster(LocalCluster):
             return super().wait_leader(timeout=timeout, other_than=other_than)
         except TimeoutError as exc:
             raise AssertionError(str(exc)) from None
+
+    def stacks(self, tail: int = 12000) -> str:
+        """Every running process's Python stacks, pool children included (``py-spy dump``):
+        what a hung process was doing, for the report of a failed test."""
+        out = []
+        for key, proc in sorted(self.procs.items()):
+            if proc.poll() is not None:
+                continue
+            try:
+                dump = subprocess.run(
+                    [
+                        str(Path(sys.executable).with_name("py-spy")),
+                        "dump",
+                        "--subprocesses",
+                        "--pid",
+                        str(proc.pid),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                    check=False,
+                )
+                text = dump.stdout + dump.stderr
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                text = f"py-spy dump failed: {exc}"
+            out.append(f"----- {key} (pid {proc.pid}) -----\n{text[-tail:]}")
+        return "\n".join(out)
 
 
 def progress_of(run) -> tuple:

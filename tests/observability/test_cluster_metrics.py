@@ -91,7 +91,11 @@ def test_counters_histograms_and_gauges_after_a_known_mix(
         wait_finished(name)
 
     # While obs-wait runs: node gauges on the node's own port and on /tasks/metrics.
-    poll_until(lambda: _running(node_port), timeout=30, message="obs-wait to run on the node")
+    poll_until(
+        lambda: _running(node_port),
+        timeout=30,
+        message=lambda: f"obs-wait to run on the node: {_seen(node_port)}",
+    )
     node = scrape_port(node_port)
     web = scraper()
     for samples in (node, web):
@@ -202,6 +206,18 @@ def _running(port: int) -> bool:
         == 1
         == sample(samples, "dt_node_executing", node=NODE)
     ) and TaskRun.objects.filter(name="obs-wait", state="RUNNING").exists()
+
+
+def _seen(port: int) -> str:
+    """What ``_running`` read, for the message of a missed deadline."""
+    from distributed_tasks.models import TaskRun
+
+    samples = scrape_port(port)
+    gauges = {
+        g: sample(samples, g, node=NODE) for g in ("dt_node_active_runs", "dt_node_executing")
+    }
+    rows = list(TaskRun.objects.values_list("name", "state", "node", "attempt", "reason"))
+    return f"{gauges}, rows {rows}"
 
 
 def _periodic_rows() -> str:
