@@ -10,6 +10,10 @@ Each tick the leader
 - publishes again a QUEUED run whose message is gone: its start time passed
   ``ORPHAN_AFTER`` ago and its live node's queue is empty (its publisher died
   between insert and publish, or the broker refused after commit);
+- on its first tick as leader, does the same at once for the due QUEUED runs a
+  previous leader queued (a periodic slot, a run it requeued or moved): that
+  leader may have died between its commit and its publish, and a periodic run
+  left so would hold its name, and skip every slot, for ``ORPHAN_AFTER``;
 - scans a slice of the name keys for claims that no active row backs (their
   owner died between claim and insert) and releases them, or restores the
   finished status the row has; it deletes keys of the old format (before
@@ -26,12 +30,15 @@ import datetime as dt
 import time
 from collections import Counter
 
-from django.db.models import Count
+from django.db.models import Count, Q
+from django.utils import timezone
 
 from distributed_tasks import attempts, claims, deferred, keys, scripts
 from distributed_tasks.brokers import get_broker
 from distributed_tasks.connection import as_dict, get_redis, scan_step, text
 from distributed_tasks.orchestrator import Duty, TickContext
+from distributed_tasks.periodic import PeriodicRun
+from distributed_tasks.registry import path_of
 from distributed_tasks.store import get_store, message_for
 from distributed_tasks.types import ACTIVE_STATES, State
 
@@ -44,10 +51,12 @@ class Resync(Duty):
     def __init__(self) -> None:
         self.rebuild_from: str | None = None  # run id cursor while rebuilding
         self.scan_cursor = 0
+        self.elected_at: dt.datetime | None = None  # until the inherited runs are checked
 
     def reset(self) -> None:
         self.rebuild_from = None
         self.scan_cursor = 0
+        self.elected_at = timezone.now()
 
     def run(self, ctx: TickContext) -> dict[str, int]:
         counts: Counter[str] = Counter()
@@ -57,6 +66,7 @@ class Resync(Duty):
             self._rebuild(ctx, counts)
         self._loads()
         if not ctx.redis_settling:
+            self._inherited(ctx, counts)
             self._orphans(ctx, counts)
             self._stale_claims(ctx, counts)
         return dict(counts)
@@ -90,19 +100,34 @@ class Resync(Duty):
             pipe.hset(keys.loads_key(), mapping=loads)
         pipe.execute()
 
+    def _inherited(self, ctx: TickContext, counts: Counter[str]) -> None:
+        """Once per leadership: a due QUEUED run a previous leader queued, its node's queue
+        empty, may be one that leader never published. Publish it again now rather than
+        ``ORPHAN_AFTER`` later: if its message was out after all (taken by the node,
+        waiting for a free slot), the second delivery finds the row started and is dropped."""
+        if self.elected_at is None:
+            return
+        earlier = Q(orchestrator_epoch__lt=ctx.epoch) | Q(
+            function=path_of(PeriodicRun), queued_at__lt=self.elected_at
+        )
+        self._republish(ctx, counts, "inherited_republished", earlier, run_after__lte=ctx.now)
+        self.elected_at = None
+
     def _orphans(self, ctx: TickContext, counts: Counter[str]) -> None:
-        live = ctx.view.nodes
+        self._republish(ctx, counts, "orphans_republished", run_after__lt=ctx.now - ORPHAN_AFTER)
+
+    @staticmethod
+    def _republish(ctx: TickContext, counts: Counter[str], count: str, *q: Q, **when) -> None:
+        """Publish again each QUEUED run so filtered whose live node's queue is empty."""
         runs = list(
             get_store()
-            .runs.filter(
-                state=State.QUEUED, run_after__lt=ctx.now - ORPHAN_AFTER, node__in=list(live)
-            )
+            .runs.filter(*q, state=State.QUEUED, node__in=list(ctx.view.nodes), **when)
             .order_by("run_after")[: ctx.batch]
         )
         depths = get_broker().depths({run.node for run in runs}) if runs else {}
         for run in runs:
             if depths[run.node] == 0:
-                counts["orphans_republished"] += attempts.deliver(message_for(run))
+                counts[count] += attempts.deliver(message_for(run))
 
     def _stale_claims(self, ctx: TickContext, counts: Counter[str]) -> None:
         redis = get_redis()

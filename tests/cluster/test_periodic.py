@@ -43,9 +43,8 @@ def cluster(periodic_cluster):
         message="the periodic tasks to be synced",
     )
     # The previous test's flush emptied every table under the running cluster: wait for
-    # the leader to run the counter again before a test kills it, so a kill never lands
-    # in its first dispatch after the reset (a run it inserted but never published
-    # waits ORPHAN_AFTER, 30 s, for the next leader to publish it).
+    # the leader to run the counter again before a test kills it, so each test starts
+    # from a leader in its steady state, not one still re-establishing after the reset.
     since = dt.datetime.now(dt.UTC)
     poll_until(
         lambda: TaskRun.objects.filter(

@@ -42,16 +42,8 @@ def settle(orchestrator, redis):
 
 
 def row(name, node, state="QUEUED", **extra) -> TaskRun:
-    run = TaskRun(
-        id=uuid.uuid4(),
-        name=name,
-        active_name=name,
-        function="tests.tasks.add",
-        args=[1, 2],
-        node=node,
-        state=state,
-        **extra,
-    )
+    fields = {"function": "tests.tasks.add", "args": [1, 2], **extra}
+    run = TaskRun(id=uuid.uuid4(), name=name, active_name=name, node=node, state=state, **fields)
     get_store().insert(run)
     return run
 
@@ -229,6 +221,29 @@ def test_resync_republishes_a_queued_run_whose_message_is_gone(node, redis):
     assert report["orphans_republished"] == 1
     assert [m["headers"]["id"] for m in messages(redis, node.name)] == [f"{orphan.run_id}:1"]
     assert "orphans_republished" not in orchestrator.tick()["resync"]  # the queue holds it
+
+
+def test_a_new_leader_publishes_at_once_the_runs_the_last_one_queued(node, redis):
+    """The last leader may have died between committing a run and publishing it: a
+    periodic slot would hold its task's name, skipping every slot, for ORPHAN_AFTER."""
+    from distributed_tasks.periodic import PeriodicRun
+    from distributed_tasks.registry import path_of
+
+    first = lead("first@test")
+    settle(first, redis)
+    later = timezone.now() + dt.timedelta(hours=1)
+    slot = row("periodic:lost", node.name, function=path_of(PeriodicRun), args=["lost", "x"])
+    moved = row("moved", node.name, orchestrator_epoch=first.epoch)
+    row("backoff", node.name, orchestrator_epoch=first.epoch, run_after=later)  # not due
+    row("producer's", node.name)  # a producer's run: ORPHAN_AFTER applies
+    first.lease.release()  # dies without publishing any of them
+    second = lead("second@test")
+    assert second.tick()["resync"]["inherited_republished"] == 2
+    ids = sorted(m["headers"]["id"] for m in messages(redis, node.name))
+    assert ids == sorted(f"{r.run_id}:1" for r in (slot, moved))
+    assert "inherited_republished" not in second.tick()["resync"]  # once per leadership
+    relead(second)  # every election looks again; the queue now holds both
+    assert "inherited_republished" not in second.tick()["resync"]
 
 
 def test_resync_releases_claims_no_row_backs(node, redis, monkeypatch):
