@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from celery import signals as celery_signals
 from celery.worker import state as worker_state
 
-from distributed_tasks import forcing, keys, stealing
+from distributed_tasks import forcing, keys, redis_channel, stealing
 from distributed_tasks.celery import content_problem, get_app
 from distributed_tasks.conf import get_settings
 from distributed_tasks.consumer import NodeConsumer
@@ -130,6 +130,7 @@ class WorkerNode:
         # A pool process that frees a slot takes over a run waiting behind a busy node.
         celery_signals.task_postrun.connect(stealing.after_run, weak=False)
         stealing.share_draining()  # before the pool forks: its processes must see it
+        redis_channel.reuse_clients()  # one redis.Redis per channel, not one per ack
         worker = app.Worker(
             hostname=o.node,
             queues=[keys.queue_name(o.node)],

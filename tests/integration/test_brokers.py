@@ -37,3 +37,37 @@ def test_a_failed_ack_frees_its_prefetch_slot_so_the_consumer_fetches_again():
             assert channel.qos.can_consume()
     finally:
         proxy.stop()
+
+
+def test_a_node_channel_reuses_one_redis_client_for_its_acks(monkeypatch, redis):
+    """dt_worker makes kombu build one synchronous redis.Redis per channel (not one per
+    delivery and per ack); the channel still works, and the BRPOP client is kombu's own."""
+    from kombu.transport.redis import Channel
+
+    from distributed_tasks import redis_channel
+
+    built, original = [], Channel._create_client
+
+    def counted(self, asynchronous=False):
+        built.append(asynchronous)
+        return original(self, asynchronous)
+
+    monkeypatch.setattr(Channel, "_create_client", counted)  # restored after the test
+    assert redis_channel.reuse_clients() and redis_channel.reuse_clients()  # idempotent
+    with Connection(settings.REDIS_URL) as conn:
+        channel = conn.channel()
+        channel.basic_qos(0, 10, False)
+        channel.queue_declare(QUEUE)
+        producer = Producer(channel)
+        for n in range(3):
+            producer.publish({"n": n}, exchange="", routing_key=QUEUE)
+        messages = [channel.basic_get(QUEUE) for _ in range(3)]
+        assert redis.hlen(channel.unacked_key) == 3  # recorded as delivered
+        for message in messages:
+            message.ack()
+        assert [m.decode()["n"] for m in messages] == [0, 1, 2]
+        assert redis.hlen(channel.unacked_key) == 0  # and acked
+        assert built.count(False) == 1  # one client for 3 publishes, deliveries and acks
+        before = built.count(True)
+        assert channel._create_client(asynchronous=True) is not channel._create_client()
+        assert (built.count(False), built.count(True)) == (1, before + 1)  # kombu's own
