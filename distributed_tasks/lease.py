@@ -161,6 +161,7 @@ class Lease:
 
     def renew(self) -> bool:
         """Extend our lease; on any doubt (not ours, Redis error) stop trusting it at once."""
+        self.failure = None
         if not self._value:
             return False
         if not self.is_held():
@@ -169,7 +170,6 @@ class Lease:
             self.release()
             return False
         sent = time.monotonic()
-        self.failure = None
         try:
             ok = int(self._script(RENEW, keys.lease_key(), args=[self._value, self.ttl_ms]))
             reason = "another holder has it"

@@ -84,7 +84,7 @@ class Cluster(LocalCluster):
                     ],
                     capture_output=True,
                     text=True,
-                    timeout=30,
+                    timeout=10,
                     check=False,
                 )
                 text = dump.stdout + dump.stderr

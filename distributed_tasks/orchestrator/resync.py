@@ -10,10 +10,11 @@ Each tick the leader
 - publishes again a QUEUED run whose message is gone: its start time passed
   ``ORPHAN_AFTER`` ago and its live node's queue is empty (its publisher died
   between insert and publish, or the broker refused after commit);
-- on its first tick as leader, does the same at once for the due QUEUED runs a
-  previous leader queued (a periodic slot, a run it requeued or moved): that
-  leader may have died between its commit and its publish, and a periodic run
-  left so would hold its name, and skip every slot, for ``ORPHAN_AFTER``;
+- on its first tick as leader, does the same at once for the QUEUED runs a
+  previous leader queued in the last ``ORPHAN_AFTER`` (a periodic slot, a run it
+  requeued or moved) and that are due: that leader may have died between its
+  commit and its publish, and a periodic run left so would hold its name, and
+  skip every slot, until the rule above;
 - scans a slice of the name keys for claims that no active row backs (their
   owner died between claim and insert) and releases them, or restores the
   finished status the row has; it deletes keys of the old format (before
@@ -43,6 +44,7 @@ from distributed_tasks.store import get_store, message_for
 from distributed_tasks.types import ACTIVE_STATES, State
 
 ORPHAN_AFTER = dt.timedelta(seconds=30)
+INHERITED_MARGIN = dt.timedelta(seconds=1)
 
 
 class Resync(Duty):
@@ -51,7 +53,8 @@ class Resync(Duty):
     def __init__(self) -> None:
         self.rebuild_from: str | None = None  # run id cursor while rebuilding
         self.scan_cursor = 0
-        self.elected_at: dt.datetime | None = None  # until the inherited runs are checked
+        self.elected_at = timezone.now()
+        self.inherited_checked = 0  # the epoch whose inherited runs were all looked at
 
     def reset(self) -> None:
         self.rebuild_from = None
@@ -101,33 +104,47 @@ class Resync(Duty):
         pipe.execute()
 
     def _inherited(self, ctx: TickContext, counts: Counter[str]) -> None:
-        """Once per leadership: a due QUEUED run a previous leader queued, its node's queue
-        empty, may be one that leader never published. Publish it again now rather than
-        ``ORPHAN_AFTER`` later: if its message was out after all (taken by the node,
-        waiting for a free slot), the second delivery finds the row started and is dropped."""
-        if self.elected_at is None:
+        """Once per leadership: a QUEUED run that a previous leader queued or moved, due,
+        its node's queue empty, may be one that leader never published. Publish it again
+        now rather than ``ORPHAN_AFTER`` later: if its message was out after all (taken
+        by the node, waiting for a free slot), the second delivery finds the attempt
+        started and is dropped. Only runs younger than ``ORPHAN_AFTER`` (older ones are
+        ``_orphans``'), newest first: a slot the last leader dispatched comes first."""
+        if self.inherited_checked == ctx.epoch:
             return
+        recent = ctx.now - ORPHAN_AFTER
         earlier = Q(orchestrator_epoch__lt=ctx.epoch) | Q(
             function=path_of(PeriodicRun), queued_at__lt=self.elected_at
         )
-        self._republish(ctx, counts, "inherited_republished", earlier, run_after__lte=ctx.now)
-        self.elected_at = None
+        # A second's margin: a worker's retry backoff set on another host's clock.
+        due = {"run_after__gte": recent, "run_after__lte": ctx.now - INHERITED_MARGIN}
+        if self._republish(ctx, counts, "inherited_republished", earlier, newest=True, **due):
+            self.inherited_checked = ctx.epoch
 
     def _orphans(self, ctx: TickContext, counts: Counter[str]) -> None:
         self._republish(ctx, counts, "orphans_republished", run_after__lt=ctx.now - ORPHAN_AFTER)
 
     @staticmethod
-    def _republish(ctx: TickContext, counts: Counter[str], count: str, *q: Q, **when) -> None:
-        """Publish again each QUEUED run so filtered whose live node's queue is empty."""
+    def _republish(
+        ctx: TickContext, counts: Counter[str], count: str, *q: Q, newest: bool = False, **when
+    ) -> bool:
+        """Publish again each QUEUED run so filtered whose live node's queue is empty.
+        False when some could not be judged or sent (the broker did not answer)."""
         runs = list(
             get_store()
             .runs.filter(*q, state=State.QUEUED, node__in=list(ctx.view.nodes), **when)
-            .order_by("run_after")[: ctx.batch]
+            .order_by("-run_after" if newest else "run_after")[: ctx.batch]
         )
         depths = get_broker().depths({run.node for run in runs}) if runs else {}
+        complete = True
         for run in runs:
-            if depths[run.node] == 0:
-                counts[count] += attempts.deliver(message_for(run))
+            if depths[run.node] is None:
+                complete = False
+            elif depths[run.node] == 0:
+                sent = attempts.deliver(message_for(run))
+                counts[count] += sent
+                complete = complete and sent
+        return complete
 
     def _stale_claims(self, ctx: TickContext, counts: Counter[str]) -> None:
         redis = get_redis()

@@ -71,3 +71,8 @@ def test_a_node_channel_reuses_one_redis_client_for_its_acks(monkeypatch, redis)
         before = built.count(True)
         assert channel._create_client(asynchronous=True) is not channel._create_client()
         assert (built.count(False), built.count(True)) == (1, before + 1)  # kombu's own
+        kept = channel._create_client()
+        channel._disconnect_pools()  # as after a connection error: a new pool
+        again = channel._create_client()
+        assert again is not kept and again.connection_pool is channel.pool
+        assert again.ping() and channel._create_client() is again

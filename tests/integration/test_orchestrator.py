@@ -223,27 +223,42 @@ def test_resync_republishes_a_queued_run_whose_message_is_gone(node, redis):
     assert "orphans_republished" not in orchestrator.tick()["resync"]  # the queue holds it
 
 
-def test_a_new_leader_publishes_at_once_the_runs_the_last_one_queued(node, redis):
+def test_a_new_leader_publishes_at_once_the_runs_the_last_one_queued(node, redis, monkeypatch):
     """The last leader may have died between committing a run and publishing it: a
     periodic slot would hold its task's name, skipping every slot, for ORPHAN_AFTER."""
+    from distributed_tasks.brokers import Broker
     from distributed_tasks.periodic import PeriodicRun
     from distributed_tasks.registry import path_of
 
     first = lead("first@test")
     settle(first, redis)
-    later = timezone.now() + dt.timedelta(hours=1)
-    slot = row("periodic:lost", node.name, function=path_of(PeriodicRun), args=["lost", "x"])
-    moved = row("moved", node.name, orchestrator_epoch=first.epoch)
+    now = timezone.now()
+    due = now - dt.timedelta(seconds=2)
+    periodic = {"function": path_of(PeriodicRun), "args": ["lost", "x"]}
+    slot = row("periodic:lost", node.name, queued_at=due, run_after=due, **periodic)
+    moved = row("moved", node.name, orchestrator_epoch=first.epoch, run_after=due)
+    later = now + dt.timedelta(hours=1)
     row("backoff", node.name, orchestrator_epoch=first.epoch, run_after=later)  # not due
-    row("producer's", node.name)  # a producer's run: ORPHAN_AFTER applies
+    old = now - dt.timedelta(minutes=5)  # ORPHAN_AFTER's, not this pass's
+    row("old", node.name, orchestrator_epoch=first.epoch, run_after=old, queued_at=old)
+    row("producer's", node.name, run_after=due)  # a producer's run: ORPHAN_AFTER applies
     first.lease.release()  # dies without publishing any of them
     second = lead("second@test")
+    # The broker does not answer: nothing can be judged, the next tick looks again.
+    monkeypatch.setattr(Broker, "depths", lambda self, nodes: dict.fromkeys(nodes))
+    assert "inherited_republished" not in second.tick()["resync"]
+    monkeypatch.undo()
+    row("periodic:mine", node.name, run_after=due, **periodic)  # this leader's own slot
     assert second.tick()["resync"]["inherited_republished"] == 2
     ids = sorted(m["headers"]["id"] for m in messages(redis, node.name))
     assert ids == sorted(f"{r.run_id}:1" for r in (slot, moved))
-    assert "inherited_republished" not in second.tick()["resync"]  # once per leadership
-    relead(second)  # every election looks again; the queue now holds both
-    assert "inherited_republished" not in second.tick()["resync"]
+    redis.delete(*keys.queue_keys(node.name))  # the messages went missing again
+    report = second.tick()["resync"]
+    assert "inherited_republished" not in report  # once per leadership
+    assert report["orphans_republished"] == 1  # "old", by the rule for older runs
+    redis.delete(*keys.queue_keys(node.name))
+    relead(second)  # each election looks again: "periodic:mine" is now a former epoch's
+    assert second.tick()["resync"]["inherited_republished"] == 3
 
 
 def test_resync_releases_claims_no_row_backs(node, redis, monkeypatch):
