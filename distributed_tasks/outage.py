@@ -109,4 +109,9 @@ class Outage:
                 self.failures,
                 extra={"action": "recovered", "dependency": self.what, "seconds": lasted},
             )
+        self.forget()
+
+    def forget(self) -> None:
+        """Drop the outage without a line: what failed is no longer this loop's to try
+        (a leader that lost its lease stops ticking; the lease keeper logs Redis)."""
         self.failures, self.since, self.delay, self.retry_at, self._kind = 0, None, 0.0, 0.0, ""

@@ -141,7 +141,12 @@ class Orchestrator:
         leader keeps its lease and resumes by itself when the dependency answers.
         """
         try:
-            if not self.is_leader() or not self.lease.verify():
+            if not self.is_leader():
+                # An outage of its ticks is not a follower's: the next one is logged anew,
+                # not as a "works again" counted from this one.
+                self.outage.forget()
+                return None
+            if not self.lease.verify():
                 return None
             close_old_connections()
             view = live_nodes()

@@ -109,6 +109,23 @@ def test_redis_gone_mid_tick_is_no_exception(monkeypatch, caplog):
     assert len(lines(caplog)) == 2 and "cluster view" in lines(caplog)[0]
 
 
+def test_an_outage_a_leader_lost_its_lease_in_is_forgotten_not_ended_later(caplog):
+    """Its ticks failed, then it lost the lease: when it leads again much later, its
+    first good tick does not log "works again" with the old outage's length."""
+    flaky = Flaky()
+    orchestrator = lead(flaky)
+    flaky.failing = OperationalError("database is locked")
+    with caplog.at_level(logging.INFO, logger="distributed_tasks"):
+        assert orchestrator.tick() == {"flaky": {"errors": 1}}
+        orchestrator.lease.release()
+        assert orchestrator.tick() is None  # a follower now
+        flaky.failing = None
+        assert orchestrator.lease.try_acquire() and orchestrator.on_acquired()
+        assert orchestrator.tick() == {"flaky": {"done": 1}}
+    messages = lines(caplog)
+    assert len(messages) == 1 and "Orchestrator tick failed (flaky)" in messages[0], messages
+
+
 def test_the_keeper_survives_any_exception_and_leads_again(monkeypatch, caplog):
     orchestrator = Orchestrator("keeper@test", [Counting()])
     keeper = LeaseKeeper(orchestrator, poll=0.01)
