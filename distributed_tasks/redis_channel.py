@@ -32,7 +32,7 @@ def reuse_clients() -> bool:
     except ImportError:  # no redis-py: no Redis transport to speed up
         return False
     build = getattr(Channel, "_create_client", None)
-    if build is None or not callable(build):
+    if not callable(build):
         return False
     if getattr(build, "reuses_clients", False):
         return True

@@ -194,30 +194,29 @@ def _periodic_settled() -> PeriodicTaskState | None:
     return row
 
 
+def _gauges(port: int) -> tuple[float | None, float | None]:
+    """The node's active runs and the runs its heartbeat says it executes."""
+    samples = scrape_port(port)
+    return tuple(
+        sample(samples, g, node=NODE) for g in ("dt_node_active_runs", "dt_node_executing")
+    )
+
+
 def _running(port: int) -> bool:
     """obs-wait is the node's one active run, its heartbeat says it executes it, and its
     row says RUNNING. The heartbeat counts a run from the moment the pool process takes
     it, before the process marks the row: under load the scrape could fall in between."""
     from distributed_tasks.models import TaskRun
 
-    samples = scrape_port(port)
     return (
-        sample(samples, "dt_node_active_runs", node=NODE)
-        == 1
-        == sample(samples, "dt_node_executing", node=NODE)
-    ) and TaskRun.objects.filter(name="obs-wait", state="RUNNING").exists()
+        _gauges(port) == (1, 1)
+        and TaskRun.objects.filter(name="obs-wait", state="RUNNING").exists()
+    )
 
 
 def _seen(port: int) -> str:
     """What ``_running`` read, for the message of a missed deadline."""
-    from distributed_tasks.models import TaskRun
-
-    samples = scrape_port(port)
-    gauges = {
-        g: sample(samples, g, node=NODE) for g in ("dt_node_active_runs", "dt_node_executing")
-    }
-    rows = list(TaskRun.objects.values_list("name", "state", "node", "attempt", "reason"))
-    return f"{gauges}, rows {rows}"
+    return f"(active, executing) {_gauges(port)}, {_periodic_rows()}"
 
 
 def _periodic_rows() -> str:
