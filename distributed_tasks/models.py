@@ -10,11 +10,13 @@ enforce it). Redis claims reject duplicates fast; this constraint decides.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from django.db import models
 from django.utils import timezone
 
+from distributed_tasks import by_key
 from distributed_tasks.records import TaskRecord
 from distributed_tasks.types import (
     ACTIVE_STATES,
@@ -85,6 +87,14 @@ class TaskRunQuerySet(models.QuerySet):
 
     def on_node(self, node: str) -> TaskRunQuerySet:
         return self.filter(node=node)
+
+    def by_key(self, pk: Any, **conditions: Any) -> TaskRunQuerySet:
+        """The run ``pk`` if it meets ``conditions``, found by its key alone (``by_key``)."""
+        return by_key.by_key(self, pk, **conditions)
+
+    def by_keys(self, pks: Iterable[Any], **conditions: Any) -> TaskRunQuerySet:
+        """The runs among ``pks`` that meet ``conditions``, found by their keys alone."""
+        return by_key.by_keys(self, pks, **conditions)
 
     def reapable(self, before: Any) -> TaskRunQuerySet:
         """Finished runs whose history is older than ``before``."""

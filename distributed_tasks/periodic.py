@@ -236,9 +236,7 @@ def _record(run: RunInfo, *, outcome: str, state: Any = None, error: str = "") -
     if outcome == "DONE":
         # Only while this attempt still runs: one the leader ended or moved (its node was
         # taken for lost) must not overwrite the state its successor carries on.
-        still_running = TaskRun.objects.filter(
-            id=run.run_id, attempt=run.attempt, state=State.RUNNING
-        )
+        still_running = TaskRun.objects.by_key(run.run_id, attempt=run.attempt, state=State.RUNNING)
         rows = rows.filter(Exists(still_running))
         rows.update(state=state, runs=F("runs") + 1, last_outcome=outcome, last_error="")
     else:

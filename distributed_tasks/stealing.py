@@ -130,7 +130,7 @@ def _take(node: NodeInfo, heads: list[Head], *, first: bool = False) -> RunMessa
     """Move the first of ``heads`` that no one else took meanwhile to ``node``."""
     if not heads:
         return None
-    rows = get_store().runs.filter(state=State.QUEUED).in_bulk([head.pk for head in heads])
+    rows = get_store().runs.by_keys([head.pk for head in heads], state=State.QUEUED).in_bulk()
     # The message comes from this second read: had the run moved meanwhile (another
     # thief, the leader), its new attempt would pass the fence; so it must be the one chosen.
     chosen = (rows.get(head.pk) for head in heads)

@@ -155,10 +155,11 @@ class OrmStore(transitions.WorkerWrites, BaseStore):
         raise IntegrityError(f"the active run of {name!r} kept changing while it was read")
 
     def delete(self, run_id: Any) -> bool:
-        return bool(self.runs.filter(id=run_id, attempt=1, state=State.QUEUED).delete()[0])
+        return bool(self.runs.by_key(run_id, attempt=1, state=State.QUEUED).delete()[0])
 
-    def _attempt(self, msg: RunMessage):
-        return self.runs.filter(id=msg.run_id, attempt=msg.attempt)
+    def _attempt(self, msg: RunMessage, **conditions: Any):
+        """This attempt of the run, if it meets ``conditions`` (found by key: ``by_key``)."""
+        return self.runs.by_key(msg.run_id, attempt=msg.attempt, **conditions)
 
     def _finish(self, rows, outcome: Outcome, epoch: int | None = None) -> bool:
         extra = {"orchestrator_epoch": epoch} if epoch else {}
@@ -176,7 +177,7 @@ class OrmStore(transitions.WorkerWrites, BaseStore):
         epoch: int | None = None,
         from_states: tuple[str, ...] = ACTIVE_STATES,
     ) -> bool:
-        rows = self._attempt(msg).filter(node=msg.node, state__in=from_states)
+        rows = self._attempt(msg, node=msg.node, state__in=from_states)
         return self._finish(rows, outcome, epoch)
 
     def requeue(
@@ -200,9 +201,10 @@ class OrmStore(transitions.WorkerWrites, BaseStore):
         An attempt asked to stop is never retried: a cancel recorded after the caller
         read the row makes this return False, and the caller ends the run instead.
         """
-        rows = self._attempt(msg).filter(state__in=from_states, cancel_requested_at__isnull=True)
+        fence: dict[str, Any] = {"cancel_requested_at__isnull": True}
         if only_if_attempts_left:
-            rows = rows.filter(executions__lt=F("max_attempts"))
+            fence["executions__lt"] = F("max_attempts")
+        rows = self._attempt(msg, state__in=from_states, **fence)
         extra = {"orchestrator_epoch": epoch} if epoch else {}
         for _race in range(3):  # the worker may start it between the read and the update
             current = rows.values("state", "started_at", "attempts").first()
@@ -215,7 +217,7 @@ class OrmStore(transitions.WorkerWrites, BaseStore):
                 ended_at=timezone.now(),
                 outcome=error,
             )
-            if rows.filter(state=current["state"]).update(
+            if self._attempt(msg, state=current["state"], **fence).update(
                 **CLEARED_OUTCOME,
                 attempts=[*current["attempts"], ended],
                 state=State.QUEUED,
@@ -234,7 +236,7 @@ class OrmStore(transitions.WorkerWrites, BaseStore):
         try:
             with transaction.atomic(using=self.alias):
                 return bool(
-                    self.runs.filter(id=run.id, attempt=run.attempt, state=State.FAILED).update(
+                    self.runs.by_key(run.id, attempt=run.attempt, state=State.FAILED).update(
                         **CLEARED_OUTCOME,
                         attempts=[*run.attempts, ended],
                         state=State.QUEUED,
@@ -257,14 +259,14 @@ class OrmStore(transitions.WorkerWrites, BaseStore):
 
     def set_progress(self, msg: RunMessage, fields: dict[str, Any]) -> bool:
         """The progress of this RUNNING attempt (progress.py); False once it is not."""
-        return bool(self._attempt(msg).filter(state=State.RUNNING).update(**fields))
+        return bool(self._attempt(msg, state=State.RUNNING).update(**fields))
 
     def request_cancel(
         self, run: TaskRun, *, at: Any, by: str, deadline: Any = None
     ) -> TaskRun | None:
         """Record a cancel asked of this RUNNING attempt (the first asker and time stay; a
         forced one adds a deadline); the row as updated, or None once it is not RUNNING."""
-        rows = self.runs.filter(id=run.id, attempt=run.attempt, state=State.RUNNING)
+        rows = self.runs.by_key(run.id, attempt=run.attempt, state=State.RUNNING)
         first = Q(cancel_requested_at__isnull=True)
         values: dict[str, Any] = {
             "cancel_requested_at": Coalesce(F("cancel_requested_at"), Value(at)),
@@ -277,7 +279,7 @@ class OrmStore(transitions.WorkerWrites, BaseStore):
         return self._update_returning(rows, values, run.id)
 
     def mark_cancelled(self, run: TaskRun, outcome: Outcome) -> bool:
-        rows = self.runs.filter(id=run.id, attempt=run.attempt, state=State.QUEUED)
+        rows = self.runs.by_key(run.id, attempt=run.attempt, state=State.QUEUED)
         return self._finish(rows, outcome)
 
     def latest(self, task_list: str, name: str) -> TaskRun | None:
@@ -287,7 +289,7 @@ class OrmStore(transitions.WorkerWrites, BaseStore):
         return self.runs.filter(task_list=task_list, active_name=name).first()
 
     def is_active(self, run_id: Any) -> bool:
-        return self.runs.filter(id=run_id, active_name__isnull=False).exists()
+        return self.runs.by_key(run_id, active_name__isnull=False).exists()
 
     def get(self, run_id: Any) -> TaskRun | None:
         return self.runs.filter(id=run_id).first()

@@ -19,6 +19,7 @@ from django.db.models.sql.subqueries import UpdateQuery
 from django.utils import timezone
 
 from distributed_tasks import bound, inserts
+from distributed_tasks.by_key import unindexed
 from distributed_tasks.messages import RunMessage
 from distributed_tasks.models import TaskRun
 from distributed_tasks.types import Outcome, State
@@ -52,20 +53,24 @@ class Transitions:
         table = q(TaskRun._meta.db_table)
         col = {f.attname: q(f.column) for f in TaskRun._meta.concrete_fields}
         start_set = ", ".join(f"{col[f]} = %s" for f in START_FIELDS)
+        # Each row by its key alone (by_key.py): the fence's columns lead other indexes.
+        fence = [f"{col[f]} = %s" for f in ("attempt", "node", "state")]
         start = (
             f"UPDATE {table} SET {start_set}, {col['executions']} = {col['executions']} + 1 "
-            f"WHERE {col['id']} = %s AND {col['attempt']} = %s AND {col['node']} = %s "
-            f"AND {col['state']} = %s"
+            f"WHERE {col['id']} = %s AND "
         )
         finish_set = ", ".join(f"{col[f]} = %s" for f in FINISH_FIELDS)
         finish = (
             f"UPDATE {table} SET {col['active_name']} = NULL, {finish_set} "
-            f"WHERE {col['id']} = %s AND {col['attempt']} = %s AND {col['state']} = %s"
+            f"WHERE {col['id']} = %s AND {unindexed(f'{fence[0]} AND {fence[2]}')}"
         )
         as_sent = [f"{col[f]} = %s" for f in AS_SENT]
         as_sent[AS_SENT.index("timeout")] = f"NULLIF({col['timeout']}, 0) IS NOT DISTINCT FROM %s"
-        start_as_sent = f"{start} AND {' AND '.join(as_sent)}"
-        return cls(start=start, finish=finish, start_as_sent=start_as_sent)
+        return cls(
+            start=start + unindexed(" AND ".join(fence)),
+            finish=finish,
+            start_as_sent=start + unindexed(" AND ".join(fence + as_sent)),
+        )
 
 
 # Each field's get_db_prep_save, None where it returns a plain value unchanged.
@@ -124,9 +129,7 @@ class WorkerWrites:
                 ("state", State.QUEUED),
             ])  # fmt: skip
             return self._returning(conn, statements(conn).start, params, started(conn))
-        rows = self.runs.filter(
-            id=msg.run_id, attempt=msg.attempt, node=msg.node, state=State.QUEUED
-        )
+        rows = self.runs.by_key(msg.run_id, attempt=msg.attempt, node=msg.node, state=State.QUEUED)
         values = {
             "state": State.RUNNING,
             "started_at": timezone.now(),

@@ -29,7 +29,7 @@ class Releaser(Duty):
         for task_id in task_ids:
             run_id, _, attempt = task_id.partition(":")
             wanted[run_id] = int(attempt or 0)
-        runs = get_store().runs.filter(id__in=list(wanted), state=State.QUEUED)
+        runs = get_store().runs.by_keys(wanted, state=State.QUEUED)
         finished = set(task_ids)
         for run in runs:
             if run.attempt != wanted.get(run.run_id):

@@ -170,9 +170,8 @@ class Resync(Duty):
                 suspects[run_id] = key
         if not suspects:
             return
-        active = set(
-            get_store().runs.active().filter(id__in=list(suspects)).values_list("id", flat=True)
-        )
+        rows = get_store().runs.by_keys(suspects, active_name__isnull=False)
+        active = set(rows.values_list("id", flat=True))
         active_hex = {run_id.hex for run_id in active}
         for run_id, key in suspects.items():
             if run_id in active_hex:

@@ -107,7 +107,7 @@ class Watchdog(Duty):
         timeout = get_settings().NODE_TIMEOUT
         wanted = dict(overdue)
         with fenced(ctx.epoch):
-            runs = get_store().runs.filter(id__in=list(wanted), state=State.RUNNING)
+            runs = get_store().runs.by_keys(wanted, state=State.RUNNING)
             for run in runs:
                 if wanted.get(run.id.hex) != run.attempt:
                     counts["fenced"] += 1
