@@ -205,7 +205,9 @@ class OrmStore(transitions.WorkerWrites, BaseStore):
         if only_if_attempts_left:
             fence["executions__lt"] = F("max_attempts")
         rows = self._attempt(msg, state__in=from_states, **fence)
-        extra = {"orchestrator_epoch": epoch} if epoch else {}
+        # The leader that moved it, or none: a worker's retry or steal was no leader's
+        # (a new leader republishes what earlier leaders queued: resync._inherited).
+        extra = {"orchestrator_epoch": epoch or None}
         for _race in range(3):  # the worker may start it between the read and the update
             current = rows.values("state", "started_at", "attempts").first()
             if current is None:

@@ -38,7 +38,7 @@ def busy(redis):
 
 def test_a_node_with_a_free_slot_takes_the_oldest_waiting_run(thief, busy, redis):
     newer = row("newer", "busy@test", **waited(2))
-    older = row("older", "busy@test", **waited(5))
+    older = row("older", "busy@test", orchestrator_epoch=7, **waited(5))  # a leader moved it
     assert has_free_slot(thief)
     whys = []
 
@@ -54,6 +54,7 @@ def test_a_node_with_a_free_slot_takes_the_oldest_waiting_run(thief, busy, redis
     assert (moved.name, moved.node, moved.attempt) == ("older", thief.name, 2)
     older.refresh_from_db(), newer.refresh_from_db()
     assert (older.node, older.attempt, older.state) == (thief.name, 2, "QUEUED")
+    assert older.orchestrator_epoch is None  # moved last by a node, not by a leader
     assert (newer.node, newer.attempt) == ("busy@test", 1)
     assert [m["headers"]["id"] for m in messages(redis, thief.name)] == [f"{older.run_id}:2"]
 
