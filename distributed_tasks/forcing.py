@@ -138,11 +138,12 @@ class Watcher(threading.Thread):
 
         pid = request.worker_pid
         try:
-            msg = runner._trusted(RunMessage.from_body(request.args[0]))
+            trusted = runner._trusted(RunMessage.from_body(request.args[0]))
         except (MalformedMessage, IndexError, TypeError):
             return
-        if msg is None:
+        if trusted is None:
             return
+        msg, row = trusted
         if pid == os.getpid():
             self.unforceable.add(msg.task_id)
             logger.error(
@@ -152,16 +153,17 @@ class Watcher(threading.Thread):
                 extra={"action": "cancel_not_forced"},
             )  # fmt: skip
             return
-        row = get_store().get(msg.run_id)
-        req = from_row(row) if row is not None and row.cancel_requested_at else None
+        req = from_row(row) if row.cancel_requested_at else None
         if req is None:
             return
         grace = (req.deadline - req.at).total_seconds() if req.deadline else 0.0
         message = f"{req.describe()}; its pool process was killed after a grace of {grace:g} s"
         exc = Cancelled(message)
         _killed.add(msg.task_id)
-        if not outcomes.record(msg, Outcome.failed(Reason.CANCELLED, exc, message), lost=True,
-                               patience=runner.LOST_PATIENCE):  # fmt: skip
+        outcome = Outcome.failed(Reason.CANCELLED, exc, message)
+        if not outcomes.record(
+            msg, outcome, lost=True, patience=runner.LOST_PATIENCE, **runner.since(row)
+        ):
             _killed.discard(msg.task_id)  # it ended meanwhile: nothing to kill
             return
         current = _active_requests().get(msg.task_id)

@@ -249,14 +249,15 @@ def record_lost(args: Any, by: LostBy, *, timeout: float | None = None, exc: Any
         return  # a forced cancel: its outcome is recorded already
     outage = Outage(f"Storing the outcome of {sent.name} attempt {sent.attempt}", logger)
     try:
-        msg = until_answered(
+        trusted = until_answered(
             lambda: _trusted(sent), outage, errors=DB_UNAVAILABLE, patience=LOST_PATIENCE
         )
     except DB_UNAVAILABLE as exc:
         outcomes.gave_up(sent, exc, LOST_PATIENCE)
         return
-    if msg is None:
+    if trusted is None:
         return
+    msg, run = trusted
     if by is LostBy.TIMEOUT:
         limit = msg.timeout if msg.timeout is not None else timeout
         outcome = Outcome.failed(
@@ -266,15 +267,16 @@ def record_lost(args: Any, by: LostBy, *, timeout: float | None = None, exc: Any
         outcome = Outcome.failed(
             Reason.WORKER_LOST, exc, "the pool process running it died (killed or exited)"
         )
-    if outcomes.record(msg, outcome, lost=True, patience=LOST_PATIENCE):
+    if outcomes.record(msg, outcome, lost=True, patience=LOST_PATIENCE, **since(run)):
         if by is LostBy.TIMEOUT:
             call_hook(msg, "on_timeout")
         else:
             call_hook(msg, "on_failure", exc or RuntimeError(outcome.error))
 
 
-def _trusted(msg: RunMessage) -> RunMessage | None:
-    """``msg`` as its row has it, for its own attempt; None if no row or they disagree."""
+def _trusted(msg: RunMessage) -> tuple[RunMessage, TaskRun] | None:
+    """``msg`` as its row has it, for its own attempt, and the row; None if no row or
+    they disagree."""
     run = get_store().get(msg.run_id)
     if run is None:
         return None
@@ -285,7 +287,17 @@ def _trusted(msg: RunMessage) -> RunMessage | None:
             msg.run_id, ", ".join(wrong), extra=logs.run_extra(msg, "forged"),
         )  # fmt: skip
         return None
-    return dataclasses.replace(truth, attempt=msg.attempt, node=msg.node)
+    return dataclasses.replace(truth, attempt=msg.attempt, node=msg.node), run
+
+
+def since(run: TaskRun) -> dict[str, float]:
+    """When ``run``'s attempt started and how long it ran, for an outcome recorded outside
+    its pool process: its cached status may never have said RUNNING, and its log line
+    gives the duration like any other."""
+    if run.started_at is None:
+        return {}
+    started = run.started_at.timestamp()
+    return {"started_at": started, "duration": max(0.0, time.time() - started)}
 
 
 def call_hook(msg: RunMessage, hook: str, *args: Any) -> None:

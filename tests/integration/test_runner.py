@@ -1,10 +1,11 @@
 """One attempt executed in this process: fence, guard, callback, hooks and outcome."""
 
+import logging
 import uuid
 
 import pytest
 
-from distributed_tasks import State, claims, keys, runner
+from distributed_tasks import State, claims, get_status, keys, mirror, runner
 from distributed_tasks.messages import RunMessage
 from distributed_tasks.models import TaskRun
 from distributed_tasks.nodes import NodeInfo, set_current_node
@@ -144,6 +145,19 @@ def test_record_lost_ends_a_running_run_once(redis):
     run = row(msg)
     assert (run.state, run.reason) == ("FAILED", "worker_lost")
     assert redis.lrange(f"hooks:{msg.name}", 0, -1) == [b"failure:RuntimeError"]
+
+
+def test_a_lost_run_s_status_and_log_line_say_when_it_started(redis, caplog):
+    msg = queue("tests.tasks.Hooked", ["exit"])
+    mirror.publish(msg, claims.message_fields(msg, State.QUEUED))  # as its start cached it
+    get_store().mark_running(msg, "inc")  # a short run: its status never said RUNNING
+    assert get_status(msg.name).started_at is None
+    with caplog.at_level(logging.ERROR, logger="distributed_tasks.runner"):
+        runner.record_lost([msg.to_body()], runner.LostBy.CRASH)
+    status = get_status(msg.name)
+    assert (status.state, status.started_at) == ("FAILED", row(msg).started_at)
+    [line] = [r for r in caplog.records if getattr(r, "action", None) == "failed"]
+    assert line.duration is not None and line.duration >= 0
 
 
 def test_record_lost_by_timeout_calls_on_timeout(redis):
