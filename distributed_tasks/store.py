@@ -247,10 +247,11 @@ class OrmStore(transitions.WorkerWrites, BaseStore):
                         max_attempts=max(run.max_attempts, run.executions + 1),
                         node=node,
                         run_after=timezone.now(),
+                        orchestrator_epoch=None,  # a client's retry, no leader's move
                     )
                 )
         except IntegrityError:
-            raise self._conflict(run) from None
+            raise self._conflict(run.task_list, run.name) from None
 
     def delete_finished_before(self, before: Any, limit: int) -> int:
         """Delete up to ``limit`` finished rows older than ``before`` (history retention)."""

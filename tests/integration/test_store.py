@@ -173,3 +173,21 @@ def test_a_single_insert_tries_again_when_the_holder_ended_in_between(monkeypatc
     row = inserts.new_row(id=uuid.uuid4(), name="ending", active_name="ending", function="f")
     assert store.insert_many([row]) == [None]
     assert TaskRun.objects.get(name="ending", active_name="ending").id == row["id"]
+
+
+def test_a_retry_whose_name_was_taken_meanwhile_answers_the_run_that_holds_it():
+    """``retry`` claimed the name in Redis, but a start that inserts first (database_first)
+    took it in the database in between: the retry is refused with that run."""
+    store = get_store()
+    failed = new_run(name="again", orchestrator_epoch=4)
+    assert store.mark_running(message(failed), "inc")
+    assert store.mark_finished(message(failed), Outcome.failed(Reason.EXCEPTION, ValueError()))
+    failed.refresh_from_db()
+    holder = new_run(name="again")
+    with pytest.raises(AlreadyRunning) as info:
+        store.reactivate(failed, node="w2@h")
+    assert info.value.run_id == holder.run_id
+    holder.delete()
+    assert store.reactivate(failed, node="w2@h")
+    failed.refresh_from_db()
+    assert (failed.state, failed.attempt, failed.orchestrator_epoch) == (State.QUEUED, 2, None)
