@@ -162,7 +162,7 @@ class Watcher(threading.Thread):
         _killed.add(msg.task_id)
         outcome = Outcome.failed(Reason.CANCELLED, exc, message)
         if not outcomes.record(
-            msg, outcome, lost=True, patience=runner.LOST_PATIENCE, **runner.since(row, msg)
+            msg, outcome, lost=True, patience=runner.LOST_PATIENCE, **outcomes.since(row, msg)
         ):
             _killed.discard(msg.task_id)  # it ended meanwhile: nothing to kill
             return

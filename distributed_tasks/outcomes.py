@@ -12,6 +12,7 @@ stored instead. The outcome is logged once, at a level that matches it.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import replace
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -106,6 +107,17 @@ def _persist(
             )
         except SoftTimeLimitExceeded:
             continue
+
+
+def since(run: TaskRun, msg: RunMessage) -> dict[str, float]:
+    """When ``msg``'s attempt started and how long it ran, from its row ``run``, for an
+    outcome recorded outside its pool process: its cached status may never have said
+    RUNNING, and its log line gives the duration like any other. Nothing once the row
+    is at another attempt (the outcome is fenced out then anyway)."""
+    if run.started_at is None or run.attempt != msg.attempt:
+        return {}
+    started = run.started_at.timestamp()
+    return {"started_at": started, "duration": max(0.0, time.time() - started)}
 
 
 def record(

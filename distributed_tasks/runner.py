@@ -267,7 +267,7 @@ def record_lost(args: Any, by: LostBy, *, timeout: float | None = None, exc: Any
         outcome = Outcome.failed(
             Reason.WORKER_LOST, exc, "the pool process running it died (killed or exited)"
         )
-    if outcomes.record(msg, outcome, lost=True, patience=LOST_PATIENCE, **since(run, msg)):
+    if outcomes.record(msg, outcome, lost=True, patience=LOST_PATIENCE, **outcomes.since(run, msg)):
         if by is LostBy.TIMEOUT:
             call_hook(msg, "on_timeout")
         else:
@@ -288,17 +288,6 @@ def _trusted(msg: RunMessage) -> tuple[RunMessage, TaskRun] | None:
         )  # fmt: skip
         return None
     return dataclasses.replace(truth, attempt=msg.attempt, node=msg.node), run
-
-
-def since(run: TaskRun, msg: RunMessage) -> dict[str, float]:
-    """When ``msg``'s attempt started and how long it ran, from its row ``run``, for an
-    outcome recorded outside its pool process: its cached status may never have said
-    RUNNING, and its log line gives the duration like any other. Nothing once the row
-    is at another attempt (the outcome is fenced out then anyway)."""
-    if run.started_at is None or run.attempt != msg.attempt:
-        return {}
-    started = run.started_at.timestamp()
-    return {"started_at": started, "duration": max(0.0, time.time() - started)}
 
 
 def call_hook(msg: RunMessage, hook: str, *args: Any) -> None:
