@@ -8,15 +8,19 @@ counted), as ``bench_e2e`` times ours and plain Celery from resume to the last r
 - django-tasks-db: two ``db_worker --batch`` processes (``started_at``/``finished_at``);
 - Celery + django-celery-results (``task_track_started``): one ``celery worker -c 2``
   (``date_created`` of STARTED, ``date_done``);
-- Procrastinate: one worker with concurrency 2 (its ``procrastinate_events``).
+- Procrastinate: one worker with concurrency 2 (its ``procrastinate_events``);
+- ours, in the same shape: one ``dt_worker -c 2`` node, paused while its runs are queued
+  (``started_at``/``finished_at`` of the rows).
 
-Peers run interleaved by round. ``bench_e2e`` has ours and plain Celery.
+Peers run interleaved by round. ``bench_e2e`` has ours (2 nodes x 2 processes) against
+plain Celery in the same shape.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -119,6 +123,27 @@ def procrastinate_round(app: Any, n: int) -> float:
     return n / (b - a).total_seconds()
 
 
+def ours_round(procs: common.BenchCluster, node: str, n: int, batch: int = 500) -> float:
+    from django.db.models import Max, Min
+
+    from benchmarks.tasks import noop
+    from distributed_tasks import start_many
+    from distributed_tasks.models import TaskRun
+
+    tag = f"peers-{time.monotonic_ns()}"
+    procs.signal_group(node, signal.SIGSTOP)
+    try:
+        for i in range(0, n, batch):
+            start_many([{"func": noop, "name": f"{tag}-{j}"} for j in range(i, min(n, i + batch))])
+    finally:
+        procs.signal_group(node, signal.SIGCONT)
+    done = TaskRun.objects.filter(name__startswith=f"{tag}-", state="DONE")
+    common.poll_until(lambda: done.count() >= n, timeout=120, interval=0.1)
+    procs.signal_group(node, signal.SIGSTOP)  # idle while the peers run: no CPU of theirs
+    span = done.aggregate(a=Min("started_at"), b=Max("finished_at"))
+    return n / (span["b"] - span["a"]).total_seconds()
+
+
 def main() -> None:
     def options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--n", type=int, help="tasks per round (default 1000, quick 200)")
@@ -126,22 +151,34 @@ def main() -> None:
 
     args = common.parse_args(__doc__.splitlines()[0], options)
     n = common.sized(args, "n", 1000, 200)
-    common.setup()
+    common.setup(DT_BENCH_NODE_TIMEOUT="120")  # a paused node must not look dead
     from benchmarks import peers
 
     rates: dict[str, list[float]] = {}
     try:
-        with contextlib_procrastinate() as app:
-            rounds: dict[str, Callable[[int], float]] = {}
+        with (
+            contextlib_procrastinate() as app,
+            common.cluster(NAME, DT_BENCH_NODE_TIMEOUT="120") as procs,
+        ):
+            node = common.node_name("peers")
+            procs.start_worker(node, concurrency=WORKERS)
+            procs.wait_live(node)
+            procs.signal_group(node, signal.SIGSTOP)  # resumed for its own rounds only
+            rounds: dict[str, Callable[[int], float]] = {
+                "distributed_tasks (1 node, -c 2)": lambda n: ours_round(procs, node, n)
+            }
             if peers.installed("django_tasks_db"):
                 rounds["django-tasks-db"] = dtdb_round
             if peers.installed("django_celery_results"):
                 rounds["Celery + django-celery-results"] = dcr_round
             if app is not None:
                 rounds["Procrastinate"] = lambda n: procrastinate_round(app, n)
-            for _ in range(args.rounds):
-                for label, run in rounds.items():
-                    rates.setdefault(label, []).append(run(n))
+            try:
+                for _ in range(args.rounds):
+                    for label, run in rounds.items():
+                        rates.setdefault(label, []).append(run(n))
+            finally:
+                procs.signal_group(node, signal.SIGCONT)  # so that it can stop
     finally:
         common.reset_state()
     rows = [(label, n, statistics.median(v), min(v), max(v)) for label, v in rates.items()]
