@@ -11,6 +11,7 @@ from distributed_tasks import State, get_status, start_async
 from distributed_tasks.models import TaskRun
 from tests import tasks
 from tests.cluster.conftest import wait_finished
+from tests.support import poll_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 
@@ -72,7 +73,13 @@ def test_a_pool_process_that_exits_is_recorded_with_its_hook(node, redis):
     start_async(tasks.Hooked, ["exit"], name="suicide")
     status = wait_finished("suicide")
     assert (status.state, status.reason) == (State.FAILED, "worker_lost")
-    assert hooks(redis, "suicide") == ["failure:WorkerLostError"]
+    # The node's main process calls the hook once the outcome is recorded (a fenced-out
+    # loss calls none): a moment after the status says FAILED.
+    poll_until(
+        lambda: hooks(redis, "suicide") == ["failure:WorkerLostError"],
+        timeout=10,
+        message="the on_failure hook of the run whose pool process exited",
+    )
     for i in range(4):  # no zombie node: the pool is refilled and prefetch is not stuck
         still_serves(f"after-exit-{i}")
 
