@@ -5,12 +5,13 @@ import os
 import pytest
 from django.conf import settings
 
-from tests import services
+from tests import flush, services
 from tests.support import Cluster, poll_until
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     services.ensure(postgres=os.environ.get("DT_TEST_DB", "postgres") != "sqlite")
+    flush.install()
 
 
 @pytest.fixture(autouse=True)
