@@ -46,7 +46,7 @@ def flush_beside_a_writer(teardown: Callable[[TransactionTestCase], None]) -> No
 
                 poll_until(truncate_waits, timeout=10, message="the TRUNCATE to wait")
                 cursor.execute(f"LOCK TABLE {first} IN ROW EXCLUSIVE MODE")
-        except BaseException as error:  # noqa: BLE001 - the test thread reports it
+        except BaseException as error:  # the test thread reports it
             failure.append(error)
         finally:
             held.set()
