@@ -24,7 +24,6 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import DatabaseError
 from django.utils import timezone
 from redis.exceptions import RedisError
 
@@ -34,6 +33,7 @@ from distributed_tasks.connection import get_redis, text
 from distributed_tasks.exceptions import Cancelled
 from distributed_tasks.messages import RunMessage, storable
 from distributed_tasks.models import TaskRun
+from distributed_tasks.resilience import DB_ERRORS
 from distributed_tasks.store import get_store, message_for
 from distributed_tasks.types import Outcome, Reason
 
@@ -133,7 +133,7 @@ def _read(current: progress.RunScope, now: float) -> CancelRequest | None:
     current.cancel_row_checked_at = now
     try:
         row = get_store().runs.filter(id=msg.run_id, attempt=msg.attempt).first()
-    except DatabaseError:
+    except DB_ERRORS:
         return None
     return from_row(row) if row is not None and row.cancel_requested_at else None
 

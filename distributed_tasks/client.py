@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from django.db import DatabaseError, connections, transaction
+from django.db import connections, transaction
 from redis.exceptions import RedisError
 
 from distributed_tasks import (
@@ -42,6 +42,7 @@ from distributed_tasks.claims import ClaimOutcome, ClaimReply
 from distributed_tasks.exceptions import AlreadyRunning
 from distributed_tasks.models import TaskRun
 from distributed_tasks.placement import Placement
+from distributed_tasks.resilience import DB_ERRORS
 from distributed_tasks.starts import Start, failure, unavailable
 from distributed_tasks.store import get_store
 from distributed_tasks.types import TaskHandle, TaskStatus
@@ -132,7 +133,7 @@ class ClusterClient(ClaimFirst):
                 try:
                     if self._went_out(s):
                         continue
-                except DatabaseError as exc:
+                except DB_ERRORS as exc:
                     database_away = True
                     logger.warning("Could not delete the row(s) of a failed start: %s", exc)
             self._abandon(s)

@@ -20,6 +20,7 @@ from django.utils import timezone
 from distributed_tasks.conf import get_settings
 from distributed_tasks.exceptions import DistributedTasksError
 from distributed_tasks.models import Leadership
+from distributed_tasks.resilience import DB_ERRORS
 
 
 class Fenced(DistributedTasksError):
@@ -61,9 +62,10 @@ def fenced(epoch: int) -> Iterator[None]:
     """A transaction in which ``epoch`` is, and stays, the newest registered epoch."""
     alias = get_settings().DATABASE_ALIAS
     outermost = not connections[alias].in_atomic_block  # a caller's transaction: its own rules
-    with transaction.atomic(using=alias):
-        if outermost:
-            _bound_pause(alias)
+    with (
+        transaction.atomic(using=alias),
+        _bound_pause(alias) if outermost else contextlib.nullcontext(),
+    ):
         current = _rows().select_for_update().filter(id=1).values_list("epoch", flat=True).first()
         if current is None:  # the row was deleted (a test flushed tables): register again
             claim_epoch(epoch, "")
@@ -73,20 +75,36 @@ def fenced(epoch: int) -> Iterator[None]:
         yield
 
 
-def _bound_pause(alias: str) -> None:
-    """A leader paused inside this transaction (a stalled VM, a long GC pause, SIGSTOP)
-    would hold the row's lock, and block every later leader, until it resumes. On
-    PostgreSQL its session ends once it has been idle in the transaction for half a
-    LEASE_TTL: before its lease can expire and another beat be elected, the lock is free
-    (the paused leader, when it resumes, finds its connection closed and its lease gone)."""
+@contextlib.contextmanager
+def _bound_pause(alias: str) -> Iterator[None]:
+    """A leader paused inside its transaction (a stalled VM, a long GC pause, SIGSTOP)
+    would hold the row's lock, and block every later leader, until it resumes. Its
+    session ends once it has been idle in the transaction for half a LEASE_TTL: before
+    its lease can expire and another beat be elected, the lock is free (the paused
+    leader, when it resumes, finds its connection closed and its lease gone).
+
+    Entered inside the transaction. PostgreSQL's timeout is the transaction's own;
+    MariaDB's (whole seconds) is the session's, so it is set back before the commit.
+    MySQL has none."""
     connection = connections[alias]
-    if connection.vendor != "postgresql":
-        return
-    idle_ms = str(max(1, int(get_settings().LEASE_TTL * 500)))
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT set_config('idle_in_transaction_session_timeout', %s, true)", [idle_ms]
-        )
+    ttl = get_settings().LEASE_TTL
+    if connection.vendor == "postgresql":
+        idle_ms = str(max(1, int(ttl * 500)))
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT set_config('idle_in_transaction_session_timeout', %s, true)", [idle_ms]
+            )
+        yield
+    elif connection.vendor == "mysql" and connection.mysql_is_mariadb:
+        with connection.cursor() as cursor:
+            cursor.execute("SET SESSION idle_transaction_timeout = %s", [max(1, int(ttl / 2))])
+        try:
+            yield
+        finally:
+            with contextlib.suppress(*DB_ERRORS), connection.cursor() as cursor:
+                cursor.execute("SET SESSION idle_transaction_timeout = DEFAULT")
+    else:
+        yield
 
 
 def record_tick(epoch: int) -> None:

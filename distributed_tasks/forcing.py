@@ -21,7 +21,6 @@ import threading
 import time
 from typing import Any
 
-from django.db import DatabaseError
 from redis.exceptions import RedisError
 
 from distributed_tasks import keys
@@ -32,7 +31,7 @@ from distributed_tasks.exceptions import Cancelled
 from distributed_tasks.messages import MalformedMessage, RunMessage
 from distributed_tasks.models import TaskRun
 from distributed_tasks.outage import Outage
-from distributed_tasks.resilience import close_broken_connections
+from distributed_tasks.resilience import DB_ERRORS, close_broken_connections
 from distributed_tasks.store import get_store, message_for
 from distributed_tasks.types import Outcome, Reason, State
 
@@ -98,7 +97,7 @@ class Watcher(threading.Thread):
             self.row_at = time.monotonic()
             try:
                 self._from_rows()
-            except DatabaseError as exc:
+            except DB_ERRORS as exc:
                 close_broken_connections()  # this thread's own: reconnect on the next read
                 self.rows_outage.failed(exc)
             else:

@@ -27,13 +27,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import DatabaseError
 from redis.exceptions import RedisError
 
 from distributed_tasks import claims, keys, running_status
 from distributed_tasks.connection import get_redis, text
 from distributed_tasks.messages import RunMessage, storable, strict_json
 from distributed_tasks.models import PROGRESS_MESSAGE_LIMIT
+from distributed_tasks.resilience import DB_ERRORS
 from distributed_tasks.types import State
 
 logger = logging.getLogger("distributed_tasks.progress")
@@ -211,7 +211,7 @@ def _write_row(current: RunScope) -> None:
         fields = {**current.fields(), "progress_data": current.data}
     try:
         get_store().set_progress(current.msg, fields)
-    except DatabaseError as exc:
+    except DB_ERRORS as exc:
         logger.debug("Progress of %s not stored: %s", current.msg.name, exc)
 
 

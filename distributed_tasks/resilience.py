@@ -22,6 +22,9 @@ T = TypeVar("T")
 
 # Errors that say "the database is not answering now", not "this write is wrong".
 DB_UNAVAILABLE = (OperationalError, InterfaceError)
+# Every error of a database that went away or refused: a lost connection is an
+# InterfaceError on some drivers (PyMySQL), which is not a DatabaseError in Django.
+DB_ERRORS = (DatabaseError, InterfaceError)
 
 
 def close_broken_connections() -> None:

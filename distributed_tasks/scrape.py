@@ -31,10 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from django.core.management.base import CommandError
-from django.db import DatabaseError, connections
+from django.db import connections
 from redis.exceptions import RedisError
 
 from distributed_tasks import cli
+from distributed_tasks.resilience import DB_ERRORS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -150,7 +151,7 @@ class ClusterCollector:
         view = counts = None
         with contextlib.suppress(RedisError):
             view = live_nodes()
-        with contextlib.suppress(DatabaseError):
+        with contextlib.suppress(*DB_ERRORS):
             counts = health.active_counts()
         up.add_metric(["redis"], float(view is not None))
         up.add_metric(["database"], float(counts is not None))
@@ -224,7 +225,7 @@ class ClusterCollector:
 
         try:
             rows = list(PeriodicTaskState.objects.values_list("name", "runs", "skips", "failures"))
-        except DatabaseError:
+        except DB_ERRORS:
             return
         runs = counter("dt_periodic_runs", "Slots run, per periodic task.", labels=["task"])
         skips = counter("dt_periodic_skips", "Slots skipped, per periodic task.", labels=["task"])

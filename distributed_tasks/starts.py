@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import DatabaseError, DataError, IntegrityError
+from django.db import DataError, IntegrityError
 from redis.exceptions import RedisError
 
 from distributed_tasks import claims, inserts
@@ -27,6 +27,7 @@ from distributed_tasks.exceptions import (
     NameReserved,
 )
 from distributed_tasks.messages import RunMessage
+from distributed_tasks.resilience import DB_ERRORS
 from distributed_tasks.types import OnConflict, State, TaskHandle
 from distributed_tasks.validation import StartRequest
 
@@ -133,6 +134,6 @@ def failure(exc: BaseException) -> BaseException:
     if isinstance(exc, IntegrityError):  # the name's active run ended between two reads
         return ClusterUnavailable(f"The database refused the start ({exc}); nothing was "
                                   "started. Try again.")  # fmt: skip
-    if isinstance(exc, DatabaseError):
+    if isinstance(exc, DB_ERRORS):
         return unavailable("The database", exc)
     return exc

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import abc
 import functools
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from django.db import IntegrityError, connections, transaction
@@ -27,10 +27,6 @@ from distributed_tasks.exceptions import AlreadyRunning
 from distributed_tasks.messages import RunMessage
 from distributed_tasks.models import CLEARED_OUTCOME, TaskRun, attempt_record
 from distributed_tasks.types import ACTIVE_STATES, Outcome, State
-
-
-def _no_transaction(using: str) -> nullcontext:
-    return nullcontext()
 
 
 class BaseStore(abc.ABC):
@@ -85,11 +81,9 @@ class OrmStore(transitions.WorkerWrites, BaseStore):
     def insert(self, run: TaskRun) -> None:
         # Inside a caller's transaction a savepoint keeps it usable after a conflict;
         # outside one, the INSERT commits by itself (no BEGIN/COMMIT round trips).
-        connection = connections[self.alias]
-        in_transaction = connection.in_atomic_block
         try:
-            with transaction.atomic(using=self.alias) if in_transaction else nullcontext():
-                inserts.insert([inserts.row_of(run)], connection)
+            with self._savepoint():
+                inserts.insert([inserts.row_of(run)], connections[self.alias])
         except IntegrityError:
             raise self._conflict(run.task_list, run.name) from None
         run._state.adding, run._state.db = False, self.alias  # as save() leaves it
@@ -120,18 +114,13 @@ class OrmStore(transitions.WorkerWrites, BaseStore):
         half-way leaves no row behind that the caller could not delete. A single row's
         conflict needs no fallback (``insert`` without building a ``TaskRun``)."""
         connection = connections[self.alias]
-        if len(rows) == 1 and insert_one.skips_conflicts(connection):
+        if len(rows) == 1:
             return [self._insert_one(rows[0], connection)]
         try:
-            # A savepoint keeps a caller's transaction usable after a conflict; outside one
-            # the insert is atomic by itself, without BEGIN and COMMIT round trips.
-            atomic = transaction.atomic if connection.in_atomic_block else _no_transaction
-            with atomic(using=self.alias):
+            with self._savepoint():
                 inserts.insert(rows, connection)
             return [None] * len(rows)
         except IntegrityError:
-            if len(rows) == 1:
-                return [self._conflict(rows[0]["task_list"], rows[0]["name"])]
             errors: list[AlreadyRunning | None] = []
             with transaction.atomic(using=self.alias):
                 for row in rows:
@@ -142,17 +131,35 @@ class OrmStore(transitions.WorkerWrites, BaseStore):
                         errors.append(exc)
             return errors
 
+    def _savepoint(self) -> AbstractContextManager[Any]:
+        """A savepoint keeps a caller's transaction usable after a conflict; outside one
+        the INSERT is atomic by itself, without BEGIN and COMMIT round trips."""
+        if connections[self.alias].in_atomic_block:
+            return transaction.atomic(using=self.alias)
+        return nullcontext()
+
     def _insert_one(self, row: inserts.Row, connection: Any) -> AlreadyRunning | None:
         """One row without an error for a taken name: None, or the run that holds it."""
         task_list = row.get("task_list", inserts.plain_defaults()["task_list"])
         name = row["name"]
+        error: IntegrityError | None = None
         for _ in range(3):
-            if insert_one.insert_unless_taken(row, connection):
-                return None
+            try:
+                if self._insert_unless_taken(row, connection):
+                    return None
+            except IntegrityError as exc:  # MySQL/MariaDB: a taken name is an error
+                error = exc
             if (holder := self._holder(task_list, name)) is not None:
                 return holder
             # The run that held the name ended between the two statements: again.
-        raise IntegrityError(f"the active run of {name!r} kept changing while it was read")
+        raise error or IntegrityError(f"the active run of {name!r} kept changing while read")
+
+    def _insert_unless_taken(self, row: inserts.Row, connection: Any) -> bool:
+        if insert_one.skips_conflicts(connection):
+            return insert_one.insert_unless_taken(row, connection)
+        with self._savepoint():
+            inserts.insert([row], connection)
+        return True
 
     def delete(self, run_id: Any) -> bool:
         return bool(self.runs.by_key(run_id, attempt=1, state=State.QUEUED).delete()[0])
@@ -271,11 +278,11 @@ class OrmStore(transitions.WorkerWrites, BaseStore):
         forced one adds a deadline); the row as updated, or None once it is not RUNNING."""
         rows = self.runs.by_key(run.id, attempt=run.attempt, state=State.RUNNING)
         first = Q(cancel_requested_at__isnull=True)
-        values: dict[str, Any] = {
-            "cancel_requested_at": Coalesce(F("cancel_requested_at"), Value(at)),
+        values: dict[str, Any] = {  # "by" first: MySQL's SET reads the columns set before it
             "cancel_requested_by": Case(
                 When(first, then=Value(by)), default=F("cancel_requested_by")
             ),
+            "cancel_requested_at": Coalesce(F("cancel_requested_at"), Value(at)),
         }
         if deadline is not None:
             values["cancel_deadline"] = Coalesce(F("cancel_deadline"), Value(deadline))

@@ -27,7 +27,6 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils.crypto import constant_time_compare
@@ -51,6 +50,7 @@ from distributed_tasks.health import (
     check_health,
     may_see_cluster,
 )
+from distributed_tasks.resilience import DB_ERRORS
 from distributed_tasks.types import State
 
 View = Callable[..., JsonResponse]
@@ -153,7 +153,7 @@ def api_errors(view: View) -> View:
             return error(503, "unavailable", str(exc))
         except DistributedTasksError as exc:
             return error(400, "bad_request", str(exc))
-        except DatabaseError:
+        except DB_ERRORS:
             return error(503, "unavailable", "The database does not answer; try again shortly.")
 
     return wrapper

@@ -30,7 +30,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from django.contrib import admin, messages
-from django.db import DatabaseError
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
 from redis.exceptions import RedisError
@@ -47,6 +46,7 @@ from distributed_tasks.exceptions import (
     TaskNotFound,
 )
 from distributed_tasks.models import TaskRun
+from distributed_tasks.resilience import DB_ERRORS
 from distributed_tasks.types import ACTIVE_STATES, State
 
 # The most runs one action request may change (cancelling 3,000 took 7 s).
@@ -55,7 +55,7 @@ MAX_ACTION_RUNS = 500
 Action = Callable[[admin.ModelAdmin, HttpRequest, QuerySet], None]
 
 # Errors about the cluster, not the run: the next run would fail the same way.
-CLUSTER_ERRORS = (ClusterUnavailable, RedisError, DatabaseError)
+CLUSTER_ERRORS = (ClusterUnavailable, RedisError, *DB_ERRORS)
 
 # The API's refusals, as the reason a run was skipped; each reads after a count
 # ("2 started meanwhile"). First match wins, so subclasses come first.
@@ -75,7 +75,7 @@ def runs(n: int) -> str:
 def cluster_error(exc: Exception) -> str:
     if isinstance(exc, RedisError):
         return f"Redis does not answer ({exc}). Check REDIS_URL and that the server is up."
-    if isinstance(exc, DatabaseError):
+    if isinstance(exc, DB_ERRORS):
         return f"The database does not answer ({exc})."
     return str(exc)  # ClusterUnavailable states the rule and the way out itself
 

@@ -14,7 +14,6 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from django.db import DatabaseError
 from django.db.models import Count
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
@@ -26,6 +25,7 @@ from distributed_tasks.conf import get_settings
 from distributed_tasks.fencing import leadership
 from distributed_tasks.health import NodeHealth, check_health
 from distributed_tasks.models import Leadership, TaskRun
+from distributed_tasks.resilience import DB_ERRORS
 from distributed_tasks.types import STORED_STATES
 
 if TYPE_CHECKING:
@@ -114,7 +114,7 @@ def render(request: HttpRequest, model_admin: ModelAdmin) -> TemplateResponse:
     if health.database.ok:
         try:
             states, record = state_counts(runs_url), leadership_row()
-        except DatabaseError:  # it went away between the probe and these reads
+        except DB_ERRORS:  # it went away between the probe and these reads
             states, record = None, None
     leader = health.leader
     context = {

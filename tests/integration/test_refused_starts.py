@@ -7,7 +7,7 @@ every entry of the batch. Afterwards a valid start of the same name succeeds.
 
 import pytest
 from django.conf import settings
-from django.db import OperationalError, connections
+from django.db import InterfaceError, OperationalError, connections
 from django.db.utils import load_backend
 from django.test import override_settings
 
@@ -207,3 +207,19 @@ def test_a_batch_whose_database_goes_away_mid_fallback_commits_no_row(node, redi
         start_many([{"func": tasks.add, "name": "fresh"}, {"func": tasks.add, "name": "held"}])
     assert calls == ["fresh", "held"]
     nothing_left(redis, "fresh", loads=1)  # "held" keeps its count
+
+
+def test_a_connection_lost_as_an_interface_error_is_the_database_away(node, redis, monkeypatch):
+    """PyMySQL reports a connection lost mid-query as an InterfaceError, which Django does
+    not count as a DatabaseError: the start still says the database does not answer, and
+    the failed rollback of its row still gives its claim back (MySQL/MariaDB by hand)."""
+    store = get_store()
+
+    def lost(*args, **kwargs):
+        raise InterfaceError(0, "")
+
+    monkeypatch.setattr(type(store), "insert_many", lost)
+    monkeypatch.setattr(type(store), "delete", lost)
+    with pytest.raises(ClusterUnavailable, match="database does not answer"):
+        start_async(tasks.add, [1, 2], name="lost")
+    nothing_left(redis, "lost")
