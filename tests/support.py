@@ -13,6 +13,17 @@ from distributed_tasks.localcluster import poll_until as _poll_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The environment variable that moves the test settings' database port, per engine.
+_PORT_VARIABLE = {"postgresql": "DT_PG_PORT", "mysql": "DT_MARIADB_PORT"}
+
+
+def database_port_variable() -> str | None:
+    """What moves the test database's port in a subprocess (tests/settings.py); None on
+    SQLite, which has no server to take away."""
+    from django.conf import settings
+
+    return _PORT_VARIABLE.get(settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1])
+
 
 def poll_until(predicate, *, timeout=10.0, interval=0.05, message="condition"):
     """Like the library's, but a missed deadline fails the test as an assertion."""

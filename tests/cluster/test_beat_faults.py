@@ -20,7 +20,7 @@ from django.conf import settings
 
 from distributed_tasks.lease import current_leader
 from tests.proxy import TcpProxy
-from tests.support import ROOT, Cluster, poll_until
+from tests.support import ROOT, Cluster, database_port_variable, poll_until
 
 pytestmark = [pytest.mark.cluster]
 
@@ -268,9 +268,7 @@ def test_leader_keeps_its_lease_through_a_database_outage_and_ticks_again(cluste
     from distributed_tasks.models import Leadership
 
     db = settings.DATABASES["default"]
-    variable = {"postgresql": "DT_PG_PORT", "mysql": "DT_MARIADB_PORT"}.get(
-        db["ENGINE"].rsplit(".", 1)[-1]
-    )
+    variable = database_port_variable()
     if variable is None:  # SQLite: its lock faults are the tests above
         pytest.skip("a database server is taken away through a proxy: not SQLite")
     proxy = TcpProxy(db["HOST"], int(db["PORT"])).start()

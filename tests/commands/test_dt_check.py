@@ -6,7 +6,7 @@ import json
 import pytest
 from django.core.management import call_command
 
-from tests.support import poll_until
+from tests.support import database_port_variable, poll_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -60,7 +60,7 @@ def test_exit_2_when_redis_does_not_answer(manage_py):
 
 
 def test_exit_2_when_the_database_does_not_answer(manage_py, node, leader):
-    done = manage_py("dt_check", "--json", DT_PG_PORT="1")
+    done = manage_py("dt_check", "--json", **{database_port_variable(): "1"})
     assert done.returncode == 2, done.stderr
     data = json.loads(done.stdout)
     assert (data["status"], data["redis"]["ok"], data["database"]["ok"]) == ("down", True, False)

@@ -8,6 +8,7 @@ from django.core.management.base import CommandError
 
 from distributed_tasks import claims, keys
 from distributed_tasks.models import TaskRun
+from tests.support import database_port_variable
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -97,13 +98,14 @@ def test_bad_input_is_refused_and_changes_nothing(run_command, node, argv, words
 
 @pytest.mark.skipif(settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"), reason="TCP")
 def test_database_down_is_an_error_not_a_traceback(manage_py, node, redis):
-    """A subprocess whose PostgreSQL is a proxy that was killed: one line, exit 1."""
+    """A subprocess whose database server is a proxy that was killed: one line, exit 1."""
     from tests.proxy import TcpProxy
 
-    proxy = TcpProxy("127.0.0.1", 5432).start()
+    db = settings.DATABASES["default"]
+    proxy = TcpProxy(db["HOST"], int(db["PORT"])).start()
     proxy.stop()  # its port now refuses connections, as a crashed server's would
     argv = ["dt_start", "tests.tasks.add", "[1]", "--name", "x"]
-    done = manage_py(*argv, DT_PG_PORT=str(proxy.port))
+    done = manage_py(*argv, **{database_port_variable(): str(proxy.port)})
     assert done.returncode == 1
     assert "CommandError: The database does not answer" in done.stderr
     assert "Traceback" not in done.stderr

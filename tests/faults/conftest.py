@@ -13,24 +13,20 @@ from distributed_tasks.health import queue_depths
 from tests import tasks
 from tests.cluster.conftest import finished
 from tests.proxy import TcpProxy
-from tests.support import poll_until
+from tests.support import database_port_variable, poll_until
 
 NODE = "f1@faults"
 BEAT = "beat-faults"
 
 
-# The environment variable that moves the test settings' database port, per engine.
-PORT_VARIABLE = {"postgresql": "DT_PG_PORT", "mysql": "DT_MARIADB_PORT"}
-
-
 @pytest.fixture(scope="module")
 def db_proxy():
     db = settings.DATABASES["default"]
-    vendor = db["ENGINE"].rsplit(".", 1)[-1]
-    if vendor not in PORT_VARIABLE:
+    variable = database_port_variable()
+    if variable is None:
         pytest.skip("the fault suite takes a database server away through a proxy: not SQLite")
     proxy = TcpProxy(db.get("HOST") or "127.0.0.1", int(db["PORT"])).start()
-    proxy.variable = PORT_VARIABLE[vendor]
+    proxy.variable = variable
     yield proxy
     proxy.stop()
 
