@@ -10,7 +10,7 @@ from tests.support import Cluster, poll_until
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    services.ensure(postgres=os.environ.get("DT_TEST_DB", "postgres") != "sqlite")
+    services.ensure(os.environ.get("DT_TEST_DB", "postgres"))
     flush.install()
 
 

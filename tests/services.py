@@ -1,4 +1,5 @@
-"""Make sure Redis and PostgreSQL answer; start them with the machine's commands if not.
+"""Make sure Redis and the database server answer; start them with the machine's
+commands if not (PostgreSQL by default, MariaDB with ``DT_TEST_DB=mariadb``).
 
 Run as a script by ``make test`` and ``.ci/run``, and imported by ``conftest.py``.
 A service that cannot be started fails the run loudly: a missing service never
@@ -16,6 +17,9 @@ import time
 
 REDIS = ("127.0.0.1", int(os.environ.get("DT_REDIS_PORT", "6379")))
 POSTGRES = ("127.0.0.1", int(os.environ.get("DT_PG_PORT", "5432")))
+MARIADB = ("127.0.0.1", int(os.environ.get("DT_MARIADB_PORT", "3306")))
+START_MARIADB = ["start-stop-daemon", "--start", "--oknodo", "--background",
+                 "--exec", "/usr/sbin/mariadbd"]  # fmt: skip
 
 START_REDIS = [
     "redis-server",
@@ -66,6 +70,15 @@ def postgres_answers() -> bool:
     return probe.returncode == 0
 
 
+def mariadb_answers() -> bool:
+    """Whether the server sends its handshake (it does on connect, before any login)."""
+    try:
+        with socket.create_connection(MARIADB, timeout=1) as sock:
+            return len(sock.recv(64)) > 4
+    except OSError:
+        return False
+
+
 def _ensure(name: str, answers, command: list[str], deadline: float = 30.0) -> None:
     if answers():
         return
@@ -83,12 +96,15 @@ def _ensure(name: str, answers, command: list[str], deadline: float = 30.0) -> N
     raise SystemExit(f"[services] {name} still does not answer after {deadline:g} s")
 
 
-def ensure(*, postgres: bool = True) -> None:
+def ensure(database: str = "postgres") -> None:
+    """Redis, and the server of ``database`` (``DT_TEST_DB``: postgres, mariadb, sqlite)."""
     _ensure("Redis", redis_answers, START_REDIS)
-    if postgres:
+    if database == "mariadb":
+        _ensure("MariaDB", mariadb_answers, START_MARIADB)
+    elif database != "sqlite":
         _ensure("PostgreSQL", postgres_answers, _start_postgres())
 
 
 if __name__ == "__main__":
-    ensure(postgres=os.environ.get("DT_TEST_DB", "postgres") != "sqlite")
+    ensure(os.environ.get("DT_TEST_DB", "postgres"))
     print("[services] Redis and the database answer")

@@ -18,7 +18,7 @@ from distributed_tasks.store import get_store, message_for
 from distributed_tasks.transitions import statements
 from distributed_tasks.types import Outcome
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.postgresql]
 
 NODE = "w1@h"
 BACKLOG = 2000

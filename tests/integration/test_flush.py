@@ -14,7 +14,7 @@ from django.test import TransactionTestCase
 from tests.flush import lost_a_lock_conflict
 from tests.support import poll_until
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgresql]
 
 TRUNCATE_WAITS = """
     SELECT count(*) FROM pg_stat_activity
