@@ -62,10 +62,7 @@ def fenced(epoch: int) -> Iterator[None]:
     """A transaction in which ``epoch`` is, and stays, the newest registered epoch."""
     alias = get_settings().DATABASE_ALIAS
     outermost = not connections[alias].in_atomic_block  # a caller's transaction: its own rules
-    with (
-        transaction.atomic(using=alias),
-        _bound_pause(alias) if outermost else contextlib.nullcontext(),
-    ):
+    with _bound_pause(alias) if outermost else transaction.atomic(using=alias):
         current = _rows().select_for_update().filter(id=1).values_list("epoch", flat=True).first()
         if current is None:  # the row was deleted (a test flushed tables): register again
             claim_epoch(epoch, "")
@@ -77,34 +74,41 @@ def fenced(epoch: int) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _bound_pause(alias: str) -> Iterator[None]:
-    """A leader paused inside its transaction (a stalled VM, a long GC pause, SIGSTOP)
+    """A transaction that a pause cannot stretch.
+
+    A leader paused inside its transaction (a stalled VM, a long GC pause, SIGSTOP)
     would hold the row's lock, and block every later leader, until it resumes. Its
     session ends once it has been idle in the transaction for half a LEASE_TTL: before
     its lease can expire and another beat be elected, the lock is free (the paused
     leader, when it resumes, finds its connection closed and its lease gone).
 
-    Entered inside the transaction. PostgreSQL's timeout is the transaction's own;
-    MariaDB's (whole seconds) is the session's, so it is set back before the commit.
-    MySQL has none."""
+    PostgreSQL's timeout is the transaction's own. MariaDB's (whole seconds, at least
+    one) is the session's: it is set before the transaction and its own value put back
+    after it, when no lock is held. MySQL has none.
+    """
     connection = connections[alias]
-    ttl = get_settings().LEASE_TTL
-    if connection.vendor == "postgresql":
-        idle_ms = str(max(1, int(ttl * 500)))
+    half = get_settings().LEASE_TTL / 2
+    mariadb = connection.vendor == "mysql" and connection.mysql_is_mariadb
+    if mariadb:
         with connection.cursor() as cursor:
             cursor.execute(
-                "SELECT set_config('idle_in_transaction_session_timeout', %s, true)", [idle_ms]
+                "SET @dt_idle = @@session.idle_transaction_timeout, "
+                "SESSION idle_transaction_timeout = %s",
+                [max(1, int(half))],
             )
-        yield
-    elif connection.vendor == "mysql" and connection.mysql_is_mariadb:
-        with connection.cursor() as cursor:
-            cursor.execute("SET SESSION idle_transaction_timeout = %s", [max(1, int(ttl / 2))])
-        try:
+    try:
+        with transaction.atomic(using=alias):
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute(
+                        "SELECT set_config('idle_in_transaction_session_timeout', %s, true)",
+                        [str(max(1, int(half * 1000)))],
+                    )
             yield
-        finally:
+    finally:
+        if mariadb:  # a connection the timeout ended is replaced anyway
             with contextlib.suppress(*DB_ERRORS), connection.cursor() as cursor:
-                cursor.execute("SET SESSION idle_transaction_timeout = DEFAULT")
-    else:
-        yield
+                cursor.execute("SET SESSION idle_transaction_timeout = @dt_idle")
 
 
 def record_tick(epoch: int) -> None:

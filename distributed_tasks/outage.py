@@ -17,13 +17,14 @@ import logging
 import random
 import time
 
-from django.db import DatabaseError
+from django.db import DatabaseError, InterfaceError
 from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
 
 # Faults of a dependency rather than of our code: logged as one line, no traceback.
 DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (
     DatabaseError,
+    InterfaceError,  # not a DatabaseError: a connection PyMySQL lost
     RedisError,
     KombuError,
     OSError,

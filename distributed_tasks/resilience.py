@@ -57,7 +57,7 @@ def until_answered(
             value = call()
         except errors as exc:
             delay = outage.failed(exc)
-            if isinstance(exc, DatabaseError):
+            if isinstance(exc, DB_ERRORS):
                 close_broken_connections()
             if deadline is not None and time.monotonic() + delay > deadline:
                 raise

@@ -144,22 +144,27 @@ class OrmStore(transitions.WorkerWrites, BaseStore):
         name = row["name"]
         error: IntegrityError | None = None
         for _ in range(3):
-            try:
-                if self._insert_unless_taken(row, connection):
-                    return None
-            except IntegrityError as exc:  # MySQL/MariaDB: a taken name is an error
-                error = exc
+            inserted, error = self._insert_unless_taken(row, connection)
+            if inserted:
+                return None
             if (holder := self._holder(task_list, name)) is not None:
                 return holder
             # The run that held the name ended between the two statements: again.
         raise error or IntegrityError(f"the active run of {name!r} kept changing while read")
 
-    def _insert_unless_taken(self, row: inserts.Row, connection: Any) -> bool:
+    def _insert_unless_taken(
+        self, row: inserts.Row, connection: Any
+    ) -> tuple[bool, IntegrityError | None]:
+        """Whether the row went in; where a taken name is an error (MySQL/MariaDB), also
+        that error, raised at last if no run turns out to hold the name."""
         if insert_one.skips_conflicts(connection):
-            return insert_one.insert_unless_taken(row, connection)
-        with self._savepoint():
-            inserts.insert([row], connection)
-        return True
+            return insert_one.insert_unless_taken(row, connection), None
+        try:
+            with self._savepoint():
+                inserts.insert([row], connection)
+        except IntegrityError as exc:
+            return False, exc
+        return True, None
 
     def delete(self, run_id: Any) -> bool:
         return bool(self.runs.by_key(run_id, attempt=1, state=State.QUEUED).delete()[0])

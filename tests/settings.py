@@ -52,7 +52,7 @@ else:
             }
         }
 
-    if os.environ.get("DT_TEST_DB") == "mariadb":  # by hand only (README: MariaDB), not in CI
+    if os.environ.get("DT_TEST_DB") == "mariadb":  # CI's MariaDB leg (.ci/run), and by hand
         try:
             import MySQLdb  # noqa: F401
         except ImportError:  # PyMySQL stands in when mysqlclient cannot be built

@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgresql]
 
 TRUNCATE_WAITS = """
     SELECT count(*) FROM pg_stat_activity
-    WHERE wait_event_type = 'Lock' AND query LIKE 'TRUNCATE%%'
+    WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'TRUNCATE%%'
 """
 
 
