@@ -1,6 +1,7 @@
 """All database access to runs, behind a small interface.
 
-This is the only module that writes ``TaskRun`` rows. Every transition after
+The store writes ``TaskRun`` rows here and in its two mixins (``new_runs``: the
+insert; ``transitions``: the worker's start and outcome). Every transition after
 the insert is one conditional ``UPDATE`` whose ``WHERE`` names the run, the
 attempt and the state it expects (invariant 2 of the spec): a stale or
 duplicate message, or a worker the orchestrator already declared lost, matches
