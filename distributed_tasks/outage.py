@@ -21,10 +21,13 @@ from django.db import DatabaseError, InterfaceError
 from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
 
+# Every error of a database that went away or refused: a lost connection is an
+# InterfaceError on some drivers (PyMySQL), which is not a DatabaseError in Django.
+DB_ERRORS = (DatabaseError, InterfaceError)
+
 # Faults of a dependency rather than of our code: logged as one line, no traceback.
 DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (
-    DatabaseError,
-    InterfaceError,  # not a DatabaseError: a connection PyMySQL lost
+    *DB_ERRORS,
     RedisError,
     KombuError,
     OSError,

@@ -13,18 +13,15 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from django.db import DatabaseError, InterfaceError, OperationalError, connections
+from django.db import InterfaceError, OperationalError, connections
 from redis.exceptions import RedisError
 
-from distributed_tasks.outage import Outage
+from distributed_tasks.outage import DB_ERRORS, Outage
 
 T = TypeVar("T")
 
 # Errors that say "the database is not answering now", not "this write is wrong".
 DB_UNAVAILABLE = (OperationalError, InterfaceError)
-# Every error of a database that went away or refused: a lost connection is an
-# InterfaceError on some drivers (PyMySQL), which is not a DatabaseError in Django.
-DB_ERRORS = (DatabaseError, InterfaceError)
 
 
 def close_broken_connections() -> None:

@@ -25,6 +25,13 @@ def database_port_variable() -> str | None:
     return _PORT_VARIABLE.get(settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1])
 
 
+def needs_a_database_server():
+    """Skip a test that takes the database server away through TCP: SQLite has none."""
+    import pytest
+
+    return pytest.mark.skipif(database_port_variable() is None, reason="TCP")
+
+
 def poll_until(predicate, *, timeout=10.0, interval=0.05, message="condition"):
     """Like the library's, but a missed deadline fails the test as an assertion."""
     try:

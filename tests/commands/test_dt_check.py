@@ -4,10 +4,9 @@ import io
 import json
 
 import pytest
-from django.conf import settings
 from django.core.management import call_command
 
-from tests.support import database_port_variable, poll_until
+from tests.support import database_port_variable, needs_a_database_server, poll_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -60,7 +59,7 @@ def test_exit_2_when_redis_does_not_answer(manage_py):
     assert (data["status"], data["redis"]["ok"], data["database"]["ok"]) == ("down", False, True)
 
 
-@pytest.mark.skipif(settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"), reason="TCP")
+@needs_a_database_server()
 def test_exit_2_when_the_database_does_not_answer(manage_py, node, leader):
     done = manage_py("dt_check", "--json", **{database_port_variable(): "1"})
     assert done.returncode == 2, done.stderr

@@ -8,7 +8,7 @@ from django.core.management.base import CommandError
 
 from distributed_tasks import claims, keys
 from distributed_tasks.models import TaskRun
-from tests.support import database_port_variable
+from tests.support import database_port_variable, needs_a_database_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -96,7 +96,7 @@ def test_bad_input_is_refused_and_changes_nothing(run_command, node, argv, words
     assert TaskRun.objects.count() == 0
 
 
-@pytest.mark.skipif(settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"), reason="TCP")
+@needs_a_database_server()
 def test_database_down_is_an_error_not_a_traceback(manage_py, node, redis):
     """A subprocess whose database server is a proxy that was killed: one line, exit 1."""
     from tests.proxy import TcpProxy

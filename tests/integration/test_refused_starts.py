@@ -25,7 +25,7 @@ from distributed_tasks.models import TaskRun
 from distributed_tasks.store import get_store
 from tests import tasks
 from tests.proxy import TcpProxy
-from tests.support import queued
+from tests.support import needs_a_database_server, queued
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -113,7 +113,7 @@ def database_proxy():
         reset_caches()
 
 
-@pytest.mark.skipif(settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"), reason="TCP")
+@needs_a_database_server()
 def test_database_down_after_the_claim_rolls_back_every_entry(node, redis, database_proxy):
     start_async(tasks.add, [1, 2], name="through-proxy")  # the proxied store works
     TaskRun.objects.all().delete()
