@@ -24,11 +24,9 @@ class NewRuns:
     alias: str
 
     def insert(self, run: TaskRun) -> None:
-        # Inside a caller's transaction a savepoint keeps it usable after a conflict;
-        # outside one, the INSERT commits by itself (no BEGIN/COMMIT round trips).
+        """Insert ``run``; ``AlreadyRunning`` naming the holder when its name is taken."""
         try:
-            with self._savepoint():
-                inserts.insert([inserts.row_of(run)], connections[self.alias])
+            self._insert_row(inserts.row_of(run), connections[self.alias])
         except IntegrityError:
             raise self._conflict(run.task_list, run.name) from None
         run._state.adding, run._state.db = False, self.alias  # as save() leaves it
@@ -83,6 +81,12 @@ class NewRuns:
             return transaction.atomic(using=self.alias)
         return nullcontext()
 
+    def _insert_row(self, row: inserts.Row, connection: Any) -> None:
+        """Insert ``row`` as it is: a taken name raises ``IntegrityError`` (after rolling
+        back to a savepoint inside a caller's transaction, which stays usable)."""
+        with self._savepoint():
+            inserts.insert([row], connection)
+
     def _insert_one(self, row: inserts.Row, connection: Any) -> AlreadyRunning | None:
         """One row without an error for a taken name: None, or the run that holds it."""
         task_list = row.get("task_list", inserts.plain_defaults()["task_list"])
@@ -104,8 +108,7 @@ class NewRuns:
         if insert_one.skips_conflicts(connection):
             return insert_one.insert_unless_taken(row, connection), None
         try:
-            with self._savepoint():
-                inserts.insert([row], connection)
+            self._insert_row(row, connection)
         except IntegrityError as exc:
             return False, exc
         return True, None

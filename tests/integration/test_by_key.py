@@ -45,8 +45,13 @@ def plan(sql: str, params: list) -> str:
 
 
 def assert_by_key(text: str) -> None:
+    """Every scan is of the primary key. A Bitmap Heap Scan reads the rows that its
+    bitmap index scans found (the planner picks it for a few keys under some statistics:
+    seen when another selection of tests ran first): those must be of the key."""
     scans = [line.strip() for line in text.splitlines() if "Scan" in line]
-    assert scans and all("_pkey" in scan for scan in scans), text
+    keyed = [scan for scan in scans if "_pkey" in scan]
+    heaps = [scan for scan in scans if scan.removeprefix("->  ").startswith("Bitmap Heap Scan")]
+    assert keyed and len(keyed) + len(heaps) == len(scans), text
 
 
 def test_the_worker_s_start_and_finish_find_their_row_by_key(backlog):
