@@ -43,7 +43,7 @@ from distributed_tasks.exceptions import AlreadyRunning
 from distributed_tasks.models import TaskRun
 from distributed_tasks.placement import Placement
 from distributed_tasks.resilience import DB_ERRORS
-from distributed_tasks.starts import Start, failure, unavailable
+from distributed_tasks.starts import Start, failure, may_remain, unavailable
 from distributed_tasks.store import get_store
 from distributed_tasks.types import TaskHandle, TaskStatus
 from distributed_tasks.validation import StartRequest, prepare, prepare_many
@@ -97,12 +97,14 @@ class ClusterClient(ClaimFirst):
                 recorded = self._insert([s for s in claimed if s.outcome is None])
                 self._publish(recorded)
         except BaseException as exc:
-            self._roll_back(starts)
+            kept = self._roll_back(starts)
             if all(s.outcome is not None for s in starts):  # every entry went out after all
                 return self._answer(starts)
             error = failure(exc)
             if error is exc:
                 raise
+            if not connections[get_store().alias].in_atomic_block:  # a row may have committed
+                error = may_remain(error, kept)
             raise error from exc
         return self._answer(starts)
 
@@ -119,13 +121,15 @@ class ClusterClient(ClaimFirst):
         signals.send_refusals(TaskRun, (s.outcome for s in starts))
         return [s.outcome for s in starts]  # type: ignore[misc]
 
-    def _roll_back(self, starts: list[Start]) -> None:
+    def _roll_back(self, starts: list[Start]) -> list[Start]:
         """Undo every entry a failure stopped half-way: its row, its claim and its load.
+        Returns the entries whose row may remain: the database went away before it
+        could be deleted.
 
         The claim goes even when the row cannot be deleted (the database is away): the
         unique active name still backs the name, and the orchestrator publishes such
         a row once ORPHAN_AFTER passed, so it is never stuck."""
-        database_away = False
+        database_away, kept = False, []
         for s in starts:
             if s.sent:
                 continue
@@ -136,7 +140,10 @@ class ClusterClient(ClaimFirst):
                 except DB_ERRORS as exc:
                     database_away = True
                     logger.warning("Could not delete the row(s) of a failed start: %s", exc)
+            if s.recorded and database_away:
+                kept.append(s)
             self._abandon(s)
+        return kept
 
     def _went_out(self, s: Start) -> bool:
         """Delete the row of a start whose publish failed, unless a worker already started

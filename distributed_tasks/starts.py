@@ -118,8 +118,28 @@ class Start:
                     state=reply.state or default)  # fmt: skip
 
 
+NOTHING_STARTED = "nothing was started."
+
+
 def unavailable(what: str, exc: BaseException) -> ClusterUnavailable:
-    return ClusterUnavailable(f"{what} does not answer ({exc}); nothing was started.")
+    return ClusterUnavailable(f"{what} does not answer ({exc}); {NOTHING_STARTED}")
+
+
+def may_remain(error: BaseException, kept: list[Start]) -> BaseException:
+    """``error`` for a failed start outside a transaction some of whose rows could not be
+    deleted (the database went away): an INSERT may have committed before its reply
+    was lost, and such a row runs once the database is back (the orchestrator publishes
+    it after ORPHAN_AFTER), so the error must not say that nothing was started."""
+    text = str(error)
+    if not kept or not isinstance(error, ClusterUnavailable) or not text.endswith(NOTHING_STARTED):
+        return error
+    names = ", ".join(f"{s.message.name!r} (run {s.message.run_id})" for s in kept[:3])
+    more = f" and {len(kept) - 3} more" if len(kept) > 3 else ""
+    return ClusterUnavailable(
+        f"{text.removesuffix(NOTHING_STARTED)}the start of {names}{more} may have been "
+        "recorded before the database stopped answering: if so, it runs once the database "
+        "is back. Check get_status() of that name before starting it again."
+    )
 
 
 def failure(exc: BaseException) -> BaseException:

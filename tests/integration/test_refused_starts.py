@@ -223,3 +223,33 @@ def test_a_connection_lost_as_an_interface_error_is_the_database_away(node, redi
     with pytest.raises(ClusterUnavailable, match="database does not answer"):
         start_async(tasks.add, [1, 2], name="lost")
     nothing_left(redis, "lost")
+
+
+def test_a_row_committed_before_its_reply_was_lost_is_not_called_nothing_started(
+    node, redis, monkeypatch
+):
+    """The INSERT commits, its reply is lost and the database is still away for the
+    DELETE: the row stays (the orchestrator publishes it later), so the error must not
+    say "nothing was started" but which run may start, and what to check."""
+    store = get_store()
+    real_insert_many = type(store).insert_many
+
+    def committed_then_lost(self, rows):
+        real_insert_many(self, rows)
+        raise OperationalError("server closed the connection unexpectedly")
+
+    def away(self, run_id):
+        raise OperationalError("the database is still away")
+
+    monkeypatch.setattr(type(store), "insert_many", committed_then_lost)
+    monkeypatch.setattr(type(store), "delete", away)
+    with pytest.raises(ClusterUnavailable) as raised:
+        start_async(tasks.add, [1, 2], name="kept")
+    run = TaskRun.objects.get(name="kept")
+    message = str(raised.value)
+    assert "nothing was started" not in message
+    assert "database does not answer" in message
+    assert f"'kept' (run {run.run_id}) may have been recorded" in message
+    assert "get_status()" in message
+    assert run.state == "QUEUED"  # for the orchestrator to publish once it is back
+    assert not redis.exists(keys.run_key("default", "kept")), "its claim was given back"
