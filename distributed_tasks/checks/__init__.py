@@ -5,7 +5,8 @@ Each check has an id (``distributed_tasks.E0xx`` errors, ``W0xx`` warnings, in
 module per area:
 
 - ``values``: the type and range of each setting (one validator per key);
-- ``settings``: unknown keys (did-you-mean) and how the values fit together;
+- ``settings``: unknown keys (did-you-mean), how the values fit together, and the
+  Django settings they need (``USE_TZ``);
 - ``sqlite``: the SQLite options concurrent writers need;
 - ``content``: the Celery app accepts JSON only.
 
@@ -23,6 +24,7 @@ from distributed_tasks.checks.ids import (
     E007,
     E010,
     E014,
+    E015,
     W001,
     W002,
     W003,
@@ -41,6 +43,7 @@ __all__ = [
     "E007",
     "E010",
     "E014",
+    "E015",
     "SQLITE_OPTIONS",
     "SQLITE_TIMEOUT",
     "VALIDATORS",

@@ -63,6 +63,18 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
 
 def _check_relations(conf: dict[str, Any]) -> list[checks.CheckMessage]:
     messages: list[checks.CheckMessage] = []
+    if not settings.USE_TZ:
+        messages.append(
+            checks.Error(
+                "USE_TZ is False: runs record and compare aware datetimes (queued, started, "
+                "finished, due), which SQLite and MySQL refuse to store then (every start "
+                "fails) and which naive times read back cannot be compared with.",
+                hint="Set USE_TZ = True (Django's default since 5.0); TIME_ZONE still sets "
+                "the time zone the admin shows.",
+                obj="USE_TZ",
+                id=ids.E015,
+            )
+        )
     if conf["HEARTBEAT_INTERVAL"] >= conf["NODE_TIMEOUT"]:
         messages.append(
             error(

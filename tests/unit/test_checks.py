@@ -1,7 +1,7 @@
 from django.core import checks
 from django.test import override_settings
 
-from distributed_tasks.checks import E002, E003, E004, E005, E006, W001, check_settings
+from distributed_tasks.checks import E002, E003, E004, E005, E006, E015, W001, check_settings
 
 
 def run(**conf):
@@ -92,3 +92,11 @@ def test_periodic_entries_are_checked():
     assert "'no-interval'" in errors[0].msg and "interval" in errors[0].msg
     assert "interval must be greater than 0" in errors[1].msg
     assert "not a PeriodicTask subclass" in errors[3].msg
+
+
+def test_use_tz_false_is_an_error_that_names_the_fix():
+    with override_settings(USE_TZ=False):
+        (error,) = check_settings()
+    assert (error.id, error.obj) == (E015, "USE_TZ")
+    assert "every start fails" in error.msg
+    assert "USE_TZ = True" in error.hint
