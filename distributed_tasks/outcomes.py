@@ -16,14 +16,15 @@ import time
 from dataclasses import replace
 
 from celery.exceptions import SoftTimeLimitExceeded
-from django.db import DatabaseError
+from django.db import DatabaseError, connections
 
 from distributed_tasks import attempts, logs, mirror, signals
+from distributed_tasks.conf import get_settings
 from distributed_tasks.exceptions import ClusterUnavailable
 from distributed_tasks.messages import RunMessage, storable
 from distributed_tasks.models import TaskRun
-from distributed_tasks.outage import Outage
-from distributed_tasks.resilience import DB_UNAVAILABLE, until_answered
+from distributed_tasks.outage import DB_ERRORS, Outage
+from distributed_tasks.resilience import DB_UNAVAILABLE, close_broken_connections, until_answered
 from distributed_tasks.store import get_store
 from distributed_tasks.types import (
     ACTIVE_STATES,
@@ -38,6 +39,9 @@ logger = logging.getLogger("distributed_tasks.runner")
 
 RETRYABLE = frozenset({Reason.EXCEPTION, Reason.CALLBACK, Reason.TIMEOUT, Reason.WORKER_LOST})
 ERROR_TYPE_LIMIT = TaskRun._meta.get_field("error_type").max_length
+# Failed writes of one outcome, each while the database answered a probe, before the
+# outcome itself counts as refused (``_persist``).
+STRIKES = 5
 
 
 def cleaned(outcome: Outcome) -> Outcome:
@@ -99,14 +103,46 @@ def _persist(
 ) -> tuple[bool, RunMessage | None]:
     """``_store`` until the database answers. The run's soft time limit may strike while
     this waits: the run itself is over, so storing its outcome goes on (its hard limit
-    ends the process; the watchdog then ends the run)."""
+    ends the process; the watchdog then ends the run).
+
+    A write that fails as "the database is away" ``STRIKES`` times in a row while the
+    database answers a probe in between is this outcome's own fault (a result over
+    MySQL's ``max_allowed_packet`` drops the connection; a ``statement_timeout``): it
+    raises a plain ``DatabaseError``, so ``record`` stores a FAILED that says why,
+    instead of retrying for ever with the run RUNNING."""
+    strikes = 0
+
+    def store() -> tuple[bool, RunMessage | None]:
+        nonlocal strikes
+        try:
+            return _store(msg, outcome, lost)
+        except DB_UNAVAILABLE as exc:
+            strikes = strikes + 1 if _answers() else 0
+            if strikes >= STRIKES:
+                what = (
+                    f"{type(exc).__name__} {STRIKES} times while the database answered (on "
+                    "MySQL/MariaDB: a result over max_allowed_packet?)"
+                )
+                raise DatabaseError(f"{what}: {exc}") from exc
+            raise
+
     while True:
         try:
-            return until_answered(
-                lambda: _store(msg, outcome, lost), outage, errors=DB_UNAVAILABLE, patience=patience
-            )
+            return until_answered(store, outage, errors=DB_UNAVAILABLE, patience=patience)
         except SoftTimeLimitExceeded:
             continue
+
+
+def _answers() -> bool:
+    """Whether the database answers a trivial query (after a failed write, whose
+    broken connection is closed first so that this one is new)."""
+    close_broken_connections()
+    try:
+        with connections[get_settings().DATABASE_ALIAS].cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except DB_ERRORS:
+        return False
+    return True
 
 
 def since(run: TaskRun, msg: RunMessage) -> dict[str, float]:

@@ -271,6 +271,12 @@ def unstorable(kind: str) -> Any:
     return kind
 
 
+@distributed_task
+def megabytes(count: int) -> str:
+    """Returns ``count`` MiB of text: more than MariaDB's default max_allowed_packet at 20."""
+    return "x" * (count * 1024 * 1024)
+
+
 # -- Running runs (tests/cluster/test_running_runs.py): progress and cancel ---------------
 
 

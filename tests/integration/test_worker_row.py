@@ -14,10 +14,10 @@ import logging
 import math
 
 import pytest
-from django.db import DataError, connection
+from django.db import DataError, OperationalError, connection
 from django.test.utils import CaptureQueriesContext
 
-from distributed_tasks import State, runner, store, transitions
+from distributed_tasks import State, outcomes, runner, store, transitions
 from distributed_tasks.celery import TASK_NAME, header_limits
 from distributed_tasks.models import TaskRun
 from distributed_tasks.store import get_store
@@ -154,6 +154,61 @@ def test_an_outcome_the_database_refuses_becomes_a_plain_failed(monkeypatch):
     run = row(msg)
     assert (run.state, run.reason, run.active_name) == (State.FAILED, "exception", None)
     assert "database refused to store that outcome: DataError" in run.error
+
+
+def test_an_outcome_whose_write_drops_the_connection_while_the_database_answers_fails(
+    monkeypatch,
+):
+    """MariaDB drops the connection on a result over ``max_allowed_packet`` (error 2006,
+    an OperationalError, as when the server is away): retried for ever, the run stayed
+    RUNNING and its pool process stuck. The database answers a probe in between, so
+    after ``STRIKES`` such failures the outcome counts as refused."""
+    msg = queue("tests.tasks.add", [1, 2])
+    original, tries = store.OrmStore.mark_finished, []
+
+    def drop_results(self, msg, outcome):
+        if outcome.result is not None:
+            tries.append(outcome)
+            raise OperationalError(2006, "MySQL server has gone away")
+        return original(self, msg, outcome)
+
+    monkeypatch.setattr(store.OrmStore, "mark_finished", drop_results)
+    runner.execute(msg.to_body())
+    assert len(tries) == outcomes.STRIKES
+    run = row(msg)
+    assert (run.state, run.reason, run.active_name) == (State.FAILED, "exception", None)
+    assert "The run ended DONE (no error), but the database refused to store" in run.error
+    assert f"OperationalError {outcomes.STRIKES} times while the database answered" in run.error
+
+
+def test_a_20_mib_result_ends_its_run_on_every_database():
+    """Stored where it fits (PostgreSQL, SQLite); on MariaDB, whose max_allowed_packet is
+    16 MiB by default, a FAILED that says why, not a run RUNNING for ever."""
+    msg = queue("tests.tasks.megabytes", [20])
+    runner.execute(msg.to_body())
+    run = row(msg)
+    assert run.active_name is None
+    if connection.vendor == "mysql":
+        assert (run.state, run.reason) == (State.FAILED, "exception")
+        assert "max_allowed_packet" in run.error
+    else:
+        assert (run.state, len(run.result)) == (State.DONE, 20 * 1024 * 1024)
+
+
+def test_an_outcome_whose_write_fails_a_few_times_is_stored_as_it_is(monkeypatch):
+    """Fewer failures than ``STRIKES`` (a connection reset, a failover): the real outcome."""
+    msg = queue("tests.tasks.add", [1, 2])
+    original, failures = store.OrmStore.mark_finished, [OperationalError("reset")] * 2
+
+    def flaky(self, msg, outcome):
+        if failures:
+            raise failures.pop()
+        return original(self, msg, outcome)
+
+    monkeypatch.setattr(store.OrmStore, "mark_finished", flaky)
+    runner.execute(msg.to_body())
+    run = row(msg)
+    assert (run.state, run.result, failures) == (State.DONE, 3, [])
 
 
 def test_the_loss_of_a_forged_message_ends_nothing():
