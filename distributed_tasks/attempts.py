@@ -17,11 +17,11 @@ import math
 
 from django.db import transaction
 from django.utils import timezone
-from redis.exceptions import RedisError
 
 from distributed_tasks import celery, claims, keys, logs, mirror, signals
 from distributed_tasks.connection import get_redis
 from distributed_tasks.messages import RunMessage
+from distributed_tasks.outage import REDIS_ERRORS
 from distributed_tasks.placement import Placement
 from distributed_tasks.store import get_store
 from distributed_tasks.types import ACTIVE_STATES, MoveReason, Outcome, State
@@ -75,7 +75,7 @@ def _announce(old: RunMessage, new: RunMessage, countdown: float, first: bool) -
     # is in the run's history (``TaskRun.attempts``), not in the current status.
     mirror.publish(new, claims.message_fields(new, State.QUEUED))
     # Loads are approximate and rebuilt by the orchestrator every tick.
-    with contextlib.suppress(RedisError):
+    with contextlib.suppress(*REDIS_ERRORS):
         pipe = get_redis().pipeline(transaction=False)
         pipe.hincrby(keys.loads_key(), old.node, -1)
         pipe.hincrby(keys.loads_key(), new.node, 1)

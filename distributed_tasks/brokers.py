@@ -29,15 +29,15 @@ from typing import Any
 from urllib.parse import quote, urlparse
 
 from kombu.exceptions import ChannelError, KombuError
-from redis.exceptions import RedisError
 
 from distributed_tasks import keys
 from distributed_tasks.conf import get_settings
 from distributed_tasks.connection import SENTINEL_SCHEMES, Endpoints
+from distributed_tasks.outage import REDIS_ERRORS
 
 AMQP_SCHEMES = frozenset({"amqp", "amqps", "pyamqp", "librabbitmq"})
 # What a broker that does not answer raises (kombu wraps some, sockets raise the rest).
-BROKER_ERRORS = (KombuError, OSError, RedisError)
+BROKER_ERRORS = (KombuError, OSError, *REDIS_ERRORS)
 _CHANNEL_ERRORS: tuple[type[Exception], ...] = (ChannelError,)
 with contextlib.suppress(ImportError):
     from amqp.exceptions import ChannelError as _AmqpChannelError
@@ -122,7 +122,7 @@ class Broker:
                 pipe.llen(key)
         try:
             lengths = iter(pipe.execute())
-        except RedisError:
+        except REDIS_ERRORS:
             return dict.fromkeys(names)
         return {name: sum(next(lengths) for _ in queue) for name, queue in lists.items()}
 

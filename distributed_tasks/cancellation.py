@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.utils import timezone
-from redis.exceptions import RedisError
 
 from distributed_tasks import claims, keys, progress, signals
 from distributed_tasks.conf import get_settings
@@ -33,6 +32,7 @@ from distributed_tasks.connection import get_redis, text
 from distributed_tasks.exceptions import Cancelled
 from distributed_tasks.messages import RunMessage, storable
 from distributed_tasks.models import TaskRun
+from distributed_tasks.outage import REDIS_ERRORS
 from distributed_tasks.resilience import DB_ERRORS
 from distributed_tasks.store import get_store, message_for
 from distributed_tasks.types import Outcome, Reason
@@ -68,7 +68,7 @@ def request(run: TaskRun, *, force: bool, by: str, grace: float | None) -> bool:
     msg = message_for(row)
     try:
         publish(msg, from_row(row))
-    except RedisError as exc:
+    except REDIS_ERRORS as exc:
         logger.warning("Cancel of %s not sent through Redis (%s): its node reads the row",
                        msg.name, exc)  # fmt: skip
     signals.run_cancel_requested.send(
@@ -125,7 +125,7 @@ def _read(current: progress.RunScope, now: float) -> CancelRequest | None:
             if not at:
                 return None
             return CancelRequest(dt.datetime.fromtimestamp(float(at), tz=dt.UTC), by or "")
-    except (RedisError, OSError, ValueError):
+    except (*REDIS_ERRORS, OSError, ValueError):
         pass
     # Redis has no status of this attempt (lost its data, or is away): ask the row.
     if now - current.cancel_row_checked_at < ROW_INTERVAL:

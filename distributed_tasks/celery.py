@@ -27,12 +27,12 @@ from celery.worker.request import Request
 from django.utils.module_loading import import_string
 from kombu import Producer
 from kombu.exceptions import KombuError
-from redis.exceptions import RedisError
 
 from distributed_tasks import keys
 from distributed_tasks.brokers import PRIORITY_LEVELS, celery_conf, forget_failed_ack, get_broker
 from distributed_tasks.conf import get_settings
 from distributed_tasks.messages import RunMessage
+from distributed_tasks.outage import REDIS_ERRORS
 
 TASK_NAME = "distributed_tasks.execute"
 # Extra seconds between the soft limit (an exception in the task) and the hard one (a kill).
@@ -193,7 +193,7 @@ class PublishFailed(Exception):
         super().__init__(f"broker refused the message after {sent} were sent")
 
 
-PUBLISH_ERRORS = (KombuError, OSError, RedisError)
+PUBLISH_ERRORS = (KombuError, OSError, *REDIS_ERRORS)
 
 
 def can_publish_first() -> bool:
@@ -221,7 +221,7 @@ def publish(messages: Iterable[tuple[RunMessage, float | None]], *, first: bool 
 
     try:
         messages = deferred.hold(list(messages))  # a long countdown waits in the database
-    except RedisError as exc:
+    except REDIS_ERRORS as exc:
         raise PublishFailed(0) from exc
     if not messages:
         return

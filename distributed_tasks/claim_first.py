@@ -14,13 +14,13 @@ import contextlib
 import logging
 
 from django.utils import timezone
-from redis.exceptions import RedisError
 
 from distributed_tasks import batches, claims, logs
 from distributed_tasks.claims import ClaimOutcome, ClaimReply
 from distributed_tasks.conf import get_settings
 from distributed_tasks.connection import get_redis
 from distributed_tasks.exceptions import NameReserved
+from distributed_tasks.outage import REDIS_ERRORS
 from distributed_tasks.placement import Placement
 from distributed_tasks.starts import Start, unavailable
 from distributed_tasks.store import get_store
@@ -37,7 +37,7 @@ class ClaimFirst:
     def _claim(self, starts: list[Start], now: float) -> list[Start]:
         try:
             replies = batches.claim([s.claim_entry() for s in starts], self._nodes(starts))
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             self._undo_claims(starts)
             raise unavailable("Redis", exc) from exc
         for s in starts:  # each holds a load count, and maybe its claim: undone on failure
@@ -63,7 +63,7 @@ class ClaimFirst:
         (compare-and-delete by run id: no other start's claim goes) and load counts."""
         for s in starts:
             self.placement.unchoose(s.message.node)
-        with contextlib.suppress(RedisError):  # loads are approximate, rebuilt every tick
+        with contextlib.suppress(*REDIS_ERRORS):  # loads are approximate, rebuilt every tick
             pipe = get_redis().pipeline(transaction=False)
             for s in starts:
                 m = s.message
@@ -101,7 +101,7 @@ class ClaimFirst:
         for s in starts:
             s.claimed = False
             self.placement.unchoose(s.message.node)
-        with contextlib.suppress(RedisError):  # approximate; the orchestrator rebuilds them
+        with contextlib.suppress(*REDIS_ERRORS):  # approximate; the orchestrator rebuilds them
             pipe = get_redis().pipeline(transaction=False)
             batches.count(pipe, self._nodes(starts), -1)
             pipe.execute()
@@ -129,6 +129,6 @@ class ClaimFirst:
         if not s.claimed:
             return
         m = s.message
-        with contextlib.suppress(RedisError):  # a QUEUED claim with no row is stale, replaced
+        with contextlib.suppress(*REDIS_ERRORS):  # a QUEUED claim with no row is stale, replaced
             claims.release(m.task_list, m.name, m.run_id)
         self._unload([s])

@@ -27,7 +27,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django.db import connections, transaction
-from redis.exceptions import RedisError
 
 from distributed_tasks import (
     celery,
@@ -41,6 +40,7 @@ from distributed_tasks.claim_first import ClaimFirst
 from distributed_tasks.claims import ClaimOutcome, ClaimReply
 from distributed_tasks.exceptions import AlreadyRunning
 from distributed_tasks.models import TaskRun
+from distributed_tasks.outage import REDIS_ERRORS
 from distributed_tasks.placement import Placement
 from distributed_tasks.resilience import DB_ERRORS
 from distributed_tasks.starts import Start, failure, may_remain, unavailable
@@ -185,7 +185,7 @@ class ClusterClient(ClaimFirst):
     def _repair(self, task_list: str, name: str) -> None:
         run = get_store().active(task_list, name)
         if run is not None:
-            with contextlib.suppress(RedisError):
+            with contextlib.suppress(*REDIS_ERRORS):
                 claims.fill(task_list, name, claims.fields_for_run(run))
 
     def _publish(self, starts: list[Start]) -> None:

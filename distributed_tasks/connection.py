@@ -31,6 +31,7 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.sentinel import Sentinel
 
 from distributed_tasks.conf import get_settings
+from distributed_tasks.outage import REDIS_ERRORS
 
 SOCKET_TIMEOUT = 5.0
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
@@ -199,7 +200,7 @@ def scan_step(cursor: Any, *, match: str, count: int) -> tuple[Any, list]:
                 continue
             try:
                 step, keys = client.scan(at, match=match, count=count, target_nodes=node)
-            except redis.RedisError:
+            except REDIS_ERRORS:
                 continue
             cursors.update(step)
             found += keys

@@ -21,8 +21,6 @@ import threading
 import time
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from distributed_tasks import keys
 from distributed_tasks.cancellation import ROW_INTERVAL, from_row, publish
 from distributed_tasks.conf import get_settings
@@ -30,7 +28,7 @@ from distributed_tasks.connection import as_dict, get_redis
 from distributed_tasks.exceptions import Cancelled
 from distributed_tasks.messages import MalformedMessage, RunMessage
 from distributed_tasks.models import TaskRun
-from distributed_tasks.outage import Outage
+from distributed_tasks.outage import REDIS_ERRORS, Outage
 from distributed_tasks.resilience import DB_ERRORS, close_broken_connections
 from distributed_tasks.store import get_store, message_for
 from distributed_tasks.types import Outcome, Reason, State
@@ -129,7 +127,7 @@ class Watcher(threading.Thread):
             msg, req = message_for(row), from_row(row)
             if req.deadline is not None:
                 self.deadlines.setdefault(msg.task_id, req.deadline.timestamp())
-            with contextlib.suppress(RedisError):
+            with contextlib.suppress(*REDIS_ERRORS):
                 publish(msg, req)
 
     def kill(self, request: Any) -> None:

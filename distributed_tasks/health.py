@@ -26,12 +26,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from django.db.models import Count
-from redis.exceptions import RedisError
 
 from distributed_tasks.conf import get_settings
 from distributed_tasks.lease import LeaderInfo, current_leader
 from distributed_tasks.models import TaskRun
 from distributed_tasks.nodes import ClusterView, live_nodes
+from distributed_tasks.outage import REDIS_ERRORS
 from distributed_tasks.resilience import DB_ERRORS
 from distributed_tasks.ring import Ring
 from distributed_tasks.types import State
@@ -118,7 +118,7 @@ def _timed(func: Any) -> tuple[Any, Probe]:
     start = time.perf_counter()
     try:
         value = func()
-    except (RedisError, *DB_ERRORS, OSError) as exc:
+    except (*REDIS_ERRORS, *DB_ERRORS, OSError) as exc:
         elapsed = (time.perf_counter() - start) * 1000
         return None, Probe(ok=False, latency_ms=round(elapsed, 2), error=f"{exc}".strip())
     elapsed = (time.perf_counter() - start) * 1000

@@ -24,11 +24,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from distributed_tasks import keys, scripts, signals
 from distributed_tasks.conf import get_settings
 from distributed_tasks.connection import get_redis, text
+from distributed_tasks.outage import REDIS_ERRORS
 
 logger = logging.getLogger("distributed_tasks.lease")
 
@@ -97,7 +96,7 @@ def current_leader() -> LeaderInfo | None:
         pipe.get(keys.lease_key())
         pipe.pttl(keys.lease_key())
         raw, ttl = pipe.execute()
-    except RedisError:
+    except REDIS_ERRORS:
         return None
     if not raw:
         return None
@@ -121,7 +120,7 @@ class Lease:
         self._valid_until = 0.0
         # Why the last renew() failed when Redis did not answer (None otherwise): the
         # keeper counts it as an outage, so it logs the moment Redis answers again.
-        self.failure: RedisError | None = None
+        self.failure: Exception | None = None
 
     @property
     def ttl_ms(self) -> int:
@@ -173,7 +172,7 @@ class Lease:
         try:
             ok = int(self._script(RENEW, keys.lease_key(), args=[self._value, self.ttl_ms]))
             reason = "another holder has it"
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             ok, reason, self.failure = 0, f"Redis did not answer ({exc})", exc
         if ok:
             self._trust_from(sent)
@@ -220,7 +219,7 @@ class Lease:
             return False
         try:
             current = text(self._client().get(keys.lease_key()))
-        except RedisError:
+        except REDIS_ERRORS:
             return False
         return current == self._value
 
@@ -233,6 +232,6 @@ class Lease:
             return
         try:
             self._script(RELEASE, keys.lease_key(), args=[self._value])
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             logger.warning("Lease release failed (it expires by itself): %s", exc)
         self._value, self._valid_until = "", 0.0

@@ -12,7 +12,6 @@ import contextlib
 import logging
 
 from django.db import connections, transaction
-from redis.exceptions import RedisError
 
 from distributed_tasks import cancellation, celery, claims, mirror, signals
 from distributed_tasks.exceptions import (
@@ -25,6 +24,7 @@ from distributed_tasks.exceptions import (
 )
 from distributed_tasks.messages import RunMessage
 from distributed_tasks.models import TaskRun
+from distributed_tasks.outage import REDIS_ERRORS
 from distributed_tasks.placement import Placement
 from distributed_tasks.store import get_store, message_for
 from distributed_tasks.types import Outcome, Reason, State
@@ -149,7 +149,7 @@ def retry(name: str, task_list: str = "default", placement: Placement | None = N
 
 
 def _release(msg: RunMessage) -> None:
-    with contextlib.suppress(RedisError):  # a claim with no active row is replaced as stale
+    with contextlib.suppress(*REDIS_ERRORS):  # a claim with no active row is replaced as stale
         claims.release(msg.task_list, msg.name, msg.run_id)
 
 

@@ -14,12 +14,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from redis.cluster import RedisCluster
-from redis.exceptions import RedisError
 
 from distributed_tasks import keys, logs, scripts
 from distributed_tasks.claims import encode_result, flat, message_fields, ttl_ms, update
 from distributed_tasks.connection import get_redis
 from distributed_tasks.messages import RunMessage
+from distributed_tasks.outage import REDIS_ERRORS
 from distributed_tasks.types import Outcome
 
 logger = logging.getLogger("distributed_tasks.mirror")
@@ -71,7 +71,7 @@ def publish(
                 client=redis,
             )  # fmt: skip
             _unloaded = (msg.node, int(load))
-    except RedisError as exc:
+    except REDIS_ERRORS as exc:
         logger.warning(
             "Could not cache status of %s: %s (the database has it)",
             msg.name,

@@ -19,12 +19,10 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from redis.exceptions import RedisError
-
 from distributed_tasks import keys, scripts
 from distributed_tasks.conf import get_settings
 from distributed_tasks.connection import as_dict, get_redis, text
-from distributed_tasks.outage import Outage
+from distributed_tasks.outage import REDIS_ERRORS, Outage
 
 logger = logging.getLogger("distributed_tasks.nodes")
 
@@ -206,7 +204,7 @@ class Heartbeat(threading.Thread):
                     ],
                     args=[self.info.name, self.info.incarnation],
                 )
-            except RedisError as exc:
+            except REDIS_ERRORS as exc:
                 logger.warning("Could not deregister %s: %s", self.info.name, exc)
 
 
@@ -236,7 +234,7 @@ def live_twin(info: NodeInfo) -> NodeInfo | None:
             if now_left > left:  # its TTL was renewed: it beats
                 return other
             left = now_left
-    except (RedisError, ValueError, TypeError) as exc:
+    except (*REDIS_ERRORS, ValueError, TypeError) as exc:
         logger.warning("Could not check for another node named %s: %s", info.name, exc)
     return None
 

@@ -19,16 +19,21 @@ import time
 
 from django.db import DatabaseError, InterfaceError
 from kombu.exceptions import KombuError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 # Every error of a database that went away or refused: a lost connection is an
 # InterfaceError on some drivers (PyMySQL), which is not a DatabaseError in Django.
 DB_ERRORS = (DatabaseError, InterfaceError)
 
+# Every error of a Redis that went away: redis-py's cluster client raises some (a slot
+# that no node covers while it re-reads the cluster's layout, no node to send a command
+# to) as RedisClusterException, which is not a RedisError.
+REDIS_ERRORS = (RedisError, RedisClusterException)
+
 # Faults of a dependency rather than of our code: logged as one line, no traceback.
 DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (
     *DB_ERRORS,
-    RedisError,
+    *REDIS_ERRORS,
     KombuError,
     OSError,
 )

@@ -14,11 +14,10 @@ import threading
 import time
 from collections import Counter
 
-from redis.exceptions import RedisError
-
 from distributed_tasks.conf import get_settings
 from distributed_tasks.exceptions import ClusterUnavailable
 from distributed_tasks.nodes import ClusterView, live_nodes
+from distributed_tasks.outage import REDIS_ERRORS
 from distributed_tasks.ring import Ring
 
 # Seconds after which a cached view is read again when it shows no free slot anywhere.
@@ -45,7 +44,7 @@ class Placement:
             if refresh or self._view is None or time.monotonic() - self._fetched > ttl:
                 try:
                     view = live_nodes()
-                except RedisError as exc:
+                except REDIS_ERRORS as exc:
                     raise ClusterUnavailable(
                         f"Redis does not answer ({exc}); no run can be placed until it is back."
                     ) from exc

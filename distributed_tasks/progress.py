@@ -27,12 +27,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from distributed_tasks import claims, keys, running_status
 from distributed_tasks.connection import get_redis, text
 from distributed_tasks.messages import RunMessage, storable, strict_json
 from distributed_tasks.models import PROGRESS_MESSAGE_LIMIT
+from distributed_tasks.outage import REDIS_ERRORS
 from distributed_tasks.resilience import DB_ERRORS
 from distributed_tasks.types import State
 
@@ -198,7 +197,7 @@ def _write_redis(current: RunScope) -> None:
                 running_status.write_now(current.announced)
                 current.announced = None
             claims.set_if_attempt(msg.task_list, msg.name, msg.run_id, msg.attempt, fields)
-        except (RedisError, OSError) as exc:
+        except (*REDIS_ERRORS, OSError) as exc:
             logger.debug("Progress of %s not cached: %s", msg.name, exc)
 
 
@@ -235,7 +234,7 @@ def live(runs: Iterable[Any]) -> None:
                 run.progress = float(fraction)
                 run.progress_message = message or ""
                 run.progress_data = json.loads(data) if data else None
-    except (RedisError, OSError, ValueError):
+    except (*REDIS_ERRORS, OSError, ValueError):
         return  # the rows' values stand
 
 

@@ -14,9 +14,8 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from django.db import InterfaceError, OperationalError, connections
-from redis.exceptions import RedisError
 
-from distributed_tasks.outage import DB_ERRORS, Outage
+from distributed_tasks.outage import DB_ERRORS, REDIS_ERRORS, Outage
 
 T = TypeVar("T")
 
@@ -40,7 +39,7 @@ def until_answered(
     call: Callable[[], T],
     outage: Outage,
     *,
-    errors: tuple[type[BaseException], ...] = (*DB_UNAVAILABLE, RedisError),
+    errors: tuple[type[BaseException], ...] = (*DB_UNAVAILABLE, *REDIS_ERRORS),
     stop: threading.Event | None = None,
     patience: float | None = None,
 ) -> T:

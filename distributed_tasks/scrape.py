@@ -32,9 +32,9 @@ from typing import Any
 
 from django.core.management.base import CommandError
 from django.db import connections
-from redis.exceptions import RedisError
 
 from distributed_tasks import cli
+from distributed_tasks.outage import REDIS_ERRORS
 from distributed_tasks.resilience import DB_ERRORS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -149,7 +149,7 @@ class ClusterCollector:
             "dt_up", "Whether a service answered this scrape (1) or not (0).", labels=["service"]
         )
         view = counts = None
-        with contextlib.suppress(RedisError):
+        with contextlib.suppress(*REDIS_ERRORS):
             view = live_nodes()
         with contextlib.suppress(*DB_ERRORS):
             counts = health.active_counts()

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import DataError, IntegrityError
-from redis.exceptions import RedisError
 
 from distributed_tasks import claims, inserts
 from distributed_tasks.claims import ClaimOutcome, ClaimReply
@@ -27,6 +26,7 @@ from distributed_tasks.exceptions import (
     NameReserved,
 )
 from distributed_tasks.messages import RunMessage
+from distributed_tasks.outage import REDIS_ERRORS
 from distributed_tasks.resilience import DB_ERRORS
 from distributed_tasks.types import OnConflict, State, TaskHandle
 from distributed_tasks.validation import StartRequest
@@ -146,7 +146,7 @@ def failure(exc: BaseException) -> BaseException:
     """The ``DistributedTasksError`` a start that failed after its claim raises."""
     if isinstance(exc, DistributedTasksError):
         return exc
-    if isinstance(exc, RedisError):
+    if isinstance(exc, REDIS_ERRORS):
         return unavailable("Redis", exc)
     if isinstance(exc, DataError):  # a value validation let through: say which
         return InvalidOption(f"The database refused a value of the start ({exc}); nothing was "

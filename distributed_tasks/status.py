@@ -13,10 +13,10 @@ import logging
 import time
 
 from django.utils import timezone
-from redis.exceptions import RedisError
 
 from distributed_tasks import claims
 from distributed_tasks.conf import get_settings
+from distributed_tasks.outage import REDIS_ERRORS
 from distributed_tasks.store import get_store
 from distributed_tasks.types import TaskStatus
 from distributed_tasks.validation import check_name
@@ -29,7 +29,7 @@ def read(name: str, task_list: str = "default") -> TaskStatus:
     check_name(task_list, "task list")
     try:
         fields = claims.read(task_list, name)
-    except RedisError as exc:
+    except REDIS_ERRORS as exc:
         logger.warning("Redis unavailable for get_status (%s); reading the database", exc)
         fields = None
     if fields and "state" in fields:
@@ -61,7 +61,7 @@ def _from_database(name: str, task_list: str, *, warm: bool) -> TaskStatus:
         return TaskStatus.not_found(name, task_list)
     if warm:
         finished = run.finished_at.timestamp() if run.finished_at else None
-        with contextlib.suppress(RedisError):
+        with contextlib.suppress(*REDIS_ERRORS):
             claims.fill(
                 task_list, name, fields, ttl=claims.ttl_ms(run.state, finished, time.time())
             )

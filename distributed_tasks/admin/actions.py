@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from django.contrib import admin, messages
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
-from redis.exceptions import RedisError
 
 from distributed_tasks import api
 from distributed_tasks.exceptions import (
@@ -46,6 +45,7 @@ from distributed_tasks.exceptions import (
     TaskNotFound,
 )
 from distributed_tasks.models import TaskRun
+from distributed_tasks.outage import REDIS_ERRORS
 from distributed_tasks.resilience import DB_ERRORS
 from distributed_tasks.types import ACTIVE_STATES, State
 
@@ -55,7 +55,7 @@ MAX_ACTION_RUNS = 500
 Action = Callable[[admin.ModelAdmin, HttpRequest, QuerySet], None]
 
 # Errors about the cluster, not the run: the next run would fail the same way.
-CLUSTER_ERRORS = (ClusterUnavailable, RedisError, *DB_ERRORS)
+CLUSTER_ERRORS = (ClusterUnavailable, *REDIS_ERRORS, *DB_ERRORS)
 
 # The API's refusals, as the reason a run was skipped; each reads after a count
 # ("2 started meanwhile"). First match wins, so subclasses come first.
@@ -73,7 +73,7 @@ def runs(n: int) -> str:
 
 
 def cluster_error(exc: Exception) -> str:
-    if isinstance(exc, RedisError):
+    if isinstance(exc, REDIS_ERRORS):
         return f"Redis does not answer ({exc}). Check REDIS_URL and that the server is up."
     if isinstance(exc, DB_ERRORS):
         return f"The database does not answer ({exc})."

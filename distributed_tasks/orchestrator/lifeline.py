@@ -25,7 +25,6 @@ from collections import Counter
 
 from django.db import transaction
 from django.db.models import Q
-from redis.exceptions import RedisError
 
 from distributed_tasks import attempts, claims, keys, logs, mirror, runner, scripts, signals
 from distributed_tasks.brokers import get_broker
@@ -36,6 +35,7 @@ from distributed_tasks.fencing import fenced
 from distributed_tasks.messages import RunMessage
 from distributed_tasks.models import TaskRun
 from distributed_tasks.orchestrator import Duty, TickContext
+from distributed_tasks.outage import REDIS_ERRORS
 from distributed_tasks.store import get_store, message_for
 from distributed_tasks.types import Outcome, Reason, State
 
@@ -124,7 +124,7 @@ class Lifeline(Duty):
         )
         if removed:
             counts["nodes_lost"] += 1
-            with contextlib.suppress(RedisError):  # the node is forgotten: go on regardless
+            with contextlib.suppress(*REDIS_ERRORS):  # the node is forgotten: go on regardless
                 get_redis().delete(keys.node_cancel_key(node))  # its pending forced cancels
             if purged := get_broker().purge(node):
                 counts["messages_purged"] += purged  # stale messages of moved runs

@@ -19,7 +19,6 @@ import time
 from typing import Any
 
 from celery.beat import Scheduler, SchedulingError
-from redis.exceptions import RedisError
 
 from distributed_tasks import keys
 from distributed_tasks.conf import get_settings
@@ -27,7 +26,7 @@ from distributed_tasks.connection import as_dict, get_redis, private_redis
 from distributed_tasks.lease import Lease
 from distributed_tasks.orchestrator import Orchestrator
 from distributed_tasks.orchestrator.keeper import LeaseKeeper
-from distributed_tasks.outage import Outage
+from distributed_tasks.outage import REDIS_ERRORS, Outage
 
 logger = logging.getLogger("distributed_tasks.orchestrator.scheduler")
 
@@ -146,7 +145,7 @@ class DistributedScheduler(Scheduler):
         sent = self.schedule.get(entry.name, entry).last_run_at
         try:
             get_redis().hset(keys.beat_key(), entry.name, sent.isoformat())
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             logger.warning("Could not record the run of %s: %s", entry.name, exc)
 
     def _ensure_connected(self) -> Any:
@@ -166,7 +165,7 @@ class DistributedScheduler(Scheduler):
         """On election, continue each entry from the cluster's last run, not from now."""
         try:
             stored = as_dict(get_redis().hgetall(keys.beat_key()))
-        except RedisError:
+        except REDIS_ERRORS:
             stored = {}
         for name, entry in self.schedule.items():
             if name in stored:

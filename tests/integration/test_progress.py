@@ -4,6 +4,7 @@ import logging
 
 import pytest
 from django.utils import timezone
+from redis.exceptions import SlotNotCoveredError
 
 from distributed_tasks import (
     State,
@@ -120,3 +121,22 @@ def test_a_run_reads_its_row_when_redis_lost_the_request(node, redis):
         redis.delete(keys.run_key("default", "flushed"))  # a flush: only the row has it
         poll_until(cancel_requested, timeout=1, message="the request, from the row")
         assert progress.scope().cancel.by == "dana"
+
+
+def test_redis_cluster_errors_while_a_run_reports_and_ends_never_fail_it(node, monkeypatch):
+    """redis-py's cluster client raises some errors (a slot that no node covers while it
+    re-reads the cluster's layout) as RedisClusterException, which is not a RedisError:
+    a progress report and the outcome's cache write only log them."""
+    start_async(tasks.report_many, [50], name="uncovered")
+    calls = []
+
+    def uncovered(*args, **kwargs):
+        calls.append(args)
+        raise SlotNotCoveredError('Slot "42" is not covered by the cluster.')
+
+    monkeypatch.setattr(claims, "set_if_attempt", uncovered)  # the progress report's write
+    monkeypatch.setattr(mirror, "get_redis", uncovered)  # the outcome's
+    assert execute("uncovered").state == State.DONE
+    row = TaskRun.objects.get(name="uncovered")
+    assert (row.state, row.result, row.progress) == (State.DONE, 50, 1.0)
+    assert len(calls) >= 2
