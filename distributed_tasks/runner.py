@@ -90,6 +90,11 @@ def _failure(reason: Reason, exc: BaseException) -> Outcome:
     return Outcome.failed(reason, exc, f"raised {type(exc).__name__}{detail}")
 
 
+def _limit(timeout: float | None) -> str:
+    """The limit a run exceeded: its timeout, or (it has none) Celery's or its code's."""
+    return f"its timeout of {timeout:g} s" if timeout else "a time limit (the run has no timeout)"
+
+
 def _guard(msg: RunMessage, *, contain: bool = True) -> Outcome:
     """Run the function and callback; turn anything they do into an Outcome.
 
@@ -113,7 +118,7 @@ def _guard(msg: RunMessage, *, contain: bool = True) -> Outcome:
             ) from exc
     except SoftTimeLimitExceeded as exc:
         _hook(task, "on_timeout", info)
-        return Outcome.failed(Reason.TIMEOUT, exc, f"exceeded its timeout of {msg.timeout:g} s")
+        return Outcome.failed(Reason.TIMEOUT, exc, f"exceeded {_limit(msg.timeout)}")
     except BaseException as exc:
         _hook(task, "on_failure", info, exc)
         if not contain and not isinstance(exc, Exception):
@@ -260,9 +265,7 @@ def record_lost(args: Any, by: LostBy, *, timeout: float | None = None, exc: Any
     msg, run = trusted
     if by is LostBy.TIMEOUT:
         limit = msg.timeout if msg.timeout is not None else timeout
-        outcome = Outcome.failed(
-            Reason.TIMEOUT, exc, f"exceeded its timeout of {limit:g} s and was killed"
-        )
+        outcome = Outcome.failed(Reason.TIMEOUT, exc, f"exceeded {_limit(limit)} and was killed")
     else:
         outcome = Outcome.failed(
             Reason.WORKER_LOST, exc, "the pool process running it died (killed or exited)"

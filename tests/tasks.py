@@ -272,6 +272,14 @@ def unstorable(kind: str) -> Any:
 
 
 @distributed_task
+def soft_limit() -> None:
+    """Meets a soft time limit with no timeout of its own (Celery's task_soft_time_limit)."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    raise SoftTimeLimitExceeded()
+
+
+@distributed_task
 def megabytes(count: int) -> str:
     """Returns ``count`` MiB of text: more than MariaDB's default max_allowed_packet at 20."""
     return "x" * (count * 1024 * 1024)

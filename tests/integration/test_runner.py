@@ -170,6 +170,23 @@ def test_record_lost_by_timeout_calls_on_timeout(redis):
     assert redis.lrange(f"hooks:{msg.name}", 0, -1) == [b"timeout"]
 
 
+def test_a_run_with_no_timeout_ends_timeout_at_celery_s_own_limits(redis):
+    """A run with no timeout of its own still meets the Celery app's
+    ``task_soft_time_limit`` (or code that raises ``SoftTimeLimitExceeded``) and its
+    ``task_time_limit`` (the kill, reported with no limit): both end FAILED(timeout),
+    where formatting the missing timeout raised a TypeError instead."""
+    soft = queue("tests.tasks.soft_limit")
+    outcome = runner.execute(soft.to_body())
+    assert (outcome.state, outcome.reason) == ("FAILED", "timeout")
+    assert row(soft).error == "exceeded a time limit (the run has no timeout)"
+    killed = queue("tests.tasks.Hooked", ["ok"])
+    get_store().mark_running(killed, "inc")
+    runner.record_lost([killed.to_body()], runner.LostBy.TIMEOUT)
+    run = row(killed)
+    assert (run.state, run.reason) == ("FAILED", "timeout")
+    assert run.error == "exceeded a time limit (the run has no timeout) and was killed"
+
+
 def _as_celery_delivers(msg, **forged):
     """``msg``'s body with ``forged`` fields, executed as Celery calls the entry task."""
     return runner.execute({**msg.to_body(), **forged}, limits=(None, None), task_id=msg.task_id)
