@@ -131,10 +131,18 @@ class Lifeline(Duty):
             signals.node_lost.send(sender=Lifeline, node=node)
 
     def _rescue(self, ctx, dead: set[str], restarted: set[tuple[str, str]], counts) -> None:
+        """Move, retry or end a batch of the lost runs, oldest first. A QUEUED run whose
+        task list no live node serves cannot move: it is left out of the batch until one
+        does, or a batch of those would come first every tick and the runs behind them
+        (a RUNNING run of another dead node) would never be reached."""
         lost = Q(node__in=dead)
         for node, incarnation in restarted:
             lost |= Q(node=node, incarnation=incarnation, state=State.RUNNING)
-        runs = list(get_store().runs.active().filter(lost).order_by("queued_at")[: ctx.batch])
+        candidates = get_store().runs.active().filter(lost)
+        lists = set(candidates.filter(state=State.QUEUED).values_list("task_list", flat=True))
+        served = {t for t in lists if any(i.serves(t) for i in ctx.view.nodes.values())}
+        movable = Q(state=State.RUNNING) | Q(task_list__in=served)
+        runs = list(candidates.filter(movable).order_by("queued_at")[: ctx.batch])
         with fenced(ctx.epoch):
             for run in runs:
                 counts[self._rescue_one(run, ctx)] += 1

@@ -376,6 +376,29 @@ def test_a_retry_no_live_node_can_take_waits_queued_on_no_node(heavy, redis, dea
     assert len(queued(redis, "late@test")) == 1
 
 
+def test_runs_no_live_node_can_take_do_not_hold_up_the_rest_of_the_batch(heavy, redis, dead_node):
+    """Review: QUEUED runs whose task list no live node serves came first in every tick's
+    batch (oldest first) and could not move, so with a batch of them the runs of dead
+    nodes behind them (a RUNNING one too) were never reached and stayed RUNNING."""
+    conf = {**settings.DISTRIBUTED_TASKS, "BATCH_SIZE": 2}
+    with override_settings(DISTRIBUTED_TASKS=conf):
+        orchestrator = lead()
+        settle(orchestrator, redis)
+        gone = dead_node("gone@test")
+        for i in range(3):
+            row(f"waiting-{i}", gone)  # task list "default": no live node serves it
+        running = row("running", gone, state="RUNNING", executions=1, task_list="ci")
+        queued = row("queued", gone, task_list="ci")
+        report = orchestrator.tick()["lifeline"]
+    assert report == {"failed": 1, "moved": 1}
+    running.refresh_from_db(), queued.refresh_from_db()
+    assert (running.state, running.reason) == ("FAILED", "node_lost")
+    assert (queued.state, queued.node, queued.attempt) == ("QUEUED", "heavy@test", 2)
+    waiting = TaskRun.objects.filter(name__startswith="waiting-")
+    # They wait under the dead node's name for a node that serves "default".
+    assert set(waiting.values_list("node", "state")) == {(gone, "QUEUED")}
+
+
 def test_a_former_leader_is_fenced_out(node, redis, dead_node):
     old = lead("old@test")
     settle(old, redis)
