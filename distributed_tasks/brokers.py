@@ -28,16 +28,14 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote, urlparse
 
-from kombu.exceptions import ChannelError, KombuError
+from kombu.exceptions import ChannelError
 
 from distributed_tasks import keys
 from distributed_tasks.conf import get_settings
 from distributed_tasks.connection import SENTINEL_SCHEMES, Endpoints
-from distributed_tasks.outage import REDIS_ERRORS
+from distributed_tasks.outage import BROKER_ERRORS, REDIS_ERRORS
 
 AMQP_SCHEMES = frozenset({"amqp", "amqps", "pyamqp", "librabbitmq"})
-# What a broker that does not answer raises (kombu wraps some, sockets raise the rest).
-BROKER_ERRORS = (KombuError, OSError, *REDIS_ERRORS)
 _CHANNEL_ERRORS: tuple[type[Exception], ...] = (ChannelError,)
 with contextlib.suppress(ImportError):
     from amqp.exceptions import ChannelError as _AmqpChannelError

@@ -26,13 +26,12 @@ from celery.worker import state as worker_state
 from celery.worker.request import Request
 from django.utils.module_loading import import_string
 from kombu import Producer
-from kombu.exceptions import KombuError
 
 from distributed_tasks import keys
 from distributed_tasks.brokers import PRIORITY_LEVELS, celery_conf, forget_failed_ack, get_broker
 from distributed_tasks.conf import get_settings
 from distributed_tasks.messages import RunMessage
-from distributed_tasks.outage import REDIS_ERRORS
+from distributed_tasks.outage import BROKER_ERRORS, REDIS_ERRORS
 
 TASK_NAME = "distributed_tasks.execute"
 # Extra seconds between the soft limit (an exception in the task) and the hard one (a kill).
@@ -193,9 +192,6 @@ class PublishFailed(Exception):
         super().__init__(f"broker refused the message after {sent} were sent")
 
 
-PUBLISH_ERRORS = (KombuError, OSError, *REDIS_ERRORS)
-
-
 def can_publish_first() -> bool:
     """Whether ``publish(..., first=True)`` puts a message before those already waiting:
     only when writing the Redis lists ourselves (``envelope.py``); an AMQP queue has no
@@ -229,7 +225,7 @@ def publish(messages: Iterable[tuple[RunMessage, float | None]], *, first: bool 
     if direct is not None:
         try:
             envelope.push(direct, messages, first=first)
-        except PUBLISH_ERRORS as exc:
+        except BROKER_ERRORS as exc:
             raise PublishFailed(0) from exc
         return
     app = get_app()
@@ -257,5 +253,5 @@ def publish(messages: Iterable[tuple[RunMessage, float | None]], *, first: bool 
                     **time_limits(msg.timeout),
                 )
                 sent += 1
-    except PUBLISH_ERRORS as exc:
+    except BROKER_ERRORS as exc:
         raise PublishFailed(0 if batched else sent) from exc

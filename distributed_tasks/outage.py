@@ -13,6 +13,7 @@ how long it lasted. The loop itself decides what to retry; this only says when a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -30,13 +31,17 @@ DB_ERRORS = (DatabaseError, InterfaceError)
 # to) as RedisClusterException, which is not a RedisError.
 REDIS_ERRORS = (RedisError, RedisClusterException)
 
+# What a broker that does not answer raises: kombu wraps some, sockets raise others, and
+# py-amqp (RabbitMQ) raises its own, which are neither (a connection lost mid-publish).
+_AMQP_ERRORS: tuple[type[Exception], ...] = ()
+with contextlib.suppress(ImportError):
+    from amqp.exceptions import AMQPError
+
+    _AMQP_ERRORS = (AMQPError,)
+BROKER_ERRORS = (KombuError, *_AMQP_ERRORS, OSError, *REDIS_ERRORS)
+
 # Faults of a dependency rather than of our code: logged as one line, no traceback.
-DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (
-    *DB_ERRORS,
-    *REDIS_ERRORS,
-    KombuError,
-    OSError,
-)
+DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (*DB_ERRORS, *BROKER_ERRORS)
 
 INITIAL_DELAY = 0.5
 MAX_DELAY = 5.0

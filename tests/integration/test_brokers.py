@@ -76,3 +76,20 @@ def test_a_node_channel_reuses_one_redis_client_for_its_acks(monkeypatch, redis)
         again = channel._create_client()
         assert again is not kept and again.connection_pool is channel.pool
         assert again.ping() and channel._create_client() is again
+
+
+def test_an_amqp_error_reading_queue_depths_is_the_broker_away(monkeypatch):
+    """py-amqp raises its own errors (RabbitMQ's connection lost), neither KombuError nor
+    OSError, where kombu does not wrap them (a channel's queue_declare): depths are then
+    unknown (None, a hint), where the driver's exception came out of the lifeline's and
+    health's reads."""
+    from amqp.exceptions import RecoverableConnectionError
+
+    from distributed_tasks import envelope
+
+    def lost(self, *args, **kwargs):
+        raise RecoverableConnectionError("Socket was disconnected")
+
+    monkeypatch.setattr(envelope, "client", lambda: None)  # through kombu, as on RabbitMQ
+    monkeypatch.setattr(Connection, "channel", lost)
+    assert get_broker().depths(["a@h", "b@h"]) == {"a@h": None, "b@h": None}
