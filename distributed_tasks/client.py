@@ -38,7 +38,7 @@ from distributed_tasks import (
 )
 from distributed_tasks.claim_first import ClaimFirst
 from distributed_tasks.claims import ClaimOutcome, ClaimReply
-from distributed_tasks.exceptions import AlreadyRunning
+from distributed_tasks.exceptions import AlreadyRunning, InvalidConfiguration
 from distributed_tasks.models import TaskRun
 from distributed_tasks.outage import REDIS_ERRORS
 from distributed_tasks.placement import Placement
@@ -49,6 +49,19 @@ from distributed_tasks.types import TaskHandle, TaskStatus
 from distributed_tasks.validation import StartRequest, prepare, prepare_many
 
 logger = logging.getLogger("distributed_tasks.client")
+
+
+def manual_transaction(connection: Any) -> None:
+    """Refuse a start under manual transaction management (``AUTOCOMMIT: False``, or
+    ``set_autocommit(False)``) outside ``atomic()``: its row would not be committed when
+    the message goes out, and Django has no commit hook to publish it from then."""
+    if not connection.in_atomic_block and not connection.get_autocommit():
+        raise InvalidConfiguration(
+            f"Starting a run with autocommit off on database {connection.alias!r} and no "
+            "atomic block: its message would go out before its row is committed. Start it "
+            "inside transaction.atomic() (it is then published when that commits), or "
+            "with autocommit on."
+        )
 
 
 class ClusterClient(ClaimFirst):
@@ -84,6 +97,7 @@ class ClusterClient(ClaimFirst):
     def _start(
         self, requests: list[StartRequest], *, node: str | None = None
     ) -> list[TaskHandle | AlreadyRunning]:
+        manual_transaction(connections[get_store().alias])
         now = time.time()
         starts = [
             Start.new(r, node or self.placement.choose(r.task_list, r.name), now) for r in requests

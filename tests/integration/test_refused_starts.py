@@ -13,6 +13,7 @@ from django.test import override_settings
 
 from distributed_tasks import (
     ClusterUnavailable,
+    InvalidConfiguration,
     InvalidName,
     InvalidOption,
     NotSerializable,
@@ -139,6 +140,23 @@ def test_broker_down_rolls_back_the_row_claim_and_load(node, redis):
     for name in ["b-0", "b-1"]:
         nothing_left(redis, name)
     starts_again("b-0")
+
+
+def test_a_start_under_manual_transaction_management_is_refused_and_says_how(node, redis):
+    """Autocommit off and no atomic block: the row would not be committed when the message
+    went out (the worker found no row and dropped it), and a rollback left a status."""
+    connection = connections["default"]
+    connection.set_autocommit(False)
+    try:
+        with pytest.raises(InvalidConfiguration, match=r"inside transaction\.atomic\(\)"):
+            start_async(tasks.add, [1, 2], name="manual")
+        with pytest.raises(InvalidConfiguration, match="autocommit off"):
+            start_many([{"func": tasks.add, "name": "manual"}])
+    finally:
+        connection.rollback()
+        connection.set_autocommit(True)
+    nothing_left(redis, "manual")
+    starts_again("manual")
 
 
 def test_redis_down_at_the_claim_is_cluster_unavailable_and_writes_nothing(node, redis):
