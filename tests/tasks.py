@@ -212,6 +212,11 @@ class Broken(PeriodicTask):
         raise RuntimeError("periodic failure")
 
 
+class NodesRaises(Counter):
+    def nodes(self, live_nodes: list[str]) -> list[str]:
+        raise KeyError("a bug in nodes()")
+
+
 class FirstNodeOnly(Counter):
     def nodes(self, live_nodes: list[str]) -> list[str]:
         return live_nodes[:1]

@@ -159,7 +159,12 @@ class Dispatcher(Duty):
         live = self._candidates(ctx, row.task_list)
         try:
             allowed = [n for n in task_class(row.task)().nodes(list(live)) if n in live]
-        except InvalidConfiguration as exc:
+        except Exception as exc:  # a bad declaration, or the task's own code (nodes())
+            if not isinstance(exc, InvalidConfiguration):
+                logger.exception(
+                    "%s.nodes() raised; slot %s of %s not run", row.task, slot, row.name
+                )
+                exc = InvalidConfiguration(f"{row.task}.nodes() raised {type(exc).__name__}: {exc}")
             rows.update(failures=F("failures") + 1, last_outcome="FAILED", last_error=str(exc))
             return "invalid"
         if not allowed:

@@ -167,6 +167,20 @@ def test_nodes_restricts_where_it_runs(leader_tick, node):
     assert run.node == node.name
 
 
+def test_nodes_that_raises_fails_its_slot_and_not_the_tick(leader_tick, node):
+    """The task's own nodes() raising: the slot is recorded FAILED with the error, and the
+    other due tasks of the tick are still dispatched (the tick raised and backed off)."""
+    broken = {"task": "tests.tasks.NodesRaises", "interval": 1, "instant": True}
+    fine = {"task": "tests.tasks.Counter", "interval": 1, "instant": True}
+    with declare(broken=broken, fine=fine):
+        report = leader_tick(T0)
+    assert (report["invalid"], report["dispatched"]) == (1, 1)
+    row = PeriodicTaskState.objects.get(name="broken")
+    assert (row.failures, row.last_outcome) == (1, "FAILED")
+    assert row.last_error == "tests.tasks.NodesRaises.nodes() raised KeyError: 'a bug in nodes()'"
+    assert runs("broken") == [] and len(runs("fine")) == 1
+
+
 def execute(run: TaskRun):
     get_store()  # the run executes here, as a worker would
     return runner.execute(message_for(run).to_body())
