@@ -25,14 +25,14 @@ class Releaser(Duty):
         task_ids = deferred.due(time.time(), ctx.batch)
         if not task_ids:
             return {}
-        wanted = {}
+        wanted: dict[str, set[int]] = {}  # a run moved meanwhile has two attempts due
         for task_id in task_ids:
             run_id, _, attempt = task_id.partition(":")
-            wanted[run_id] = int(attempt or 0)
+            wanted.setdefault(run_id, set()).add(int(attempt or 0))
         runs = get_store().runs.by_keys(wanted, state=State.QUEUED)
         finished = set(task_ids)
         for run in runs:
-            if run.attempt != wanted.get(run.run_id):
+            if run.attempt not in wanted.get(run.run_id, ()):
                 continue
             msg = message_for(run)
             if attempts.deliver(msg, None):

@@ -12,7 +12,7 @@ import pytest
 from distributed_tasks import keys, start_async
 from distributed_tasks.models import TaskRun
 from tests import tasks
-from tests.integration.test_orchestrator import lead, settle
+from tests.integration.test_orchestrator import lead, messages, settle
 from tests.support import queued
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -43,3 +43,17 @@ def test_a_deferred_run_cancelled_meanwhile_is_dropped(node, redis):
     redis.zadd(keys.deferred_key(), {f"{later.run_id}:1": time.time() - 1})
     assert orchestrator.tick()["releaser"] == {"dropped": 1}
     assert queued(redis, node.name) == [] and redis.zcard(keys.deferred_key()) == 0
+
+
+def test_a_deferred_run_moved_meanwhile_releases_its_current_attempt(node, redis):
+    """Review: with two attempts of one run due in the same tick (moved off a dead node
+    while deferred), the older one, read last, hid the current one, which was dropped."""
+    orchestrator = lead()
+    settle(orchestrator, redis)
+    later = start_async(tasks.add, [1, 2], name="later", countdown=86400)
+    TaskRun.objects.filter(id=later.run_id).update(attempt=2)  # as a move leaves it
+    now = time.time()
+    redis.zadd(keys.deferred_key(), {f"{later.run_id}:2": now - 2, f"{later.run_id}:1": now - 1})
+    assert orchestrator.tick()["releaser"] == {"released": 1, "dropped": 1}
+    assert [m["headers"]["id"] for m in messages(redis, node.name)] == [f"{later.run_id}:2"]
+    assert redis.zcard(keys.deferred_key()) == 0
