@@ -35,7 +35,7 @@ from distributed_tasks.fencing import fenced
 from distributed_tasks.messages import RunMessage
 from distributed_tasks.models import TaskRun
 from distributed_tasks.orchestrator import Duty, TickContext
-from distributed_tasks.outage import REDIS_ERRORS
+from distributed_tasks.outage import BROKER_ERRORS, REDIS_ERRORS, describe
 from distributed_tasks.store import get_store, message_for
 from distributed_tasks.types import Outcome, Reason, State
 
@@ -126,7 +126,12 @@ class Lifeline(Duty):
             counts["nodes_lost"] += 1
             with contextlib.suppress(*REDIS_ERRORS):  # the node is forgotten: go on regardless
                 get_redis().delete(keys.node_cancel_key(node))  # its pending forced cancels
-            if purged := get_broker().purge(node):
+            try:
+                purged = get_broker().purge(node)
+            except BROKER_ERRORS as exc:  # forgotten already: this is the only chance
+                logger.warning("Could not purge lost node %s's queue: %s", node, describe(exc))
+                purged = 0  # its stale messages are fenced: a node of that name runs none
+            if purged:
                 counts["messages_purged"] += purged  # stale messages of moved runs
             signals.node_lost.send(sender=Lifeline, node=node)
 

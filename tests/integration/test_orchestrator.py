@@ -182,6 +182,30 @@ def test_node_events_are_sent_once(redis, poll):
     assert "short@test" not in live_nodes().stale
 
 
+def test_a_lost_node_whose_queue_cannot_be_purged_is_still_reported_lost(
+    node, redis, dead_node, monkeypatch
+):
+    """The node is forgotten before its queue is purged: a broker error there raised out
+    of the tick, and node_lost was never sent for it (review of the orchestrator)."""
+    from distributed_tasks.brokers import Broker
+
+    orchestrator = lead()
+    settle(orchestrator, redis)
+    dead_node("gone@test")
+    lost = []
+    signals.node_lost.connect(lambda node, **kw: lost.append(node), weak=False, dispatch_uid="l")
+
+    def refused(self, name):
+        raise ConnectionResetError("the broker went away")
+
+    monkeypatch.setattr(Broker, "purge", refused)
+    try:
+        assert orchestrator.tick()["lifeline"] == {"nodes_lost": 1}
+    finally:
+        signals.node_lost.disconnect(dispatch_uid="l")
+    assert lost == ["gone@test"]
+
+
 def test_lifeline_waits_while_redis_recovers_from_a_flush(node, redis, poll):
     orchestrator = lead()
     settle(orchestrator, redis)
