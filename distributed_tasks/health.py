@@ -30,7 +30,7 @@ from django.db.models import Count
 from distributed_tasks.conf import get_settings
 from distributed_tasks.lease import LeaderInfo, current_leader
 from distributed_tasks.models import TaskRun
-from distributed_tasks.nodes import ClusterView, live_nodes
+from distributed_tasks.nodes import PARKED, ClusterView, live_nodes
 from distributed_tasks.outage import REDIS_ERRORS
 from distributed_tasks.resilience import DB_ERRORS
 from distributed_tasks.ring import Ring
@@ -87,6 +87,7 @@ class Health:
     leader: LeaderInfo | None = None
     runs: Mapping[str, int] = field(default_factory=dict)  # active runs by state
     orphaned_runs: int = 0  # active runs on nodes that no longer heartbeat
+    parked_runs: int = 0  # runs waiting for a live node that serves their task list
     stale_nodes: tuple[str, ...] = ()  # stopped heartbeating, not yet declared lost
     redis_intact: bool = True  # False after Redis lost its data, until the leader resyncs
     problems: tuple[str, ...] = ()
@@ -107,6 +108,7 @@ class Health:
             "nodes": [{**asdict(n), "task_lists": list(n.task_lists)} for n in self.nodes],
             "runs": dict(self.runs),
             "orphaned_runs": self.orphaned_runs,
+            "parked_runs": self.parked_runs,
             "stale_nodes": list(self.stale_nodes),
             "redis_intact": self.redis_intact,
             "problems": list(self.problems),
@@ -182,6 +184,7 @@ def _problems(
     leader: LeaderInfo | None,
     runs: Mapping[str, int],
     orphaned: int,
+    parked: int,
 ) -> list[str]:
     problems = []
     if not redis.ok:
@@ -218,6 +221,12 @@ def _problems(
             f"{orphaned} active run(s) are placed on nodes that stopped heartbeating; the "
             "orchestrator leader ends or re-dispatches them within a tick once it runs."
         )
+    if parked and view is not None and view.nodes:
+        problems.append(
+            f"{parked} run(s) wait for a node that serves their task list: the leader moves "
+            "them once one is live. If none is, start `manage.py dt_worker --task-list "
+            "<list>` (dt_status shows each run's task list)."
+        )
     return problems
 
 
@@ -227,18 +236,20 @@ def check_health(*, with_queue_depths: bool = False) -> Health:
     counts, database = _timed(active_counts)
     leader = current_leader() if redis.ok else None
     runs: dict[str, int] = {}
-    orphaned = 0
+    orphaned = parked = 0
     if counts is not None:
         runs = {state.value: 0 for state in (State.QUEUED, State.RUNNING)}
         for (state, node), n in counts.items():
             runs[state] = runs.get(state, 0) + n
-            if view is not None and node not in view.nodes:
+            if node == PARKED:
+                parked += n
+            elif view is not None and node not in view.nodes:
                 orphaned += n
     nodes: tuple[NodeHealth, ...] = ()
     if view is not None:
         depths = queue_depths(view.nodes) if with_queue_depths else {}
         nodes = _nodes(view, counts, depths)
-    problems = _problems(redis, database, view, leader, runs, orphaned)
+    problems = _problems(redis, database, view, leader, runs, orphaned, parked)
     if not (redis.ok and database.ok):
         status = Status.DOWN
     else:
@@ -251,6 +262,7 @@ def check_health(*, with_queue_depths: bool = False) -> Health:
         leader=leader,
         runs=runs,
         orphaned_runs=orphaned,
+        parked_runs=parked,
         stale_nodes=view.stale if view is not None else (),
         redis_intact=view.intact if view is not None else True,
         problems=tuple(problems),

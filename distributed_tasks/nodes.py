@@ -27,6 +27,9 @@ from distributed_tasks.outage import REDIS_ERRORS, Outage
 logger = logging.getLogger("distributed_tasks.nodes")
 
 ALL_TASK_LISTS = "*"
+# The node of a run whose next attempt waits for a live node serving its task list
+# (orchestrator/lifeline.py parks it there).
+PARKED = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

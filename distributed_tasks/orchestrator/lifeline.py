@@ -34,6 +34,7 @@ from distributed_tasks.exceptions import ClusterUnavailable
 from distributed_tasks.fencing import fenced
 from distributed_tasks.messages import RunMessage
 from distributed_tasks.models import TaskRun
+from distributed_tasks.nodes import PARKED
 from distributed_tasks.orchestrator import Duty, TickContext
 from distributed_tasks.outage import BROKER_ERRORS, REDIS_ERRORS, describe
 from distributed_tasks.store import get_store, message_for
@@ -44,10 +45,6 @@ logger = logging.getLogger("distributed_tasks.orchestrator.lifeline")
 
 class NodeLost(Exception):
     """What ``on_failure`` receives for a run whose node died under it."""
-
-
-# The node of a run whose next attempt waits for a live node serving its task list.
-PARKED = ""
 
 
 class Lifeline(Duty):

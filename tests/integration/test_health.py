@@ -76,6 +76,19 @@ def test_runs_on_a_node_that_stopped_heartbeating_are_counted(leader, node):
     assert "1 active run(s) are placed on nodes that stopped heartbeating" in health.problems[0]
 
 
+def test_runs_parked_for_a_task_list_no_node_serves_are_not_called_orphaned(leader, node):
+    """A retry no live node could take waits on no node (parked): it is not on a node that
+    stopped heartbeating, and the leader cannot end it within a tick (review)."""
+    queued_on("", "parked")
+    health = check_health()
+    assert health.status is Status.DEGRADED
+    assert (health.orphaned_runs, health.parked_runs) == (0, 1)
+    assert health.as_dict()["parked_runs"] == 1
+    (problem,) = health.problems
+    assert problem.startswith("1 run(s) wait for a node that serves their task list")
+    assert "dt_worker --task-list" in problem
+
+
 def test_redis_down_is_down_and_leaves_nodes_unknown():
     with override_settings(DISTRIBUTED_TASKS=NOWHERE):
         health = check_health()

@@ -77,3 +77,7 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"Active runs on nodes that stopped heartbeating: {health.orphaned_runs}"
             )
+        if health.parked_runs:
+            self.stdout.write(
+                f"Runs waiting for a node that serves their task list: {health.parked_runs}"
+            )
