@@ -37,6 +37,7 @@ from django.utils import timezone
 from distributed_tasks import attempts, claims, deferred, keys, scripts
 from distributed_tasks.brokers import get_broker
 from distributed_tasks.connection import as_dict, get_redis, scan_step, text
+from distributed_tasks.nodes import PARKED
 from distributed_tasks.orchestrator import Duty, TickContext
 from distributed_tasks.periodic import PeriodicRun
 from distributed_tasks.registry import path_of
@@ -84,7 +85,8 @@ class Resync(Duty):
             if claims.fill(run.task_list, run.name, claims.fields_for_run(run)):
                 counts["statuses_restored"] += 1
             held = run.run_after - run.queued_at > dt.timedelta(seconds=deferred.DEFER_AFTER)
-            if run.state == State.QUEUED and (republish or held):  # held: in the lost set
+            parked = run.node == PARKED  # no queue: the lifeline moves it once a node serves it
+            if run.state == State.QUEUED and not parked and (republish or held):  # held: lost set
                 countdown = max(0.0, (run.run_after - ctx.now).total_seconds())
                 counts["republished"] += attempts.deliver(message_for(run), countdown)
         if len(runs) < ctx.batch:

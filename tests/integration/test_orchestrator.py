@@ -236,6 +236,20 @@ def test_resync_rebuilds_redis_after_a_flush(node, redis):
     assert running.run_id
 
 
+def test_the_rebuild_after_a_flush_publishes_no_parked_run(node, redis):
+    """A run parked for a task list no node serves has no node: its message went to a
+    queue named for no node, which nothing consumes (review of the orchestrator)."""
+    orchestrator = lead()
+    settle(orchestrator, redis)
+    row("parked", "", task_list="gpu")
+    redis.flushdb()
+    relead(orchestrator)
+    report = orchestrator.tick()["resync"]
+    assert (report["statuses_restored"], report.get("republished", 0)) == (1, 0)
+    assert claims.read("gpu", "parked")["state"] == "QUEUED"
+    assert queued(redis, "") == []
+
+
 def test_resync_republishes_a_queued_run_whose_message_is_gone(node, redis):
     orchestrator = lead()
     settle(orchestrator, redis)
