@@ -112,8 +112,8 @@ class ClusterClient(ClaimFirst):
                 self._publish(recorded)
         except BaseException as exc:
             kept = self._roll_back(starts)
-            if all(s.outcome is not None for s in starts):  # every entry went out after all
-                return self._answer(starts)
+            if isinstance(exc, Exception) and all(s.outcome is not None for s in starts):
+                return self._answer(starts)  # every entry went out after all
             error = failure(exc)
             if error is exc:
                 raise

@@ -68,6 +68,23 @@ def test_run_queued_once_per_start_with_its_handle(received, node):
     assert isinstance(call["handle"], TaskHandle)
 
 
+def test_an_interrupt_in_a_run_queued_receiver_reaches_the_caller(node, redis):
+    """Ctrl-C (or SystemExit) while the last entry's run_queued receivers run: the start
+    is out and kept, and the interrupt is raised, where it was swallowed (review)."""
+
+    def interrupted(**kwargs):
+        raise KeyboardInterrupt
+
+    signals.run_queued.connect(interrupted, weak=False, dispatch_uid="interrupt")
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            start_async(tasks.add, [1, 2], name="interrupted")
+    finally:
+        signals.run_queued.disconnect(dispatch_uid="interrupt")
+    run = TaskRun.objects.get(name="interrupted")
+    assert run.state == State.QUEUED and len(queued(redis, node.name)) == 1
+
+
 def test_run_queued_waits_for_the_callers_commit(received, node):
     queued = received(signals.run_queued)
     with transaction.atomic():
