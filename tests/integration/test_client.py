@@ -490,3 +490,16 @@ def test_a_single_start_replaces_the_status_a_finished_run_left_whatever_its_clo
     handle = start_async(tasks.add, [1, 2], name="skewed")
     assert claims.read("default", "skewed")["run_id"] == handle.run_id
     assert get_status("skewed").state == State.QUEUED
+
+
+def test_names_that_differ_only_in_case_or_trailing_spaces_are_distinct(node, redis):
+    """MySQL/MariaDB's default collations made "Build" and "build" (and "trail" and
+    "trail ") one name to the unique active name: a start of one was refused with the
+    other's run, and a status read from the database found the other's run. Migration
+    0009 gives those columns an exact collation there; elsewhere names were exact."""
+    names = ["Build", "build", "BUILD", "trail", "trail ", "é", "e"]
+    handles = {name: start_async(tasks.add, [1, 2], name=name) for name in names}
+    assert len({h.run_id for h in handles.values()}) == len(names)
+    redis.flushdb()  # statuses from the database
+    for name, handle in handles.items():
+        assert get_status(name).run_id == handle.run_id
