@@ -142,7 +142,9 @@ def test_broker_down_rolls_back_the_row_claim_and_load(node, redis):
     starts_again("b-0")
 
 
-def test_a_start_under_manual_transaction_management_is_refused_and_says_how(node, redis):
+def test_a_start_under_manual_transaction_management_is_refused_and_says_how(
+    node, redis, monkeypatch
+):
     """Autocommit off and no atomic block: the row would not be committed when the message
     went out (the worker found no row and dropped it), and a rollback left a status."""
     connection = connections["default"]
@@ -155,6 +157,11 @@ def test_a_start_under_manual_transaction_management_is_refused_and_says_how(nod
     finally:
         connection.rollback()
         connection.set_autocommit(True)
+    connection.close()  # AUTOCOMMIT: False in DATABASES, read before connecting
+    monkeypatch.setitem(connection.settings_dict, "AUTOCOMMIT", False)
+    with pytest.raises(InvalidConfiguration, match="autocommit off"):
+        start_async(tasks.add, [1, 2], name="manual")
+    monkeypatch.setitem(connection.settings_dict, "AUTOCOMMIT", True)
     nothing_left(redis, "manual")
     starts_again("manual")
 
