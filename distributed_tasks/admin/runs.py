@@ -21,10 +21,12 @@ from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied
+from django.db import connections
 from django.db.models import DurationField, ExpressionWrapper, F, QuerySet
-from django.db.models.functions import Substr
+from django.db.models.functions import Lower, Substr
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
+from django.utils.text import smart_split, unescape_string_literal
 
 from distributed_tasks import progress
 from distributed_tasks.admin import actions, cluster
@@ -163,8 +165,18 @@ class TaskRunAdmin(admin.ModelAdmin):
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet, search_term: str
     ) -> tuple[QuerySet, bool]:
-        """Names by substring, and a run id (as handles and ``dt_status`` show it) exactly."""
-        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        """Names by substring in any case, and a run id (as handles and ``dt_status`` show
+        it) exactly. On MySQL/MariaDB names compare exactly (migration 0009), so Django's
+        ``icontains`` would not ignore case there: their lower case is searched."""
+        if connections[queryset.db].vendor == "mysql":
+            results, may_have_duplicates = queryset.annotate(lower_name=Lower("name")), False
+            for bit in smart_split(search_term):
+                bit = unescape_string_literal(bit) if bit[:1] in "\"'" else bit
+                results = results.filter(lower_name__contains=bit.lower())
+        else:
+            results, may_have_duplicates = super().get_search_results(
+                request, queryset, search_term
+            )
         try:
             run_id = uuid.UUID(search_term.strip())
         except ValueError:
