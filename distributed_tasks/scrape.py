@@ -221,10 +221,10 @@ class ClusterCollector:
 
     @staticmethod
     def _periodic(counter: Any) -> Iterator[Any]:
-        from distributed_tasks.models import PeriodicTaskState
+        from distributed_tasks.periodic import states  # on DATABASE_ALIAS
 
         try:
-            rows = list(PeriodicTaskState.objects.values_list("name", "runs", "skips", "failures"))
+            rows = list(states().values_list("name", "runs", "skips", "failures"))
         except DB_ERRORS:
             return
         runs = counter("dt_periodic_runs", "Slots run, per periodic task.", labels=["task"])

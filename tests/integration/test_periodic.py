@@ -283,3 +283,29 @@ def test_the_slot_claim_is_written_on_the_fenced_alias(second_alias, leader_tick
         assert leader_tick(T0)["dispatched"] == 1
     sql = [q["sql"] for q in captured.captured_queries]
     assert any(q.startswith("UPDATE") and "last_slot" in q.split(" WHERE ")[0] for q in sql)
+
+
+@pytest.mark.skipif(settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"), reason="shared")
+def test_the_periodic_metrics_are_read_on_the_database_alias(second_alias):
+    """They were read on "default" whatever DATABASE_ALIAS said (review)."""
+    from django.test.utils import CaptureQueriesContext
+
+    from distributed_tasks.scrape import ClusterCollector
+
+    PeriodicTaskState.objects.create(name="counted", task="tests.tasks.Counter", interval=1, runs=3)
+    families = []
+    with CaptureQueriesContext(second_alias) as on_alias:
+        families = list(ClusterCollector._periodic(lambda name, doc, labels: Family(name)))
+    assert any("distributed_tasks_periodictaskstate" in q["sql"] for q in on_alias.captured_queries)
+    runs = next(f for f in families if f.name == "dt_periodic_runs")
+    assert runs.samples == [(["counted"], 3)]
+
+
+class Family:
+    """Stands for a prometheus metric family: what ``_periodic`` adds to it."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.samples = name, []
+
+    def add_metric(self, labels: list[str], value: float) -> None:
+        self.samples.append((labels, value))
