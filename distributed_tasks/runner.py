@@ -18,7 +18,7 @@ import re
 import time
 from typing import Any
 
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 from django.db import DataError, ProgrammingError, transaction
 
 from distributed_tasks import (
@@ -193,6 +193,21 @@ def _start(msg: RunMessage, limits: tuple | None, task_id: str | None) -> RunMes
     return truth
 
 
+def _started(msg: RunMessage, limits: tuple | None, task_id: str | None) -> RunMessage | None:
+    """``_start`` until the database answers. A time limit that strikes first ran nothing:
+    the message goes back to its queue (``acks_late``); acknowledged, it left the row
+    QUEUED with no message until its node's queue was empty (the resync's orphans)."""
+    outage = Outage(f"Starting {msg.name} attempt {msg.attempt}", logger)
+    try:
+        return until_answered(lambda: _start(msg, limits, task_id), outage, errors=DB_UNAVAILABLE)
+    except SoftTimeLimitExceeded:
+        logger.warning(
+            "%s attempt %s met its time limit before it could start: queued again",
+            msg.name, msg.attempt, extra=logs.run_extra(msg, "requeued"),
+        )  # fmt: skip
+        raise Reject("its time limit struck before it started", requeue=True) from None
+
+
 def _as_sent(msg: RunMessage, limits: tuple | None, task_id: str | None) -> bool:
     """Whether the store may start ``msg`` in one statement that also checks its call
     (``start_as_sent``): its Celery limits and task id are the ones its own fields give
@@ -217,8 +232,7 @@ def execute(body: Any, limits: tuple | None = None, task_id: str | None = None) 
     except MalformedMessage as exc:
         logger.error("Dropping malformed run message: %s", exc, extra={"action": "malformed"})
         return None
-    outage = Outage(f"Starting {msg.name} attempt {msg.attempt}", logger)
-    truth = until_answered(lambda: _start(msg, limits, task_id), outage, errors=DB_UNAVAILABLE)
+    truth = _started(msg, limits, task_id)
     if truth is None:
         return None
     msg = truth

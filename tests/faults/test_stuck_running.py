@@ -101,6 +101,34 @@ def test_an_outcome_waits_for_the_database_to_come_back(serving, db_proxy, redis
     serves_again(serving, name)
 
 
+def test_a_run_whose_time_limit_strikes_before_it_can_start_runs_once_the_database_answers(
+    serving, db_proxy
+):
+    """Its soft time limit struck while its start waited for the database: the message was
+    acknowledged, and the row stayed QUEUED with no message until the node's queue was
+    empty, 30 s later at best (review). Now the message goes back to its queue."""
+    name = "limit-before-start"
+    db_proxy.stop()
+    try:
+        start_async(tasks.add, [20, 22], name=name, timeout=1)  # this process: no proxy
+        poll_until(
+            lambda: (
+                f"{name} attempt 1 met its time limit before it could start: queued again"
+                in serving.log(NODE, tail=50_000)
+            ),
+            timeout=20,
+            message="the time limit before the start",
+        )
+    finally:
+        db_proxy.start()
+    status = poll_until(finished(name), timeout=15, message=f"{name} to run")  # < ORPHAN_AFTER
+    assert (status.state, status.result, TaskRun.objects.get(name=name).attempt) == (
+        State.DONE,
+        42,
+        1,
+    )
+
+
 def test_a_run_its_live_node_stopped_reporting_ends_worker_lost(serving):
     """The safety net: a RUNNING row that its node does not execute (here: never did)."""
     name = "unreported"
