@@ -77,9 +77,11 @@ def _retry(msg: RunMessage, outcome: Outcome, *, lost: bool) -> RunMessage | Non
         return attempts.next_attempt(msg, node=msg.node, **options)
 
 
-def _store(msg: RunMessage, outcome: Outcome, lost: bool) -> tuple[bool, RunMessage | None]:
-    """One try: (recorded, next attempt if one was queued)."""
-    new = _retry(msg, outcome, lost=lost)
+def _store(
+    msg: RunMessage, outcome: Outcome, lost: bool, retry: bool = True
+) -> tuple[bool, RunMessage | None]:
+    """One try: (recorded, next attempt if one was queued; never without ``retry``)."""
+    new = _retry(msg, outcome, lost=lost) if retry else None
     if new is not None:
         return True, new
     store = get_store()
@@ -99,25 +101,34 @@ def refused(outcome: Outcome, exc: BaseException) -> Outcome:
 
 
 def _persist(
-    msg: RunMessage, outcome: Outcome, lost: bool, outage: Outage, patience: float | None
+    msg: RunMessage,
+    outcome: Outcome,
+    lost: bool,
+    outage: Outage,
+    patience: float | None,
+    *,
+    refusable: bool = True,
+    retry: bool = True,
 ) -> tuple[bool, RunMessage | None]:
     """``_store`` until the database answers. The run's soft time limit may strike while
     this waits: the run itself is over, so storing its outcome goes on (its hard limit
     ends the process; the watchdog then ends the run).
 
-    A write that fails as "the database is away" ``STRIKES`` times in a row while the
-    database answers a probe in between is this outcome's own fault (a result over
-    MySQL's ``max_allowed_packet`` drops the connection; a ``statement_timeout``): it
-    raises a plain ``DatabaseError``, so ``record`` stores a FAILED that says why,
-    instead of retrying for ever with the run RUNNING."""
+    A write that loses its connection ``STRIKES`` times in a row while a new connection
+    answers at once is this outcome's own fault (MariaDB drops the connection on a
+    result over ``max_allowed_packet``): when ``refusable``, it raises a plain
+    ``DatabaseError``, so ``record`` stores a FAILED that says why, where the run stayed
+    RUNNING. A write refused on a live connection (read-only during a switchover, a
+    lock or statement timeout) is retried as before: writes are what is away."""
     strikes = 0
 
     def store() -> tuple[bool, RunMessage | None]:
         nonlocal strikes
         try:
-            return _store(msg, outcome, lost)
+            return _store(msg, outcome, lost, retry)
         except DB_UNAVAILABLE as exc:
-            strikes = strikes + 1 if _answers() else 0
+            if refusable:
+                strikes = strikes + 1 if _dropped_but_answers() else 0
             if strikes >= STRIKES:
                 what = (
                     f"{type(exc).__name__} {STRIKES} times while the database answered (on "
@@ -133,12 +144,16 @@ def _persist(
             continue
 
 
-def _answers() -> bool:
-    """Whether the database answers a trivial query (after a failed write, whose
-    broken connection is closed first so that this one is new)."""
+def _dropped_but_answers() -> bool:
+    """Whether the failed write lost its connection while the database still answers a
+    new one at once (the broken connection is closed first)."""
+    store = get_store()
+    connection = connections[getattr(store, "alias", get_settings().DATABASE_ALIAS)]
+    if connection.connection is not None and connection.is_usable():
+        return False  # refused on a live connection: not the outcome's size
     close_broken_connections()
     try:
-        with connections[get_settings().DATABASE_ALIAS].cursor() as cursor:
+        with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
     except DB_ERRORS:
         return False
@@ -185,8 +200,11 @@ def record(
             logger.exception(
                 "The database refused the outcome of %s: storing a plain FAILED", msg.name
             )
+            again = outcome.state is not State.DONE  # a run that succeeded never runs again
             outcome = refused(outcome, exc)
-            recorded, new = _persist(msg, outcome, lost, outage, patience)
+            recorded, new = _persist(
+                msg, outcome, lost, outage, patience, refusable=False, retry=again
+            )
     except DB_UNAVAILABLE as exc:
         gave_up(msg, exc, patience)
         return False

@@ -12,12 +12,14 @@
 import dataclasses
 import logging
 import math
+import time
+from types import SimpleNamespace
 
 import pytest
 from django.db import DataError, OperationalError, connection
 from django.test.utils import CaptureQueriesContext
 
-from distributed_tasks import State, outcomes, runner, store, transitions
+from distributed_tasks import State, outcomes, resilience, runner, store, transitions
 from distributed_tasks.celery import TASK_NAME, header_limits
 from distributed_tasks.models import TaskRun
 from distributed_tasks.store import get_store
@@ -156,20 +158,35 @@ def test_an_outcome_the_database_refuses_becomes_a_plain_failed(monkeypatch):
     assert "database refused to store that outcome: DataError" in run.error
 
 
+def drop_own_connection() -> None:
+    """Have the server end this connection mid-write, as MariaDB does on a packet over
+    ``max_allowed_packet``; Django sees an OperationalError, as when the server is away."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+        elif connection.vendor == "mysql":
+            cursor.execute("SELECT CONNECTION_ID()")
+            cursor.execute(f"KILL CONNECTION {int(cursor.fetchone()[0])}")
+        else:
+            pytest.fail("a database server is needed to drop a connection")
+
+
+@pytest.mark.parametrize("retries", [0, 2])
 def test_an_outcome_whose_write_drops_the_connection_while_the_database_answers_fails(
-    monkeypatch,
+    monkeypatch, retries
 ):
-    """MariaDB drops the connection on a result over ``max_allowed_packet`` (error 2006,
-    an OperationalError, as when the server is away): retried for ever, the run stayed
-    RUNNING and its pool process stuck. The database answers a probe in between, so
-    after ``STRIKES`` such failures the outcome counts as refused."""
+    """Retried for ever, the run stayed RUNNING and its pool process stuck. A new
+    connection answers at once in between, so after ``STRIKES`` such failures the outcome
+    counts as refused: a plain FAILED, and a run that succeeded is not run again, however
+    many attempts it has left."""
     msg = queue("tests.tasks.add", [1, 2])
+    TaskRun.objects.filter(id=msg.run_id).update(max_attempts=1 + retries)
     original, tries = store.OrmStore.mark_finished, []
 
     def drop_results(self, msg, outcome):
         if outcome.result is not None:
             tries.append(outcome)
-            raise OperationalError(2006, "MySQL server has gone away")
+            drop_own_connection()
         return original(self, msg, outcome)
 
     monkeypatch.setattr(store.OrmStore, "mark_finished", drop_results)
@@ -177,8 +194,30 @@ def test_an_outcome_whose_write_drops_the_connection_while_the_database_answers_
     assert len(tries) == outcomes.STRIKES
     run = row(msg)
     assert (run.state, run.reason, run.active_name) == (State.FAILED, "exception", None)
+    assert (run.attempt, run.executions) == (1, 1)
     assert "The run ended DONE (no error), but the database refused to store" in run.error
     assert f"OperationalError {outcomes.STRIKES} times while the database answered" in run.error
+
+
+def test_an_outcome_refused_on_a_live_connection_waits_for_the_database(monkeypatch):
+    """A write refused while the connection stays up (MariaDB read-only during a
+    switchover, a lock wait timeout) is not the outcome's fault: it is retried, however
+    many times, and the real outcome is stored once writes work again."""
+    msg = queue("tests.tasks.add", [1, 2])
+    original, failures = store.OrmStore.mark_finished, [OperationalError(1290, "read-only")]
+    failures *= outcomes.STRIKES + 2
+
+    def read_only(self, msg, outcome):
+        if failures:
+            raise failures.pop()
+        return original(self, msg, outcome)
+
+    monkeypatch.setattr(store.OrmStore, "mark_finished", read_only)
+    no_waits = SimpleNamespace(monotonic=time.monotonic, sleep=lambda seconds: None)
+    monkeypatch.setattr(resilience, "time", no_waits)  # the backoff, without its waits
+    runner.execute(msg.to_body())
+    run = row(msg)
+    assert (run.state, run.result, failures) == (State.DONE, 3, [])
 
 
 def test_a_20_mib_result_ends_its_run_on_every_database():
@@ -193,22 +232,6 @@ def test_a_20_mib_result_ends_its_run_on_every_database():
         assert "max_allowed_packet" in run.error
     else:
         assert (run.state, len(run.result)) == (State.DONE, 20 * 1024 * 1024)
-
-
-def test_an_outcome_whose_write_fails_a_few_times_is_stored_as_it_is(monkeypatch):
-    """Fewer failures than ``STRIKES`` (a connection reset, a failover): the real outcome."""
-    msg = queue("tests.tasks.add", [1, 2])
-    original, failures = store.OrmStore.mark_finished, [OperationalError("reset")] * 2
-
-    def flaky(self, msg, outcome):
-        if failures:
-            raise failures.pop()
-        return original(self, msg, outcome)
-
-    monkeypatch.setattr(store.OrmStore, "mark_finished", flaky)
-    runner.execute(msg.to_body())
-    run = row(msg)
-    assert (run.state, run.result, failures) == (State.DONE, 3, [])
 
 
 def test_the_loss_of_a_forged_message_ends_nothing():
