@@ -38,35 +38,17 @@ from distributed_tasks import (
 )
 from distributed_tasks.claim_first import ClaimFirst
 from distributed_tasks.claims import ClaimOutcome, ClaimReply
-from distributed_tasks.exceptions import AlreadyRunning, InvalidConfiguration
+from distributed_tasks.exceptions import AlreadyRunning
 from distributed_tasks.models import TaskRun
 from distributed_tasks.outage import REDIS_ERRORS
 from distributed_tasks.placement import Placement
 from distributed_tasks.resilience import DB_ERRORS
-from distributed_tasks.starts import Start, failure, may_remain, unavailable
+from distributed_tasks.starts import Start, failure, manual_transaction, may_remain, unavailable
 from distributed_tasks.store import get_store
 from distributed_tasks.types import TaskHandle, TaskStatus
 from distributed_tasks.validation import StartRequest, prepare, prepare_many
 
 logger = logging.getLogger("distributed_tasks.client")
-
-
-def manual_transaction(connection: Any) -> None:
-    """Refuse a start under manual transaction management (``AUTOCOMMIT: False``, or
-    ``set_autocommit(False)``) outside ``atomic()``: its row would not be committed when
-    the message goes out, and Django has no commit hook to publish it from then."""
-    if connection.in_atomic_block:
-        return
-    # Not get_autocommit(), which connects: a database that is away must fail the start
-    # as ClusterUnavailable, later, where the walk catches it.
-    connected = connection.connection is not None
-    if not (connection.autocommit if connected else connection.settings_dict["AUTOCOMMIT"]):
-        raise InvalidConfiguration(
-            f"Starting a run with autocommit off on database {connection.alias!r} and no "
-            "atomic block: its message would go out before its row is committed. Start it "
-            "inside transaction.atomic() (it is then published when that commits), or "
-            "with autocommit on."
-        )
 
 
 class ClusterClient(ClaimFirst):

@@ -26,6 +26,7 @@ from distributed_tasks.messages import RunMessage
 from distributed_tasks.models import TaskRun
 from distributed_tasks.outage import REDIS_ERRORS
 from distributed_tasks.placement import Placement
+from distributed_tasks.starts import manual_transaction
 from distributed_tasks.store import get_store, message_for
 from distributed_tasks.types import Outcome, Reason, State
 from distributed_tasks.validation import check_name
@@ -120,6 +121,7 @@ def retry(name: str, task_list: str = "default", placement: Placement | None = N
         )
     if run.state != State.FAILED:
         raise not_retryable(name, run.state)
+    manual_transaction(connections[store.alias])  # its publish could not wait for a commit
     placement = placement or Placement()
     node = placement.choose(task_list, name)
     msg = message_for(run).for_attempt(run.attempt + 1, node)

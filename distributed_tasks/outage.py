@@ -33,11 +33,12 @@ REDIS_ERRORS = (RedisError, RedisClusterException)
 
 # What a broker that does not answer raises: kombu wraps some, sockets raise others, and
 # py-amqp (RabbitMQ) raises its own, which are neither (a connection lost mid-publish).
+# Not its channel errors (NOT_FOUND, ACCESS_REFUSED...): those are the setup's.
 _AMQP_ERRORS: tuple[type[Exception], ...] = ()
 with contextlib.suppress(ImportError):
-    from amqp.exceptions import AMQPError
+    from amqp.exceptions import ConnectionError as AmqpConnectionError
 
-    _AMQP_ERRORS = (AMQPError,)
+    _AMQP_ERRORS = (AmqpConnectionError,)
 BROKER_ERRORS = (KombuError, *_AMQP_ERRORS, OSError, *REDIS_ERRORS)
 
 # Faults of a dependency rather than of our code: logged as one line, no traceback.

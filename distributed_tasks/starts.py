@@ -22,6 +22,7 @@ from distributed_tasks.exceptions import (
     AlreadyRunning,
     ClusterUnavailable,
     DistributedTasksError,
+    InvalidConfiguration,
     InvalidOption,
     NameReserved,
 )
@@ -157,3 +158,21 @@ def failure(exc: BaseException) -> BaseException:
     if isinstance(exc, DB_ERRORS):
         return unavailable("The database", exc)
     return exc
+
+
+def manual_transaction(connection: Any) -> None:
+    """Refuse a start under manual transaction management (``AUTOCOMMIT: False``, or
+    ``set_autocommit(False)``) outside ``atomic()``: its row would not be committed when
+    the message goes out, and Django has no commit hook to publish it from then."""
+    if connection.in_atomic_block:
+        return
+    # Not get_autocommit(), which connects: a database that is away must fail the start
+    # as ClusterUnavailable, later, where the walk catches it.
+    connected = connection.connection is not None
+    if not (connection.autocommit if connected else connection.settings_dict["AUTOCOMMIT"]):
+        raise InvalidConfiguration(
+            f"Starting a run with autocommit off on database {connection.alias!r} and no "
+            "atomic block: its message would go out before its row is committed. Start it "
+            "inside transaction.atomic() (it is then published when that commits), or "
+            "with autocommit on."
+        )

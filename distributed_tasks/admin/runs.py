@@ -171,7 +171,8 @@ class TaskRunAdmin(admin.ModelAdmin):
         if connections[queryset.db].vendor == "mysql":
             results, may_have_duplicates = queryset.annotate(lower_name=Lower("name")), False
             for bit in smart_split(search_term):
-                bit = unescape_string_literal(bit) if bit[:1] in "\"'" else bit
+                if len(bit) > 1 and bit[0] in "\"'" and bit[-1] == bit[0]:
+                    bit = unescape_string_literal(bit)
                 results = results.filter(lower_name__contains=bit.lower())
         else:
             results, may_have_duplicates = super().get_search_results(

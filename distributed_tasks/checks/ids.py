@@ -17,6 +17,7 @@ E007 = "distributed_tasks.E007"  # a PERIODIC entry cannot work
 E010 = "distributed_tasks.E010"  # the Celery app accepts content other than JSON
 E014 = "distributed_tasks.E014"  # the Celery broker would be a Redis Cluster
 E015 = "distributed_tasks.E015"  # USE_TZ is False
+E016 = "distributed_tasks.E016"  # DATABASE_ALIAS has AUTOCOMMIT False
 W001 = "distributed_tasks.W001"  # unknown key
 W002 = "distributed_tasks.W002"  # LEASE_TTL leaves no room to renew
 W003 = "distributed_tasks.W003"  # SQLite without WAL, immediate transactions and a timeout

@@ -103,6 +103,17 @@ def _check_relations(conf: dict[str, Any]) -> list[checks.CheckMessage]:
                 ids.E005,
             )
         )
+    elif settings.DATABASES[conf["DATABASE_ALIAS"]].get("AUTOCOMMIT", True) is False:
+        messages.append(
+            error(
+                f"DATABASES[{conf['DATABASE_ALIAS']!r}] has AUTOCOMMIT False: the workers' "
+                "and the orchestrator's writes would wait for a commit that nothing makes, "
+                "and every start outside atomic() is refused.",
+                "Remove AUTOCOMMIT (Django's default is True), or point DATABASE_ALIAS at an "
+                "alias of the same database with autocommit on.",
+                ids.E016,
+            )
+        )
     caches = getattr(settings, "CACHES", {})
     if conf["CACHE_ALIAS"] and conf["CACHE_ALIAS"] not in caches:
         messages.append(

@@ -28,6 +28,7 @@ from distributed_tasks.exceptions import AlreadyRunning, ClusterUnavailable, Inv
 from distributed_tasks.fencing import fenced
 from distributed_tasks.models import PeriodicTaskState
 from distributed_tasks.orchestrator import Duty, TickContext
+from distributed_tasks.outage import DB_ERRORS, REDIS_ERRORS
 from distributed_tasks.periodic import (
     PeriodicRun,
     PeriodicSpec,
@@ -159,6 +160,8 @@ class Dispatcher(Duty):
         live = self._candidates(ctx, row.task_list)
         try:
             allowed = [n for n in task_class(row.task)().nodes(list(live)) if n in live]
+        except (*DB_ERRORS, *REDIS_ERRORS):
+            raise  # the database or Redis away: the tick backs off, the slot stays claimed
         except Exception as exc:  # a bad declaration, or the task's own code (nodes())
             if not isinstance(exc, InvalidConfiguration):
                 logger.exception(

@@ -141,7 +141,8 @@ class Lifeline(Duty):
         for node, incarnation in restarted:
             lost |= Q(node=node, incarnation=incarnation, state=State.RUNNING)
         candidates = get_store().runs.active().filter(lost)
-        lists = set(candidates.filter(state=State.QUEUED).values_list("task_list", flat=True))
+        queued = candidates.filter(state=State.QUEUED).order_by()
+        lists = set(queued.values_list("task_list", flat=True).distinct())
         served = {t for t in lists if any(i.serves(t) for i in ctx.view.nodes.values())}
         movable = Q(state=State.RUNNING) | Q(task_list__in=served)
         runs = list(candidates.filter(movable).order_by("queued_at")[: ctx.batch])

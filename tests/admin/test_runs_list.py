@@ -87,6 +87,8 @@ def test_failure_reason_shows_on_the_state(admin_client, node):
         ({"function": "tests.tasks.fail"}, {"failing"}),
         ({"q": "add"}, {"adding"}),
         ({"q": "ING"}, {"failing", "adding", "waiting"}),  # substring, any case
+        ({"q": '"add'}, set()),  # an unbalanced quote is part of the term
+        ({"q": '"add"'}, {"adding"}),  # quotes group words
     ],
 )
 def test_filters_and_search(admin_client, node, query, expected):

@@ -166,6 +166,26 @@ def test_a_start_under_manual_transaction_management_is_refused_and_says_how(
     starts_again("manual")
 
 
+def test_a_retry_under_manual_transaction_management_is_refused_too(node, redis):
+    from django.utils import timezone
+
+    from distributed_tasks import retry
+
+    start_async(tasks.add, [1, 2], name="failed")
+    ended = {"state": "FAILED", "active_name": None, "finished_at": timezone.now()}
+    TaskRun.objects.filter(name="failed").update(**ended)
+    connection = connections["default"]
+    connection.set_autocommit(False)
+    try:
+        with pytest.raises(InvalidConfiguration, match="autocommit off"):
+            retry("failed")
+    finally:
+        connection.rollback()
+        connection.set_autocommit(True)
+    assert TaskRun.objects.get(name="failed").state == "FAILED"
+    assert retry("failed").attempt == 2
+
+
 def test_redis_down_at_the_claim_is_cluster_unavailable_and_writes_nothing(node, redis):
     """Placement still has its cached view of the nodes; the claim finds Redis gone."""
     proxy = TcpProxy("127.0.0.1", redis.connection_pool.connection_kwargs["port"]).start()

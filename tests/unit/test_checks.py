@@ -1,7 +1,7 @@
 from django.core import checks
 from django.test import override_settings
 
-from distributed_tasks.checks import E002, E003, E004, E005, E006, E015, W001, check_settings
+from distributed_tasks.checks import E002, E003, E004, E005, E006, E015, E016, W001, check_settings
 
 
 def run(**conf):
@@ -100,3 +100,12 @@ def test_use_tz_false_is_an_error_that_names_the_fix():
     assert (error.id, error.obj) == (E015, "USE_TZ")
     assert "every start fails" in error.msg
     assert "USE_TZ = True" in error.hint
+
+
+def test_autocommit_off_on_the_database_alias_is_an_error_that_names_the_fix(monkeypatch):
+    from django.conf import settings
+
+    monkeypatch.setitem(settings.DATABASES["default"], "AUTOCOMMIT", False)  # read at connect
+    (error,) = check_settings()
+    assert error.id == E016
+    assert "AUTOCOMMIT False" in error.msg and "Remove AUTOCOMMIT" in error.hint
