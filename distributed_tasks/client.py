@@ -84,13 +84,14 @@ class ClusterClient(ClaimFirst):
     def _start(
         self, requests: list[StartRequest], *, node: str | None = None
     ) -> list[TaskHandle | AlreadyRunning]:
-        manual_transaction(connections[get_store().alias])
+        connection = connections[get_store().alias]
+        manual_transaction(connection)
         now = time.time()
         starts = [
             Start.new(r, node or self.placement.choose(r.task_list, r.name), now) for r in requests
         ]
         try:
-            if redis := database_first.applies(starts, get_store().alias):
+            if redis := database_first.applies(starts, connection.alias):
                 self._insert_first(redis, starts[0])
             else:
                 claimed = self._claim(starts, now)
@@ -104,7 +105,7 @@ class ClusterClient(ClaimFirst):
             error = failure(exc)
             if error is exc:
                 raise
-            if not connections[get_store().alias].in_atomic_block:  # a row may have committed
+            if not connection.in_atomic_block:  # outside one, a row may have committed
                 error = may_remain(error, kept)
             raise error from exc
         return self._answer(starts)

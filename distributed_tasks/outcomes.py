@@ -19,7 +19,6 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.db import DatabaseError, connections
 
 from distributed_tasks import attempts, logs, mirror, signals
-from distributed_tasks.conf import get_settings
 from distributed_tasks.exceptions import ClusterUnavailable
 from distributed_tasks.messages import RunMessage, storable
 from distributed_tasks.models import TaskRun
@@ -147,8 +146,7 @@ def _persist(
 def _dropped_but_answers() -> bool:
     """Whether the failed write lost its connection while the database still answers a
     new one at once (the broken connection is closed first)."""
-    store = get_store()
-    connection = connections[getattr(store, "alias", get_settings().DATABASE_ALIAS)]
+    connection = connections[get_store().alias]
     if connection.connection is not None and connection.is_usable():
         return False  # refused on a live connection: not the outcome's size
     close_broken_connections()
