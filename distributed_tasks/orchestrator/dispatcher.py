@@ -3,7 +3,10 @@
 Slots are the multiples of ``interval`` on the clock, so schedules do not drift.
 A slot is claimed by moving ``last_slot`` forward with a conditional update in
 the leader's fenced transaction: two leaders, or one leader twice, can never
-dispatch the same slot. The run is the unique named run ``periodic:<name>``: if
+dispatch the same slot. The slot's run is inserted in that same transaction and
+published when it commits, so a leader that dies (or loses Redis or the database)
+between the two leaves neither, and the next tick dispatches the slot: it is never
+claimed without its run. The run is the unique named run ``periodic:<name>``: if
 the previous one still runs, the slot is skipped and counted, never overlapped.
 After a leader gap only the current slot runs (one catch-up, no burst).
 The run goes to a random node among ``nodes()`` that has a free slot (the least
@@ -13,6 +16,7 @@ makes a slot wait behind them, and the next slot is never skipped for that.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import math
@@ -36,10 +40,19 @@ from distributed_tasks.periodic import (
     states,
     task_class,
 )
+from distributed_tasks.store import get_store
 
 logger = logging.getLogger("distributed_tasks.orchestrator.dispatcher")
 
 SYNC_EVERY = dt.timedelta(seconds=10)
+
+
+class _Again(Exception):
+    """Roll the slot's claim back with the transaction: the next tick dispatches it."""
+
+    def __init__(self, outcome: str, reason: str) -> None:
+        super().__init__(reason)
+        self.outcome = outcome
 
 
 def slot_of(now: dt.datetime, interval: float) -> dt.datetime:
@@ -125,17 +138,22 @@ class Dispatcher(Duty):
         first_instant = row.instant and row.last_slot is None  # runs at once, off the grid
         slot = ctx.now if first_instant else slot_of(ctx.now, row.interval)
         following = next_slot(ctx.now, row.interval)
-        with fenced(ctx.epoch):
-            claimed = (
-                states()
-                .filter(name=row.name, enabled=True)
-                .filter(Q(last_slot__isnull=True) | Q(last_slot__lt=slot))
-                .update(last_slot=slot, next_run_at=following)
-            )
-        if not claimed:
-            states().filter(name=row.name).update(next_run_at=following)
-            return "already_dispatched"
-        return self._start(row, slot, ctx)
+        try:
+            with fenced(ctx.epoch):
+                claimed = (
+                    states()
+                    .filter(name=row.name, enabled=True)
+                    .filter(Q(last_slot__isnull=True) | Q(last_slot__lt=slot))
+                    .update(last_slot=slot, next_run_at=following)
+                )
+                if claimed:
+                    return self._start(row, slot, ctx)
+        except _Again as again:  # next_run_at stays due: the next tick tries the slot again
+            with contextlib.suppress(*DB_ERRORS):
+                states().filter(name=row.name).update(last_error=str(again))
+            return again.outcome
+        states().filter(name=row.name).update(next_run_at=following)
+        return "already_dispatched"
 
     @staticmethod
     def _candidates(ctx: TickContext, task_list: str) -> list[str]:
@@ -161,7 +179,7 @@ class Dispatcher(Duty):
         try:
             allowed = [n for n in task_class(row.task)().nodes(list(live)) if n in live]
         except (*DB_ERRORS, *REDIS_ERRORS):
-            raise  # the database or Redis away: the tick backs off, the slot stays claimed
+            raise  # the database or Redis away: the tick backs off, the slot is not claimed
         except Exception as exc:  # a bad declaration, or the task's own code (nodes())
             if not isinstance(exc, InvalidConfiguration):
                 logger.exception(
@@ -187,7 +205,11 @@ class Dispatcher(Duty):
                 task_list=row.task_list,
                 timeout=row.timeout,
             )
-        except AlreadyRunning:
+        except AlreadyRunning as exc:
+            if exc.run_id and not get_store().is_active(exc.run_id):
+                # Only Redis holds the name: a start that has no row yet, or one a dead
+                # leader left (taken over once CLAIM_GRACE passed). Not a running run.
+                raise _Again("pending", f"slot {slot.isoformat()} waits: {exc}") from exc
             rows.update(
                 skips=F("skips") + 1,
                 last_outcome="SKIPPED",
@@ -195,7 +217,6 @@ class Dispatcher(Duty):
             )
             return "skipped"
         except ClusterUnavailable as exc:
-            rows.update(skips=F("skips") + 1, last_outcome="SKIPPED", last_error=str(exc))
-            return "unavailable"
+            raise _Again("unavailable", f"slot {slot.isoformat()} waits: {exc}") from exc
         rows.update(last_run_id=handle.run_id, last_node=node)
         return "dispatched"

@@ -56,11 +56,13 @@ class Resync(Duty):
         self.scan_cursor = 0
         self.elected_at = timezone.now()
         self.inherited_checked = 0  # the epoch whose inherited runs were all looked at
+        self.inherited_until: dt.datetime | None = None  # due times looked at so far
 
     def reset(self) -> None:
         self.rebuild_from = None
         self.scan_cursor = 0
         self.elected_at = timezone.now()
+        self.inherited_until = None
 
     def run(self, ctx: TickContext) -> dict[str, int]:
         counts: Counter[str] = Counter()
@@ -118,10 +120,18 @@ class Resync(Duty):
         earlier = Q(orchestrator_epoch__lt=ctx.epoch) | Q(
             function=path_of(PeriodicRun), queued_at__lt=self.elected_at
         )
-        # A second's margin: a worker's retry backoff set on another host's clock.
-        due = {"run_after__gte": recent, "run_after__lte": ctx.now - INHERITED_MARGIN}
+        # A second's margin: a worker's retry backoff set on another host's clock. A run
+        # the last leader committed less than that before this election becomes due in a
+        # later tick: each tick looks at the due times after the last one's, until the
+        # election itself is a margin old.
+        until = ctx.now - INHERITED_MARGIN
+        after = self.inherited_until
+        since = {"run_after__gt": after} if after and after > recent else {"run_after__gte": recent}
+        due = {"run_after__lte": until, **since}
         if self._republish(ctx, counts, "inherited_republished", earlier, newest=True, **due):
-            self.inherited_checked = ctx.epoch
+            self.inherited_until = until
+            if until >= self.elected_at:
+                self.inherited_checked = ctx.epoch
 
     def _orphans(self, ctx: TickContext, counts: Counter[str]) -> None:
         self._republish(ctx, counts, "orphans_republished", run_after__lt=ctx.now - ORPHAN_AFTER)

@@ -2,10 +2,16 @@
 
 import dataclasses
 import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
 from django.conf import settings
 from django.test import override_settings
+from django.utils import timezone
 
 from distributed_tasks import claims, keys, runner
 from distributed_tasks.exceptions import InvalidConfiguration
@@ -15,6 +21,7 @@ from distributed_tasks.orchestrator.dispatcher import next_slot, slot_of
 from distributed_tasks.periodic import PeriodicRun, PeriodicSpec, spec_from_settings, validate
 from distributed_tasks.registry import RunInfo
 from distributed_tasks.store import get_store, message_for
+from tests.support import ROOT, poll_until, queued
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -26,30 +33,27 @@ def declare(**tasks):
     return override_settings(DISTRIBUTED_TASKS=conf)
 
 
+def leading(holder: str):
+    """A newly elected leader and a function that ticks its dispatcher at a chosen time."""
+    from distributed_tasks.nodes import live_nodes
+    from distributed_tasks.orchestrator import TickContext
+
+    orchestrator = Orchestrator(holder)
+    assert orchestrator.lease.try_acquire() and orchestrator.on_acquired()
+    dispatcher = orchestrator.duty("dispatcher")
+
+    def tick(now: dt.datetime) -> dict[str, int]:
+        view = live_nodes()
+        return dispatcher.run(TickContext(orchestrator.epoch, holder, view, now, 100, False))
+
+    return orchestrator, tick
+
+
 @pytest.fixture
 def leader_tick(node, redis):
     """Tick the dispatcher as the elected leader at a chosen time."""
-    orchestrator = Orchestrator("leader@test")
-    assert orchestrator.lease.try_acquire() and orchestrator.on_acquired()
-    dispatcher = orchestrator.duty("dispatcher")
     redis.set(keys.intact_key(), "test")
-    base = orchestrator.tick.__func__
-
-    def tick(now: dt.datetime) -> dict[str, int]:
-        from distributed_tasks.nodes import live_nodes
-        from distributed_tasks.orchestrator import TickContext
-
-        ctx = TickContext(
-            epoch=orchestrator.epoch,
-            holder="leader@test",
-            view=live_nodes(),
-            now=now,
-            batch=100,
-            redis_settling=False,
-        )
-        return dispatcher.run(ctx)
-
-    assert base
+    orchestrator, tick = leading("leader@test")
     yield tick
     orchestrator.lease.release()
 
@@ -179,6 +183,71 @@ def test_nodes_that_raises_fails_its_slot_and_not_the_tick(leader_tick, node):
     assert (row.failures, row.last_outcome) == (1, "FAILED")
     assert row.last_error == "tests.tasks.NodesRaises.nodes() raised KeyError: 'a bug in nodes()'"
     assert runs("broken") == [] and len(runs("fine")) == 1
+
+
+def killed_while_dispatching(where: str, now: dt.datetime, redis, **periodic) -> None:
+    """A leader process SIGKILLed at ``where`` in its dispatch (tests/dying_leader.py); its
+    lease then expires (deleted here rather than waited for)."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DT_TEST_DB_NAME": settings.DATABASES["default"]["NAME"],
+        "DT_TEST_PERIODIC": json.dumps(periodic),
+    }
+    argv = [sys.executable, "-m", "tests.dying_leader", "dying@test", now.isoformat(), where]
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == -signal.SIGKILL, done.stdout + done.stderr
+    redis.delete(keys.lease_key())
+
+
+def test_a_leader_killed_between_a_slots_claim_and_its_run_leaves_the_slot_to_the_next(
+    node, redis, monkeypatch
+):
+    """SIGKILL once the slot is claimed and the run's name claimed in Redis, before its
+    row: the slot's claim dies with the transaction, so the next leader dispatches the
+    slot (once the dead start's Redis claim is stale) instead of taking it as done."""
+    redis.set(keys.intact_key(), "test")
+    lost = {"task": "tests.tasks.Counter", "interval": 60, "instant": True}
+    killed_while_dispatching("insert", T0, redis, lost=lost)
+    row = PeriodicTaskState.objects.get(name="lost")
+    assert (row.last_slot, runs("lost")) == (None, [])
+    assert claims.read("default", "periodic:lost")  # the dead start's claim
+    with declare(lost=lost):
+        orchestrator, tick = leading("next@test")
+        later = T0 + dt.timedelta(seconds=1)
+        assert tick(later)["pending"] == 1  # the claim may be a start about to insert
+        row.refresh_from_db()
+        assert row.last_slot is None and "waits: " in row.last_error
+        monkeypatch.setattr(claims, "CLAIM_GRACE", 0.0)  # instead of waiting 10 s
+        assert tick(later + dt.timedelta(seconds=1)) == {"dispatched": 1}  # synced already
+        orchestrator.lease.release()
+    (run,) = runs("lost")
+    row.refresh_from_db()
+    assert (row.last_slot, row.last_run_id.hex) == (later + dt.timedelta(seconds=1), run.run_id)
+
+
+def test_a_leader_killed_before_publishing_a_slots_run_leaves_it_to_the_next(node, redis):
+    """SIGKILL once the slot and its run committed, before the message went out: the next
+    leader publishes that run (the slot is dispatched once, not lost, not twice)."""
+    redis.set(keys.intact_key(), "test")
+    lost = {"task": "tests.tasks.Counter", "interval": 3600, "instant": True}
+    killed_while_dispatching("publish", timezone.now(), redis, lost=lost)
+    (run,) = runs("lost")
+    row = PeriodicTaskState.objects.get(name="lost")
+    assert (run.state, row.last_run_id.hex) == ("QUEUED", run.run_id)
+    assert queued(redis, node.name) == []
+    with declare(lost=lost):
+        orchestrator = Orchestrator("next@test")
+        assert orchestrator.lease.try_acquire() and orchestrator.on_acquired()
+
+        def published():
+            orchestrator.tick()
+            return queued(redis, node.name)
+
+        (message,) = poll_until(published, timeout=15, message="the slot's run published")
+        orchestrator.lease.release()
+    assert json.loads(message)["headers"]["id"] == f"{run.run_id}:1"
+    assert runs("lost") == [run]
 
 
 def execute(run: TaskRun):
