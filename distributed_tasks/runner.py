@@ -32,6 +32,7 @@ from distributed_tasks import (
     registry,
     running_status,
     signals,
+    soft_limits,
     transitions,
 )
 from distributed_tasks.celery import header_limits
@@ -232,10 +233,16 @@ def execute(body: Any, limits: tuple | None = None, task_id: str | None = None) 
     except MalformedMessage as exc:
         logger.error("Dropping malformed run message: %s", exc, extra={"action": "malformed"})
         return None
-    truth = _started(msg, limits, task_id)
-    if truth is None:
-        return None
-    msg = truth
+    with soft_limits.window(limits) as window:
+        truth = _started(msg, limits, task_id)
+        if truth is None:
+            return None
+        return _run(truth, window)
+
+
+def _run(msg: RunMessage, window: soft_limits.Window) -> Outcome:
+    """Run a started attempt and record its outcome; a soft time limit is obeyed until
+    its function has ended (``soft_limits``), so the outcome is recorded whole."""
     began, started_at = time.monotonic(), time.time()
     try:
         fields = claims.message_fields(msg, State.RUNNING, started_at=started_at)
@@ -244,7 +251,9 @@ def execute(body: Any, limits: tuple | None = None, task_id: str | None = None) 
             # report_progress() and cancel_requested() see the run
             with progress.running(msg, announced):
                 outcome = _guard(msg)
+                window.finished = True
     except BaseException as exc:  # a run_started receiver, or our own bug: still an outcome
+        window.finished = True
         outcome = Outcome.failed(Reason.EXCEPTION, exc)
         if not isinstance(exc, Exception):
             outcomes.record(msg, outcome, duration=time.monotonic() - began, started_at=started_at)

@@ -285,6 +285,17 @@ def soft_limit() -> None:
 
 
 @distributed_task
+def soft_signal(after: float) -> str:
+    """Sends its own process the soft-time-limit signal ``after`` seconds in, as Celery's
+    pool does when a job meets its soft limit; returns if the signal did not stop it."""
+    import signal
+
+    time.sleep(after)
+    os.kill(os.getpid(), signal.SIGUSR1)
+    return "not stopped"
+
+
+@distributed_task
 def megabytes(count: int) -> str:
     """Returns ``count`` MiB of text: more than MariaDB's default max_allowed_packet at 20."""
     return "x" * (count * 1024 * 1024)

@@ -1,11 +1,14 @@
 """One attempt executed in this process: fence, guard, callback, hooks and outcome."""
 
 import logging
+import os
+import signal
 import uuid
 
 import pytest
 
 from distributed_tasks import State, claims, get_status, keys, mirror, runner
+from distributed_tasks.celery import header_limits
 from distributed_tasks.messages import RunMessage
 from distributed_tasks.models import TaskRun
 from distributed_tasks.nodes import NodeInfo, set_current_node
@@ -14,7 +17,7 @@ from distributed_tasks.store import get_store
 pytestmark = pytest.mark.django_db
 
 
-def queue(function, args=(), kwargs=None, name=None, callback="", node="w1@h"):
+def queue(function, args=(), kwargs=None, name=None, callback="", node="w1@h", timeout=None):
     name = name or uuid.uuid4().hex
     run = TaskRun(
         id=uuid.uuid4(),
@@ -25,6 +28,7 @@ def queue(function, args=(), kwargs=None, name=None, callback="", node="w1@h"):
         kwargs=kwargs or {},
         callback=callback,
         node=node,
+        timeout=timeout,
     )
     get_store().insert(run)
     return RunMessage(
@@ -38,6 +42,7 @@ def queue(function, args=(), kwargs=None, name=None, callback="", node="w1@h"):
         kwargs=kwargs or {},
         callback=callback,
         queued_at=run.queued_at.timestamp(),
+        timeout=timeout,
     )
 
 
@@ -204,3 +209,62 @@ def test_a_forged_lone_surrogate_in_a_text_field_is_dropped_not_raised(redis, fi
     msg = queue("tests.tasks.count", ["counter"])
     assert _as_celery_delivers(msg, **{field: "x\ud800"}) is None
     assert row(msg).state == "QUEUED"
+
+
+@pytest.fixture
+def pool_process():
+    """This process handles SIGUSR1 as a prefork pool process does (billiard's soft-limit
+    handler); ``execute`` puts ``soft_limits``' filter in front of it. Restored after."""
+    from billiard.pool import soft_timeout_sighandler
+
+    from distributed_tasks import soft_limits
+
+    previous = signal.signal(signal.SIGUSR1, soft_timeout_sighandler)
+    yield
+    signal.signal(signal.SIGUSR1, previous)
+    soft_limits._window = soft_limits._inner = None
+
+
+def executed_as_celery_delivers(msg):
+    return runner.execute(msg.to_body(), limits=header_limits(msg.timeout), task_id=msg.task_id)
+
+
+def test_a_soft_limit_signal_at_the_start_of_a_run_is_the_previous_job_s_and_ignored(
+    redis, pool_process, caplog
+):
+    """Celery may signal a job's soft limit twice, ~10 ms apart: the second one reaches the
+    process's next run, which must not fail with a timeout it never had."""
+    msg = queue("tests.tasks.soft_signal", [0], timeout=30)
+    with caplog.at_level(logging.WARNING, "distributed_tasks.runner"):
+        outcome = executed_as_celery_delivers(msg)
+    assert (outcome.state, outcome.result) == (State.DONE, "not stopped")
+    assert "Ignored a soft time limit signal" in caplog.text
+    assert "(meant for the process's previous job)" in caplog.text
+
+
+def test_a_run_past_half_its_soft_limit_obeys_the_signal(redis, pool_process):
+    msg = queue("tests.tasks.soft_signal", [0.15], timeout=0.2)
+    outcome = executed_as_celery_delivers(msg)
+    assert (outcome.state, outcome.reason) == (State.FAILED, "timeout")
+    assert row(msg).error == "exceeded its timeout of 0.2 s"
+
+
+def test_a_soft_limit_signal_after_the_function_returned_leaves_its_outcome_whole(
+    redis, pool_process, monkeypatch
+):
+    """The signal lands while the outcome is stored (the limit struck as the function
+    returned): DONE is recorded whole, and so is the signal that comes between jobs."""
+    from distributed_tasks import outcomes
+
+    record = outcomes.record
+
+    def interrupted(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGUSR1)
+        return record(*args, **kwargs)
+
+    monkeypatch.setattr(outcomes, "record", interrupted)
+    msg = queue("tests.tasks.add", [2, 3], timeout=0.001)  # its limit is long past by then
+    outcome = executed_as_celery_delivers(msg)
+    assert (outcome.state, outcome.result) == (State.DONE, 5)
+    assert (row(msg).state, claims.read("default", msg.name)["state"]) == ("DONE", "DONE")
+    os.kill(os.getpid(), signal.SIGUSR1)  # between jobs: dropped, nothing raised here
