@@ -43,7 +43,7 @@ from distributed_tasks.models import TaskRun
 from distributed_tasks.outage import REDIS_ERRORS
 from distributed_tasks.placement import Placement
 from distributed_tasks.resilience import DB_ERRORS
-from distributed_tasks.starts import Start, failure, manual_transaction, may_remain, unavailable
+from distributed_tasks.starts import Start, failure, manual_transaction, restated, unavailable
 from distributed_tasks.store import get_store
 from distributed_tasks.types import TaskHandle, TaskStatus
 from distributed_tasks.validation import StartRequest, prepare, prepare_many
@@ -102,11 +102,11 @@ class ClusterClient(ClaimFirst):
             kept = self._roll_back(starts)
             if isinstance(exc, Exception) and all(s.outcome is not None for s in starts):
                 return self._answer(starts)  # every entry went out after all
-            error = failure(exc)
+            if connection.in_atomic_block:  # inside one, no row outlives the rollback
+                kept = []
+            error = restated(failure(exc), sent=[s for s in starts if s.sent], kept=kept)
             if error is exc:
                 raise
-            if not connection.in_atomic_block:  # outside one, a row may have committed
-                error = may_remain(error, kept)
             raise error from exc
         return self._answer(starts)
 

@@ -169,7 +169,13 @@ class ClusterUnavailable(DistributedTasksError):
     """No live node can take the run, or Redis or the broker does not answer.
 
     The seed's ``{:error, {:distributed_tasks_not_available, :orchestrator_not_running}}``.
+    ``started`` holds the handles of a batch's entries that went out before the failure
+    (they run; the message names them); it is empty when nothing was started.
     """
+
+    def __init__(self, *args: object, started: list | tuple = ()) -> None:
+        super().__init__(*args)
+        self.started = list(started)
 
 
 class TaskNotFound(DistributedTasksError, LookupError):

@@ -126,20 +126,38 @@ def unavailable(what: str, exc: BaseException) -> ClusterUnavailable:
     return ClusterUnavailable(f"{what} does not answer ({exc}); {NOTHING_STARTED}")
 
 
-def may_remain(error: BaseException, kept: list[Start]) -> BaseException:
-    """``error`` for a failed start outside a transaction some of whose rows could not be
-    deleted (the database went away): an INSERT may have committed before its reply
-    was lost, and such a row runs once the database is back (the orchestrator publishes
-    it after ORPHAN_AFTER), so the error must not say that nothing was started."""
+def _names(starts: list[Start]) -> str:
+    names = ", ".join(f"{s.message.name!r} (run {s.message.run_id})" for s in starts[:3])
+    return names + (f" and {len(starts) - 3} more" if len(starts) > 3 else "")
+
+
+def restated(error: BaseException, *, sent: list[Start], kept: list[Start]) -> BaseException:
+    """``error`` for a failed start of which something may run after all, when it says
+    that nothing was started. ``sent``: entries of the batch that went out before the
+    failure; they run, and the error carries their handles (``started``). ``kept``: rows
+    of a start outside a transaction that could not be deleted (the database went away):
+    an INSERT may have committed before its reply was lost, and such a row runs once the
+    database is back (the orchestrator publishes it after ORPHAN_AFTER)."""
     text = str(error)
-    if not kept or not isinstance(error, ClusterUnavailable) or not text.endswith(NOTHING_STARTED):
+    if not isinstance(error, ClusterUnavailable) or not text.endswith(NOTHING_STARTED):
         return error
-    names = ", ".join(f"{s.message.name!r} (run {s.message.run_id})" for s in kept[:3])
-    more = f" and {len(kept) - 3} more" if len(kept) > 3 else ""
+    said = []
+    if sent:
+        said.append(
+            f"{_names(sent)} went out before that and will run; the batch's other entries "
+            "were not started"
+        )
+    if kept:
+        said.append(
+            f"the start of {_names(kept)} may have been recorded before the database "
+            "stopped answering: if so, it runs once the database is back. Check "
+            "get_status() of that name before starting it again"
+        )
+    if not said:
+        return error
     return ClusterUnavailable(
-        f"{text.removesuffix(NOTHING_STARTED)}the start of {names}{more} may have been "
-        "recorded before the database stopped answering: if so, it runs once the database "
-        "is back. Check get_status() of that name before starting it again."
+        f"{text.removesuffix(NOTHING_STARTED)}{'; '.join(said)}.",
+        started=[s.handle for s in sent],
     )
 
 

@@ -84,8 +84,10 @@ def test_a_start_the_worker_already_began_is_answered_not_undone(node, redis, re
     with pytest.raises(AlreadyRunning):  # no second run of the name beside it
         start_async(tasks.add, [1, 2], name="dup")
     # In a batch, the entries no worker started are undone; the started one stays.
-    with pytest.raises(ClusterUnavailable):
+    with pytest.raises(ClusterUnavailable) as raised:
         start_many([{"func": tasks.add, "name": n} for n in ("b-started", "b-queued")])
+    assert [h.name for h in raised.value.started] == ["b-started"]
+    assert "'b-started' (run " in str(raised.value) and "will run" in str(raised.value)
     assert list(TaskRun.objects.filter(name__startswith="b-").values_list("name", "state")) == [
         ("b-started", State.RUNNING)
     ]

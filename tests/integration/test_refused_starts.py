@@ -142,6 +142,40 @@ def test_broker_down_rolls_back_the_row_claim_and_load(node, redis):
     starts_again("b-0")
 
 
+def test_a_batch_the_broker_refused_half_way_names_the_entries_that_went_out(
+    node, redis, monkeypatch
+):
+    """kombu without ``Producer.batch`` (RabbitMQ) publishes one message at a time: the
+    broker can go away after the first. That entry runs, so the error must say so (and
+    carry its handle), not that nothing was started; the others are undone."""
+    from kombu.exceptions import OperationalError as KombuError
+
+    from distributed_tasks import celery
+
+    real = celery.publish
+
+    def first_only(messages, **kwargs):
+        messages = list(messages)
+        real(messages[:1], **kwargs)
+        try:
+            raise KombuError("Connection reset by peer")
+        except KombuError as exc:
+            raise celery.PublishFailed(1) from exc
+
+    monkeypatch.setattr(celery, "publish", first_only)
+    with pytest.raises(ClusterUnavailable) as raised:
+        start_many([{"func": tasks.add, "args": [i, i], "name": f"half-{i}"} for i in range(3)])
+    (first,) = raised.value.started
+    message = str(raised.value)
+    assert "nothing was started" not in message
+    assert "The Celery broker does not answer (Connection reset by peer)" in message
+    assert f"'half-0' (run {first.run_id}) went out before that and will run" in message
+    assert TaskRun.objects.get(name="half-0").run_id == first.run_id
+    assert [m for m in queued(redis, node.name)], "its message"
+    nothing_left(redis, "half-1", loads=1)  # half-0's load and message
+    nothing_left(redis, "half-2", loads=1)
+
+
 def test_a_start_under_manual_transaction_management_is_refused_and_says_how(
     node, redis, monkeypatch
 ):
