@@ -222,6 +222,18 @@ class FirstNodeOnly(Counter):
         return live_nodes[:1]
 
 
+class NodesSeesTransaction(Counter):
+    """Records whether the leader called its ``nodes()`` inside a database transaction."""
+
+    calls: list[bool] = []
+
+    def nodes(self, live_nodes: list[str]) -> list[str]:
+        from django.db import connection
+
+        NodesSeesTransaction.calls.append(connection.in_atomic_block)
+        return live_nodes
+
+
 # -- task records (seed 004): data key-values read through data_attr ----------------------
 
 from distributed_tasks.records import data_attr  # noqa: E402

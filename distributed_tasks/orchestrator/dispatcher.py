@@ -138,6 +138,7 @@ class Dispatcher(Duty):
         first_instant = row.instant and row.last_slot is None  # runs at once, off the grid
         slot = ctx.now if first_instant else slot_of(ctx.now, row.interval)
         following = next_slot(ctx.now, row.interval)
+        allowed = self._allowed(row, slot, ctx)  # user code: not inside the leader's lock
         try:
             with fenced(ctx.epoch):
                 claimed = (
@@ -147,7 +148,7 @@ class Dispatcher(Duty):
                     .update(last_slot=slot, next_run_at=following)
                 )
                 if claimed:
-                    return self._start(row, slot, ctx)
+                    return self._start(row, slot, allowed, ctx)
         except _Again as again:  # next_run_at stays due: the next tick tries the slot again
             with contextlib.suppress(*DB_ERRORS):
                 states().filter(name=row.name).update(last_error=str(again))
@@ -173,20 +174,31 @@ class Dispatcher(Duty):
         self.placed[node] += 1  # ctx.view's loads do not include this tick's starts
         return node
 
-    def _start(self, row: PeriodicTaskState, slot: dt.datetime, ctx: TickContext) -> str:
-        rows = states().filter(name=row.name, last_slot=slot)
+    def _allowed(
+        self, row: PeriodicTaskState, slot: dt.datetime, ctx: TickContext
+    ) -> list[str] | InvalidConfiguration:
+        """The live nodes the task's ``nodes()`` allows, or why it could not say."""
         live = self._candidates(ctx, row.task_list)
         try:
-            allowed = [n for n in task_class(row.task)().nodes(list(live)) if n in live]
+            return [n for n in task_class(row.task)().nodes(list(live)) if n in live]
         except (*DB_ERRORS, *REDIS_ERRORS):
             raise  # the database or Redis away: the tick backs off, the slot is not claimed
         except Exception as exc:  # a bad declaration, or the task's own code (nodes())
-            if not isinstance(exc, InvalidConfiguration):
-                logger.exception(
-                    "%s.nodes() raised; slot %s of %s not run", row.task, slot, row.name
-                )
-                exc = InvalidConfiguration(f"{row.task}.nodes() raised {type(exc).__name__}: {exc}")
-            rows.update(failures=F("failures") + 1, last_outcome="FAILED", last_error=str(exc))
+            if isinstance(exc, InvalidConfiguration):
+                return exc
+            logger.exception("%s.nodes() raised; slot %s of %s not run", row.task, slot, row.name)
+            return InvalidConfiguration(f"{row.task}.nodes() raised {type(exc).__name__}: {exc}")
+
+    def _start(
+        self,
+        row: PeriodicTaskState,
+        slot: dt.datetime,
+        allowed: list[str] | InvalidConfiguration,
+        ctx: TickContext,
+    ) -> str:
+        rows = states().filter(name=row.name, last_slot=slot)
+        if isinstance(allowed, InvalidConfiguration):
+            rows.update(failures=F("failures") + 1, last_outcome="FAILED", last_error=str(allowed))
             return "invalid"
         if not allowed:
             rows.update(

@@ -250,6 +250,18 @@ def test_a_leader_killed_before_publishing_a_slots_run_leaves_it_to_the_next(nod
     assert runs("lost") == [run]
 
 
+def test_nodes_runs_outside_the_leaders_transaction(leader_tick, node):
+    """User code must not hold the fenced transaction (and the leadership row's lock),
+    which PostgreSQL ends after LEASE_TTL/2 idle."""
+    from tests.tasks import NodesSeesTransaction
+
+    NodesSeesTransaction.calls.clear()
+    with declare(seen={"task": "tests.tasks.NodesSeesTransaction", "interval": 1, "instant": True}):
+        assert leader_tick(T0)["dispatched"] == 1
+    assert NodesSeesTransaction.calls == [False]
+    assert len(runs("seen")) == 1
+
+
 def execute(run: TaskRun):
     get_store()  # the run executes here, as a worker would
     return runner.execute(message_for(run).to_body())
