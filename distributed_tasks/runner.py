@@ -233,7 +233,7 @@ def execute(body: Any, limits: tuple | None = None, task_id: str | None = None) 
     except MalformedMessage as exc:
         logger.error("Dropping malformed run message: %s", exc, extra={"action": "malformed"})
         return None
-    with soft_limits.window(limits) as window:
+    with soft_limits.window(soft_limits.of(limits), f"{msg.name} attempt {msg.attempt}") as window:
         truth = _started(msg, limits, task_id)
         if truth is None:
             return None

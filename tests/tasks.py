@@ -307,6 +307,20 @@ def soft_signal(after: float) -> str:
     return "not stopped"
 
 
+class SoftSignalTwice(Hooked):
+    """Meets its soft limit ``after`` seconds in, and Celery's second signal for it comes
+    while its ``on_timeout`` hook runs; the hook reports whether it ran to its end."""
+
+    def run(self, after: float) -> str:  # type: ignore[override]
+        return soft_signal(after)
+
+    def on_timeout(self, run: RunInfo) -> None:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGUSR1)
+        self._note(run, "timeout handled")
+
+
 @distributed_task
 def megabytes(count: int) -> str:
     """Returns ``count`` MiB of text: more than MariaDB's default max_allowed_packet at 20."""

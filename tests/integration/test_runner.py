@@ -4,6 +4,7 @@ import logging
 import os
 import signal
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -214,7 +215,7 @@ def test_a_forged_lone_surrogate_in_a_text_field_is_dropped_not_raised(redis, fi
 @pytest.fixture
 def pool_process():
     """This process handles SIGUSR1 as a prefork pool process does (billiard's soft-limit
-    handler); ``execute`` puts ``soft_limits``' filter in front of it. Restored after."""
+    handler); ``execute`` puts ``soft_limits``' filter in its place. Restored after."""
     from billiard.pool import soft_timeout_sighandler
 
     from distributed_tasks import soft_limits
@@ -222,7 +223,7 @@ def pool_process():
     previous = signal.signal(signal.SIGUSR1, soft_timeout_sighandler)
     yield
     signal.signal(signal.SIGUSR1, previous)
-    soft_limits._window = soft_limits._inner = None
+    soft_limits._window = None
 
 
 def executed_as_celery_delivers(msg):
@@ -238,15 +239,24 @@ def test_a_soft_limit_signal_at_the_start_of_a_run_is_the_previous_job_s_and_ign
     with caplog.at_level(logging.WARNING, "distributed_tasks.runner"):
         outcome = executed_as_celery_delivers(msg)
     assert (outcome.state, outcome.result) == (State.DONE, "not stopped")
-    assert "Ignored a soft time limit signal" in caplog.text
-    assert "(meant for the process's previous job)" in caplog.text
+    assert "Ignored a soft time limit signal that came 0.0" in caplog.text
+    assert f"into a run whose soft limit is 30 s ({msg.name} attempt 1)" in caplog.text
 
 
-def test_a_run_past_half_its_soft_limit_obeys_the_signal(redis, pool_process):
-    msg = queue("tests.tasks.soft_signal", [0.15], timeout=0.2)
+def test_a_run_with_no_soft_limit_ignores_the_signal(redis, pool_process):
+    msg = queue("tests.tasks.soft_signal", [0])
+    outcome = executed_as_celery_delivers(msg)
+    assert (outcome.state, outcome.result) == (State.DONE, "not stopped")
+
+
+def test_a_run_past_half_its_soft_limit_obeys_the_signal_once(redis, pool_process):
+    """The second signal Celery sends for the same limit comes while the run's timeout is
+    handled: the hook runs to its end and FAILED(timeout) is recorded."""
+    msg = queue("tests.tasks.SoftSignalTwice", [0.15], timeout=0.2)
     outcome = executed_as_celery_delivers(msg)
     assert (outcome.state, outcome.reason) == (State.FAILED, "timeout")
     assert row(msg).error == "exceeded its timeout of 0.2 s"
+    assert redis.lrange(f"hooks:{msg.name}", 0, -1) == [b"timeout handled"]
 
 
 def test_a_soft_limit_signal_after_the_function_returned_leaves_its_outcome_whole(
@@ -268,3 +278,27 @@ def test_a_soft_limit_signal_after_the_function_returned_leaves_its_outcome_whol
     assert (outcome.state, outcome.result) == (State.DONE, 5)
     assert (row(msg).state, claims.read("default", msg.name)["state"]) == ("DONE", "DONE")
     os.kill(os.getpid(), signal.SIGUSR1)  # between jobs: dropped, nothing raised here
+
+
+@pytest.mark.django_db(transaction=True)  # the thread's own connection sees the row
+def test_the_threads_pool_and_other_handlers_are_left_alone(redis, pool_process):
+    """Outside a prefork pool process's main thread (the threads pool), or where SIGUSR1
+    is not billiard's handler (Celery's stack dump in a worker's main process), runs are
+    executed and the handler stays as it was."""
+    import threading
+
+    seen = []
+    from django.db import connections
+
+    def in_a_thread(msg):
+        try:
+            return executed_as_celery_delivers(msg)
+        finally:
+            connections.close_all()  # the thread's own
+
+    with ThreadPoolExecutor(1) as pool:
+        outcome = pool.submit(in_a_thread, queue("tests.tasks.add", [1, 2])).result()
+    assert outcome.state == State.DONE
+    signal.signal(signal.SIGUSR1, lambda signum, frame: seen.append(threading.get_ident()))
+    outcome = executed_as_celery_delivers(queue("tests.tasks.soft_signal", [0], timeout=30))
+    assert (outcome.state, seen) == (State.DONE, [threading.get_ident()])
