@@ -24,7 +24,7 @@ from distributed_tasks.outage import REDIS_ERRORS
 from distributed_tasks.placement import Placement
 from distributed_tasks.starts import Start, unavailable
 from distributed_tasks.store import get_store
-from distributed_tasks.types import Reuse, State
+from distributed_tasks.types import Reuse, State, TaskHandle
 
 logger = logging.getLogger("distributed_tasks.client")
 
@@ -63,12 +63,17 @@ class ClaimFirst:
         (compare-and-delete by run id: no other start's claim goes) and load counts."""
         for s in starts:
             self.placement.unchoose(s.message.node)
+        self.forget([s.handle for s in starts])
+
+    @staticmethod
+    def forget(handles: list[TaskHandle]) -> None:
+        """Take back the claims and load counts of ``handles``: starts whose transaction
+        rolled back after they returned (their rows and messages went with it)."""
         with contextlib.suppress(*REDIS_ERRORS):  # loads are approximate, rebuilt every tick
             pipe = get_redis().pipeline(transaction=False)
-            for s in starts:
-                m = s.message
-                claims.release(m.task_list, m.name, m.run_id, client=pipe)
-            batches.count(pipe, self._nodes(starts), -1)
+            for h in handles:
+                claims.release(h.task_list, h.name, h.run_id, client=pipe)
+            batches.count(pipe, [h.node for h in handles if h.node], -1)
             pipe.execute()
 
     def _retry_stale(self, s: Start, reply: ClaimReply, now: float) -> ClaimReply:

@@ -76,14 +76,25 @@ class ClusterClient(ClaimFirst):
 
     def start_on(self, node: str, func: Any, args: Any = (), kwargs: Any = None, **options: Any):
         """``start_async`` on a node the caller picked (periodic tasks pick a random one)."""
-        (outcome,) = self._start([prepare(func, args, kwargs, **options)], node=node)
+        outcome = self.offer_on(node, func, args, kwargs, **options)
         if isinstance(outcome, AlreadyRunning):
+            signals.send_refusals(TaskRun, [outcome])
             raise outcome
         return outcome
 
+    def offer_on(
+        self, node: str, func: Any, args: Any = (), kwargs: Any = None, **options: Any
+    ) -> TaskHandle | AlreadyRunning:
+        """``start_on`` that returns a refusal instead of raising it, and sends no
+        ``run_refused`` for it: the leader's periodic slot, which sends it once its
+        transaction committed (and not for a slot that waits to be tried again)."""
+        (outcome,) = self._start([prepare(func, args, kwargs, **options)], node=node, quiet=True)
+        return outcome
+
     def _start(
-        self, requests: list[StartRequest], *, node: str | None = None
+        self, requests: list[StartRequest], *, node: str | None = None, quiet: bool = False
     ) -> list[TaskHandle | AlreadyRunning]:
+        """Start ``requests``; ``quiet``: without ``run_refused`` for the refused ones."""
         connection = connections[get_store().alias]
         manual_transaction(connection)
         now = time.time()
@@ -101,14 +112,14 @@ class ClusterClient(ClaimFirst):
         except BaseException as exc:
             kept = self._roll_back(starts)
             if isinstance(exc, Exception) and all(s.outcome is not None for s in starts):
-                return self._answer(starts)  # every entry went out after all
+                return self._answer(starts, quiet)  # every entry went out after all
             if connection.in_atomic_block:  # inside one, no row outlives the rollback
                 kept = []
             error = restated(failure(exc), sent=[s for s in starts if s.sent], kept=kept)
             if error is exc:
                 raise
             raise error from exc
-        return self._answer(starts)
+        return self._answer(starts, quiet)
 
     def _insert_first(self, redis: Any, s: Start) -> None:
         """The database decides, then Redis takes status, load and message in one call."""
@@ -119,8 +130,9 @@ class ClusterClient(ClaimFirst):
         s.outcome, s.sent = s.handle, True
         signals.run_queued.send(sender=TaskRun, handle=s.outcome)
 
-    def _answer(self, starts: list[Start]) -> list[TaskHandle | AlreadyRunning]:
-        signals.send_refusals(TaskRun, (s.outcome for s in starts))
+    def _answer(self, starts: list[Start], quiet: bool) -> list[TaskHandle | AlreadyRunning]:
+        if not quiet:
+            signals.send_refusals(TaskRun, (s.outcome for s in starts))
         return [s.outcome for s in starts]  # type: ignore[misc]
 
     def _roll_back(self, starts: list[Start]) -> list[Start]:

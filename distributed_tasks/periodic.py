@@ -74,6 +74,8 @@ _specs: dict[str, PeriodicSpec] = {}
 
 def validate(spec: PeriodicSpec) -> PeriodicSpec:
     """Raise ``InvalidConfiguration`` naming the broken rule; the checks report the same."""
+    from distributed_tasks.validation import MAX_SECONDS  # it imports the models
+
     problems = []
     if not isinstance(spec.name, str) or not 1 <= len(spec.name) <= 190:
         problems.append("name must be a string of 1 to 190 characters")
@@ -83,9 +85,10 @@ def validate(spec: PeriodicSpec) -> PeriodicSpec:
         problems.append("interval must be greater than 0")
     if spec.timeout is not None and (
         isinstance(spec.timeout, bool) or not isinstance(spec.timeout, int | float)
-        or spec.timeout <= 0
+        or not 0 < spec.timeout <= MAX_SECONDS  # NaN too
     ):  # fmt: skip
-        problems.append("timeout must be a number greater than 0, or None")
+        problems.append(f"timeout must be a number greater than 0 and at most {MAX_SECONDS:g}, "
+                        "or None")  # fmt: skip
     if not isinstance(spec.instant, bool) or not isinstance(spec.enabled, bool):
         problems.append("instant and enabled must be True or False")
     if not isinstance(spec.args, dict):

@@ -143,10 +143,8 @@ def restated(error: BaseException, *, sent: list[Start], kept: list[Start]) -> B
         return error
     said = []
     if sent:
-        said.append(
-            f"{_names(sent)} went out before that and will run; the batch's other entries "
-            "were not started"
-        )
+        others = "" if kept else "; the batch's other entries were not started"
+        said.append(f"{_names(sent)} went out before that and will run{others}")
     if kept:
         said.append(
             f"the start of {_names(kept)} may have been recorded before the database "

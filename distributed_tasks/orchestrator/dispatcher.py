@@ -23,14 +23,20 @@ import math
 import random
 from collections import Counter
 
+from django.db import transaction
 from django.db.models import F, Q
 
 from distributed_tasks import signals
 from distributed_tasks.client import ClusterClient
 from distributed_tasks.conf import get_settings
-from distributed_tasks.exceptions import AlreadyRunning, ClusterUnavailable, InvalidConfiguration
+from distributed_tasks.exceptions import (
+    AlreadyRunning,
+    ClusterUnavailable,
+    DistributedTasksError,
+    InvalidConfiguration,
+)
 from distributed_tasks.fencing import fenced
-from distributed_tasks.models import PeriodicTaskState
+from distributed_tasks.models import PeriodicTaskState, TaskRun
 from distributed_tasks.orchestrator import Duty, TickContext
 from distributed_tasks.outage import DB_ERRORS, REDIS_ERRORS
 from distributed_tasks.periodic import (
@@ -41,6 +47,7 @@ from distributed_tasks.periodic import (
     task_class,
 )
 from distributed_tasks.store import get_store
+from distributed_tasks.types import TaskHandle
 
 logger = logging.getLogger("distributed_tasks.orchestrator.dispatcher")
 
@@ -48,11 +55,12 @@ SYNC_EVERY = dt.timedelta(seconds=10)
 
 
 class _Again(Exception):
-    """Roll the slot's claim back with the transaction: the next tick dispatches it."""
+    """Roll the slot's transaction back: the next tick dispatches the slot again, unless
+    ``spent`` (the start itself was refused: the slot is then claimed and FAILED)."""
 
-    def __init__(self, outcome: str, reason: str) -> None:
+    def __init__(self, outcome: str, reason: str, *, spent: bool = False) -> None:
         super().__init__(reason)
-        self.outcome = outcome
+        self.outcome, self.spent = outcome, spent
 
 
 def slot_of(now: dt.datetime, interval: float) -> dt.datetime:
@@ -139,22 +147,47 @@ class Dispatcher(Duty):
         slot = ctx.now if first_instant else slot_of(ctx.now, row.interval)
         following = next_slot(ctx.now, row.interval)
         allowed = self._allowed(row, slot, ctx)  # user code: not inside the leader's lock
+        started: list[TaskHandle] = []
         try:
             with fenced(ctx.epoch):
-                claimed = (
-                    states()
-                    .filter(name=row.name, enabled=True)
-                    .filter(Q(last_slot__isnull=True) | Q(last_slot__lt=slot))
-                    .update(last_slot=slot, next_run_at=following)
-                )
-                if claimed:
-                    return self._start(row, slot, allowed, ctx)
+                if self._claim(row, slot, following):
+                    return self._start(row, slot, allowed, ctx, started)
         except _Again as again:  # next_run_at stays due: the next tick tries the slot again
-            with contextlib.suppress(*DB_ERRORS):
-                states().filter(name=row.name).update(last_error=str(again))
-            return again.outcome
+            return self._again(again, row, slot, following, ctx)
+        except BaseException:
+            if started:  # the transaction, and the run's row and message with it, did not commit
+                self.client.forget(started)
+            raise
         states().filter(name=row.name).update(next_run_at=following)
         return "already_dispatched"
+
+    @staticmethod
+    def _claim(row: PeriodicTaskState, slot: dt.datetime, following: dt.datetime) -> int:
+        return (
+            states()
+            .filter(name=row.name, enabled=True)
+            .filter(Q(last_slot__isnull=True) | Q(last_slot__lt=slot))
+            .update(last_slot=slot, next_run_at=following)
+        )
+
+    def _again(
+        self,
+        again: _Again,
+        row: PeriodicTaskState,
+        slot: dt.datetime,
+        following: dt.datetime,
+        ctx: TickContext,
+    ) -> str:
+        if again.spent:  # a fresh transaction: the refused start's may be unusable
+            with fenced(ctx.epoch):
+                if self._claim(row, slot, following):
+                    states().filter(name=row.name, last_slot=slot).update(
+                        failures=F("failures") + 1, last_outcome="FAILED", last_error=str(again)
+                    )
+            return again.outcome
+        with contextlib.suppress(*DB_ERRORS):
+            states().filter(name=row.name).update(last_error=str(again))
+        return again.outcome
 
     @staticmethod
     def _candidates(ctx: TickContext, task_list: str) -> list[str]:
@@ -195,6 +228,7 @@ class Dispatcher(Duty):
         slot: dt.datetime,
         allowed: list[str] | InvalidConfiguration,
         ctx: TickContext,
+        started: list[TaskHandle],
     ) -> str:
         rows = states().filter(name=row.name, last_slot=slot)
         if isinstance(allowed, InvalidConfiguration):
@@ -209,7 +243,7 @@ class Dispatcher(Duty):
             return "no_node"
         node = self._least_busy(allowed, ctx)
         try:
-            handle = self.client.start_on(
+            outcome = self.client.offer_on(
                 node,
                 PeriodicRun,
                 [row.name, slot.isoformat()],
@@ -217,18 +251,25 @@ class Dispatcher(Duty):
                 task_list=row.task_list,
                 timeout=row.timeout,
             )
-        except AlreadyRunning as exc:
-            if exc.run_id and not get_store().is_active(exc.run_id):
+        except ClusterUnavailable as exc:
+            raise _Again("unavailable", f"slot {slot.isoformat()} waits: {exc}") from exc
+        except DistributedTasksError as exc:  # a declaration validation let through
+            raise _Again("invalid", f"slot {slot.isoformat()} not run: {exc}", spent=True) from exc
+        if isinstance(outcome, AlreadyRunning):
+            if outcome.run_id and not get_store().is_active(outcome.run_id):
                 # Only Redis holds the name: a start that has no row yet, or one a dead
                 # leader left (taken over once CLAIM_GRACE passed). Not a running run.
-                raise _Again("pending", f"slot {slot.isoformat()} waits: {exc}") from exc
+                raise _Again("pending", f"slot {slot.isoformat()} waits: {outcome}")
             rows.update(
                 skips=F("skips") + 1,
                 last_outcome="SKIPPED",
                 last_error="the previous run was still going",
             )
+            transaction.on_commit(
+                lambda: signals.send_refusals(TaskRun, [outcome]),
+                using=get_settings().DATABASE_ALIAS,
+            )
             return "skipped"
-        except ClusterUnavailable as exc:
-            raise _Again("unavailable", f"slot {slot.isoformat()} waits: {exc}") from exc
-        rows.update(last_run_id=handle.run_id, last_node=node)
+        started.append(outcome)
+        rows.update(last_run_id=outcome.run_id, last_node=node)
         return "dispatched"

@@ -26,6 +26,7 @@ from tests.support import ROOT, poll_until, queued
 pytestmark = pytest.mark.django_db(transaction=True)
 
 T0 = dt.datetime(2026, 11, 24, 12, 0, 0, 300_000, tzinfo=dt.UTC)
+ONE = dt.timedelta(seconds=1)
 
 
 def declare(**tasks):
@@ -74,6 +75,8 @@ def test_slots_are_aligned_to_the_clock():
         ({"interval": 0}, "interval must be greater than 0"),
         ({"interval": "10"}, "interval must be a number"),
         ({"timeout": -1}, "timeout must be a number greater than 0"),
+        ({"timeout": float("nan")}, "timeout must be a number greater than 0"),
+        ({"timeout": 1e12}, "and at most 3.1536e"),
         ({"args": {"x": object()}}, "args must be JSON-serializable"),
         ({"enabled": "yes"}, "instant and enabled must be True or False"),
     ],
@@ -248,6 +251,70 @@ def test_a_leader_killed_before_publishing_a_slots_run_leaves_it_to_the_next(nod
         orchestrator.lease.release()
     assert json.loads(message)["headers"]["id"] == f"{run.run_id}:1"
     assert runs("lost") == [run]
+
+
+def test_a_start_the_client_refuses_fails_its_slot_and_not_the_others(leader_tick):
+    """A value the declaration's checks let through (here a timeout edited in the table)
+    that the start refuses: the slot is spent and FAILED, the tick goes on, and the next
+    ticks do not try it again and again ahead of the other tasks."""
+    every = {"task": "tests.tasks.Counter", "interval": 1}
+    with declare(bad=every, fine=every):
+        leader_tick(T0)
+        PeriodicTaskState.objects.filter(name="bad").update(timeout=1e12)
+        report = leader_tick(T0 + dt.timedelta(seconds=1))
+        assert (report["invalid"], report["dispatched"]) == (1, 1)
+        assert "invalid" not in leader_tick(T0 + dt.timedelta(seconds=1.5))
+    row = PeriodicTaskState.objects.get(name="bad")
+    assert (row.failures, row.last_outcome, row.last_slot) == (1, "FAILED", slot_of(T0, 1) + ONE)
+    assert "not run: timeout must be a finite number greater than 0 and at most" in row.last_error
+    assert runs("bad") == []
+
+
+def test_a_skipped_slot_sends_run_refused_after_its_transaction(leader_tick):
+    from django.db import connection
+
+    from distributed_tasks import signals
+
+    seen = []
+
+    def refused(**kwargs):
+        seen.append((kwargs["name"], connection.in_atomic_block))
+
+    signals.run_refused.connect(refused, weak=False, dispatch_uid="test-skip")
+    try:
+        with declare(busy={"task": "tests.tasks.Counter", "interval": 1, "instant": True}):
+            leader_tick(T0)
+            assert leader_tick(T0 + ONE) == {"skipped": 1}
+    finally:
+        signals.run_refused.disconnect(dispatch_uid="test-skip")
+    assert seen == [("periodic:busy", False)]
+
+
+def test_a_slot_whose_transaction_fails_after_its_start_gives_its_claim_back(
+    leader_tick, redis, monkeypatch
+):
+    """The commit (or the write after the start) fails: the run's row and message go with
+    the transaction, and so do its name's claim and load count, so the next tick
+    dispatches the slot at once instead of waiting CLAIM_GRACE behind a claim."""
+    from django.db import OperationalError
+
+    from distributed_tasks.orchestrator.dispatcher import Dispatcher
+
+    real = Dispatcher._start
+
+    def fails_after(self, *args):
+        real(self, *args)
+        raise OperationalError("the commit failed")
+
+    with declare(lost={"task": "tests.tasks.Counter", "interval": 60, "instant": True}):
+        monkeypatch.setattr(Dispatcher, "_start", fails_after)
+        with pytest.raises(OperationalError):
+            leader_tick(T0)
+        assert (runs("lost"), claims.read("default", "periodic:lost")) == ([], {})
+        assert int(redis.hget(keys.loads_key(), "idle@test") or 0) == 0
+        monkeypatch.undo()
+        assert leader_tick(T0 + ONE)["dispatched"] == 1
+    assert len(runs("lost")) == 1
 
 
 def test_nodes_runs_outside_the_leaders_transaction(leader_tick, node):
