@@ -26,6 +26,7 @@ from django.utils.module_loading import import_string
 from distributed_tasks.exceptions import InvalidConfiguration
 from distributed_tasks.messages import strict_json
 from distributed_tasks.registry import DistributedTask, RunInfo, path_of
+from distributed_tasks.types import MAX_SECONDS
 
 logger = logging.getLogger("distributed_tasks.periodic")
 
@@ -74,8 +75,6 @@ _specs: dict[str, PeriodicSpec] = {}
 
 def validate(spec: PeriodicSpec) -> PeriodicSpec:
     """Raise ``InvalidConfiguration`` naming the broken rule; the checks report the same."""
-    from distributed_tasks.validation import MAX_SECONDS  # it imports the models
-
     problems = []
     if not isinstance(spec.name, str) or not 1 <= len(spec.name) <= 190:
         problems.append("name must be a string of 1 to 190 characters")

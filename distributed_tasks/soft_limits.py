@@ -15,9 +15,10 @@ still be running and once half of its soft limit (its own, else the Celery app's
 soft limit at all obeys none. Any other is dropped and logged once the run is over
 (never from the handler: logging there could re-enter a stream the run was writing).
 What a dropped signal would have stopped still ends: the hard limit kills the process
-and the main process records the run lost. Other pools, and processes where
-billiard's handler is not the one installed (Celery's SIGUSR1 stack dump in the main
-process), are left as they are.
+and the main process records the run lost. (A soft limit set at runtime through
+Celery's ``time_limit`` remote-control command is not seen here: set ``timeout``.)
+Other pools, and processes where billiard's handler is not the one installed (Celery's
+SIGUSR1 stack dump in the main process), are left as they are.
 """
 
 from __future__ import annotations
@@ -76,16 +77,17 @@ _window: Window | None = None
 
 def of(limits: tuple | None) -> float | None:
     """The soft limit the pool applies to a message whose Celery ``timelimit`` is
-    ``limits`` (hard, soft): its own, else the app's default."""
+    ``limits`` (hard, soft): its own, else the entry task's (the app's
+    ``task_soft_time_limit``, or an annotation)."""
     soft = limits[1] if limits and len(limits) > 1 else None
-    return float(soft) if soft else _app_default()
+    return float(soft) if soft else _task_default()
 
 
 @functools.cache
-def _app_default() -> float | None:
-    from distributed_tasks.celery import get_app
+def _task_default() -> float | None:
+    from distributed_tasks.celery import TASK_NAME, get_app
 
-    soft = get_app().conf.task_soft_time_limit
+    soft = get_app().tasks[TASK_NAME].soft_time_limit
     return float(soft) if soft else None
 
 

@@ -15,6 +15,8 @@ from django.db import models
 
 ERROR_LIMIT = 2000
 TRACEBACK_LIMIT = 32 * 1024
+# Longest countdown, timeout or retry backoff: ten years, far inside datetime's range.
+MAX_SECONDS = 10 * 365 * 24 * 3600.0
 
 
 class State(models.TextChoices):

@@ -30,13 +30,11 @@ from distributed_tasks.exceptions import (
 )
 from distributed_tasks.messages import check_nul
 from distributed_tasks.models import NAME_MAX_LENGTH
-from distributed_tasks.types import OnConflict, Reuse
+from distributed_tasks.types import MAX_SECONDS, OnConflict, Reuse
 
 # Deeper arguments (or kwargs, data values) are refused: decoders (Python's json,
 # PostgreSQL's jsonb) recurse, and a message must not overflow a worker's stack.
 MAX_DEPTH = 100
-# Longest countdown, timeout or retry backoff: ten years, far inside datetime's range.
-MAX_SECONDS = 10 * 365 * 24 * 3600.0
 # max_attempts is a PositiveIntegerField: a 32-bit signed integer on PostgreSQL.
 MAX_ATTEMPTS = 2**31 - 1
 

@@ -180,10 +180,11 @@ class Dispatcher(Duty):
     ) -> str:
         if again.spent:  # a fresh transaction: the refused start's may be unusable
             with fenced(ctx.epoch):
-                if self._claim(row, slot, following):
-                    states().filter(name=row.name, last_slot=slot).update(
-                        failures=F("failures") + 1, last_outcome="FAILED", last_error=str(again)
-                    )
+                if not self._claim(row, slot, following):
+                    return "already_dispatched"
+                states().filter(name=row.name, last_slot=slot).update(
+                    failures=F("failures") + 1, last_outcome="FAILED", last_error=str(again)
+                )
             return again.outcome
         with contextlib.suppress(*DB_ERRORS):
             states().filter(name=row.name).update(last_error=str(again))
@@ -242,6 +243,8 @@ class Dispatcher(Duty):
             )
             return "no_node"
         node = self._least_busy(allowed, ctx)
+        # Once committed, the run is the cluster's whatever its publish does: never forgotten.
+        transaction.on_commit(started.clear, using=get_settings().DATABASE_ALIAS)
         try:
             outcome = self.client.offer_on(
                 node,

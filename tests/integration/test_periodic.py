@@ -317,6 +317,25 @@ def test_a_slot_whose_transaction_fails_after_its_start_gives_its_claim_back(
     assert len(runs("lost")) == 1
 
 
+def test_a_publish_that_fails_after_the_commit_keeps_the_committed_run_s_claim(
+    leader_tick, redis, monkeypatch
+):
+    """The slot and its run committed; the publish after the commit raised something no
+    one expected: the run is the cluster's (the next leader publishes it), so its name's
+    claim and status stay in Redis."""
+    from distributed_tasks.client import ClusterClient
+
+    def broken(self, starts, deferred=False):
+        raise RuntimeError("a bug in the broker's client")
+
+    monkeypatch.setattr(ClusterClient, "_send", broken)
+    sent = {"task": "tests.tasks.Counter", "interval": 60, "instant": True}
+    with declare(sent=sent), pytest.raises(RuntimeError):
+        leader_tick(T0)
+    (run,) = runs("sent")
+    assert claims.read("default", "periodic:sent")["run_id"] == run.run_id
+
+
 def test_nodes_runs_outside_the_leaders_transaction(leader_tick, node):
     """User code must not hold the fenced transaction (and the leadership row's lock),
     which PostgreSQL ends after LEASE_TTL/2 idle."""

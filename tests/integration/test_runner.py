@@ -239,14 +239,31 @@ def test_a_soft_limit_signal_at_the_start_of_a_run_is_the_previous_job_s_and_ign
     with caplog.at_level(logging.WARNING, "distributed_tasks.runner"):
         outcome = executed_as_celery_delivers(msg)
     assert (outcome.state, outcome.result) == (State.DONE, "not stopped")
-    assert "Ignored a soft time limit signal that came 0.0" in caplog.text
-    assert f"into a run whose soft limit is 30 s ({msg.name} attempt 1)" in caplog.text
+    assert "Ignored a soft time limit signal that came " in caplog.text
+    assert f" s into a run whose soft limit is 30 s ({msg.name} attempt 1)" in caplog.text
 
 
 def test_a_run_with_no_soft_limit_ignores_the_signal(redis, pool_process):
     msg = queue("tests.tasks.soft_signal", [0])
     outcome = executed_as_celery_delivers(msg)
     assert (outcome.state, outcome.result) == (State.DONE, "not stopped")
+
+
+def test_a_run_with_no_timeout_obeys_the_entry_task_s_soft_limit(redis, pool_process):
+    """The app's ``task_soft_time_limit`` (or an annotation of the entry task) applies to a
+    run with no timeout of its own: the pool signals it, and the run obeys."""
+    from distributed_tasks import soft_limits
+    from distributed_tasks.celery import TASK_NAME, get_app
+
+    entry = get_app().tasks[TASK_NAME]
+    entry.soft_time_limit = 0.2
+    soft_limits._task_default.cache_clear()
+    try:
+        outcome = executed_as_celery_delivers(queue("tests.tasks.soft_signal", [0.15]))
+    finally:
+        entry.soft_time_limit = None
+        soft_limits._task_default.cache_clear()
+    assert (outcome.state, outcome.reason) == (State.FAILED, "timeout")
 
 
 def test_a_run_past_half_its_soft_limit_obeys_the_signal_once(redis, pool_process):
