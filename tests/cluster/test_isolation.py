@@ -61,6 +61,16 @@ def test_a_soft_timeout_is_recorded_with_its_hook(node, redis):
     still_serves("after-soft-timeout")
 
 
+def test_a_soft_limit_signal_early_in_a_run_is_dropped_by_a_real_pool_process(node):
+    """Celery's second soft-limit signal for the previous job lands early in the next run
+    (sent here by the run itself): the prefork pool process drops it, the run ends DONE."""
+    start_async(tasks.soft_signal, [0], name="early-signal", timeout=30)
+    status = wait_finished("early-signal")
+    assert (status.state, status.result) == (State.DONE, "not stopped")
+    assert "Ignored a soft time limit signal that came " in node.log(NODE, tail=50_000)
+    still_serves("after-early-signal")
+
+
 def test_a_hard_timeout_kills_the_pool_process_and_is_recorded(node):
     start_async(tasks.ignore_soft_limit, [30], name="stubborn", timeout=1)
     status = wait_finished("stubborn", timeout=20)
