@@ -33,6 +33,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from billiard.pool import soft_timeout_sighandler  # Celery's own pool
+
 logger = logging.getLogger("distributed_tasks.runner")
 
 SIGNAL = getattr(signal, "SIGUSR1", None)  # billiard's SIG_SOFT_TIMEOUT (none on Windows)
@@ -92,8 +94,6 @@ def _task_default() -> float | None:
 
 
 def _handler(signum: int, frame: Any) -> None:
-    from billiard.pool import soft_timeout_sighandler
-
     window = _window
     if window is None or window.obeys(time.monotonic()):
         soft_timeout_sighandler(signum, frame)
@@ -107,10 +107,6 @@ def _installed() -> bool:
     current = signal.getsignal(SIGNAL)
     if current is _handler:
         return True
-    try:
-        from billiard.pool import soft_timeout_sighandler
-    except ImportError:  # pragma: no cover (Celery brings billiard)
-        return False
     if current is not soft_timeout_sighandler:
         return False
     signal.signal(SIGNAL, _handler)

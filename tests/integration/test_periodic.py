@@ -240,8 +240,7 @@ def test_a_leader_killed_before_publishing_a_slots_run_leaves_it_to_the_next(nod
     assert (run.state, row.last_run_id.hex) == ("QUEUED", run.run_id)
     assert queued(redis, node.name) == []
     with declare(lost=lost):
-        orchestrator = Orchestrator("next@test")
-        assert orchestrator.lease.try_acquire() and orchestrator.on_acquired()
+        orchestrator, _tick = leading("next@test")
 
         def published():
             orchestrator.tick()
