@@ -117,5 +117,22 @@ def record_tick(epoch: int) -> None:
         _rows().filter(id=1).update(ticked_at=timezone.now())
 
 
+def record_sent(epoch: int, entry: str, sent: str) -> None:
+    """Remember when the leader sent a ``CELERY_BEAT_SCHEDULE`` entry (HA beat), fenced.
+
+    In the database, not in Redis: a flush must not make the next leader send again
+    what was just sent (SPEC invariant 4). The fence's row lock serialises the update.
+    """
+    with fenced(epoch):
+        rows = _rows().filter(id=1)
+        known = rows.values_list("beat_sent", flat=True).first() or {}
+        rows.update(beat_sent={**known, entry: sent})
+
+
+def beat_sent() -> dict[str, str]:
+    """Entry name -> ISO time the cluster's leaders last sent it (``record_sent``)."""
+    return _rows().filter(id=1).values_list("beat_sent", flat=True).first() or {}
+
+
 def leadership() -> Leadership | None:
     return _rows().filter(id=1).first()

@@ -101,7 +101,9 @@ def epoch_key() -> str:
 
 
 def beat_key() -> str:
-    """Hash entry name -> last run time of the project's CELERY_BEAT_SCHEDULE (HA beat)."""
+    """Hash entry name -> last run time of the project's CELERY_BEAT_SCHEDULE, as
+    releases before migration 0010 kept it; the HA beat now reads it only for an entry
+    the database has no send of (``fencing.record_sent``)."""
     return f"{_prefix()}:{{orchestrator}}:beat"
 
 

@@ -242,6 +242,11 @@ class Leadership(models.Model):
     holder = models.CharField(max_length=255, blank=True, default="")
     elected_at = models.DateTimeField(null=True, blank=True)
     ticked_at = models.DateTimeField(null=True, blank=True)
+    beat_sent = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="CELERY_BEAT_SCHEDULE entry name -> when a leader last sent it (ISO 8601).",
+    )
 
     class Meta:
         verbose_name = "orchestrator leadership"

@@ -3,8 +3,11 @@
 
 django-celery-beat duplicates every schedule when two beats run; here any
 number of ``dt_beat`` processes can run and exactly one (the lease holder)
-sends. The last run time of each entry is kept in Redis, so a new leader
-continues the schedule where the old one stopped instead of starting over.
+sends. The last run time of each entry is kept in the database (the
+``Leadership`` row, written fenced), so a new leader continues the schedule
+where the old one stopped instead of starting over, even after Redis was
+flushed: a follower that started hours ago would otherwise send every entry
+again at once.
 """
 
 from __future__ import annotations
@@ -20,13 +23,13 @@ from typing import Any
 
 from celery.beat import Scheduler, SchedulingError
 
-from distributed_tasks import keys
+from distributed_tasks import fencing, keys
 from distributed_tasks.conf import get_settings
 from distributed_tasks.connection import as_dict, get_redis, private_redis
 from distributed_tasks.lease import Lease
 from distributed_tasks.orchestrator import Orchestrator
 from distributed_tasks.orchestrator.keeper import LeaseKeeper
-from distributed_tasks.outage import REDIS_ERRORS, Outage
+from distributed_tasks.outage import DB_ERRORS, REDIS_ERRORS, Outage
 
 logger = logging.getLogger("distributed_tasks.orchestrator.scheduler")
 
@@ -87,8 +90,8 @@ class DistributedScheduler(Scheduler):
             self._led_epoch = 0
             return FOLLOWER_WAIT
         if self._led_epoch != orchestrator.epoch:
+            self._resume_schedule()  # raises while the database is away: nothing is sent
             self._led_epoch = orchestrator.epoch
-            self._resume_schedule()
         now = time.monotonic()
         if now >= self._next_tick:
             orchestrator.tick()
@@ -144,9 +147,9 @@ class DistributedScheduler(Scheduler):
         self.broker.ok()
         sent = self.schedule.get(entry.name, entry).last_run_at
         try:
-            get_redis().hset(keys.beat_key(), entry.name, sent.isoformat())
-        except REDIS_ERRORS as exc:
-            logger.warning("Could not record the run of %s: %s", entry.name, exc)
+            fencing.record_sent(self.orchestrator.epoch, entry.name, sent.isoformat())
+        except (*DB_ERRORS, fencing.Fenced) as exc:
+            logger.warning("Could not record the send of %s: %s", entry.name, exc)
 
     def _ensure_connected(self) -> Any:
         # Celery connects here, retrying up to 100 times inside the beat loop (the
@@ -162,11 +165,17 @@ class DistributedScheduler(Scheduler):
                 conn.release()
 
     def _resume_schedule(self) -> None:
-        """On election, continue each entry from the cluster's last run, not from now."""
+        """On election, continue each entry from the cluster's last send, not from now.
+
+        The database holds the sends; an entry it has none of (not sent since the
+        upgrade that moved them there) takes the time releases before 0010 kept in Redis.
+        """
+        stored = fencing.beat_sent()
         try:
-            stored = as_dict(get_redis().hgetall(keys.beat_key()))
+            earlier = as_dict(get_redis().hgetall(keys.beat_key()))
         except REDIS_ERRORS:
-            stored = {}
+            earlier = {}
+        stored = {**earlier, **stored}
         for name, entry in self.schedule.items():
             if name in stored:
                 entry.last_run_at = dt.datetime.fromisoformat(stored[name])
