@@ -70,11 +70,7 @@ class Placement:
             # Maybe a node joined since the cached view: ask once more before giving up.
             members = self._members(self.view(refresh=True), task_list)
         if not members:
-            raise ClusterUnavailable(
-                f"No live node serves task list {task_list!r}: start one with "
-                "`manage.py dt_worker` (nodes heartbeat to Redis; none has in the last "
-                f"{get_settings().NODE_TIMEOUT:g} s)."
-            )
+            raise ClusterUnavailable(self._nobody_serves(task_list))
         key = (task_list, members)
         cached = self._rings.get(key)
         if cached is None:
@@ -83,6 +79,21 @@ class Placement:
             ring = Ring({name: weight for name, weight, _slots in members})
             cached = self._rings[key] = (ring, {name: slots for name, _w, slots in members})
         return cached
+
+    def _nobody_serves(self, task_list: str) -> str:
+        """Why no node can take a run of ``task_list``, and the way out."""
+        live = sorted(self.view().nodes)
+        if live:  # nodes heartbeat, but each serves other task lists
+            shown = ", ".join(live[:5]) + (f" and {len(live) - 5} more" if len(live) > 5 else "")
+            return (
+                f"No live node serves task list {task_list!r}; the live nodes ({shown}) "
+                f"serve others: start one with `manage.py dt_worker --task-list {task_list}`."
+            )
+        return (
+            f"No live node serves task list {task_list!r}: start one with "
+            "`manage.py dt_worker` (nodes heartbeat to Redis; none has in the last "
+            f"{get_settings().NODE_TIMEOUT:g} s)."
+        )
 
     @staticmethod
     def _members(view: ClusterView, task_list: str) -> frozenset[tuple[str, int, int]]:

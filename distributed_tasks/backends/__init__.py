@@ -206,7 +206,7 @@ class DistributedTasksBackend(BaseTaskBackend):
                 "this process, so it is no task result; read it with get_status(name) instead."
             )
         spec = stored_spec(run.data)
-        fields = task_fields(spec) if spec else {"run_name": run.name}
+        fields = task_fields(spec or {"run_name": run.name})
         alias = spec["backend"] if spec and spec["backend"] in task_backends.settings else None
         try:
             return self.task_class(

@@ -22,11 +22,13 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
 from distributed_tasks import registry, signals
 from distributed_tasks.backends.results import stored_spec, task_fields
 from distributed_tasks.compat import (
+    InvalidTask,
     TaskContext,
     TaskResult,
     TaskResultDoesNotExist,
@@ -36,6 +38,7 @@ from distributed_tasks.compat import (
     task_finished,
     task_started,
 )
+from distributed_tasks.exceptions import DistributedTasksError
 from distributed_tasks.types import State
 
 logger = logging.getLogger("distributed_tasks.backends")
@@ -53,23 +56,29 @@ def _result(
     from ``info``, so its context and signals still work.
     """
     try:
+        # Django raises InvalidTaskBackend (an ImproperlyConfigured) for an alias this
+        # process's TASKS lacks or a BACKEND path that does not import.
         backend = task_backends[spec["backend"]]
-    except (KeyError, ImportError, ValueError) as exc:
+        return type(backend), backend.get_result(run_id)
+    except (ImproperlyConfigured, KeyError, ImportError, NotImplementedError) as exc:
+        # NotImplementedError: the alias names a backend that cannot read results here.
         logger.warning("Run %s names no usable task backend: %s", run_id, exc)
         return None
-    try:
-        return type(backend), backend.get_result(run_id)
     except TaskResultDoesNotExist as exc:
         if info is None:  # e.g. a testing double's run, which has no row
             logger.debug("Run %s has no Django task result here: %s", run_id, exc)
             return None
     now = timezone.now()
-    task = backend.task_class(
-        func=registry.resolve(info.function).factory,
-        backend=backend.alias,
-        queue_name=info.task_list,
-        **task_fields(spec),
-    )
+    try:
+        task = backend.task_class(
+            func=registry.resolve(info.function).factory,
+            backend=backend.alias,
+            queue_name=info.task_list,
+            **task_fields(spec),
+        )
+    except (InvalidTask, DistributedTasksError, TypeError, ValueError) as exc:
+        logger.warning("Run %s is no task of backend %r here: %s", run_id, backend.alias, exc)
+        return None
     result = TaskResult(
         task=task,
         id=run_id,

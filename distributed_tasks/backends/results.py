@@ -63,12 +63,15 @@ def stored_spec(data: Any) -> dict[str, Any] | None:
 
 
 def task_fields(spec: dict[str, Any]) -> dict[str, Any]:
-    """The ``task_class`` keyword arguments a spec describes (func and queue aside)."""
+    """The ``task_class`` keyword arguments a spec describes (func and queue aside).
+
+    ``priority`` and ``run_after`` are always given: Django 6.0's ``Task`` has no
+    default for them (6.1 and the backport have)."""
     fields = {f: spec[f] for f in PLAIN_FIELDS if f in spec}
     fields["priority"] = spec.get("priority", 0)
     fields["takes_context"] = bool(spec.get("takes_context"))
-    if spec.get("run_after"):
-        fields["run_after"] = dt.datetime.fromisoformat(spec["run_after"])
+    run_after = spec.get("run_after")
+    fields["run_after"] = dt.datetime.fromisoformat(run_after) if run_after else None
     callback = spec.get("callback")
     if isinstance(callback, dict):
         path = callback.get("path") or callback.get("object")

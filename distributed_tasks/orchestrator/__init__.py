@@ -173,7 +173,7 @@ class Orchestrator:
                 report[duty.name] = duty.run(ctx)
             except fencing.Fenced as exc:
                 logger.warning("%s", exc, extra={"action": "fenced"})
-                self._ready_epoch = 0
+                self._step_down(epoch)
                 return report
             except DEPENDENCY_ERRORS as exc:
                 # The database or Redis failed: the next duties would wait for it too
@@ -189,7 +189,7 @@ class Orchestrator:
             if failure is None or not isinstance(failure[1], DEPENDENCY_ERRORS):
                 fencing.record_tick(epoch)
         except fencing.Fenced:
-            self._ready_epoch = 0
+            self._step_down(epoch)
         except Exception as exc:
             failure = failure or ("record_tick", exc)
         if failure is None:
@@ -199,6 +199,12 @@ class Orchestrator:
         self.ticks += 1
         self.last_report = report
         return report
+
+    def _step_down(self, epoch: int) -> None:
+        """A write of ``epoch`` was fenced: stop leading under it, but keep a newer epoch
+        the lease keeper registered meanwhile (this process was elected again)."""
+        if self._ready_epoch == epoch:
+            self._ready_epoch = 0
 
     def retry_in(self) -> float:
         """Seconds the next tick should wait for a failing dependency (0 when all is well)."""

@@ -52,6 +52,8 @@ from distributed_tasks.types import TaskHandle
 logger = logging.getLogger("distributed_tasks.orchestrator.dispatcher")
 
 SYNC_EVERY = dt.timedelta(seconds=10)
+# Outcomes of a slot that is tried again (its claim rolled back, next_run_at still due).
+WAITING = frozenset({"pending", "unavailable"})
 
 
 class _Again(Exception):
@@ -81,22 +83,32 @@ class Dispatcher(Duty):
         self.next_due: dt.datetime | None = None
         self.client = ClusterClient()
         self.placed: Counter[str] = Counter()  # runs started this tick, per node
+        # Task name -> when its waiting slot is tried again: its next_run_at stays due, so
+        # without this the beat would dispatch it again at once, in a loop without sleep,
+        # and a batch of waiting slots would come first at every tick, before the others.
+        self.retry_at: dict[str, dt.datetime] = {}
 
     def reset(self) -> None:
         self.synced_at = None
+        self.retry_at.clear()
 
     def run(self, ctx: TickContext) -> dict[str, int]:
         counts: Counter[str] = Counter()
         self.placed.clear()
         if self.synced_at is None or ctx.now - self.synced_at > SYNC_EVERY:
             self.sync(ctx, counts)
+        self.retry_at = {name: at for name, at in self.retry_at.items() if at > ctx.now}
         rows = states().filter(enabled=True, next_run_at__lte=ctx.now)
-        for row in rows.order_by("next_run_at")[: ctx.batch]:
+        for row in rows.exclude(name__in=self.retry_at).order_by("next_run_at")[: ctx.batch]:
             outcome = self._dispatch(row, ctx)
             counts[outcome] += 1
+            if outcome in WAITING:
+                wait = dt.timedelta(seconds=get_settings().TICK_INTERVAL)
+                self.retry_at[row.name] = ctx.now + wait
             signals.periodic_slot.send(Dispatcher, task=row.name, outcome=outcome)
-        upcoming = states().filter(enabled=True).order_by("next_run_at")
-        self.next_due = upcoming.values_list("next_run_at", flat=True).first()
+        upcoming = states().filter(enabled=True).exclude(name__in=self.retry_at)
+        due = upcoming.order_by("next_run_at").values_list("next_run_at", flat=True).first()
+        self.next_due = min((t for t in (due, *self.retry_at.values()) if t), default=None)
         return dict(counts)
 
     def sync(self, ctx: TickContext, counts: Counter[str]) -> None:

@@ -13,7 +13,7 @@ import logging
 import random
 import threading
 
-from django.db import connection
+from django.db import connections
 
 from distributed_tasks.orchestrator import Orchestrator
 from distributed_tasks.outage import Outage
@@ -62,7 +62,9 @@ class LeaseKeeper(threading.Thread):
                 raise
             finally:
                 with contextlib.suppress(Exception):
-                    connection.close()  # this thread's connection; opened only on election
+                    # This thread's connections, opened only on election: the fence's
+                    # is DATABASE_ALIAS's, which a dead one would fail at every later one.
+                    connections.close_all()
             if ok:
                 self.elected.set()
                 return lease.ttl / 3 * random.uniform(0.8, 1.0)

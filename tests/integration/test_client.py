@@ -103,6 +103,16 @@ def test_same_name_in_another_task_list_is_independent(node):
     assert get_status("n").state == State.NOT_FOUND
 
 
+def test_no_node_serving_the_task_list_says_which_serve_others(heavy):
+    """Live nodes that all serve other task lists: the error says so, not "no heartbeat"."""
+    with pytest.raises(ClusterUnavailable) as info:
+        start_async(tasks.add, [1, 2], name="report", task_list="reports")
+    assert str(info.value) == (
+        "No live node serves task list 'reports'; the live nodes (heavy@test) serve others: "
+        "start one with `manage.py dt_worker --task-list reports`."
+    )
+
+
 def test_no_live_node_is_cluster_unavailable(redis):
     with pytest.raises(ClusterUnavailable, match="No live node"):
         start_async(tasks.add, [1, 2], name="lonely")

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from django.conf import settings
@@ -227,6 +228,26 @@ def test_a_leader_killed_between_a_slots_claim_and_its_run_leaves_the_slot_to_th
     (run,) = runs("lost")
     row.refresh_from_db()
     assert (row.last_slot, row.last_run_id.hex) == (later + dt.timedelta(seconds=1), run.run_id)
+
+
+def test_a_waiting_slot_is_tried_again_a_tick_later_not_at_once(node, redis):
+    """A slot that waits keeps its due next_run_at: the dispatcher gives it its own retry
+    time, so the beat (which sleeps until next_due) does not loop on it without a pause,
+    and the other tasks' due slots are dispatched meanwhile."""
+    redis.set(keys.intact_key(), "test")
+    held = {"state": "QUEUED", "run_id": "c0ffee" * 5 + "00", "node": node.name,
+            "attempt": 1, "queued_at": time.time()}  # fmt: skip
+    claims.claim("default", "periodic:held", held, reuse="allow")  # a start with no row yet
+    counter = {"task": "tests.tasks.Counter", "interval": 60, "instant": True}
+    with declare(held=counter, free=counter):
+        orchestrator, tick = leading("leader@test")
+        dispatcher = orchestrator.duty("dispatcher")
+        assert tick(T0) == {"created": 2, "pending": 1, "dispatched": 1}
+        assert dispatcher.next_due == T0 + dt.timedelta(seconds=1)  # not T0: no busy loop
+        assert tick(T0 + dt.timedelta(seconds=0.5)) == {}  # not tried before its time
+        assert tick(T0 + dt.timedelta(seconds=1))["pending"] == 1
+        orchestrator.lease.release()
+    assert [r.name for r in TaskRun.objects.all()] == ["periodic:free"]
 
 
 def test_a_leader_killed_before_publishing_a_slots_run_leaves_it_to_the_next(node, redis):
