@@ -42,7 +42,7 @@ from distributed_tasks.exceptions import AlreadyRunning
 from distributed_tasks.models import TaskRun
 from distributed_tasks.outage import REDIS_ERRORS
 from distributed_tasks.placement import Placement
-from distributed_tasks.resilience import DB_ERRORS
+from distributed_tasks.resilience import DB_ERRORS, unanswered
 from distributed_tasks.starts import Start, failure, manual_transaction, restated, unavailable
 from distributed_tasks.store import get_store
 from distributed_tasks.types import TaskHandle, TaskStatus
@@ -240,13 +240,18 @@ class ClusterClient(ClaimFirst):
 
     def cancel(self, name: str, task_list: str = "default", **how: Any) -> TaskStatus:
         """``lifecycle.cancel``; ``how``: ``force``, ``by``, ``grace``."""
-        lifecycle.cancel(name, task_list, **how)
+        with unanswered(f"the cancel of {name!r} may not be recorded: check "
+                        f"get_status({name!r}) and cancel again if it still runs."):  # fmt: skip
+            lifecycle.cancel(name, task_list, **how)
         return self.get_status(name, task_list)
 
     def retry(self, name: str, task_list: str = "default") -> TaskHandle:
-        return lifecycle.retry(name, task_list, self.placement)
+        with unanswered(f"the retry of {name!r} may not be recorded: check "
+                        f"get_status({name!r}) before retrying it again."):  # fmt: skip
+            return lifecycle.retry(name, task_list, self.placement)
 
     # -- reading (see status.py) ----------------------------------------------------
 
     def get_status(self, name: str, task_list: str = "default") -> TaskStatus:
-        return status.read(name, task_list)
+        with unanswered(f"the status of {name!r} cannot be read now: try again later."):
+            return status.read(name, task_list)

@@ -86,6 +86,17 @@ def known_key() -> str:
     return f"{_prefix()}:{{nodes}}:known"
 
 
+def pulse_key() -> str:
+    """Redis server time (ms) of the last heartbeat or cluster read: Redis answered then."""
+    return f"{_prefix()}:{{nodes}}:pulse"
+
+
+def gap_key() -> str:
+    """``<start ms>:<end ms>`` of the last time nobody reached Redis for a while (an outage,
+    a partition, a restart from a snapshot): heartbeats missed then do not count."""
+    return f"{_prefix()}:{{nodes}}:gap"
+
+
 def intact_key() -> str:
     """Set by the leader; its absence means Redis lost its data (flush, restart) or
     holds name keys of an older KEY_FORMAT: either way the leader rebuilds them."""

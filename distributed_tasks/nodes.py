@@ -79,6 +79,13 @@ class ClusterView:
     now_ms: int
     intact: bool = True  # False once Redis lost its data, until the leader resyncs
     stale: tuple[str, ...] = ()  # members whose heartbeat stopped (not yet forgotten)
+    gap_end_ms: int = 0  # when Redis last answered again after nobody reached it (0: never)
+
+    def recovering(self) -> bool:
+        """Whether nodes may still be re-registering: Redis answered again (after an
+        outage that nobody could reach it through) less than NODE_TIMEOUT ago."""
+        timeout_ms = get_settings().NODE_TIMEOUT * 1000
+        return self.gap_end_ms > 0 and self.now_ms - self.gap_end_ms < timeout_ms
 
     def age(self, node: str) -> float:
         """Seconds since ``node``'s last heartbeat."""
@@ -98,17 +105,25 @@ def set_current_node(info: NodeInfo | None) -> None:
     _current = info
 
 
+def gap_threshold_ms() -> int:
+    """How long Redis may go without a heartbeat or cluster read before that counts as
+    a gap (``scripts.PULSE``): half a NODE_TIMEOUT, several heartbeats of every node."""
+    return int(get_settings().NODE_TIMEOUT * 500)
+
+
 def live_nodes() -> ClusterView:
     """Nodes with a fresh heartbeat. Raises ``redis.RedisError`` when Redis is down."""
     conf = get_settings()
-    now, version, flat, loads, intact, stale = scripts.script(scripts.LIVE_NODES)(
+    now, version, flat, loads, intact, stale, gap_end = scripts.script(scripts.LIVE_NODES)(
         keys=[
             keys.members_key(),
             keys.membership_version_key(),
             keys.loads_key(),
             keys.intact_key(),
+            keys.pulse_key(),
+            keys.gap_key(),
         ],
-        args=[int(conf.NODE_TIMEOUT * 1000), keys.node_key("")],
+        args=[int(conf.NODE_TIMEOUT * 1000), keys.node_key(""), gap_threshold_ms()],
     )
     flat = text(flat)
     nodes = {}
@@ -125,6 +140,7 @@ def live_nodes() -> ClusterView:
         now_ms=int(now),
         intact=bool(intact),
         stale=tuple(text(stale)),
+        gap_end_ms=int(gap_end),
     )
 
 
@@ -163,8 +179,16 @@ class Heartbeat(threading.Thread):
                 keys.membership_version_key(),
                 keys.node_running_key(self.info.name),
                 keys.incarnation_key(self.info.name, self.info.incarnation),
+                keys.pulse_key(),
+                keys.gap_key(),
             ],
-            args=[self.info.name, self.info.to_json(), int(conf.NODE_TIMEOUT * 1000), running],
+            args=[
+                self.info.name,
+                self.info.to_json(),
+                int(conf.NODE_TIMEOUT * 1000),
+                running,
+                gap_threshold_ms(),
+            ],
         )
         self.beats += 1
         previous = text(previous)

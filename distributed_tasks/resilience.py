@@ -1,8 +1,11 @@
-"""Retrying one call of the worker until its dependency answers.
+"""Retrying one call of the worker until its dependency answers; a caller's call that
+cannot wait says so.
 
 A worker must not give up on a run because PostgreSQL or Redis is away for a
 while, nor fill the log with one warning per attempt: ``until_answered`` retries
 a call with an ``Outage`` (capped backoff, one log line per change of state).
+A caller's read or cancel does not wait: ``unanswered`` turns the driver's error
+into ``ClusterUnavailable``, which says what may have happened and what to do.
 """
 
 from __future__ import annotations
@@ -10,17 +13,31 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from django.db import InterfaceError, OperationalError, connections
 
+from distributed_tasks.exceptions import ClusterUnavailable
 from distributed_tasks.outage import DB_ERRORS, REDIS_ERRORS, Outage
 
 T = TypeVar("T")
 
 # Errors that say "the database is not answering now", not "this write is wrong".
 DB_UNAVAILABLE = (OperationalError, InterfaceError)
+
+
+@contextlib.contextmanager
+def unanswered(then: str) -> Iterator[None]:
+    """``ClusterUnavailable`` instead of a driver's error when the database or Redis does
+    not answer; ``then`` says what that means for the call and the way out. A database
+    that answers with an error (a missing table, a constraint) raises as it is."""
+    try:
+        yield
+    except DB_UNAVAILABLE as exc:
+        raise ClusterUnavailable(f"The database does not answer ({exc}); {then}") from exc
+    except REDIS_ERRORS as exc:
+        raise ClusterUnavailable(f"Redis does not answer ({exc}); {then}") from exc
 
 
 def close_broken_connections() -> None:

@@ -208,14 +208,32 @@ end
 return 0
 """
 
+# The pulse: every heartbeat and cluster read records that Redis answered (pulse key,
+# server time in ms). A pulse that finds the last one older than the gap threshold
+# records that interval as the gap: nobody reached Redis then (it was away, partitioned
+# from everyone, or restarted from a snapshot), so nodes could not heartbeat either.
+# Used as: PULSE .. "pulse(now, pulse key, gap key, threshold ms)".
+PULSE = """
+local function pulse(now, pulse_key, gap_key, threshold)
+  local last = tonumber(redis.call('GET', pulse_key) or '0')
+  if last > 0 and now - last > threshold then
+    redis.call('SET', gap_key, string.format('%.0f:%.0f', last, now))
+  end
+  if now > last then redis.call('SET', pulse_key, string.format('%.0f', now)) end
+end
+"""
+
 # KEYS[1] members zset, KEYS[2] node key, KEYS[3] membership version, KEYS[4] running
-# key, KEYS[5] incarnation key. ARGV[1] node name, ARGV[2] node info (JSON), ARGV[3] TTL
-# in ms, ARGV[4] the attempts it executes (JSON list; "" when this heartbeat does not
-# report them).
+# key, KEYS[5] incarnation key, KEYS[6] pulse, KEYS[7] gap. ARGV[1] node name, ARGV[2]
+# node info (JSON), ARGV[3] TTL in ms, ARGV[4] the attempts it executes (JSON list; ""
+# when this heartbeat does not report them), ARGV[5] gap threshold in ms.
 # Returns {server time in ms, previous info or false}.
-HEARTBEAT = """
+HEARTBEAT = (
+    PULSE
+    + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+pulse(now, KEYS[6], KEYS[7], tonumber(ARGV[5]))
 local added = redis.call('ZADD', KEYS[1], now, ARGV[1])
 local previous = redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3], 'GET')
 if ARGV[4] ~= '' then redis.call('SET', KEYS[4], ARGV[4], 'PX', ARGV[3]) end
@@ -223,6 +241,7 @@ redis.call('SET', KEYS[5], '1', 'PX', ARGV[3])
 if added == 1 then redis.call('INCR', KEYS[3]) end
 return {now, previous}
 """
+)
 
 # KEYS[1] members zset, KEYS[2] node key, KEYS[3] membership version, KEYS[4] known set.
 # ARGV[1] node name, ARGV[2] incarnation. A node leaving on a graceful stop.
@@ -236,13 +255,21 @@ return 1
 """
 
 # KEYS[1] members zset, KEYS[2] membership version, KEYS[3] loads hash, KEYS[4] intact
-# marker. ARGV[1] node timeout in ms, ARGV[2] node key prefix.
+# marker, KEYS[5] pulse, KEYS[6] gap. ARGV[1] node timeout in ms, ARGV[2] node key
+# prefix, ARGV[3] gap threshold in ms.
 # Returns {now, version, {name, last_seen, info, ...}, loads as a flat list,
-# intact marker present (0/1), stale member names}.
-LIVE_NODES = """
+# intact marker present (0/1), stale member names, end of the last gap (0: none)}. A stale
+# member is silent for the node
+# timeout outside the last gap: one whose heartbeats stopped only while nobody could reach
+# Redis is neither live nor stale until it had the time to beat again.
+LIVE_NODES = (
+    PULSE
+    + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local cutoff = now - tonumber(ARGV[1])
+pulse(now, KEYS[5], KEYS[6], tonumber(ARGV[3]))
+local timeout = tonumber(ARGV[1])
+local cutoff = now - timeout
 local names = redis.call('ZRANGEBYSCORE', KEYS[1], cutoff, '+inf', 'WITHSCORES')
 local nodes = {}
 for i = 1, #names, 2 do
@@ -252,9 +279,23 @@ for i = 1, #names, 2 do
   end
 end
 local version = redis.call('GET', KEYS[2]) or '0'
-local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. cutoff)
-return {now, version, nodes, redis.call('HGETALL', KEYS[3]), redis.call('EXISTS', KEYS[4]), stale}
+local gap_start, gap_end = 0, 0
+local gap = redis.call('GET', KEYS[6])
+if gap then
+  local colon = string.find(gap, ':', 1, true)
+  gap_start, gap_end = tonumber(string.sub(gap, 1, colon - 1)), tonumber(string.sub(gap, colon + 1))
+end
+local silent = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. cutoff, 'WITHSCORES')
+local stale = {}
+for i = 1, #silent, 2 do
+  local seen = tonumber(silent[i + 1])
+  local unseen = math.max(0, math.min(now, gap_end) - math.max(seen, gap_start))
+  if now - seen - unseen >= timeout then table.insert(stale, silent[i]) end
+end
+return {now, version, nodes, redis.call('HGETALL', KEYS[3]), redis.call('EXISTS', KEYS[4]), stale,
+        gap_end}
 """
+)
 
 # KEYS[1] members zset, KEYS[2] node key, KEYS[3] membership version, KEYS[4] known set.
 # ARGV[1] node name, ARGV[2] node timeout in ms. Forgets a node whose heartbeat is stale;

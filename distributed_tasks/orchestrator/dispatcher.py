@@ -210,6 +210,12 @@ class Dispatcher(Duty):
         recent = 2 * get_settings().HEARTBEAT_INTERVAL + 0.5
         return [n for n in serving if ctx.view.age(n) <= recent] or serving
 
+    @staticmethod
+    def _settling(ctx: TickContext) -> bool:
+        """Whether an empty node list may only mean that nodes have not beaten again yet:
+        Redis lost its data, or answers again after nobody could reach it."""
+        return ctx.redis_settling or ctx.view.recovering()
+
     def _least_busy(self, allowed: list[str], ctx: TickContext) -> str:
         """A random node with a free slot, else a random one of the least loaded."""
         nodes = ctx.view.nodes
@@ -247,6 +253,8 @@ class Dispatcher(Duty):
         if isinstance(allowed, InvalidConfiguration):
             rows.update(failures=F("failures") + 1, last_outcome="FAILED", last_error=str(allowed))
             return "invalid"
+        if not allowed and not self._candidates(ctx, row.task_list) and self._settling(ctx):
+            raise _Again("unavailable", f"slot {slot.isoformat()} waits: nodes re-register")
         if not allowed:
             rows.update(
                 skips=F("skips") + 1,

@@ -37,6 +37,7 @@ from django.utils import timezone
 from distributed_tasks import attempts, claims, deferred, keys, scripts
 from distributed_tasks.brokers import get_broker
 from distributed_tasks.connection import as_dict, get_redis, scan_step, text
+from distributed_tasks.models import TaskRun
 from distributed_tasks.nodes import PARKED
 from distributed_tasks.orchestrator import Duty, TickContext
 from distributed_tasks.periodic import PeriodicRun
@@ -57,12 +58,14 @@ class Resync(Duty):
         self.elected_at = timezone.now()
         self.inherited_checked = 0  # the epoch whose inherited runs were all looked at
         self.inherited_until: dt.datetime | None = None  # due times looked at so far
+        self.ahead: dict[str, float] = {}  # key -> first seen ahead of its finished run
 
     def reset(self) -> None:
         self.rebuild_from = None
         self.scan_cursor = 0
         self.elected_at = timezone.now()
         self.inherited_until = None
+        self.ahead.clear()
 
     def run(self, ctx: TickContext) -> dict[str, int]:
         counts: Counter[str] = Counter()
@@ -190,13 +193,34 @@ class Resync(Duty):
                 continue
             row = get_store().get(run_id)
             if row is not None and row.finished_at is not None:
-                fields = claims.fields_for_run(row)
-                ttl = claims.ttl_ms(row.state, row.finished_at.timestamp(), now)
-                claims.update(row.task_list, row.name, run_id, row.attempt, fields, ttl=ttl)
-                counts["finished_statuses_restored"] += 1
+                counts["finished_statuses_restored"] += self._restore(row, key, now)
             else:
                 released = scripts.script(scripts.RELEASE)(keys=[key], args=[run_id])
                 counts["stale_claims_released"] += int(released)
+
+    def _restore(self, row: TaskRun, key: str, now: float) -> int:
+        """Put the finished status of ``row`` back in its name's key; 1 if done.
+
+        The key may hold a newer attempt of the run, QUEUED: a ``retry()`` that claimed
+        it but whose row never became QUEUED (its transaction rolled back, its process
+        died). The update refuses a newer attempt, so such a key is replaced once it has
+        stayed ahead of its finished row for ``CLAIM_GRACE``: a retry that commits does
+        so well within it."""
+        fields = claims.fields_for_run(row)
+        ttl = claims.ttl_ms(row.state, row.finished_at.timestamp(), now)
+        if claims.update(row.task_list, row.name, row.run_id, row.attempt, fields, ttl=ttl):
+            self.ahead.pop(key, None)
+            return 1
+        if now - self.ahead.setdefault(key, now) <= claims.CLAIM_GRACE:
+            return 0
+        still = get_store().runs.filter(id=row.id, attempt=row.attempt, finished_at__isnull=False)
+        if not still.exists():  # the retry committed after all: its status stands
+            self.ahead.pop(key, None)
+            return 0
+        if scripts.script(scripts.RELEASE)(keys=[key], args=[row.run_id]):
+            claims.fill(row.task_list, row.name, fields, ttl=ttl)
+        self.ahead.pop(key, None)
+        return 1
 
 
 def loads_snapshot() -> dict[str, int]:

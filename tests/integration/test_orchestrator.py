@@ -6,15 +6,26 @@ import uuid
 
 import pytest
 from django.conf import settings
+from django.db import transaction
 from django.test import override_settings
 from django.utils import timezone
 
-from distributed_tasks import claims, fencing, keys, signals
+from distributed_tasks import (
+    cancel,
+    claims,
+    fencing,
+    get_status,
+    keys,
+    retry,
+    signals,
+    start_async,
+)
 from distributed_tasks.health import check_health
 from distributed_tasks.models import Leadership, TaskRun
 from distributed_tasks.nodes import Heartbeat, NodeInfo, live_nodes
 from distributed_tasks.orchestrator import Orchestrator
 from distributed_tasks.store import get_store
+from tests import tasks
 from tests.support import queued
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -326,6 +337,27 @@ def test_resync_releases_claims_no_row_backs(node, redis, monkeypatch):
     assert claims.read("default", "done")["state"] == "FAILED"
 
 
+def test_a_rolled_back_retry_leaves_no_queued_status_behind(node, redis, monkeypatch):
+    """retry() claims the name for the next attempt before the row's UPDATE: rolled back,
+    the claim says QUEUED (attempt 2) over a run that stays FAILED (attempt 1). The
+    resync puts the FAILED status back once the claim stayed ahead for CLAIM_GRACE."""
+    orchestrator = lead()
+    settle(orchestrator, redis)
+    start_async(tasks.add, [1, 2], name="flaky")
+    cancel("flaky")  # FAILED(cancelled), attempt 1
+    with pytest.raises(RuntimeError), transaction.atomic():
+        retry("flaky")
+        raise RuntimeError("the caller's transaction rolls back")
+    assert get_status("flaky").state == "QUEUED"  # what the claim says
+    monkeypatch.setattr(claims, "CLAIM_GRACE", 0.0)
+    orchestrator.tick()  # seen ahead of its finished row: an in-flight retry may commit
+    report = orchestrator.tick()["resync"]
+    assert report["finished_statuses_restored"] == 1
+    status = get_status("flaky")
+    assert (status.state, status.reason, status.attempt) == ("FAILED", "cancelled", 1)
+    assert retry("flaky").attempt == 2  # the name is usable as before
+
+
 def test_reaper_reaps_done_and_failed_names_and_old_history(node, redis):
     orchestrator = lead()
     settle(orchestrator, redis)
@@ -381,6 +413,48 @@ def test_a_node_missing_from_membership_is_not_dead_before_node_timeout(node, re
         assert run.state == "RUNNING"
         poll(lambda: orchestrator.tick()["lifeline"].get("failed") == 1, timeout=5,
              message="the absence to last NODE_TIMEOUT")  # fmt: skip
+    run.refresh_from_db()
+    assert (run.state, run.reason) == ("FAILED", "node_lost")
+
+
+def redis_ms(redis) -> int:
+    seconds, micros = redis.time()
+    return seconds * 1000 + micros // 1000
+
+
+def test_a_silence_nobody_could_break_is_no_death(node, redis, poll):
+    """Redis away for everyone (the leader's ticks and every heartbeat) longer than
+    NODE_TIMEOUT: once it answers, a node that has not beaten again yet is not dead, its
+    run not ended (nor executed twice); silent for NODE_TIMEOUT after the gap, it is."""
+    conf = {**settings.DISTRIBUTED_TASKS, "NODE_TIMEOUT": 1.0, "HEARTBEAT_INTERVAL": 0.2}
+    with override_settings(DISTRIBUTED_TASKS=conf):
+        orchestrator = lead()
+        settle(orchestrator, redis)
+        now = redis_ms(redis)
+        redis.zadd(keys.members_key(), {"paused@test": now - 8_000})  # beat last 8 s ago
+        redis.set(keys.pulse_key(), now - 7_900)  # ...and then nobody reached Redis
+        run = row("held", "paused@test", state="RUNNING", executions=1)
+        assert "failed" not in orchestrator.tick()["lifeline"]
+        start, end = map(int, redis.get(keys.gap_key()).split(b":"))
+        assert start == now - 7_900 and end >= now
+        assert "paused@test" not in live_nodes().stale
+        run.refresh_from_db()
+        assert run.state == "RUNNING"
+        poll(lambda: orchestrator.tick()["lifeline"].get("failed") == 1, timeout=5,
+             message="NODE_TIMEOUT of silence after the gap")  # fmt: skip
+    run.refresh_from_db()
+    assert (run.state, run.reason) == ("FAILED", "node_lost")
+
+
+def test_a_silence_while_others_reached_redis_is_a_death(node, redis):
+    """The same silence while the node heartbeats of others (or the leader) reached
+    Redis: no gap, the node is dead at once."""
+    orchestrator = lead()
+    settle(orchestrator, redis)
+    redis.zadd(keys.members_key(), {"gone@test": redis_ms(redis) - 8_000})
+    run = row("held", "gone@test", state="RUNNING", executions=1)
+    assert orchestrator.tick()["lifeline"]["failed"] == 1
+    assert not redis.exists(keys.gap_key())
     run.refresh_from_db()
     assert (run.state, run.reason) == ("FAILED", "node_lost")
 

@@ -250,6 +250,22 @@ def test_a_waiting_slot_is_tried_again_a_tick_later_not_at_once(node, redis):
     assert [r.name for r in TaskRun.objects.all()] == ["periodic:free"]
 
 
+def test_no_live_node_right_after_redis_answers_again_waits_instead_of_skipping(redis):
+    """Nobody reached Redis for a while (a gap): until nodes had NODE_TIMEOUT to beat
+    again, an empty node list is no reason to skip the slot; later it is."""
+    redis.set(keys.intact_key(), "test")
+    seconds, micros = redis.time()
+    redis.set(keys.pulse_key(), seconds * 1000 + micros // 1000 - 60_000)  # a minute ago
+    counter = {"task": "tests.tasks.Counter", "interval": 60, "instant": True}
+    with declare(counter=counter):
+        orchestrator, tick = leading("leader@test")
+        assert tick(T0) == {"created": 1, "unavailable": 1}
+        redis.delete(keys.gap_key())  # long ago: no gap within NODE_TIMEOUT
+        assert tick(T0 + dt.timedelta(seconds=1)) == {"no_node": 1}
+        orchestrator.lease.release()
+    assert PeriodicTaskState.objects.get(name="counter").skips == 1
+
+
 def test_a_leader_killed_before_publishing_a_slots_run_leaves_it_to_the_next(node, redis):
     """SIGKILL once the slot and its run committed, before the message went out: the next
     leader publishes that run (the slot is dispatched once, not lost, not twice)."""

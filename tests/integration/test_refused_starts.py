@@ -17,7 +17,10 @@ from distributed_tasks import (
     InvalidName,
     InvalidOption,
     NotSerializable,
+    cancel,
+    get_status,
     keys,
+    retry,
     start_async,
     start_many,
 )
@@ -112,6 +115,25 @@ def database_proxy():
         connections["proxied"].close()
         del connections["proxied"]
         reset_caches()
+
+
+@needs_a_database_server()
+def test_reads_cancels_and_retries_with_the_database_away_say_so(node, redis, database_proxy):
+    """The README's promise: never a driver's exception. Each says what to do next."""
+    start_async(tasks.add, [1, 2], name="kept")  # recorded through the proxy
+    redis.delete(keys.run_key("default", "kept"))  # a cache miss: the read needs the database
+    database_proxy.stop()
+    for call, then in [
+        (lambda: get_status("kept"), "cannot be read now"),
+        (lambda: cancel("kept"), "may not be recorded: check get_status('kept')"),
+        (lambda: retry("kept"), "may not be recorded: check get_status('kept')"),
+    ]:
+        with pytest.raises(ClusterUnavailable, match="The database does not answer") as info:
+            call()
+        assert then in str(info.value)
+    database_proxy.start()
+    connections["proxied"].close()
+    assert get_status("kept").state == "QUEUED"
 
 
 @needs_a_database_server()
