@@ -24,6 +24,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from django.db import transaction
 from django.utils import timezone
 
 from distributed_tasks import claims, keys, progress, signals
@@ -66,15 +67,21 @@ def request(run: TaskRun, *, force: bool, by: str, grace: float | None) -> bool:
     if row is None:
         return False
     msg = message_for(row)
-    try:
-        publish(msg, from_row(row))
-    except REDIS_ERRORS as exc:
-        logger.warning("Cancel of %s not sent through Redis (%s): its node reads the row",
-                       msg.name, exc)  # fmt: skip
-    signals.run_cancel_requested.send(
-        sender=TaskRun, message=msg, by=row.cancel_requested_by, force=force,
-        requested_at=row.cancel_requested_at, deadline=row.cancel_deadline,
-    )  # fmt: skip
+
+    def announce() -> None:
+        try:
+            publish(msg, from_row(row))
+        except REDIS_ERRORS as exc:
+            logger.warning("Cancel of %s not sent through Redis (%s): its node reads the row",
+                           msg.name, exc)  # fmt: skip
+        signals.run_cancel_requested.send(
+            sender=TaskRun, message=msg, by=row.cancel_requested_by, force=force,
+            requested_at=row.cancel_requested_at, deadline=row.cancel_deadline,
+        )  # fmt: skip
+
+    # In a caller's transaction, once it commits: the run must not stop for a request
+    # that was rolled back (it reads Redis first).
+    transaction.on_commit(announce, using=get_store().alias)
     return True
 
 

@@ -240,18 +240,22 @@ class ClusterClient(ClaimFirst):
 
     def cancel(self, name: str, task_list: str = "default", **how: Any) -> TaskStatus:
         """``lifecycle.cancel``; ``how``: ``force``, ``by``, ``grace``."""
-        with unanswered(f"the cancel of {name!r} may not be recorded: check "
+        alias = get_store().alias
+        with unanswered(alias, f"the cancel of {name!r} may not be recorded: check "
                         f"get_status({name!r}) and cancel again if it still runs."):  # fmt: skip
             lifecycle.cancel(name, task_list, **how)
+            if connections[alias].in_atomic_block:
+                return status.stored(name, task_list)  # the cache waits for the commit
         return self.get_status(name, task_list)
 
     def retry(self, name: str, task_list: str = "default") -> TaskHandle:
-        with unanswered(f"the retry of {name!r} may not be recorded: check "
-                        f"get_status({name!r}) before retrying it again."):  # fmt: skip
+        with unanswered(get_store().alias, f"the retry of {name!r} may not be recorded: "
+                        f"check get_status({name!r}) before retrying it again."):  # fmt: skip
             return lifecycle.retry(name, task_list, self.placement)
 
     # -- reading (see status.py) ----------------------------------------------------
 
     def get_status(self, name: str, task_list: str = "default") -> TaskStatus:
-        with unanswered(f"the status of {name!r} cannot be read now: try again later."):
+        then = f"the status of {name!r} cannot be read now: try again once it answers."
+        with unanswered(get_store().alias, then):
             return status.read(name, task_list)

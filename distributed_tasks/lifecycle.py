@@ -92,8 +92,14 @@ def cancel(
     else:
         raise not_cancellable(store.latest(task_list, name) or run)
     msg = message_for(run)
-    mirror.publish_outcome(msg, outcome)
-    signals.run_finished.send(sender=TaskRun, message=msg, outcome=outcome)
+
+    def finished() -> None:
+        mirror.publish_outcome(msg, outcome)
+        signals.run_finished.send(sender=TaskRun, message=msg, outcome=outcome)
+
+    # In a caller's transaction, once it commits: a rollback cancels nothing, and the
+    # cache must not say FAILED of a run that stays QUEUED (and executes).
+    transaction.on_commit(finished, using=store.alias)
 
 
 def not_retryable(name: str, state: str) -> InvalidState:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from django.db import InterfaceError, OperationalError, connections
+from redis.exceptions import ResponseError
 
 from distributed_tasks.exceptions import ClusterUnavailable
 from distributed_tasks.outage import DB_ERRORS, REDIS_ERRORS, Outage
@@ -28,15 +29,29 @@ DB_UNAVAILABLE = (OperationalError, InterfaceError)
 
 
 @contextlib.contextmanager
-def unanswered(then: str) -> Iterator[None]:
-    """``ClusterUnavailable`` instead of a driver's error when the database or Redis does
-    not answer; ``then`` says what that means for the call and the way out. A database
-    that answers with an error (a missing table, a constraint) raises as it is."""
+def unanswered(alias: str, then: str) -> Iterator[None]:
+    """``ClusterUnavailable`` instead of a driver's error when the database (``alias``)
+    or Redis does not answer; ``then`` says what that means for the call and the way
+    out. An error of a database that does answer (a missing table or column: SQLite and
+    MySQL raise OperationalError for those too) and Redis's error replies (WRONGTYPE,
+    OOM, a script's error) raise as they are."""
     try:
         yield
     except DB_UNAVAILABLE as exc:
+        connection = connections[alias]
+        if not connection.in_atomic_block:  # a caller's transaction cannot be probed
+            try:
+                usable = connection.is_usable()
+            except Exception:  # no connection at all, or asking fails as the call did
+                usable = False
+            if usable:
+                raise
+            with contextlib.suppress(Exception):  # the next call reconnects
+                connection.close()
         raise ClusterUnavailable(f"The database does not answer ({exc}); {then}") from exc
     except REDIS_ERRORS as exc:
+        if isinstance(exc, ResponseError):
+            raise
         raise ClusterUnavailable(f"Redis does not answer ({exc}); {then}") from exc
 
 

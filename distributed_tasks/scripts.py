@@ -198,10 +198,12 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 5))
 return 1
 """
 
-# KEYS[1] run key. ARGV[1] run id. Drops a claim that its owner could not back with
-# a database row (compare-and-delete, never a bare DEL of someone else's claim).
+# KEYS[1] run key. ARGV[1] run id, ARGV[2] (optional) attempt. Drops a claim that its
+# owner could not back with a database row (compare-and-delete, never a bare DEL of
+# someone else's claim, nor of another attempt's when one is named).
 RELEASE = """
-local cur = redis.call('HMGET', KEYS[1], 'run_id', 'state')
+local cur = redis.call('HMGET', KEYS[1], 'run_id', 'state', 'attempt')
+if ARGV[2] and cur[3] ~= ARGV[2] then return 0 end
 if cur[1] == ARGV[1] and (cur[2] == 'QUEUED' or cur[2] == 'RUNNING') then
   return redis.call('DEL', KEYS[1])
 end
@@ -211,15 +213,26 @@ return 0
 # The pulse: every heartbeat and cluster read records that Redis answered (pulse key,
 # server time in ms). A pulse that finds the last one older than the gap threshold
 # records that interval as the gap: nobody reached Redis then (it was away, partitioned
-# from everyone, or restarted from a snapshot), so nodes could not heartbeat either.
-# Used as: PULSE .. "pulse(now, pulse key, gap key, threshold ms)".
+# from everyone, or restarted from a snapshot), so nodes could not heartbeat either. A
+# gap that follows the last one by less than the node timeout extends it (Redis that
+# flaps: a node may have missed the short time it answered in between). The writes go
+# through pcall: a Redis out of memory still answers the read around them.
+# Used as: PULSE .. "pulse(now, pulse key, gap key, threshold ms, node timeout ms)".
 PULSE = """
-local function pulse(now, pulse_key, gap_key, threshold)
+local function pulse(now, pulse_key, gap_key, threshold, timeout)
   local last = tonumber(redis.call('GET', pulse_key) or '0')
   if last > 0 and now - last > threshold then
-    redis.call('SET', gap_key, string.format('%.0f:%.0f', last, now))
+    local start = last
+    local gap = redis.call('GET', gap_key)
+    if gap then
+      local colon = string.find(gap, ':', 1, true)
+      local before = tonumber(string.sub(gap, 1, colon - 1))
+      local ended = tonumber(string.sub(gap, colon + 1))
+      if last - ended < timeout then start = math.min(before, last) end
+    end
+    redis.pcall('SET', gap_key, string.format('%.0f:%.0f', start, now))
   end
-  if now > last then redis.call('SET', pulse_key, string.format('%.0f', now)) end
+  if now > last then redis.pcall('SET', pulse_key, string.format('%.0f', now)) end
 end
 """
 
@@ -233,7 +246,7 @@ HEARTBEAT = (
     + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-pulse(now, KEYS[6], KEYS[7], tonumber(ARGV[5]))
+pulse(now, KEYS[6], KEYS[7], tonumber(ARGV[5]), tonumber(ARGV[3]))
 local added = redis.call('ZADD', KEYS[1], now, ARGV[1])
 local previous = redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3], 'GET')
 if ARGV[4] ~= '' then redis.call('SET', KEYS[4], ARGV[4], 'PX', ARGV[3]) end
@@ -267,7 +280,7 @@ LIVE_NODES = (
     + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-pulse(now, KEYS[5], KEYS[6], tonumber(ARGV[3]))
+pulse(now, KEYS[5], KEYS[6], tonumber(ARGV[3]), tonumber(ARGV[1]))
 local timeout = tonumber(ARGV[1])
 local cutoff = now - timeout
 local names = redis.call('ZRANGEBYSCORE', KEYS[1], cutoff, '+inf', 'WITHSCORES')

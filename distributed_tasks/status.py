@@ -43,6 +43,12 @@ def read(name: str, task_list: str = "default") -> TaskStatus:
     return _from_database(name, task_list, warm=fields is not None)
 
 
+def stored(name: str, task_list: str = "default") -> TaskStatus:
+    """The status the database holds, as this connection sees it (inside a caller's
+    transaction, its own uncommitted writes): the cache is not warmed from it."""
+    return _from_database(name, task_list, warm=False)
+
+
 def expired(status: TaskStatus) -> bool:
     """A finished status older than CLEANUP_TIMEOUT no longer holds its name."""
     if status.finished_at is None:

@@ -253,7 +253,7 @@ class Dispatcher(Duty):
         if isinstance(allowed, InvalidConfiguration):
             rows.update(failures=F("failures") + 1, last_outcome="FAILED", last_error=str(allowed))
             return "invalid"
-        if not allowed and not self._candidates(ctx, row.task_list) and self._settling(ctx):
+        if not allowed and self._settling(ctx):  # nodes() may name one not back yet
             raise _Again("unavailable", f"slot {slot.isoformat()} waits: nodes re-register")
         if not allowed:
             rows.update(

@@ -58,7 +58,8 @@ class Resync(Duty):
         self.elected_at = timezone.now()
         self.inherited_checked = 0  # the epoch whose inherited runs were all looked at
         self.inherited_until: dt.datetime | None = None  # due times looked at so far
-        self.ahead: dict[str, float] = {}  # key -> first seen ahead of its finished run
+        # key -> (attempt, when first seen) of a claim ahead of its run's finished row
+        self.ahead: dict[str, tuple[int, float]] = {}
 
     def reset(self) -> None:
         self.rebuild_from = None
@@ -171,10 +172,11 @@ class Resync(Duty):
             return
         pipe = redis.pipeline(transaction=False)
         for key in found:
-            pipe.hmget(key, "run_id", "state", "queued_at", "task_list")
-        suspects = {}
+            pipe.hmget(key, "run_id", "state", "queued_at", "task_list", "attempt")
+        suspects, attempts = {}, {}
         now = time.time()
-        for key, (run_id, state, queued_at, task_list) in zip(found, pipe.execute(), strict=True):
+        replies = zip(found, pipe.execute(), strict=True)
+        for key, (run_id, state, queued_at, task_list, attempt) in replies:
             if task_list is None:  # the old key format: nothing reads it any more
                 dropped = scripts.script(scripts.DROP_OLD_FORMAT)(keys=[key])
                 counts["old_format_keys_dropped"] += int(dropped)
@@ -183,6 +185,9 @@ class Resync(Duty):
             old = queued_at and now - float(text(queued_at)) > claims.CLAIM_GRACE
             if state in ACTIVE_STATES and run_id and old:
                 suspects[run_id] = key
+                attempts[key] = int(text(attempt) or 0)
+        for key in set(found) - set(attempts):
+            self.ahead.pop(key, None)  # no longer a suspect: a next one gets its full grace
         if not suspects:
             return
         rows = get_store().runs.by_keys(suspects, active_name__isnull=False)
@@ -190,37 +195,45 @@ class Resync(Duty):
         active_hex = {run_id.hex for run_id in active}
         for run_id, key in suspects.items():
             if run_id in active_hex:
+                self.ahead.pop(key, None)
                 continue
             row = get_store().get(run_id)
             if row is not None and row.finished_at is not None:
-                counts["finished_statuses_restored"] += self._restore(row, key, now)
+                if self._restore(row, key, attempts[key], now):
+                    counts["finished_statuses_restored"] += 1
             else:
                 released = scripts.script(scripts.RELEASE)(keys=[key], args=[run_id])
                 counts["stale_claims_released"] += int(released)
 
-    def _restore(self, row: TaskRun, key: str, now: float) -> int:
-        """Put the finished status of ``row`` back in its name's key; 1 if done.
+    def _restore(self, row: TaskRun, key: str, attempt: int, now: float) -> bool:
+        """Put the finished status of ``row`` back in its name's key, which holds
+        ``attempt`` of the run, QUEUED or RUNNING.
 
-        The key may hold a newer attempt of the run, QUEUED: a ``retry()`` that claimed
-        it but whose row never became QUEUED (its transaction rolled back, its process
-        died). The update refuses a newer attempt, so such a key is replaced once it has
-        stayed ahead of its finished row for ``CLAIM_GRACE``: a retry that commits does
-        so well within it."""
+        The key may hold a newer attempt: a ``retry()`` that claimed it but whose row
+        never became QUEUED (its transaction rolled back, its process died). The update
+        refuses a newer attempt, so such a claim is replaced once it has stayed ahead of
+        its finished row for ``CLAIM_GRACE`` (as a start's claim without a row is): a
+        retry that commits does so within it, and one that commits later is mirrored."""
         fields = claims.fields_for_run(row)
         ttl = claims.ttl_ms(row.state, row.finished_at.timestamp(), now)
         if claims.update(row.task_list, row.name, row.run_id, row.attempt, fields, ttl=ttl):
             self.ahead.pop(key, None)
-            return 1
-        if now - self.ahead.setdefault(key, now) <= claims.CLAIM_GRACE:
-            return 0
-        still = get_store().runs.filter(id=row.id, attempt=row.attempt, finished_at__isnull=False)
-        if not still.exists():  # the retry committed after all: its status stands
-            self.ahead.pop(key, None)
-            return 0
-        if scripts.script(scripts.RELEASE)(keys=[key], args=[row.run_id]):
-            claims.fill(row.task_list, row.name, fields, ttl=ttl)
+            return True
+        seen = self.ahead.get(key)
+        if seen is None or seen[0] != attempt:
+            self.ahead[key] = (attempt, now)
+            return False
+        if now - seen[1] <= claims.CLAIM_GRACE:
+            return False
         self.ahead.pop(key, None)
-        return 1
+        if not scripts.script(scripts.RELEASE)(keys=[key], args=[row.run_id, attempt]):
+            return False
+        claims.fill(row.task_list, row.name, fields, ttl=ttl)
+        latest = get_store().get(row.run_id)
+        if latest is not None and latest.finished_at is None:  # the retry committed meanwhile
+            claims.update(latest.task_list, latest.name, latest.run_id, latest.attempt,
+                          claims.fields_for_run(latest))  # fmt: skip
+        return True
 
 
 def loads_snapshot() -> dict[str, int]:

@@ -63,6 +63,7 @@ class DistributedScheduler(Scheduler):
         self._next_rebalance = 0.0
         self.outage = Outage("Orchestrator beat", logger)
         self.broker = Outage("Celery broker", logger)
+        self.resume = Outage("HA beat schedule", logger)
         super().__init__(app, *args, **kwargs)
         self.keeper.start()
 
@@ -89,9 +90,14 @@ class DistributedScheduler(Scheduler):
         if not orchestrator.is_leader():
             self._led_epoch = 0
             return FOLLOWER_WAIT
-        if self._led_epoch != orchestrator.epoch:
-            self._resume_schedule()  # raises while the database is away: nothing is sent
-            self._led_epoch = orchestrator.epoch
+        if self._led_epoch != orchestrator.epoch and self.resume.ready():
+            try:
+                self._resume_schedule()
+            except Exception as exc:  # the duties go on; only the sends wait for it
+                self.resume.failed(exc, during="reading the beat schedule's last sends")
+            else:
+                self.resume.ok()
+                self._led_epoch = orchestrator.epoch
         now = time.monotonic()
         if now >= self._next_tick:
             orchestrator.tick()
@@ -109,7 +115,10 @@ class DistributedScheduler(Scheduler):
             # Runs waiting behind a busy node move within a fraction of a tick.
             orchestrator.tick(only="rebalancer")
             self._next_rebalance = time.monotonic() + REBALANCE_EVERY
-        beat_wait = super().tick(*args, **kwargs)
+        if self._led_epoch == orchestrator.epoch:
+            beat_wait = super().tick(*args, **kwargs)
+        else:  # not resumed: sending now could repeat what the last leader just sent
+            beat_wait = max(FOLLOWER_WAIT, self.resume.remaining())
         waits = [beat_wait, self._next_tick - time.monotonic()]
         if orchestrator.outage.ready():
             waits.append(self._next_rebalance - time.monotonic())
@@ -167,18 +176,22 @@ class DistributedScheduler(Scheduler):
     def _resume_schedule(self) -> None:
         """On election, continue each entry from the cluster's last send, not from now.
 
-        The database holds the sends; an entry it has none of (not sent since the
-        upgrade that moved them there) takes the time releases before 0010 kept in Redis.
+        The database holds the sends; releases before 0010 kept them in Redis, where a
+        leader of such a release (during a rolling upgrade) still writes: the later of
+        the two counts.
         """
-        stored = fencing.beat_sent()
+        sent = {name: dt.datetime.fromisoformat(at) for name, at in fencing.beat_sent().items()}
         try:
             earlier = as_dict(get_redis().hgetall(keys.beat_key()))
         except REDIS_ERRORS:
             earlier = {}
-        stored = {**earlier, **stored}
+        for name, at in earlier.items():
+            with contextlib.suppress(ValueError, TypeError):
+                then = dt.datetime.fromisoformat(at)
+                sent[name] = max(sent.get(name, then), then)
         for name, entry in self.schedule.items():
-            if name in stored:
-                entry.last_run_at = dt.datetime.fromisoformat(stored[name])
+            if name in sent:
+                entry.last_run_at = sent[name]
         self._heap = None
 
     def close(self) -> None:

@@ -375,6 +375,36 @@ def test_cancel_ends_a_queued_run_and_frees_the_name(node):
     assert start_async(tasks.add, [1, 2], name="unwanted").name == "unwanted"
 
 
+def test_a_cancel_rolled_back_with_its_transaction_changes_nothing(node, redis):
+    """The cache, the run's own check and the signals follow the caller's commit: a
+    rolled-back cancel neither shows FAILED for a run that stays QUEUED nor stops a
+    RUNNING one."""
+    from distributed_tasks import cancel, keys, signals
+
+    start_async(tasks.add, [1, 2], name="kept")
+    start_async(tasks.add, [1, 2], name="busy")
+    TaskRun.objects.filter(name="busy").update(state="RUNNING")
+    redis.hset(keys.run_key("default", "busy"), "state", "RUNNING")
+    sent = []
+    for signal in (signals.run_finished, signals.run_cancel_requested):
+        signal.connect(lambda sender, **kw: sent.append(kw), weak=False, dispatch_uid="t")
+    try:
+        with pytest.raises(RuntimeError), transaction.atomic():
+            assert cancel("kept").state == State.FAILED  # as the transaction sees it
+            assert cancel("busy", by="erin").cancel_requested_by == "erin"
+            raise RuntimeError("the caller's transaction rolls back")
+        assert get_status("kept").state == State.QUEUED
+        assert get_status("busy").cancel_requested_at is None
+        assert sent == []
+        with transaction.atomic():
+            cancel("kept")
+            assert sent == []  # not before the commit
+        assert get_status("kept").state == State.FAILED and len(sent) == 1
+    finally:
+        for signal in (signals.run_finished, signals.run_cancel_requested):
+            signal.disconnect(dispatch_uid="t")
+
+
 def test_cancel_asks_a_running_run_and_refuses_finished_and_unknown_runs(node, redis):
     from distributed_tasks import NotCancellable, TaskNotFound, cancel, keys, signals
 

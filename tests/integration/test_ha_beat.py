@@ -7,8 +7,9 @@ Redis flush, it must not send at once what the previous leader has just sent.
 import datetime as dt
 
 import pytest
+from django.db import ProgrammingError
 
-from distributed_tasks import keys
+from distributed_tasks import fencing, keys
 from distributed_tasks.celery import get_app
 from distributed_tasks.fencing import beat_sent
 from distributed_tasks.orchestrator.scheduler import DistributedScheduler
@@ -66,3 +67,21 @@ def test_an_entry_sent_before_the_upgrade_continues_from_redis(beats, redis):
     lead_one_tick(beat)
     assert redis.llen(QUEUE) == 0
     assert beat.schedule["hourly"].last_run_at == earlier
+
+
+def test_a_schedule_that_cannot_be_read_stops_the_sends_not_the_duties(beats, redis, monkeypatch):
+    """Code ahead of its migration (no beat_sent column): the leader's duties go on, and
+    nothing is sent that its predecessor may have just sent."""
+
+    def unreadable():
+        raise ProgrammingError('column "beat_sent" does not exist')
+
+    monkeypatch.setattr(fencing, "beat_sent", unreadable)
+    beat = beats("beat-a@test")
+    lead_one_tick(beat)
+    assert beat.orchestrator.ticks == 1  # the duties ran
+    assert redis.llen(QUEUE) == 0  # two hours late, but its last send is unknown
+    monkeypatch.undo()
+    beat.resume.ok()  # past its backoff
+    beat.tick()
+    assert redis.llen(QUEUE) == 1

@@ -446,6 +446,18 @@ def test_a_silence_nobody_could_break_is_no_death(node, redis, poll):
     assert (run.state, run.reason) == ("FAILED", "node_lost")
 
 
+def test_a_redis_that_flaps_extends_the_gap(redis):
+    """Redis answered for a moment between two outages, too briefly for every node to beat:
+    the two gaps are one, so a node that missed that moment is not stale."""
+    now = redis_ms(redis)
+    redis.zadd(keys.members_key(), {"paused@test": now - 10_000})
+    redis.set(keys.gap_key(), f"{now - 9_900}:{now - 5_000}")  # the first outage
+    redis.set(keys.pulse_key(), now - 4_800)  # answered briefly, then away again
+    assert "paused@test" not in live_nodes().stale
+    start, end = map(int, redis.get(keys.gap_key()).split(b":"))
+    assert start == now - 9_900 and end >= now
+
+
 def test_a_silence_while_others_reached_redis_is_a_death(node, redis):
     """The same silence while the node heartbeats of others (or the leader) reached
     Redis: no gap, the node is dead at once."""
