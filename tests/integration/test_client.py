@@ -175,6 +175,17 @@ def finish(name, state, ago=0.0):
     claims.update("default", name, run.run_id, run.attempt, claims.fields_for_run(run), ttl=ttl)
 
 
+def test_a_status_reads_the_same_from_the_cache_and_from_the_database(node, redis):
+    """A DONE run has no error: None from either, not "" from the row."""
+    start_async(tasks.add, [1, 2], name="same")
+    finish("same", "DONE")
+    cached = get_status("same")
+    redis.delete(keys.run_key("default", "same"))
+    stored = get_status("same")
+    assert (cached.error, cached.error_type, cached.reason) == (None, None, None)
+    assert stored == cached
+
+
 @pytest.mark.parametrize(
     ("state", "reuse", "allowed"),
     [
