@@ -409,10 +409,15 @@ def test_a_node_missing_from_membership_is_not_dead_before_node_timeout(node, re
         settle(orchestrator, redis)
         run = row("unseen", "unseen@test", state="RUNNING", executions=1)
         assert "failed" not in orchestrator.tick()["lifeline"]
-        run.refresh_from_db()
-        assert run.state == "RUNNING"
-        poll(lambda: orchestrator.tick()["lifeline"].get("failed") == 1, timeout=5,
-             message="the absence to last NODE_TIMEOUT")  # fmt: skip
+        lost_after_node_timeout(orchestrator, run, poll, "the absence to last NODE_TIMEOUT")
+
+
+def lost_after_node_timeout(orchestrator, run, poll, waiting_for: str) -> None:
+    """``run`` is RUNNING still, and ends FAILED(node_lost) once NODE_TIMEOUT passed."""
+    run.refresh_from_db()
+    assert run.state == "RUNNING"
+    poll(lambda: orchestrator.tick()["lifeline"].get("failed") == 1, timeout=5,
+         message=waiting_for)  # fmt: skip
     run.refresh_from_db()
     assert (run.state, run.reason) == ("FAILED", "node_lost")
 
@@ -438,12 +443,7 @@ def test_a_silence_nobody_could_break_is_no_death(node, redis, poll):
         start, end = map(int, redis.get(keys.gap_key()).split(b":"))
         assert start == now - 7_900 and end >= now
         assert "paused@test" not in live_nodes().stale
-        run.refresh_from_db()
-        assert run.state == "RUNNING"
-        poll(lambda: orchestrator.tick()["lifeline"].get("failed") == 1, timeout=5,
-             message="NODE_TIMEOUT of silence after the gap")  # fmt: skip
-    run.refresh_from_db()
-    assert (run.state, run.reason) == ("FAILED", "node_lost")
+        lost_after_node_timeout(orchestrator, run, poll, "NODE_TIMEOUT of silence after the gap")
 
 
 def test_a_redis_that_flaps_extends_the_gap(redis):
