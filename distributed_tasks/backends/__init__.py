@@ -121,8 +121,9 @@ class DistributedTasksBackend(BaseTaskBackend):
         super().validate_task(task)
         from distributed_tasks.validation import prepare  # needs the app registry
 
-        try:
-            prepare(task.func, **start_options(task, {}))
+        try:  # every value enqueue() passes, so that a bad one is an InvalidTask here
+            prepare(task.func, countdown=self._countdown(task), priority=int(task.priority),
+                    **start_options(task, {}))  # fmt: skip
         except NotRegistered as exc:
             raise InvalidTask(
                 f"{task.module_path} is not registered with distributed_tasks, and workers "
@@ -150,7 +151,7 @@ class DistributedTasksBackend(BaseTaskBackend):
             args,
             kwargs,
             countdown=self._countdown(task),
-            priority=task.priority,
+            priority=int(task.priority),  # Django allows 5.0 and True: whole numbers
             data={SPEC_KEY: spec_of(task)},
             **start_options(task, self.options if isinstance(self.options, Mapping) else {}),
         )

@@ -342,6 +342,15 @@ def test_result_read_through_another_alias_keeps_the_enqueuing_one(settings, nod
     assert got == result
 
 
+def test_values_django_allows_are_taken_and_ours_refused_when_validated(backend, node):
+    """Django takes a whole-number float (or bool) priority; a run_after beyond our limit
+    is an InvalidTask from validation (using()), not an InvalidOption from enqueue()."""
+    result = tasks.backend_add.using(priority=5.0).enqueue(1, 2)
+    assert TaskRun.objects.get(id=result.id).priority == 5
+    with pytest.raises(InvalidTask, match="countdown"):
+        tasks.backend_add.using(run_after=timezone.now() + timedelta(days=4000))
+
+
 def test_a_worker_without_the_enqueuing_alias_still_runs_the_task(settings, node, caplog):
     """Django raises InvalidTaskBackend (not KeyError) for an alias TASKS lacks: the run
     is executed without Django's task protocol, and says why, instead of failing."""
