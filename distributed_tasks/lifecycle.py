@@ -39,7 +39,7 @@ def _names(name: str, task_list: str) -> None:
     check_name(task_list, "task list")
 
 
-def _grace(grace: object) -> None:
+def check_grace(grace: object) -> None:
     """A forced cancel's grace period: seconds from 0 to a day."""
     if grace is None:
         return
@@ -74,7 +74,7 @@ def cancel(
     ``NotCancellable`` when the newest run already finished.
     """
     _names(name, task_list)
-    _grace(grace)
+    check_grace(grace)
     store = get_store()
     outcome = Outcome.failed(Reason.CANCELLED, message="cancelled before it started")
     for _race in range(3):  # the run may start, or move to a new attempt, meanwhile

@@ -189,6 +189,34 @@ def test_finished_names_expire_after_cleanup_timeout(install):
         assert start_async(double, [1], name="e", reuse="reject").name == "e"
 
 
+@pytest.mark.parametrize("install", [fake_tasks, inline_tasks])
+def test_cancel_reads_the_history_and_checks_grace_like_the_real_client(install):
+    """Past CLEANUP_TIMEOUT the status is gone but the run is not: NotCancellable (409),
+    not TaskNotFound (404), as the database answers in production."""
+    from distributed_tasks import NotCancellable
+
+    with install() as client:
+        start_async(double, [1], name="old")
+        if get_status("old").is_active:
+            cancel("old")
+        client.advance(3600)
+        assert get_status("old").state == State.NOT_FOUND
+        with pytest.raises(NotCancellable):
+            cancel("old")
+        with pytest.raises(InvalidOption, match="grace"):
+            cancel("old", force=True, grace=-1)
+
+
+def test_the_fake_retries_a_run_whose_status_expired():
+    from distributed_tasks import retry
+
+    with fake_tasks() as fake:
+        start_async(double, [1], name="late")
+        cancel("late")
+        fake.advance(3600)
+        assert retry("late").attempt == 2
+
+
 def test_the_doubles_need_no_services():
     conf = {**settings.DISTRIBUTED_TASKS, "REDIS_URL": "redis://127.0.0.1:1/0"}
     with override_settings(DISTRIBUTED_TASKS=conf):
