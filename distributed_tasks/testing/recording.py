@@ -22,7 +22,9 @@ Subclasses decide when queued runs execute: the fake when the test says so
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import json
 import threading
 import uuid
 from collections.abc import Iterable, Mapping
@@ -49,7 +51,13 @@ from distributed_tasks.types import (
     TaskHandle,
     TaskStatus,
 )
-from distributed_tasks.validation import StartRequest, check_name, prepare, prepare_many
+from distributed_tasks.validation import (
+    StartRequest,
+    check_name,
+    encode_payload,
+    prepare,
+    prepare_many,
+)
 
 Key = tuple[str, str]
 
@@ -180,6 +188,7 @@ class RecordingClient(Execution, StartAssertions):
 
     def _start(self, requests: list[StartRequest]) -> list[TaskHandle | AlreadyRunning]:
         self._check_available()
+        requests = [_as_stored(r) for r in requests]
         with self._lock:
             outcomes = [self._claim(r) for r in requests]
         created = [o for o in outcomes if isinstance(o, Run)]
@@ -246,3 +255,10 @@ class RecordingClient(Execution, StartAssertions):
     def _forget(self, key: Key) -> None:
         with self._lock:
             self._runs.pop(key, None)
+
+
+def _as_stored(request: StartRequest) -> StartRequest:
+    """``request`` with its values as a worker gets them back from the database: through
+    JSON, so tuples are lists and a nested key 5 is "5" in a test as in production."""
+    stored = json.loads(encode_payload([request.args, request.kwargs, request.data], request.name))
+    return dataclasses.replace(request, args=stored[0], kwargs=stored[1], data=stored[2])

@@ -217,6 +217,19 @@ def test_the_fake_retries_a_run_whose_status_expired():
         assert retry("late").attempt == 2
 
 
+def test_the_doubles_hand_over_the_values_a_worker_gets_back_from_the_database():
+    """Through JSON, as production stores them: a nested key 5 is "5", a tuple a list. A
+    test that relied on the originals would pass here and fail in production."""
+    with inline_tasks():
+        start_async(remember, ["inline", {5: "five", "pair": (1, 2)}])
+    assert CALLS == [("inline", {"5": "five", "pair": [1, 2]})]
+    with fake_tasks() as fake:
+        start_async(remember, ["fake", {5: "five"}], name="f")
+        fake.assert_started(remember, args=["fake", {"5": "five"}])
+        fake.drain()
+    assert CALLS[-1] == ("fake", {"5": "five"})
+
+
 def test_the_doubles_need_no_services():
     conf = {**settings.DISTRIBUTED_TASKS, "REDIS_URL": "redis://127.0.0.1:1/0"}
     with override_settings(DISTRIBUTED_TASKS=conf):
