@@ -163,7 +163,10 @@ def test_beat_on_sqlite_defaults_survives_a_lock_longer_than_its_timeout(tmp_pat
         assert "Traceback" not in log, log
         assert log.count("Orchestrator tick failed") == 1, log
         assert "OperationalError: database is locked" in log
-        assert log.count("works again") == 1, log
+        assert log.count("Orchestrator tick works again") == 1, log
+        # A beat elected just before the lock also met it reading its schedule's last
+        # sends: that read is its own dependency, logged once too.
+        assert log.count("HA beat schedule failed") <= 1, log
     finally:
         cluster.stop_all()
 
