@@ -81,7 +81,7 @@ def request(run: TaskRun, *, force: bool, by: str, grace: float | None) -> bool:
 
     # In a caller's transaction, once it commits: the run must not stop for a request
     # that was rolled back (it reads Redis first).
-    transaction.on_commit(announce, using=get_store().alias)
+    transaction.on_commit(announce, using=get_store().alias, robust=True)
     return True
 
 

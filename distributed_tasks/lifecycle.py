@@ -76,6 +76,9 @@ def cancel(
     _names(name, task_list)
     check_grace(grace)
     store = get_store()
+    manual_transaction(
+        connections[store.alias], "Cancelling a run", then="its status and signals would go out"
+    )
     outcome = Outcome.failed(Reason.CANCELLED, message="cancelled before it started")
     for _race in range(3):  # the run may start, or move to a new attempt, meanwhile
         run = store.active(task_list, name) or store.latest(task_list, name)
@@ -99,7 +102,7 @@ def cancel(
 
     # In a caller's transaction, once it commits: a rollback cancels nothing, and the
     # cache must not say FAILED of a run that stays QUEUED (and executes).
-    transaction.on_commit(finished, using=store.alias)
+    transaction.on_commit(finished, using=store.alias, robust=True)
 
 
 def not_retryable(name: str, state: str) -> InvalidState:
@@ -127,7 +130,7 @@ def retry(name: str, task_list: str = "default", placement: Placement | None = N
         )
     if run.state != State.FAILED:
         raise not_retryable(name, run.state)
-    manual_transaction(connections[store.alias])  # its publish could not wait for a commit
+    manual_transaction(connections[store.alias], "Retrying a run")
     placement = placement or Placement()
     node = placement.choose(task_list, name)
     msg = message_for(run).for_attempt(run.attempt + 1, node)

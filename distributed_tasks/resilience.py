@@ -17,7 +17,13 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from django.db import InterfaceError, OperationalError, connections
-from redis.exceptions import ResponseError
+from redis.exceptions import (
+    ClusterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
 
 from distributed_tasks.exceptions import ClusterUnavailable
 from distributed_tasks.outage import DB_ERRORS, REDIS_ERRORS, Outage
@@ -26,6 +32,11 @@ T = TypeVar("T")
 
 # Errors that say "the database is not answering now", not "this write is wrong".
 DB_UNAVAILABLE = (OperationalError, InterfaceError)
+
+
+# Error replies that mean "Redis cannot serve this now" (a failover, a cluster slot
+# moving, memory full), not "this call is wrong".
+UNAVAILABLE_REPLIES = (ReadOnlyError, ClusterDownError, TryAgainError, OutOfMemoryError)
 
 
 @contextlib.contextmanager
@@ -39,7 +50,10 @@ def unanswered(alias: str, then: str) -> Iterator[None]:
         yield
     except DB_UNAVAILABLE as exc:
         connection = connections[alias]
-        if not connection.in_atomic_block:  # a caller's transaction cannot be probed
+        if connection.vendor == "sqlite":  # its is_usable() is always True
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+        elif not connection.in_atomic_block:  # a caller's transaction cannot be probed
             try:
                 usable = connection.is_usable()
             except Exception:  # no connection at all, or asking fails as the call did
@@ -50,7 +64,7 @@ def unanswered(alias: str, then: str) -> Iterator[None]:
                 connection.close()
         raise ClusterUnavailable(f"The database does not answer ({exc}); {then}") from exc
     except REDIS_ERRORS as exc:
-        if isinstance(exc, ResponseError):
+        if isinstance(exc, ResponseError) and not isinstance(exc, UNAVAILABLE_REPLIES):
             raise
         raise ClusterUnavailable(f"Redis does not answer ({exc}); {then}") from exc
 

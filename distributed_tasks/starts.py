@@ -176,10 +176,12 @@ def failure(exc: BaseException) -> BaseException:
     return exc
 
 
-def manual_transaction(connection: Any) -> None:
-    """Refuse a start under manual transaction management (``AUTOCOMMIT: False``, or
-    ``set_autocommit(False)``) outside ``atomic()``: its row would not be committed when
-    the message goes out, and Django has no commit hook to publish it from then."""
+def manual_transaction(connection: Any, doing: str = "Starting a run", *,
+                       then: str = "its message would go out") -> None:  # fmt: skip
+    """Refuse a start (or a retry, a cancel) under manual transaction management
+    (``AUTOCOMMIT: False``, or ``set_autocommit(False)``) outside ``atomic()``: its row
+    would not be committed when ``then`` happens, and Django has no commit hook to
+    wait for then."""
     if connection.in_atomic_block:
         return
     # Not get_autocommit(), which connects: a database that is away must fail the start
@@ -187,8 +189,7 @@ def manual_transaction(connection: Any) -> None:
     connected = connection.connection is not None
     if not (connection.autocommit if connected else connection.settings_dict["AUTOCOMMIT"]):
         raise InvalidConfiguration(
-            f"Starting a run with autocommit off on database {connection.alias!r} and no "
-            "atomic block: its message would go out before its row is committed. Start it "
-            "inside transaction.atomic() (it is then published when that commits), or "
-            "with autocommit on."
+            f"{doing} with autocommit off on database {connection.alias!r} and no atomic "
+            f"block: {then} before its row is committed. Do it inside "
+            "transaction.atomic() (that happens when it commits), or with autocommit on."
         )

@@ -9,6 +9,7 @@ callables or dotted paths and compared by path.
 from __future__ import annotations
 
 import difflib
+import json
 from dataclasses import fields
 from typing import Any
 
@@ -33,8 +34,11 @@ def _check_criteria(criteria: dict[str, Any]) -> None:
 
 
 def _expected(key: str, value: Any) -> Any:
-    if key == "args" and isinstance(value, tuple):
-        return list(value)
+    if key in ("args", "kwargs", "data"):
+        try:  # as the recorded start holds it: through JSON (tuples are lists, keys str)
+            return json.loads(json.dumps(value))
+        except (TypeError, ValueError):  # a matcher inside (mock.ANY...): compare as given
+            return list(value) if key == "args" and isinstance(value, tuple) else value
     if key == "callback" and callable(value):  # a registered callable; ANY is not
         return registry.resolve(value).path
     return value

@@ -241,6 +241,23 @@ def test_a_retry_under_manual_transaction_management_is_refused_too(node, redis)
     assert retry("failed").attempt == 2
 
 
+def test_a_cancel_under_manual_transaction_management_is_refused_before_any_write(node, redis):
+    """Its status and signals wait for a commit hook that does not exist there."""
+    from distributed_tasks import cancel
+
+    start_async(tasks.add, [1, 2], name="kept")
+    connection = connections["default"]
+    connection.set_autocommit(False)
+    try:
+        with pytest.raises(InvalidConfiguration, match="Cancelling a run with autocommit off"):
+            cancel("kept")
+    finally:
+        connection.rollback()
+        connection.set_autocommit(True)
+    assert TaskRun.objects.get(name="kept").state == "QUEUED"
+    assert cancel("kept").state == "FAILED"
+
+
 def test_redis_down_at_the_claim_is_cluster_unavailable_and_writes_nothing(node, redis):
     """Placement still has its cached view of the nodes; the claim finds Redis gone."""
     proxy = TcpProxy("127.0.0.1", redis.connection_pool.connection_kwargs["port"]).start()

@@ -226,6 +226,7 @@ def test_the_doubles_hand_over_the_values_a_worker_gets_back_from_the_database()
     with fake_tasks() as fake:
         start_async(remember, ["fake", {5: "five"}], name="f")
         fake.assert_started(remember, args=["fake", {"5": "five"}])
+        fake.assert_started(remember, args=("fake", {5: "five"}))  # so does the expectation
         fake.drain()
     assert CALLS[-1] == ("fake", {"5": "five"})
 
