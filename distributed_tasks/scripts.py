@@ -219,17 +219,18 @@ return 0
 # through pcall: a Redis out of memory still answers the read around them.
 # Used as: PULSE .. "pulse(now, pulse key, gap key, threshold ms, node timeout ms)".
 PULSE = """
+local function gap_of(gap_key)
+  local gap = redis.call('GET', gap_key)
+  if not gap then return 0, 0 end
+  local colon = string.find(gap, ':', 1, true)
+  return tonumber(string.sub(gap, 1, colon - 1)), tonumber(string.sub(gap, colon + 1))
+end
 local function pulse(now, pulse_key, gap_key, threshold, timeout)
   local last = tonumber(redis.call('GET', pulse_key) or '0')
   if last > 0 and now - last > threshold then
     local start = last
-    local gap = redis.call('GET', gap_key)
-    if gap then
-      local colon = string.find(gap, ':', 1, true)
-      local before = tonumber(string.sub(gap, 1, colon - 1))
-      local ended = tonumber(string.sub(gap, colon + 1))
-      if last - ended < timeout then start = math.min(before, last) end
-    end
+    local before, ended = gap_of(gap_key)
+    if ended > 0 and last - ended < timeout then start = math.min(before, last) end
     redis.pcall('SET', gap_key, string.format('%.0f:%.0f', start, now))
   end
   if now > last then redis.pcall('SET', pulse_key, string.format('%.0f', now)) end
@@ -271,10 +272,10 @@ return 1
 # marker, KEYS[5] pulse, KEYS[6] gap. ARGV[1] node timeout in ms, ARGV[2] node key
 # prefix, ARGV[3] gap threshold in ms.
 # Returns {now, version, {name, last_seen, info, ...}, loads as a flat list,
-# intact marker present (0/1), stale member names, end of the last gap (0: none)}. A stale
-# member is silent for the node
-# timeout outside the last gap: one whose heartbeats stopped only while nobody could reach
-# Redis is neither live nor stale until it had the time to beat again.
+# intact marker present (0/1), stale member names, end of the last gap (0: none)}. A
+# stale member is silent for the node timeout outside the last gap: one whose heartbeats
+# stopped only while nobody could reach Redis is neither live nor stale until it had the
+# time to beat again.
 LIVE_NODES = (
     PULSE
     + """
@@ -292,12 +293,7 @@ for i = 1, #names, 2 do
   end
 end
 local version = redis.call('GET', KEYS[2]) or '0'
-local gap_start, gap_end = 0, 0
-local gap = redis.call('GET', KEYS[6])
-if gap then
-  local colon = string.find(gap, ':', 1, true)
-  gap_start, gap_end = tonumber(string.sub(gap, 1, colon - 1)), tonumber(string.sub(gap, colon + 1))
-end
+local gap_start, gap_end = gap_of(KEYS[6])
 local silent = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. cutoff, 'WITHSCORES')
 local stale = {}
 for i = 1, #silent, 2 do

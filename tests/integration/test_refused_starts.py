@@ -5,6 +5,8 @@ claim (PostgreSQL taken away through a proxy, the broker down) is rolled back fo
 every entry of the batch. Afterwards a valid start of the same name succeeds.
 """
 
+import contextlib
+
 import pytest
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connections
@@ -197,21 +199,29 @@ def test_a_batch_the_broker_refused_half_way_names_the_entries_that_went_out(
     nothing_left(redis, "half-2", loads=1)
 
 
+@contextlib.contextmanager
+def autocommit_off():
+    """Manual transaction management on the default connection; rolled back and undone."""
+    connection = connections["default"]
+    connection.set_autocommit(False)
+    try:
+        yield
+    finally:
+        connection.rollback()
+        connection.set_autocommit(True)
+
+
 def test_a_start_under_manual_transaction_management_is_refused_and_says_how(
     node, redis, monkeypatch
 ):
     """Autocommit off and no atomic block: the row would not be committed when the message
     went out (the worker found no row and dropped it), and a rollback left a status."""
-    connection = connections["default"]
-    connection.set_autocommit(False)
-    try:
+    with autocommit_off():
         with pytest.raises(InvalidConfiguration, match=r"inside transaction\.atomic\(\)"):
             start_async(tasks.add, [1, 2], name="manual")
         with pytest.raises(InvalidConfiguration, match="autocommit off"):
             start_many([{"func": tasks.add, "name": "manual"}])
-    finally:
-        connection.rollback()
-        connection.set_autocommit(True)
+    connection = connections["default"]
     connection.close()  # AUTOCOMMIT: False in DATABASES, read before connecting
     monkeypatch.setitem(connection.settings_dict, "AUTOCOMMIT", False)
     with pytest.raises(InvalidConfiguration, match="autocommit off"):
@@ -229,14 +239,8 @@ def test_a_retry_under_manual_transaction_management_is_refused_too(node, redis)
     start_async(tasks.add, [1, 2], name="failed")
     ended = {"state": "FAILED", "active_name": None, "finished_at": timezone.now()}
     TaskRun.objects.filter(name="failed").update(**ended)
-    connection = connections["default"]
-    connection.set_autocommit(False)
-    try:
-        with pytest.raises(InvalidConfiguration, match="autocommit off"):
-            retry("failed")
-    finally:
-        connection.rollback()
-        connection.set_autocommit(True)
+    with autocommit_off(), pytest.raises(InvalidConfiguration, match="autocommit off"):
+        retry("failed")
     assert TaskRun.objects.get(name="failed").state == "FAILED"
     assert retry("failed").attempt == 2
 
@@ -246,14 +250,9 @@ def test_a_cancel_under_manual_transaction_management_is_refused_before_any_writ
     from distributed_tasks import cancel
 
     start_async(tasks.add, [1, 2], name="kept")
-    connection = connections["default"]
-    connection.set_autocommit(False)
-    try:
-        with pytest.raises(InvalidConfiguration, match="Cancelling a run with autocommit off"):
-            cancel("kept")
-    finally:
-        connection.rollback()
-        connection.set_autocommit(True)
+    refused = pytest.raises(InvalidConfiguration, match="Cancelling a run with autocommit off")
+    with autocommit_off(), refused:
+        cancel("kept")
     assert TaskRun.objects.get(name="kept").state == "QUEUED"
     assert cancel("kept").state == "FAILED"
 
