@@ -145,18 +145,27 @@ class Resync(Duty):
         ctx: TickContext, counts: Counter[str], count: str, *q: Q, newest: bool = False, **when
     ) -> bool:
         """Publish again each QUEUED run so filtered whose live node's queue is empty.
-        False when some could not be judged or sent (the broker did not answer)."""
-        runs = list(
-            get_store()
-            .runs.filter(*q, state=State.QUEUED, node__in=list(ctx.view.nodes), **when)
-            .order_by("-run_after" if newest else "run_after")[: ctx.batch]
-        )
-        depths = get_broker().depths({run.node for run in runs}) if runs else {}
+        False when nothing could be judged or sent (the broker did not answer).
+
+        When a whole batch is found, the idle nodes' runs are read again on their own: old
+        runs waiting behind busy nodes' queues would otherwise fill every pass, and an
+        orphan on an idle node behind them would never be reached. Nothing to look at
+        asks the broker nothing."""
+        runs = get_store().runs.filter(*q, state=State.QUEUED, **when)
+        runs = runs.order_by("-run_after" if newest else "run_after")
+        batch = list(runs.filter(node__in=list(ctx.view.nodes))[: ctx.batch])
+        if not batch:
+            return True
+        full = len(batch) == ctx.batch  # more may wait: the idle nodes' own are read next
+        depths = get_broker().depths(ctx.view.nodes if full else {run.node for run in batch})
+        if any(depth is None for depth in depths.values()):
+            return False
+        idle = {node for node, depth in depths.items() if depth == 0}
+        if full:
+            batch = list(runs.filter(node__in=idle)[: ctx.batch]) if idle else []
         complete = True
-        for run in runs:
-            if depths[run.node] is None:
-                complete = False
-            elif depths[run.node] == 0:
+        for run in batch:
+            if run.node in idle:
                 sent = attempts.deliver(message_for(run))
                 counts[count] += sent
                 complete = complete and sent

@@ -272,6 +272,26 @@ def test_resync_republishes_a_queued_run_whose_message_is_gone(node, redis):
     assert "orphans_republished" not in orchestrator.tick()["resync"]  # the queue holds it
 
 
+def test_old_runs_waiting_on_busy_nodes_do_not_hide_an_orphan(node, heavy, redis):
+    """Review: the orphan pass read the oldest batch of QUEUED runs and then skipped those
+    whose node's queue held messages. With a batch of old runs waiting behind a busy
+    node, an orphan on an idle node was never reached."""
+    conf = {**settings.DISTRIBUTED_TASKS, "BATCH_SIZE": 2}
+    with override_settings(DISTRIBUTED_TASKS=conf):
+        orchestrator = lead()
+        settle(orchestrator, redis)
+        older = timezone.now() - dt.timedelta(minutes=10)
+        for i in range(3):
+            row(f"waiting-{i}", heavy.name, task_list="ci", run_after=older, queued_at=older)
+        redis.lpush(keys.queue_keys(heavy.name)[0], "a message the node has not taken yet")
+        old = timezone.now() - dt.timedelta(minutes=5)
+        orphan = row("orphan", node.name, run_after=old, queued_at=old)
+        report = orchestrator.tick()["resync"]
+    assert report["orphans_republished"] == 1
+    assert [m["headers"]["id"] for m in messages(redis, node.name)] == [f"{orphan.run_id}:1"]
+    assert len(queued(redis, heavy.name)) == 1  # nothing added behind the busy node's
+
+
 def test_a_new_leader_publishes_at_once_the_runs_the_last_one_queued(node, redis, monkeypatch):
     """The last leader may have died between committing a run and publishing it: a
     periodic slot would hold its task's name, skipping every slot, for ORPHAN_AFTER."""
