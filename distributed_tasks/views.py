@@ -13,8 +13,10 @@ cluster internals, so they check permissions the way the admin does:
 - ``metrics``: Prometheus text for the same users, or a request bearing
   ``METRICS_TOKEN``; never public.
 
-A path under ``status/`` or ``cancel/`` that names no run (an empty task list or
-name) answers a JSON 404 too, not Django's HTML page.
+A task list is one path segment, so one holding "/" is named in the query instead:
+``status?task_list=<task_list>&name=<name>`` (``cancel`` takes them as form fields or
+in the query). A path under ``status/`` or ``cancel/`` that names no run (an empty task
+list or name) answers a JSON 404 too, not Django's HTML page.
 
 Names and task lists from the URL are only ever looked up, never resolved as
 function paths.
@@ -164,8 +166,16 @@ def api_errors(view: View) -> View:
 @allow("GET", "HEAD")
 @require_permission(VIEW_PERMISSION, "Reading the status of a run")
 @api_errors
-def task_status(request: HttpRequest, task_list: str, name: str) -> JsonResponse:
-    """``GET status/<task_list>/<name>``: the newest run of a name, as ``get_status``."""
+def task_status(
+    request: HttpRequest, task_list: str | None = None, name: str | None = None
+) -> JsonResponse:
+    """``GET status/<task_list>/<name>`` (or ``status?task_list=...&name=...``): the newest
+    run of a name, as ``get_status``."""
+    if name is None:
+        task_list, name = _named_in(request, request.GET)
+        if name is None:
+            return not_found(request)
+    assert task_list is not None
     status = api.get_status(name, task_list)
     if status.state == State.NOT_FOUND:
         raise TaskNotFound(name, task_list)
@@ -193,10 +203,18 @@ def health(request: HttpRequest) -> JsonResponse:
 @csrf_json
 @require_permission(CHANGE_PERMISSION, "Cancelling a run")
 @api_errors
-def cancel(request: HttpRequest, task_list: str, name: str) -> JsonResponse:
-    """``POST cancel/<task_list>/<name>``: end the QUEUED run of a name, or ask the RUNNING
-    one to stop (``force=1``: killed after CANCEL_GRACE), in the user's name (409 if it
-    finished, 404 if it never ran)."""
+def cancel(
+    request: HttpRequest, task_list: str | None = None, name: str | None = None
+) -> JsonResponse:
+    """``POST cancel/<task_list>/<name>`` (or ``cancel`` with ``task_list`` and ``name`` as
+    form fields or in the query): end the QUEUED run of a name, or ask the RUNNING one to
+    stop (``force=1``: killed after CANCEL_GRACE), in the user's name (409 if it finished,
+    404 if it never ran)."""
+    if name is None:
+        task_list, name = _named_in(request, request.POST, request.GET)
+        if name is None:
+            return not_found(request)
+    assert task_list is not None
     force = request.POST.get("force", "").lower() in ("1", "true", "yes", "on")
     if force and not request.user.has_perm(FORCE_PERMISSION):
         return error(
@@ -207,6 +225,16 @@ def cancel(request: HttpRequest, task_list: str, name: str) -> JsonResponse:
         )
     by = request.user.get_username()
     return JsonResponse(asdict(api.cancel(name, task_list, force=force, by=by)))
+
+
+def _named_in(request: HttpRequest, *sources: Any) -> tuple[str, str | None]:
+    """The task list (``default`` when not given) and the name (None when not given or
+    empty) of the query form, from the first of ``sources`` that has each."""
+
+    def first(key: str) -> str | None:
+        return next((source[key] for source in sources if source.get(key)), None)
+
+    return first("task_list") or "default", first("name")
 
 
 def _may_scrape(request: HttpRequest) -> bool:
@@ -251,5 +279,7 @@ def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
         404,
         "not_found",
         f"{request.path} names no run: use status/<task_list>/<name> or "
-        "cancel/<task_list>/<name>, with a task list and a name that are not empty.",
+        "cancel/<task_list>/<name>, with a task list and a name that are not empty (for "
+        "a task list holding '/': status?task_list=<task_list>&name=<name>, and cancel "
+        "with task_list and name as form fields).",
     )

@@ -11,7 +11,7 @@ from distributed_tasks import runner, start_async
 from distributed_tasks.models import TaskRun
 from distributed_tasks.store import message_for
 from tests import tasks
-from tests.integration.views_support import status_url
+from tests.integration.views_support import post_with_csrf, status_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -81,7 +81,7 @@ def test_health_refuses_post_with_json(client):
 
 @pytest.mark.parametrize(
     "path",
-    ["status/", "status/default/", "status//name", "status", "cancel/", "cancel//x", "cancel/a/"],
+    ["status/", "status/default/", "status//name", "cancel/", "cancel//x", "cancel/a/"],
 )
 def test_paths_that_name_no_run_answer_json_404(login, path):
     client = login("view_taskrun", "change_taskrun", staff=True)
@@ -146,6 +146,40 @@ def test_status_finds_names_with_slashes_and_other_task_lists(login, node):
     client = login("view_taskrun")
     assert client.get(status_url("builds/42", "ci")).json()["state"] == "QUEUED"
     assert client.get(status_url("builds/42")).status_code == 404
+
+
+def test_status_and_cancel_name_a_task_list_holding_a_slash_in_the_query(login, node):
+    """Review: a task list is one path segment, so a run of task list "team/ci" had no
+    URL at all."""
+    start_async(tasks.add, [1, 1], name="builds/42", task_list="team/ci")
+    client = login("view_taskrun", "change_taskrun")
+    status = reverse("distributed_tasks:status_query")
+    query = {"task_list": "team/ci", "name": "builds/42"}
+    data = client.get(status, query).json()
+    assert (data["task_list"], data["name"], data["state"]) == ("team/ci", "builds/42", "QUEUED")
+    assert client.get(status, {"name": "builds/42"}).status_code == 404  # "default"'s
+    cancelled = post_with_csrf(client, reverse("distributed_tasks:cancel_query"), query).json()
+    assert (cancelled["task_list"], cancelled["state"]) == ("team/ci", "FAILED")
+
+
+@pytest.mark.parametrize("query", [{}, {"task_list": "ci"}, {"name": ""}])
+def test_the_query_form_without_a_name_is_json_404(login, query):
+    client = login("view_taskrun", "change_taskrun")
+    for response in (
+        client.get(reverse("distributed_tasks:status_query"), query),
+        post_with_csrf(client, reverse("distributed_tasks:cancel_query"), query),
+    ):
+        assert (response.status_code, response.json()["error"]) == (404, "not_found")
+        assert "status?task_list=<task_list>&name=<name>" in response.json()["detail"]
+
+
+def test_the_query_form_keeps_its_methods_and_permissions(login, client):
+    assert client.get(reverse("distributed_tasks:status_query"), {"name": "x"}).status_code == 403
+    viewer = login("view_taskrun")
+    assert viewer.post(reverse("distributed_tasks:status_query")).status_code == 405
+    assert viewer.get(reverse("distributed_tasks:cancel_query")).status_code == 405
+    response = post_with_csrf(viewer, reverse("distributed_tasks:cancel_query"), {"name": "x"})
+    assert (response.status_code, response.json()["error"]) == (403, "permission_denied")
 
 
 def test_status_of_an_unknown_name_is_404(login):
