@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 from django.db import connections, transaction
 from django.utils import timezone
@@ -124,14 +125,17 @@ def record_sent(epoch: int, entry: str, sent: str) -> None:
     what was just sent (SPEC invariant 4). The fence's row lock serialises the update.
     """
     with fenced(epoch):
-        rows = _rows().filter(id=1)
-        known = rows.values_list("beat_sent", flat=True).first() or {}
-        rows.update(beat_sent={**known, entry: sent})
+        _rows().filter(id=1).update(beat_sent={**beat_sent(), entry: sent})
 
 
 def beat_sent() -> dict[str, str]:
     """Entry name -> ISO time the cluster's leaders last sent it (``record_sent``)."""
-    return _rows().filter(id=1).values_list("beat_sent", flat=True).first() or {}
+    return _as_map(_rows().filter(id=1).values_list("beat_sent", flat=True).first())
+
+
+def _as_map(stored: Any) -> dict[str, str]:
+    """The stored sends, or none when the column holds something else (a hand edit)."""
+    return stored if isinstance(stored, dict) else {}
 
 
 def leadership() -> Leadership | None:

@@ -180,18 +180,15 @@ class DistributedScheduler(Scheduler):
         leader of such a release (during a rolling upgrade) still writes: the later of
         the two counts.
         """
-        sent = {name: dt.datetime.fromisoformat(at) for name, at in fencing.beat_sent().items()}
+        stored = fencing.beat_sent()
         try:
             earlier = as_dict(get_redis().hgetall(keys.beat_key()))
         except REDIS_ERRORS:
             earlier = {}
-        for name, at in earlier.items():
-            with contextlib.suppress(ValueError, TypeError):
-                then = dt.datetime.fromisoformat(at)
-                sent[name] = max(sent.get(name, then), then)
         for name, entry in self.schedule.items():
-            if name in sent:
-                entry.last_run_at = sent[name]
+            times = [_sent_at(name, sources.get(name)) for sources in (stored, earlier)]
+            if known := [then for then in times if then is not None]:
+                entry.last_run_at = max(known)
         self._heap = None
 
     def close(self) -> None:
@@ -201,6 +198,25 @@ class DistributedScheduler(Scheduler):
     @property
     def info(self) -> str:
         return f"    . orchestrator -> {self.orchestrator.holder}"
+
+
+def _sent_at(entry: str, value: Any) -> dt.datetime | None:
+    """A stored last send as an aware time; None (and a warning) for a value that is not
+    one. Only the schedule's own entries are read, so a bad value left by a removed entry
+    or a hand edit costs that one entry its last send, never every entry's sends."""
+    if value is None:
+        return None
+    try:
+        then = dt.datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        logger.warning(
+            "The last send of beat entry %r is stored as %r, which is not an ISO time: the "
+            "entry continues from this beat's own last send.",
+            entry,
+            value,
+        )
+        return None
+    return then if then.tzinfo else then.replace(tzinfo=dt.UTC)
 
 
 def beat_class(app: Any) -> type:

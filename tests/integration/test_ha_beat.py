@@ -85,3 +85,30 @@ def test_a_schedule_that_cannot_be_read_stops_the_sends_not_the_duties(beats, re
     beat.resume.ok()  # past its backoff
     beat.tick()
     assert redis.llen(QUEUE) == 1
+
+
+def test_a_stored_send_that_is_not_a_time_costs_only_its_own_entry(beats, redis, caplog):
+    """Review: every stored send was parsed, so one bad value (a removed entry's, a hand
+    edit) failed the resume and held every entry's sends back."""
+    from distributed_tasks.models import Leadership
+
+    recent = get_app().now() - dt.timedelta(minutes=10)
+    values = {"removed": "yesterday", "hourly": recent.isoformat(), "odd": 12}
+    Leadership.objects.create(id=1, beat_sent=values)
+    redis.hset(keys.beat_key(), "hourly", "garbage")  # an older release's, as bad
+    beat = beats("beat-a@test")
+    lead_one_tick(beat)
+    assert beat.resume.failures == 0
+    assert redis.llen(QUEUE) == 0  # the good database value still counts
+    assert beat.schedule["hourly"].last_run_at == recent
+    assert "'garbage', which is not an ISO time" in caplog.text
+    assert "yesterday" not in caplog.text  # not an entry of this schedule: not read
+
+
+def test_a_stored_send_without_a_time_zone_is_taken_as_utc(beats, redis):
+    recent = (get_app().now() - dt.timedelta(minutes=10)).astimezone(dt.UTC)
+    redis.hset(keys.beat_key(), "hourly", recent.replace(tzinfo=None).isoformat())
+    beat = beats("beat-a@test")
+    lead_one_tick(beat)
+    assert redis.llen(QUEUE) == 0
+    assert beat.schedule["hourly"].last_run_at == recent
