@@ -221,12 +221,14 @@ return 0
 PULSE = """
 local function gap_of(gap_key)
   local gap = redis.call('GET', gap_key)
-  if not gap then return 0, 0 end
-  local colon = string.find(gap, ':', 1, true)
-  return tonumber(string.sub(gap, 1, colon - 1)), tonumber(string.sub(gap, colon + 1))
+  local colon = gap and string.find(gap, ':', 1, true)
+  if not colon then return 0, 0 end
+  local start, ended = tonumber(string.sub(gap, 1, colon - 1)), tonumber(string.sub(gap, colon + 1))
+  if not (start and ended) then return 0, 0 end
+  return start, ended
 end
 local function pulse(now, pulse_key, gap_key, threshold, timeout)
-  local last = tonumber(redis.call('GET', pulse_key) or '0')
+  local last = tonumber(redis.call('GET', pulse_key) or '0') or 0
   if last > 0 and now - last > threshold then
     local start = last
     local before, ended = gap_of(gap_key)

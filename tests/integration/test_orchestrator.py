@@ -478,6 +478,18 @@ def test_a_redis_that_flaps_extends_the_gap(redis):
     assert start == now - 9_900 and end >= now
 
 
+@pytest.mark.parametrize(("gap", "pulse"), [("no colon", "x"), ("a:b", "1.5e"), (":", "")])
+def test_a_gap_or_pulse_that_is_not_ours_reads_as_none(redis, gap, pulse):
+    """Review: a gap without a colon (a hand edit, a foreign writer) made every heartbeat
+    and cluster read fail with a script error."""
+    now = redis_ms(redis)
+    redis.zadd(keys.members_key(), {"gone@test": now - 10_000})
+    redis.set(keys.gap_key(), gap)
+    redis.set(keys.pulse_key(), pulse)
+    assert "gone@test" in live_nodes().stale  # no gap excuses the silence
+    assert int(redis.get(keys.pulse_key())) >= now
+
+
 def test_a_silence_while_others_reached_redis_is_a_death(node, redis):
     """The same silence while the node heartbeats of others (or the leader) reached
     Redis: no gap, the node is dead at once."""
