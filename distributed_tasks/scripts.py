@@ -44,7 +44,7 @@ local function claim(key, task_list, name, reuse, replace, cutoff, fields)
   end
   if state and cur[1] ~= replace then
     if state == 'QUEUED' or state == 'RUNNING' then return {0, cur} end
-    local recent = tonumber(cur[6] or '0') >= cutoff
+    local recent = (tonumber(cur[6] or '0') or 0) >= cutoff
     if recent and (reuse == 'reject' or (reuse == 'allow_failed_only' and state == 'DONE')) then
       return {2, cur}
     end
@@ -135,14 +135,14 @@ _UPDATE_FUNCTION = """
 local function update(key, task_list, name, run_id, attempt, ttl, fields, active_only)
   local cur = redis.call('HMGET', key, 'run_id', 'attempt', 'task_list', 'name', 'state')
   local mine = cur[1] and cur[3] == task_list and cur[4] == name
-  if mine and (cur[1] ~= run_id or tonumber(cur[2]) > attempt) then
+  local held = tonumber(cur[2] or '0') or 0  -- an attempt not ours counts as none
+  if mine and (cur[1] ~= run_id or held > attempt) then
     return 0
   end
-  if active_only and mine and tonumber(cur[2]) == attempt
-     and (cur[5] == 'DONE' or cur[5] == 'FAILED') then
+  if active_only and mine and held == attempt and (cur[5] == 'DONE' or cur[5] == 'FAILED') then
     return 0
   end
-  if not mine or tonumber(cur[2]) < attempt then redis.call('DEL', key) end
+  if not mine or held < attempt then redis.call('DEL', key) end
   redis.call('HSET', key, 'task_list', task_list, 'name', name, unpack(fields))
   if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
   return 1

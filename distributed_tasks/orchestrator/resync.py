@@ -28,7 +28,9 @@ flush); the scan then drops the old keys.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import time
+import uuid
 from collections import Counter
 
 from django.db.models import Count, Q
@@ -191,12 +193,14 @@ class Resync(Duty):
                 counts["old_format_keys_dropped"] += int(dropped)
                 continue
             run_id, state = text(run_id), text(state)
-            old = queued_at and now - float(text(queued_at)) > claims.CLAIM_GRACE
-            if state in ACTIVE_STATES and run_id and old:
+            if state in ACTIVE_STATES and run_id and _older(text(queued_at), now):
                 suspects[run_id] = key
-                attempts[key] = int(text(attempt) or 0)
+                attempts[key] = text(attempt) or ""  # compared as stored, never parsed
         for key in set(found) - set(attempts):
             self.ahead.pop(key, None)  # no longer a suspect: a next one gets its full grace
+        for run_id in [run_id for run_id in suspects if not _is_run_id(run_id)]:
+            released = scripts.script(scripts.RELEASE)(keys=[suspects.pop(run_id)], args=[run_id])
+            counts["stale_claims_released"] += int(released)  # no row can back it
         if not suspects:
             return
         rows = get_store().runs.by_keys(suspects, active_name__isnull=False)
@@ -214,7 +218,7 @@ class Resync(Duty):
                 released = scripts.script(scripts.RELEASE)(keys=[key], args=[run_id])
                 counts["stale_claims_released"] += int(released)
 
-    def _restore(self, row: TaskRun, key: str, attempt: int, now: float) -> bool:
+    def _restore(self, row: TaskRun, key: str, attempt: str, now: float) -> bool:
         """Put the finished status of ``row`` back in its name's key, which holds
         ``attempt`` of the run, QUEUED or RUNNING.
 
@@ -243,6 +247,27 @@ class Resync(Duty):
             claims.update(latest.task_list, latest.name, latest.run_id, latest.attempt,
                           claims.fields_for_run(latest))  # fmt: skip
         return True
+
+
+def _older(queued_at: str | None, now: float) -> bool:
+    """Whether a claim queued at ``queued_at`` is past its grace. A claim with no time,
+    or one that is not a number, was not written by a start: it counts as past it, so
+    the claim is checked against its row rather than held for ever."""
+    if queued_at is None:
+        return True
+    try:
+        then = float(queued_at)
+    except ValueError:
+        return True
+    return not math.isfinite(then) or now - then > claims.CLAIM_GRACE
+
+
+def _is_run_id(run_id: str) -> bool:
+    try:
+        uuid.UUID(run_id)
+    except ValueError:
+        return False
+    return True
 
 
 def loads_snapshot() -> dict[str, int]:

@@ -357,6 +357,32 @@ def test_resync_releases_claims_no_row_backs(node, redis, monkeypatch):
     assert claims.read("default", "done")["state"] == "FAILED"
 
 
+def test_claims_with_values_not_ours_do_not_stop_the_resync(node, redis, monkeypatch):
+    """Review: a claim whose attempt or queued time was not a number, or whose run id was
+    not one, aborted the resync's pass over every claim."""
+    orchestrator = lead()
+    settle(orchestrator, redis)
+    monkeypatch.setattr(claims, "CLAIM_GRACE", 0.0)
+    odd = {"state": "QUEUED", "task_list": "default"}
+    redis.hset(keys.run_key("default", "bad-id"), mapping={**odd, "run_id": "not-a-uuid"})
+    redis.hset(keys.run_key("default", "bad-time"),
+               mapping={**odd, "run_id": "cd" * 16, "queued_at": "soon"})  # fmt: skip
+    done = row("done", node.name)
+    TaskRun.objects.filter(id=done.id).update(
+        state="FAILED", active_name=None, finished_at=timezone.now()
+    )
+    claims.claim(
+        "default",
+        "done",
+        {"state": "RUNNING", "run_id": done.run_id, "attempt": "one", "queued_at": 1.0},
+        reuse="allow",
+    )
+    report = orchestrator.tick()["resync"]
+    assert (report["stale_claims_released"], report["finished_statuses_restored"]) == (2, 1)
+    assert claims.read("default", "bad-id") == claims.read("default", "bad-time") == {}
+    assert claims.read("default", "done")["state"] == "FAILED"
+
+
 def test_a_rolled_back_retry_leaves_no_queued_status_behind(node, redis, monkeypatch):
     """retry() claims the name for the next attempt before the row's UPDATE: rolled back,
     the claim says QUEUED (attempt 2) over a run that stays FAILED (attempt 1). The
