@@ -80,7 +80,8 @@ class ClaimFirst:
         """Take over a claim whose owner never backed it with an active row."""
         if reply.outcome is not ClaimOutcome.ACTIVE or not reply.is_stale(now):
             return reply
-        if reply.run_id and get_store().is_active(reply.run_id):
+        run_id = reply.run_id
+        if run_id and claims.is_run_id(run_id) and get_store().is_active(run_id):
             return reply
         m = s.message
         logger.info(

@@ -13,7 +13,8 @@ import enum
 import json
 import logging
 import time
-from collections.abc import Mapping
+import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -58,13 +59,32 @@ class ClaimReply:
             run_id=run_id,
             node=node or None,
             state=state,
-            queued_at=float(queued_at) if queued_at else None,
-            attempt=int(attempt) if attempt else None,
+            queued_at=_number(queued_at, float),
+            attempt=_number(attempt, int),
         )
 
     def is_stale(self, now: float) -> bool:
         """Old enough that its run must be checked against the database."""
         return self.queued_at is None or now - self.queued_at > CLAIM_GRACE
+
+
+def _number(value: str | None, kind: Callable[[str], Any]) -> Any:
+    """``value`` as a number; None when absent or not one (not written by a start: the
+    claim then counts as stale and is checked against the database)."""
+    try:
+        return kind(value) if value else None
+    except ValueError:
+        return None
+
+
+def is_run_id(value: str) -> bool:
+    """Whether a claim's ``run_id`` can name a row (a claim not written by a start may
+    hold anything: no row backs such a one)."""
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
 
 
 def flat(fields: Mapping[str, Any]) -> list[str]:

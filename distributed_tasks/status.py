@@ -33,7 +33,16 @@ def read(name: str, task_list: str = "default") -> TaskStatus:
         logger.warning("Redis unavailable for get_status (%s); reading the database", exc)
         fields = None
     if fields and "state" in fields:
-        status = claims.decode(fields, name, task_list)
+        try:
+            status = claims.decode(fields, name, task_list)
+        except ValueError as exc:  # not written by us: the database holds the truth
+            logger.warning(
+                "The cached status of %r (task list %r) cannot be read (%s); reading the database",
+                name,
+                task_list,
+                exc,
+            )
+            return _from_database(name, task_list, warm=False)
         if expired(status):
             return TaskStatus.not_found(name, task_list)
         if fields.get("result_in_db") and status.run_id:

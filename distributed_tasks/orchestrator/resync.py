@@ -30,7 +30,6 @@ from __future__ import annotations
 import datetime as dt
 import math
 import time
-import uuid
 from collections import Counter
 
 from django.db.models import Count, Q
@@ -198,7 +197,7 @@ class Resync(Duty):
                 attempts[key] = text(attempt) or ""  # compared as stored, never parsed
         for key in set(found) - set(attempts):
             self.ahead.pop(key, None)  # no longer a suspect: a next one gets its full grace
-        for run_id in [run_id for run_id in suspects if not _is_run_id(run_id)]:
+        for run_id in [run_id for run_id in suspects if not claims.is_run_id(run_id)]:
             released = scripts.script(scripts.RELEASE)(keys=[suspects.pop(run_id)], args=[run_id])
             counts["stale_claims_released"] += int(released)  # no row can back it
         if not suspects:
@@ -260,14 +259,6 @@ def _older(queued_at: str | None, now: float) -> bool:
     except ValueError:
         return True
     return not math.isfinite(then) or now - then > claims.CLAIM_GRACE
-
-
-def _is_run_id(run_id: str) -> bool:
-    try:
-        uuid.UUID(run_id)
-    except ValueError:
-        return False
-    return True
 
 
 def loads_snapshot() -> dict[str, int]:

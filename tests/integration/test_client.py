@@ -309,6 +309,26 @@ def test_rolled_back_start_leaves_a_claim_that_a_later_start_replaces(node, redi
     assert start_async(tasks.add, [1, 2], name="rolled-back").name == "rolled-back"
 
 
+@pytest.mark.parametrize(
+    "odd",
+    [
+        {"run_id": "not-a-uuid", "queued_at": "1"},
+        {"run_id": "ab" * 16, "queued_at": "soon", "attempt": "one"},
+        {"run_id": "ab" * 16},  # no time at all
+    ],
+)
+def test_a_claim_not_written_by_a_start_is_replaced_not_raised(node, redis, odd):
+    """Review: a name key holding values that no start writes (a hand edit, a foreign
+    writer) made every start of the name raise ValueError or ValidationError, and its
+    status read raise too; the database holds no run of it."""
+    key = keys.run_key("default", "odd")
+    redis.hset(key, mapping={"state": "QUEUED", "task_list": "default", "name": "odd", **odd})
+    redis.hset(key, "progress", "half")  # a cached field that is not a number
+    assert get_status("odd").state == "NOT_FOUND"  # the database's answer
+    handle = start_async(tasks.add, [1, 2], name="odd")
+    assert get_status("odd").run_id == handle.run_id
+
+
 def test_start_many_reports_each_entry(node, redis):
     start_async(tasks.add, [0, 0], name="batch-2")
     results = start_many(
