@@ -81,7 +81,7 @@ def cancel(
     )
     outcome = Outcome.failed(Reason.CANCELLED, message="cancelled before it started")
     for _race in range(3):  # the run may start, or move to a new attempt, meanwhile
-        run = store.active(task_list, name) or store.latest(task_list, name)
+        run = store.newest(task_list, name)
         if run is None:
             raise TaskNotFound(name, task_list)
         if run.state == State.RUNNING:
@@ -121,7 +121,7 @@ def retry(name: str, task_list: str = "default", placement: Placement | None = N
     """
     _names(name, task_list)
     store = get_store()
-    run = store.latest(task_list, name)
+    run = store.newest(task_list, name)
     if run is None:
         raise TaskNotFound(name, task_list)
     if run.state in (State.QUEUED, State.RUNNING):

@@ -67,7 +67,7 @@ def expired(status: TaskStatus) -> bool:
 
 
 def _from_database(name: str, task_list: str, *, warm: bool) -> TaskStatus:
-    run = get_store().latest(task_list, name)
+    run = get_store().newest(task_list, name)
     if run is None:
         return TaskStatus.not_found(name, task_list)
     fields = claims.fields_for_run(run)

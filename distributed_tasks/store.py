@@ -56,7 +56,14 @@ class BaseStore(abc.ABC):
 
     @abc.abstractmethod
     def latest(self, task_list: str, name: str) -> TaskRun | None:
-        """The newest run of a name, active or not."""
+        """The run of a name queued last, by ``queued_at``, active or not."""
+
+    def newest(self, task_list: str, name: str) -> TaskRun | None:
+        """The run a status of the name describes: its active run, else its latest.
+
+        ``queued_at`` is read off each producer's clock: with hosts' clocks apart, a run
+        that finished may carry a later time than the active run that followed it."""
+        return self.active(task_list, name) or self.latest(task_list, name)
 
     @abc.abstractmethod
     def active(self, task_list: str, name: str) -> TaskRun | None:

@@ -563,6 +563,23 @@ def test_a_single_start_replaces_the_status_a_finished_run_left_whatever_its_clo
     assert get_status("skewed").state == State.QUEUED
 
 
+def test_a_status_from_the_database_is_the_active_runs_whatever_the_clocks(node, redis):
+    """Review: a cache miss read the run with the latest queued_at, a producer host's
+    clock: a finished run stamped by a host whose clock ran an hour ahead hid the active
+    run that followed it, and retry() took that finished run for the newest."""
+    from distributed_tasks import retry
+
+    start_async(tasks.add, [1, 2], name="skewed")
+    finish("skewed", "FAILED")
+    TaskRun.objects.filter(name="skewed").update(queued_at=timezone.now() + timedelta(hours=1))
+    handle = start_async(tasks.add, [1, 2], name="skewed")
+    redis.delete(keys.run_key("default", "skewed"))
+    status = get_status("skewed")
+    assert (status.state, status.run_id) == (State.QUEUED, handle.run_id)
+    with pytest.raises(AlreadyRunning):
+        retry("skewed")
+
+
 def test_names_that_differ_only_in_case_or_trailing_spaces_are_distinct(node, redis):
     """MySQL/MariaDB's default collations made "Build" and "build" (and "trail" and
     "trail ") one name to the unique active name: a start of one was refused with the

@@ -45,7 +45,7 @@ class Command(BaseCommand):
 
     def _history(self, options: dict[str, Any]) -> list[dict[str, Any]]:
         """The attempts of the newest run; the database keeps them past CLEANUP_TIMEOUT."""
-        run = get_store().latest(options["task_list"], options["name"])
+        run = get_store().newest(options["task_list"], options["name"])
         return run.history() if run is not None else []
 
     def _write_history(self, history: list[dict[str, Any]]) -> None:
