@@ -20,12 +20,14 @@ import datetime as dt
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from django.db.models import Count
 
 from distributed_tasks import attempts
 from distributed_tasks.conf import get_settings
 from distributed_tasks.fencing import fenced
+from distributed_tasks.nodes import ALL_TASK_LISTS, NodeInfo
 from distributed_tasks.orchestrator import Duty, TickContext
 from distributed_tasks.store import get_store, message_for
 from distributed_tasks.types import MoveReason, State
@@ -63,6 +65,14 @@ def plan(
     return moves
 
 
+def _movable(receivers: list[NodeInfo]) -> dict[str, Any]:
+    """Only the task lists a node with a free slot serves: a batch of runs that none of
+    them can take would otherwise fill every pass and hide the runs behind it."""
+    if any(ALL_TASK_LISTS in info.task_lists for info in receivers):
+        return {}
+    return {"task_list__in": sorted({name for info in receivers for name in info.task_lists})}
+
+
 class Rebalancer(Duty):
     name = "rebalancer"
 
@@ -94,6 +104,7 @@ class Rebalancer(Duty):
         runs = list(
             get_store()
             .runs.filter(state=State.QUEUED, node__in=full, run_after__lte=since)
+            .filter(**_movable([live[n] for n in slots if loads[n] < slots[n]]))
             .order_by("-priority", "run_after")[: ctx.batch]
         )
         moves = dict(

@@ -77,6 +77,22 @@ def test_runs_stay_put_while_they_are_fresh_or_their_node_has_a_free_slot(busy, 
     assert (fresh.node, fresh.attempt) == (busy.name, 1)
 
 
+def test_runs_no_free_node_serves_do_not_hide_the_ones_that_can_move(busy, heavy, redis):
+    """Review: the oldest batch of waiting runs was read before asking which free node
+    serves them; a batch of runs of a task list no free node serves hid the rest."""
+    conf = {**settings.DISTRIBUTED_TASKS, "BATCH_SIZE": 2}
+    with override_settings(DISTRIBUTED_TASKS=conf):
+        orchestrator = lead()
+        settle(orchestrator, redis)
+        row("long", busy.name, state="RUNNING")
+        for i in range(3):
+            row(f"gpu-{i}", busy.name, task_list="gpu", **waited(9))
+        ci = row("ci", busy.name, task_list="ci", **waited(5))
+        assert orchestrator.tick()["rebalancer"] == {"moved": 1}  # heavy serves "ci" only
+    ci.refresh_from_db()
+    assert (ci.node, ci.attempt) == (heavy.name, 2)
+
+
 def test_a_run_that_its_node_started_meanwhile_is_not_moved(busy, idle, redis, monkeypatch):
     from distributed_tasks import attempts
     from distributed_tasks.store import get_store
