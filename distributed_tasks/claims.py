@@ -12,6 +12,7 @@ import datetime as dt
 import enum
 import json
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -72,9 +73,10 @@ def _number(value: str | None, kind: Callable[[str], Any]) -> Any:
     """``value`` as a number; None when absent or not one (not written by a start: the
     claim then counts as stale and is checked against the database)."""
     try:
-        return kind(value) if value else None
+        number = kind(value) if value else None
     except ValueError:
         return None
+    return number if number is None or math.isfinite(number) else None
 
 
 def is_run_id(value: str) -> bool:

@@ -93,7 +93,7 @@ def cancel(
         if store.mark_cancelled(run, outcome):
             break
     else:
-        raise not_cancellable(store.latest(task_list, name) or run)
+        raise not_cancellable(store.newest(task_list, name) or run)
     msg = message_for(run)
 
     def finished() -> None:

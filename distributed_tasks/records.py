@@ -66,10 +66,12 @@ class TaskRecord:
 
     @classmethod
     def find(cls, task_list: str, name: str) -> TaskRun:
-        """The newest run of ``name``; raises ``TaskNotFound`` when there is none."""
+        """The newest run of ``name`` (its active one, else the one queued last, as
+        ``get_status`` reads it); raises ``TaskNotFound`` when there is none."""
         from distributed_tasks.exceptions import TaskNotFound
 
-        run = cls.objects.named(name, task_list).order_by("-queued_at").first()
+        runs = cls.objects.named(name, task_list)
+        run = runs.filter(active_name=name).first() or runs.order_by("-queued_at").first()
         if run is None:
             raise TaskNotFound(name, task_list)
         return run

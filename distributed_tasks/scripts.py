@@ -42,7 +42,7 @@ local function claim(key, task_list, name, reuse, replace, cutoff, fields)
       end
     end
   end
-  if state and cur[1] ~= replace then
+  if state and (cur[1] or '') ~= replace then
     if state == 'QUEUED' or state == 'RUNNING' then return {0, cur} end
     local recent = (tonumber(cur[6] or '0') or 0) >= cutoff
     if recent and (reuse == 'reject' or (reuse == 'allow_failed_only' and state == 'DONE')) then
@@ -203,8 +203,8 @@ return 1
 # someone else's claim, nor of another attempt's when one is named).
 RELEASE = """
 local cur = redis.call('HMGET', KEYS[1], 'run_id', 'state', 'attempt')
-if ARGV[2] and cur[3] ~= ARGV[2] then return 0 end
-if cur[1] == ARGV[1] and (cur[2] == 'QUEUED' or cur[2] == 'RUNNING') then
+if ARGV[2] and (cur[3] or '') ~= ARGV[2] then return 0 end
+if (cur[1] or '') == ARGV[1] and (cur[2] == 'QUEUED' or cur[2] == 'RUNNING') then
   return redis.call('DEL', KEYS[1])
 end
 return 0
@@ -216,22 +216,30 @@ return 0
 # from everyone, or restarted from a snapshot), so nodes could not heartbeat either. A
 # gap that follows the last one by less than the node timeout extends it (Redis that
 # flaps: a node may have missed the short time it answered in between). The writes go
-# through pcall: a Redis out of memory still answers the read around them.
+# through pcall: a Redis out of memory still answers the read around them. A stored time
+# that Redis's clock cannot have written (not a number, NaN, infinite, negative, after
+# now) counts as none: it would excuse every silence, or stop the pulse for good.
 # Used as: PULSE .. "pulse(now, pulse key, gap key, threshold ms, node timeout ms)".
 PULSE = """
-local function gap_of(gap_key)
+local function past(value, now)
+  local ms = tonumber(value)
+  if ms and ms == ms and ms >= 0 and ms <= now then return ms end
+  return nil
+end
+local function gap_of(gap_key, now)
   local gap = redis.call('GET', gap_key)
   local colon = gap and string.find(gap, ':', 1, true)
   if not colon then return 0, 0 end
-  local start, ended = tonumber(string.sub(gap, 1, colon - 1)), tonumber(string.sub(gap, colon + 1))
+  local start = past(string.sub(gap, 1, colon - 1), now)
+  local ended = past(string.sub(gap, colon + 1), now)
   if not (start and ended) then return 0, 0 end
   return start, ended
 end
 local function pulse(now, pulse_key, gap_key, threshold, timeout)
-  local last = tonumber(redis.call('GET', pulse_key) or '0') or 0
+  local last = past(redis.call('GET', pulse_key), now) or 0
   if last > 0 and now - last > threshold then
     local start = last
-    local before, ended = gap_of(gap_key)
+    local before, ended = gap_of(gap_key, now)
     if ended > 0 and last - ended < timeout then start = math.min(before, last) end
     redis.pcall('SET', gap_key, string.format('%.0f:%.0f', start, now))
   end
@@ -295,7 +303,7 @@ for i = 1, #names, 2 do
   end
 end
 local version = redis.call('GET', KEYS[2]) or '0'
-local gap_start, gap_end = gap_of(KEYS[6])
+local gap_start, gap_end = gap_of(KEYS[6], now)
 local silent = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. cutoff, 'WITHSCORES')
 local stale = {}
 for i = 1, #silent, 2 do

@@ -33,9 +33,11 @@ def read(name: str, task_list: str = "default") -> TaskStatus:
         logger.warning("Redis unavailable for get_status (%s); reading the database", exc)
         fields = None
     if fields and "state" in fields:
+        # Fields not written by us (a time past year 9999 overflows): the database holds
+        # the truth.
         try:
             status = claims.decode(fields, name, task_list)
-        except ValueError as exc:  # not written by us: the database holds the truth
+        except (ValueError, OverflowError, OSError) as exc:
             logger.warning(
                 "The cached status of %r (task list %r) cannot be read (%s); reading the database",
                 name,

@@ -171,11 +171,10 @@ def task_status(
 ) -> JsonResponse:
     """``GET status/<task_list>/<name>`` (or ``status?task_list=...&name=...``): the newest
     run of a name, as ``get_status``."""
-    if name is None:
-        task_list, name = _named_in(request, request.GET)
-        if name is None:
+    if task_list is None or name is None:
+        task_list, name = _named_in(request.GET)
+        if task_list is None or name is None:
             return not_found(request)
-    assert task_list is not None
     status = api.get_status(name, task_list)
     if status.state == State.NOT_FOUND:
         raise TaskNotFound(name, task_list)
@@ -210,12 +209,11 @@ def cancel(
     form fields or in the query): end the QUEUED run of a name, or ask the RUNNING one to
     stop (``force=1``: killed after CANCEL_GRACE), in the user's name (409 if it finished,
     404 if it never ran)."""
-    if name is None:
-        task_list, name = _named_in(request, request.POST, request.GET)
-        if name is None:
+    if task_list is None or name is None:
+        task_list, name = _named_in(request.POST, request.GET)
+        if task_list is None or name is None:
             return not_found(request)
-    assert task_list is not None
-    force = request.POST.get("force", "").lower() in ("1", "true", "yes", "on")
+    force = _given(request.POST, request.GET)("force").lower() in ("1", "true", "yes", "on")
     if force and not request.user.has_perm(FORCE_PERMISSION):
         return error(
             403,
@@ -227,14 +225,16 @@ def cancel(
     return JsonResponse(asdict(api.cancel(name, task_list, force=force, by=by)))
 
 
-def _named_in(request: HttpRequest, *sources: Any) -> tuple[str, str | None]:
-    """The task list (``default`` when not given) and the name (None when not given or
-    empty) of the query form, from the first of ``sources`` that has each."""
+def _given(*sources: Any) -> Callable[[str], str]:
+    """A parameter's value from the first of ``sources`` (form, query) that has it."""
+    return lambda key: next((source[key] for source in sources if source.get(key)), "")
 
-    def first(key: str) -> str | None:
-        return next((source[key] for source in sources if source.get(key)), None)
 
-    return first("task_list") or "default", first("name")
+def _named_in(*sources: Any) -> tuple[str | None, str | None]:
+    """The task list and the name of the query form; None for one not given or empty
+    (as an empty path segment: nothing defaults, so a typo never names another run)."""
+    given = _given(*sources)
+    return given("task_list") or None, given("name") or None
 
 
 def _may_scrape(request: HttpRequest) -> bool:

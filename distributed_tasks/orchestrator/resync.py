@@ -30,6 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import time
+import uuid
 from collections import Counter
 
 from django.db.models import Count, Q
@@ -60,7 +61,7 @@ class Resync(Duty):
         self.inherited_checked = 0  # the epoch whose inherited runs were all looked at
         self.inherited_until: dt.datetime | None = None  # due times looked at so far
         # key -> (attempt, when first seen) of a claim ahead of its run's finished row
-        self.ahead: dict[str, tuple[int, float]] = {}
+        self.ahead: dict[str, tuple[str, float]] = {}
 
     def reset(self) -> None:
         self.rebuild_from = None
@@ -154,22 +155,20 @@ class Resync(Duty):
         asks the broker nothing."""
         runs = get_store().runs.filter(*q, state=State.QUEUED, **when)
         runs = runs.order_by("-run_after" if newest else "run_after")
-        batch = list(runs.filter(node__in=list(ctx.view.nodes))[: ctx.batch])
-        if not batch:
+        nodes = list(runs.filter(node__in=list(ctx.view.nodes)).values_list("node", flat=True)
+                     [: ctx.batch])  # fmt: skip
+        if not nodes:
             return True
-        full = len(batch) == ctx.batch  # more may wait: the idle nodes' own are read next
-        depths = get_broker().depths(ctx.view.nodes if full else {run.node for run in batch})
+        full = len(nodes) == ctx.batch  # more may wait than were read
+        depths = get_broker().depths(ctx.view.nodes if full else set(nodes))
         if any(depth is None for depth in depths.values()):
             return False
-        idle = {node for node, depth in depths.items() if depth == 0}
-        if full:
-            batch = list(runs.filter(node__in=idle)[: ctx.batch]) if idle else []
+        idle = [node for node, depth in depths.items() if depth == 0]
         complete = True
-        for run in batch:
-            if run.node in idle:
-                sent = attempts.deliver(message_for(run))
-                counts[count] += sent
-                complete = complete and sent
+        for run in runs.filter(node__in=idle)[: ctx.batch] if idle else ():
+            sent = attempts.deliver(message_for(run))
+            counts[count] += sent
+            complete = complete and sent
         return complete
 
     def _stale_claims(self, ctx: TickContext, counts: Counter[str]) -> None:
@@ -183,7 +182,8 @@ class Resync(Duty):
         pipe = redis.pipeline(transaction=False)
         for key in found:
             pipe.hmget(key, "run_id", "state", "queued_at", "task_list", "attempt")
-        suspects, attempts = {}, {}
+        suspects: dict[str, str] = {}  # key -> the run id it holds, as stored
+        attempts: dict[str, str] = {}  # key -> its attempt, compared as stored, never parsed
         now = time.time()
         replies = zip(found, pipe.execute(), strict=True)
         for key, (run_id, state, queued_at, task_list, attempt) in replies:
@@ -191,22 +191,20 @@ class Resync(Duty):
                 dropped = scripts.script(scripts.DROP_OLD_FORMAT)(keys=[key])
                 counts["old_format_keys_dropped"] += int(dropped)
                 continue
-            run_id, state = text(run_id), text(state)
-            if state in ACTIVE_STATES and run_id and _older(text(queued_at), now):
-                suspects[run_id] = key
-                attempts[key] = text(attempt) or ""  # compared as stored, never parsed
+            if text(state) in ACTIVE_STATES and _older(text(queued_at), now):
+                suspects[key] = text(run_id) or ""
+                attempts[key] = text(attempt) or ""
         for key in set(found) - set(attempts):
             self.ahead.pop(key, None)  # no longer a suspect: a next one gets its full grace
-        for run_id in [run_id for run_id in suspects if not claims.is_run_id(run_id)]:
-            released = scripts.script(scripts.RELEASE)(keys=[suspects.pop(run_id)], args=[run_id])
-            counts["stale_claims_released"] += int(released)  # no row can back it
-        if not suspects:
+        ours = {key: uuid.UUID(r).hex for key, r in suspects.items() if claims.is_run_id(r)}
+        for key in suspects.keys() - ours.keys():  # not a run id: no row can back it
+            self._release(key, suspects[key], counts)
+        if not ours:
             return
-        rows = get_store().runs.by_keys(suspects, active_name__isnull=False)
-        active = set(rows.values_list("id", flat=True))
-        active_hex = {run_id.hex for run_id in active}
-        for run_id, key in suspects.items():
-            if run_id in active_hex:
+        rows = get_store().runs.by_keys(set(ours.values()), active_name__isnull=False)
+        active = {run_id.hex for run_id in rows.values_list("id", flat=True)}
+        for key, run_id in ours.items():
+            if run_id in active:
                 self.ahead.pop(key, None)
                 continue
             row = get_store().get(run_id)
@@ -214,8 +212,12 @@ class Resync(Duty):
                 if self._restore(row, key, attempts[key], now):
                     counts["finished_statuses_restored"] += 1
             else:
-                released = scripts.script(scripts.RELEASE)(keys=[key], args=[run_id])
-                counts["stale_claims_released"] += int(released)
+                self._release(key, suspects[key], counts)
+
+    @staticmethod
+    def _release(key: str, run_id: str, counts: Counter[str]) -> None:
+        released = scripts.script(scripts.RELEASE)(keys=[key], args=[run_id])
+        counts["stale_claims_released"] += int(released)
 
     def _restore(self, row: TaskRun, key: str, attempt: str, now: float) -> bool:
         """Put the finished status of ``row`` back in its name's key, which holds

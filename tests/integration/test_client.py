@@ -315,9 +315,13 @@ def test_rolled_back_start_leaves_a_claim_that_a_later_start_replaces(node, redi
         {"run_id": "not-a-uuid", "queued_at": "1"},
         {"run_id": "ab" * 16, "queued_at": "soon", "attempt": "one"},
         {"run_id": "ab" * 16},  # no time at all
+        {"run_id": "ab" * 16, "queued_at": "nan"},
+        {"queued_at": "1"},  # no run id
+        {"run_id": "ab" * 16, "queued_at": "1", "started_at": "1e20"},  # past year 9999
     ],
 )
-def test_a_claim_not_written_by_a_start_is_replaced_not_raised(node, redis, odd):
+@pytest.mark.parametrize("walk", ["database first", "claim first"])
+def test_a_claim_not_written_by_a_start_is_replaced_not_raised(node, redis, odd, walk):
     """Review: a name key holding values that no start writes (a hand edit, a foreign
     writer) made every start of the name raise ValueError or ValidationError, and its
     status read raise too; the database holds no run of it."""
@@ -325,7 +329,10 @@ def test_a_claim_not_written_by_a_start_is_replaced_not_raised(node, redis, odd)
     redis.hset(key, mapping={"state": "QUEUED", "task_list": "default", "name": "odd", **odd})
     redis.hset(key, "progress", "half")  # a cached field that is not a number
     assert get_status("odd").state == "NOT_FOUND"  # the database's answer
-    handle = start_async(tasks.add, [1, 2], name="odd")
+    if walk == "claim first":  # a batch claims in Redis before its INSERT
+        (handle,) = start_many([{"func": tasks.add, "args": [1, 2], "name": "odd"}])
+    else:
+        handle = start_async(tasks.add, [1, 2], name="odd")
     assert get_status("odd").run_id == handle.run_id
 
 

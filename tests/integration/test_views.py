@@ -2,6 +2,7 @@
 (cancel: ``test_cancel_view``)."""
 
 import datetime as dt
+from urllib.parse import urlencode
 
 import pytest
 from django.test import override_settings
@@ -157,13 +158,28 @@ def test_status_and_cancel_name_a_task_list_holding_a_slash_in_the_query(login, 
     query = {"task_list": "team/ci", "name": "builds/42"}
     data = client.get(status, query).json()
     assert (data["task_list"], data["name"], data["state"]) == ("team/ci", "builds/42", "QUEUED")
-    assert client.get(status, {"name": "builds/42"}).status_code == 404  # "default"'s
-    cancelled = post_with_csrf(client, reverse("distributed_tasks:cancel_query"), query).json()
+    assert client.get(status, {**query, "task_list": "team"}).status_code == 404
+    cancel = reverse("distributed_tasks:cancel_query")
+    cancelled = post_with_csrf(client, f"{cancel}?{urlencode(query)}").json()  # in the query
     assert (cancelled["task_list"], cancelled["state"]) == ("team/ci", "FAILED")
 
 
-@pytest.mark.parametrize("query", [{}, {"task_list": "ci"}, {"name": ""}])
-def test_the_query_form_without_a_name_is_json_404(login, query):
+def test_a_forced_cancel_in_the_query_form_is_forced(login, node):
+    """force=1 counts wherever the task list and name may be given (review)."""
+    start_async(tasks.add, [1, 1], name="x", task_list="a/b")
+    TaskRun.objects.filter(name="x").update(state="RUNNING")
+    cancel = reverse("distributed_tasks:cancel_query")
+    url = f"{cancel}?{urlencode({'task_list': 'a/b', 'name': 'x', 'force': '1'})}"
+    response = post_with_csrf(login("change_taskrun"), url)
+    assert (response.status_code, response.json()["error"]) == (403, "permission_denied")
+    assert "force_cancel_taskrun" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "query", [{}, {"task_list": "ci"}, {"name": "x"}, {"task_list": "", "name": "x"}]
+)
+def test_the_query_form_without_a_task_list_or_name_is_json_404(login, query):
+    """Nothing defaults: a misspelt task_list must not cancel another list's run."""
     client = login("view_taskrun", "change_taskrun")
     for response in (
         client.get(reverse("distributed_tasks:status_query"), query),
