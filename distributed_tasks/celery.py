@@ -172,9 +172,13 @@ def get_app() -> Celery:
     return install(app)
 
 
-def time_limits(timeout: float | None) -> dict[str, float]:
+def time_limits(timeout: float | None) -> dict[str, float | None]:
+    """``apply_async``'s limits for a run of ``timeout``. None, explicitly, for a run with
+    none: ``apply_async`` would put the entry task's own limits (``task_time_limit``, an
+    annotation) in the message, which then disagreed with its row and was dropped as
+    forged. The pool still applies the task's limits to a message that carries none."""
     if not timeout:
-        return {}
+        return {"soft_time_limit": None, "time_limit": None}
     return {"soft_time_limit": timeout, "time_limit": timeout + HARD_LIMIT_GRACE}
 
 

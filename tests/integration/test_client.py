@@ -336,6 +336,28 @@ def test_a_claim_not_written_by_a_start_is_replaced_not_raised(node, redis, odd,
     assert get_status("odd").run_id == handle.run_id
 
 
+def test_a_message_without_a_timeout_carries_none_whatever_the_entry_task_s_limits(
+    node, redis, monkeypatch
+):
+    """Review: with ``task_time_limit``/``task_soft_time_limit`` (or an annotation) on the
+    entry task, apply_async put those limits in the message of a run with no timeout; the
+    worker found them disagreeing with the row and dropped every such run as forged."""
+    from distributed_tasks import envelope, runner
+    from distributed_tasks.celery import TASK_NAME, get_app
+
+    monkeypatch.setattr(envelope, "client", lambda: None)  # through apply_async (CELERY_APP)
+    entry = get_app().tasks[TASK_NAME]
+    monkeypatch.setattr(entry, "time_limit", 60)
+    monkeypatch.setattr(entry, "soft_time_limit", 50)
+    monkeypatch.setattr(entry, "_exec_options", None)  # Celery caches them per task
+    (handle,) = start_many([{"func": tasks.add, "args": [1, 2], "name": "limited"}])
+    (message,) = queued_messages(redis)
+    assert message["headers"]["timelimit"] == [None, None]
+    (body,) = bodies(redis)
+    outcome = runner.execute(body, limits=tuple(message["headers"]["timelimit"]))
+    assert (outcome.state, outcome.result) == (State.DONE, 3)
+
+
 def test_start_many_reports_each_entry(node, redis):
     start_async(tasks.add, [0, 0], name="batch-2")
     results = start_many(
