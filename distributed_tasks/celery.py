@@ -81,6 +81,15 @@ class RunRequest(Request):
     in both cases only the worker's main process learns about it, here.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not _limits_ok(self.time_limits):
+            # The pool's timer takes float() of them in the main process when the job
+            # starts: a foreign value ("x", NaN) stopped the node, and the message, never
+            # acknowledged, stopped it again after every restart. None keeps the task's
+            # limits; the runner drops the run as forged (its header disagrees with the row).
+            self.time_limits = (None, None)
+
     def acknowledge(self) -> None:
         super().acknowledge()  # logs, and swallows, a broker that does not answer
         forget_failed_ack(self.message)
@@ -109,6 +118,17 @@ class RunRequest(Request):
             )
             runner.record_lost(self.args, by, exc=exc)
         return result
+
+
+def _limits_ok(limits: Any) -> bool:
+    """Whether a message's ``timelimit`` is two limits, each None or a number ≥ 0."""
+    if not isinstance(limits, (list, tuple)) or len(limits) != 2:
+        return False
+    return all(
+        limit is None
+        or (isinstance(limit, (int, float)) and not isinstance(limit, bool) and 0 <= limit < 1e9)
+        for limit in limits
+    )
 
 
 def execute(task: Any, body: dict[str, Any]) -> str:

@@ -81,8 +81,11 @@ def of(limits: tuple | None) -> float | None:
     """The soft limit the pool applies to a message whose Celery ``timelimit`` is
     ``limits`` (hard, soft): its own, else the entry task's (the app's
     ``task_soft_time_limit``, or an annotation)."""
-    soft = limits[1] if limits and len(limits) > 1 else None
-    return float(soft) if soft else _task_default()
+    soft = limits[1] if isinstance(limits, (list, tuple)) and len(limits) > 1 else None
+    try:
+        return float(soft) if soft else _task_default()
+    except (TypeError, ValueError):  # not a limit: the runner drops the message as forged
+        return _task_default()
 
 
 @functools.cache

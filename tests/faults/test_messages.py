@@ -68,6 +68,9 @@ def poison(app) -> None:
     app.send_task("no.such.task", args=[1], queue=queue)
     for args in (["not an object"], [], [{"run_id": 1}], [{}, "extra"]):
         app.send_task(celery.TASK_NAME, args=args, queue=queue)
+    # Time limits the pool's timer cannot take: they stopped the node (review).
+    for limits in ({"time_limit": "x"}, {"soft_time_limit": {}}, {"time_limit": float("nan")}):
+        app.send_task(celery.TASK_NAME, args=[{}], queue=queue, **limits)
 
 
 def test_poison_messages_are_dropped_and_the_node_keeps_serving(serving):

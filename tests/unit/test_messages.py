@@ -59,3 +59,29 @@ def test_round_trip():
 def test_malformed_bodies_are_refused(body):
     with pytest.raises(MalformedMessage):
         RunMessage.from_body(body)
+
+
+@pytest.mark.parametrize(
+    ("limits", "ok"),
+    [
+        ((None, None), True),
+        ([12.0, 10], True),
+        (["x", None], False),
+        ([None, {}], False),
+        ([float("nan"), None], False),
+        ([float("inf"), None], False),
+        ([-1, None], False),
+        ([True, None], False),
+        ([1.0], False),
+        ("ab", False),
+    ],
+)
+def test_only_time_limits_the_pool_can_take_reach_it(limits, ok):
+    """A foreign ``timelimit`` header stopped the node: the pool's timer takes float() of
+    it in the worker's main process (review). Such a message keeps the task's limits,
+    and its soft limit is the task's too."""
+    from distributed_tasks import soft_limits
+    from distributed_tasks.celery import _limits_ok
+
+    assert _limits_ok(limits) is ok
+    soft_limits.of(limits)  # never raises
