@@ -350,7 +350,7 @@ def test_a_message_without_a_timeout_carries_none_whatever_the_entry_task_s_limi
     monkeypatch.setattr(entry, "time_limit", 60)
     monkeypatch.setattr(entry, "soft_time_limit", 50)
     monkeypatch.setattr(entry, "_exec_options", None)  # Celery caches them per task
-    (handle,) = start_many([{"func": tasks.add, "args": [1, 2], "name": "limited"}])
+    start_many([{"func": tasks.add, "args": [1, 2], "name": "limited"}])
     (message,) = queued_messages(redis)
     assert message["headers"]["timelimit"] == [None, None]
     (body,) = bodies(redis)
