@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import uuid
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -127,17 +128,33 @@ class RunMessage:
             msg = cls(**body)
         except TypeError as exc:
             raise MalformedMessage(f"run message has unexpected fields: {exc}") from None
-        checks = (
-            isinstance(msg.run_id, str),
-            isinstance(msg.attempt, int) and not isinstance(msg.attempt, bool),
-            isinstance(msg.node, str),
-            isinstance(msg.function, str),
-            isinstance(msg.args, list),
-            isinstance(msg.kwargs, dict),
-        )
-        if not all(checks):
-            raise MalformedMessage("run message fields have the wrong types")
+        checks = {
+            "run_id (a run id: a UUID)": _is_uuid(msg.run_id),
+            "attempt (a whole number from 1)": isinstance(msg.attempt, int)
+            and not isinstance(msg.attempt, bool)
+            and 1 <= msg.attempt <= ATTEMPT_MAX,
+            "node (a string)": isinstance(msg.node, str),
+            "function (a string)": isinstance(msg.function, str),
+            "args (a list)": isinstance(msg.args, list),
+            "kwargs (an object)": isinstance(msg.kwargs, dict),
+        }
+        if wrong := [field for field, ok in checks.items() if not ok]:
+            raise MalformedMessage(f"run message has wrong fields: {', '.join(wrong)}")
         return msg
+
+
+ATTEMPT_MAX = 2**31 - 1  # the attempt column's range on every backend
+
+
+def _is_uuid(value: Any) -> bool:
+    """A run id a row can have; anything else would raise the database's own error."""
+    if not isinstance(value, str):
+        return False
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
 
 
 _FIELDS = tuple(f.name for f in fields(RunMessage))

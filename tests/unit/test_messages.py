@@ -2,12 +2,19 @@ import pytest
 
 from distributed_tasks.messages import MalformedMessage, RunMessage
 
-VALID = {"run_id": "a", "attempt": 1, "node": "n", "task_list": "d", "name": "n", "function": "f"}
+VALID = {
+    "run_id": "a" * 32,
+    "attempt": 1,
+    "node": "n",
+    "task_list": "d",
+    "name": "n",
+    "function": "f",
+}
 
 
 def test_round_trip():
     msg = RunMessage(
-        run_id="ab",
+        run_id="ab" * 16,
         attempt=2,
         node="w@h",
         task_list="default",
@@ -18,8 +25,8 @@ def test_round_trip():
         timeout=3.0,
     )
     assert RunMessage.from_body(msg.to_body()) == msg
-    assert msg.task_id == "ab:2"
-    assert msg.for_attempt(3, "w2@h").task_id == "ab:3"
+    assert msg.task_id == f"{'ab' * 16}:2"
+    assert msg.for_attempt(3, "w2@h").task_id == f"{'ab' * 16}:3"
 
 
 @pytest.mark.parametrize(
@@ -59,6 +66,20 @@ def test_round_trip():
 def test_malformed_bodies_are_refused(body):
     with pytest.raises(MalformedMessage):
         RunMessage.from_body(body)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"run_id": "abc"}, "run_id"),  # the database's ValidationError escaped (review)
+        ({"attempt": 0}, "attempt"),
+        ({"attempt": 2**63}, "attempt"),  # SQLite's OverflowError escaped (review)
+        ({"args": {}}, "args"),
+    ],
+)
+def test_a_wrong_field_is_named(change, field):
+    with pytest.raises(MalformedMessage, match=f"wrong fields: {field} "):
+        RunMessage.from_body({**VALID, **change})
 
 
 @pytest.mark.parametrize(
