@@ -90,7 +90,15 @@ class Watcher(threading.Thread):
     def poll(self) -> None:
         close_broken_connections()  # this thread's own connection, after a database outage
         key = keys.node_cancel_key(self.node)
-        self.deadlines.update({k: float(v) for k, v in as_dict(get_redis().hgetall(key)).items()})
+        for task_id, deadline in as_dict(get_redis().hgetall(key)).items():
+            try:
+                self.deadlines[task_id] = float(deadline)
+            except ValueError:  # not a request of ours: it would stop every other one
+                logger.warning(
+                    "Dropping the forced cancel %r of %s: its deadline %r is not a time",
+                    task_id, key, deadline,
+                )  # fmt: skip
+                get_redis().hdel(key, task_id)
         if time.monotonic() - self.row_at >= ROW_INTERVAL:
             self.row_at = time.monotonic()
             try:
