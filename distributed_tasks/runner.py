@@ -96,6 +96,11 @@ def _limit(timeout: float | None) -> str:
     return f"its timeout of {timeout:g} s" if timeout else "a time limit (the run has no timeout)"
 
 
+def _timed_out(task: Any, msg: RunMessage, exc: SoftTimeLimitExceeded) -> Outcome:
+    _hook(task, "on_timeout", task.info)
+    return Outcome.failed(Reason.TIMEOUT, exc, f"exceeded {_limit(msg.timeout)}")
+
+
 def _guard(msg: RunMessage, *, contain: bool = True) -> Outcome:
     """Run the function and callback; turn anything they do into an Outcome.
 
@@ -112,14 +117,13 @@ def _guard(msg: RunMessage, *, contain: bool = True) -> Outcome:
         cancellation.finish_cancelled()  # it saw cancel_requested(): FAILED(cancelled)
         try:
             strict_json(result)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise NotSerializable(
                 f"{msg.function} returned {type(result).__name__}, which is not JSON: {exc}. "
                 "Return JSON-compatible values (dicts, lists, str, numbers, bools, None)."
             ) from exc
     except SoftTimeLimitExceeded as exc:
-        _hook(task, "on_timeout", info)
-        return Outcome.failed(Reason.TIMEOUT, exc, f"exceeded {_limit(msg.timeout)}")
+        return _timed_out(task, msg, exc)
     except BaseException as exc:
         _hook(task, "on_failure", info, exc)
         if not contain and not isinstance(exc, Exception):
@@ -128,11 +132,15 @@ def _guard(msg: RunMessage, *, contain: bool = True) -> Outcome:
     if msg.callback:
         try:
             registry.invoke(registry.resolve(msg.callback).create().run, msg.name, result)
+        except SoftTimeLimitExceeded as exc:  # the run's limit covers its callback too
+            return _timed_out(task, msg, exc)
         except BaseException as exc:
             _hook(task, "on_failure", info, exc)
             return _failure(Reason.CALLBACK, exc)
     try:
         task.on_success(info, result)
+    except SoftTimeLimitExceeded as exc:
+        return _timed_out(task, msg, exc)
     except BaseException as exc:
         logger.exception("%s.on_success raised; the run fails", type(task).__name__)
         return _failure(Reason.EXCEPTION, exc)

@@ -297,6 +297,14 @@ def soft_limit() -> None:
 
 
 @distributed_task
+def callback_meets_its_limit(name: str, result: Any) -> None:
+    """A callback still running when the run's soft limit strikes."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    raise SoftTimeLimitExceeded()
+
+
+@distributed_task
 def soft_signal(after: float) -> str:
     """Sends its own process the soft-time-limit signal ``after`` seconds in, as Celery's
     pool does when a job meets its soft limit; returns if the signal did not stop it."""

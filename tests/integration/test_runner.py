@@ -91,6 +91,21 @@ def test_failing_callback_fails_the_run():
     assert (run.state, run.reason, run.error_type) == ("FAILED", "callback", "RuntimeError")
 
 
+def test_a_callback_that_meets_the_run_s_time_limit_ends_it_as_a_timeout():
+    """Review: it was recorded FAILED(callback) with the error "SoftTimeLimitExceeded()",
+    and on_failure ran instead of on_timeout."""
+    msg = queue(
+        "tests.tasks.add", [1, 1], callback="tests.tasks.callback_meets_its_limit", timeout=5
+    )
+    runner.execute(msg.to_body())
+    run = row(msg)
+    assert (run.state, run.reason, run.error) == (
+        "FAILED",
+        "timeout",
+        "exceeded its timeout of 5 s",
+    )
+
+
 def test_unknown_function_in_a_message_is_not_imported():
     msg = queue("os.getcwd")
     runner.execute(msg.to_body())
