@@ -330,6 +330,20 @@ def test_a_new_leader_publishes_at_once_the_runs_the_last_one_queued(node, redis
     assert second.tick()["resync"]["inherited_republished"] == 3
 
 
+def finished_under_a_running_claim(node, attempt) -> None:
+    """Run "done" FAILED in the database while its name's key still says RUNNING."""
+    done = row("done", node.name)
+    TaskRun.objects.filter(id=done.id).update(
+        state="FAILED", active_name=None, finished_at=timezone.now()
+    )
+    claims.claim(
+        "default",
+        "done",
+        {"state": "RUNNING", "run_id": done.run_id, "attempt": attempt, "queued_at": 1.0},
+        reuse="allow",
+    )
+
+
 def test_resync_releases_claims_no_row_backs(node, redis, monkeypatch):
     orchestrator = lead()
     settle(orchestrator, redis)
@@ -340,16 +354,7 @@ def test_resync_releases_claims_no_row_backs(node, redis, monkeypatch):
         {"state": "QUEUED", "run_id": "ab" * 16, "queued_at": 1.0},
         reuse="allow",
     )
-    done = row("done", node.name)
-    TaskRun.objects.filter(id=done.id).update(
-        state="FAILED", active_name=None, finished_at=timezone.now()
-    )
-    claims.claim(
-        "default",
-        "done",
-        {"state": "RUNNING", "run_id": done.run_id, "attempt": 1, "queued_at": 1.0},
-        reuse="allow",
-    )
+    finished_under_a_running_claim(node, attempt=1)
     report = orchestrator.tick()["resync"]
     assert report["stale_claims_released"] == 1
     assert report["finished_statuses_restored"] == 1
@@ -373,16 +378,7 @@ def test_claims_with_values_not_ours_do_not_stop_the_resync(node, redis, monkeyp
     waiting = row("waiting", node.name)  # active, its id written with dashes
     dashed = str(uuid.UUID(waiting.run_id))
     redis.hset(keys.run_key("default", "waiting"), mapping={**odd, "run_id": dashed})
-    done = row("done", node.name)
-    TaskRun.objects.filter(id=done.id).update(
-        state="FAILED", active_name=None, finished_at=timezone.now()
-    )
-    claims.claim(
-        "default",
-        "done",
-        {"state": "RUNNING", "run_id": done.run_id, "attempt": "one", "queued_at": 1.0},
-        reuse="allow",
-    )
+    finished_under_a_running_claim(node, attempt="one")
     report = orchestrator.tick()["resync"]
     assert (report["stale_claims_released"], report["finished_statuses_restored"]) == (4, 1)
     for name in ("bad-id", "same-bad-id", "no-id", "bad-time"):
