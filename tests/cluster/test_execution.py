@@ -90,7 +90,13 @@ def test_callback_runs_on_the_worker_before_done(nodes):
 
 
 def test_runs_spread_over_every_node(nodes):
-    for i in range(30):
-        start_async(tasks.where, name=f"spread-{i}")
-    ran_on = {wait_finished(f"spread-{i}").result for i in range(30)}
-    assert ran_on == set(NODES)
+    """Placement puts runs on every node; each runs where its row says. Where they run may
+    be fewer nodes: one slow to take its first runs (three starting on two cores) has its
+    waiting runs stolen by the others, as it should (a CI run saw w3's all taken)."""
+    names = [f"spread-{i}" for i in range(30)]
+    for name in names:
+        start_async(tasks.where, name=name)
+    statuses = [wait_finished(name) for name in names]
+    assert all((s.state, s.result) == (State.DONE, s.node) for s in statuses)
+    placed = {TaskRun.objects.get(name=name).history()[0]["node"] for name in names}
+    assert placed == set(NODES)
