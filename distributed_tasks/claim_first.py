@@ -20,6 +20,7 @@ from distributed_tasks.claims import ClaimOutcome, ClaimReply
 from distributed_tasks.conf import get_settings
 from distributed_tasks.connection import get_redis
 from distributed_tasks.exceptions import NameReserved
+from distributed_tasks.messages import run_hex
 from distributed_tasks.outage import REDIS_ERRORS
 from distributed_tasks.placement import Placement
 from distributed_tasks.starts import Start, unavailable
@@ -80,8 +81,7 @@ class ClaimFirst:
         """Take over a claim whose owner never backed it with an active row."""
         if reply.outcome is not ClaimOutcome.ACTIVE or not reply.is_stale(now):
             return reply
-        run_id = reply.run_id
-        if run_id and claims.is_run_id(run_id) and get_store().is_active(run_id):
+        if run_hex(reply.run_id) and get_store().is_active(reply.run_id):
             return reply
         m = s.message
         logger.info(

@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -79,14 +78,12 @@ def _number(value: str | None, kind: Callable[[str], Any]) -> Any:
     return number if number is None or math.isfinite(number) else None
 
 
-def is_run_id(value: str) -> bool:
-    """Whether a claim's ``run_id`` can name a row (a claim not written by a start may
-    hold anything: no row backs such a one)."""
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
+def past_grace(queued_at: str | None, now: float) -> bool:
+    """Whether a claim stored as queued at ``queued_at`` must be checked against the
+    database (``ClaimReply.is_stale`` on the raw field): a claim with no time, or one
+    that is not a finite number, was not written by a start and counts as past it."""
+    then = _number(queued_at, float)
+    return then is None or now - then > CLAIM_GRACE
 
 
 def flat(fields: Mapping[str, Any]) -> list[str]:

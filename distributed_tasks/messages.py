@@ -129,7 +129,7 @@ class RunMessage:
         except TypeError as exc:
             raise MalformedMessage(f"run message has unexpected fields: {exc}") from None
         checks = {
-            "run_id (a run id: a UUID)": _is_uuid(msg.run_id),
+            "run_id (a run id: a UUID)": run_hex(msg.run_id) is not None,
             "attempt (a whole number from 1)": isinstance(msg.attempt, int)
             and not isinstance(msg.attempt, bool)
             and 1 <= msg.attempt <= ATTEMPT_MAX,
@@ -146,15 +146,15 @@ class RunMessage:
 ATTEMPT_MAX = 2**31 - 1  # the attempt column's range on every backend
 
 
-def _is_uuid(value: Any) -> bool:
-    """A run id a row can have; anything else would raise the database's own error."""
+def run_hex(value: Any) -> str | None:
+    """The run id ``value`` names, as the 32 hex digits rows use; None when it is not one
+    (a message or a claim not written by us: it would raise the database's own error)."""
     if not isinstance(value, str):
-        return False
+        return None
     try:
-        uuid.UUID(value)
+        return uuid.UUID(value).hex
     except ValueError:
-        return False
-    return True
+        return None
 
 
 _FIELDS = tuple(f.name for f in fields(RunMessage))

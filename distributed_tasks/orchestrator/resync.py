@@ -28,9 +28,7 @@ flush); the scan then drops the old keys.
 from __future__ import annotations
 
 import datetime as dt
-import math
 import time
-import uuid
 from collections import Counter
 
 from django.db.models import Count, Q
@@ -39,6 +37,7 @@ from django.utils import timezone
 from distributed_tasks import attempts, claims, deferred, keys, scripts
 from distributed_tasks.brokers import get_broker
 from distributed_tasks.connection import as_dict, get_redis, scan_step, text
+from distributed_tasks.messages import run_hex
 from distributed_tasks.models import TaskRun
 from distributed_tasks.nodes import PARKED
 from distributed_tasks.orchestrator import Duty, TickContext
@@ -191,12 +190,12 @@ class Resync(Duty):
                 dropped = scripts.script(scripts.DROP_OLD_FORMAT)(keys=[key])
                 counts["old_format_keys_dropped"] += int(dropped)
                 continue
-            if text(state) in ACTIVE_STATES and _older(text(queued_at), now):
+            if text(state) in ACTIVE_STATES and claims.past_grace(text(queued_at), now):
                 suspects[key] = text(run_id) or ""
                 attempts[key] = text(attempt) or ""
         for key in set(found) - set(attempts):
             self.ahead.pop(key, None)  # no longer a suspect: a next one gets its full grace
-        ours = {key: uuid.UUID(r).hex for key, r in suspects.items() if claims.is_run_id(r)}
+        ours = {key: run for key, stored in suspects.items() if (run := run_hex(stored))}
         for key in suspects.keys() - ours.keys():  # not a run id: no row can back it
             self._release(key, suspects[key], counts)
         if not ours:
@@ -248,19 +247,6 @@ class Resync(Duty):
             claims.update(latest.task_list, latest.name, latest.run_id, latest.attempt,
                           claims.fields_for_run(latest))  # fmt: skip
         return True
-
-
-def _older(queued_at: str | None, now: float) -> bool:
-    """Whether a claim queued at ``queued_at`` is past its grace. A claim with no time,
-    or one that is not a number, was not written by a start: it counts as past it, so
-    the claim is checked against its row rather than held for ever."""
-    if queued_at is None:
-        return True
-    try:
-        then = float(queued_at)
-    except ValueError:
-        return True
-    return not math.isfinite(then) or now - then > claims.CLAIM_GRACE
 
 
 def loads_snapshot() -> dict[str, int]:
