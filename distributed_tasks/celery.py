@@ -81,8 +81,11 @@ class RunRequest(Request):
     in both cases only the worker's main process learns about it, here.
     """
 
+    sent_limits: Any = (None, None)  # the message's ``timelimit``, for record_lost
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.sent_limits = self.time_limits
         if not _limits_ok(self.time_limits):
             # The pool's timer takes float() of them in the main process when the job
             # starts: a foreign value ("x", NaN) stopped the node, and the message, never
@@ -94,6 +97,10 @@ class RunRequest(Request):
         super().acknowledge()  # logs, and swallows, a broker that does not answer
         forget_failed_ack(self.message)
 
+    def _as_sent(self) -> dict[str, Any]:
+        """The Celery fields the runner checks against the run's row, as sent."""
+        return {"limits": self.sent_limits, "task_id": self.id}
+
     def _duplicate_runs_on(self) -> bool:
         """Another pool process of this node executes the same attempt (a duplicate
         delivery of its message): that one records its outcome, this loss ends nothing."""
@@ -104,7 +111,7 @@ class RunRequest(Request):
         if not soft and not self._duplicate_runs_on():
             from distributed_tasks import runner
 
-            runner.record_lost(self.args, runner.LostBy.TIMEOUT, timeout=timeout)
+            runner.record_lost(self.args, runner.LostBy.TIMEOUT, timeout=timeout, **self._as_sent())
 
     def on_failure(self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False):
         result = super().on_failure(exc_info, send_failed_event, return_ok)
@@ -116,7 +123,7 @@ class RunRequest(Request):
             by = (
                 runner.LostBy.TIMEOUT if isinstance(exc, TimeLimitExceeded) else runner.LostBy.CRASH
             )
-            runner.record_lost(self.args, by, exc=exc)
+            runner.record_lost(self.args, by, exc=exc, **self._as_sent())
         return result
 
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import re
 import uuid
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from distributed_tasks.types import TaskHandle
+
+logger = logging.getLogger("distributed_tasks.messages")
 
 # An escaped NUL: "\u0000" after an even number of backslashes (an odd number
 # means the backslash itself was escaped and the text is a literal "\u0000").
@@ -124,10 +127,15 @@ class RunMessage:
     def from_body(cls, body: Any) -> RunMessage:
         if not isinstance(body, dict):
             raise MalformedMessage(f"run message must be a JSON object, got {type(body).__name__}")
+        if unknown := body.keys() - _FIELD_SET:
+            # A newer release's field, during a rolling upgrade: what runs is the row's
+            # call anyway, so it is left out, not the run (dropped, it would never run).
+            _note_unknown(unknown)
+            body = {key: value for key, value in body.items() if key in _FIELD_SET}
         try:
             msg = cls(**body)
         except TypeError as exc:
-            raise MalformedMessage(f"run message has unexpected fields: {exc}") from None
+            raise MalformedMessage(f"run message lacks fields: {exc}") from None
         checks = {
             "run_id (a run id: a UUID)": run_hex(msg.run_id) is not None,
             "attempt (a whole number from 1)": isinstance(msg.attempt, int)
@@ -158,3 +166,16 @@ def run_hex(value: Any) -> str | None:
 
 
 _FIELDS = tuple(f.name for f in fields(RunMessage))
+_FIELD_SET = frozenset(_FIELDS)
+_unknown_seen: set[str] = set()
+
+
+def _note_unknown(unknown: set[str]) -> None:
+    """Log, once per field and process, that a message held fields this release lacks."""
+    if new := {str(key) for key in unknown} - _unknown_seen:
+        _unknown_seen.update(new)
+        logger.warning(
+            "Run messages hold fields this release does not know (%s): they are ignored "
+            "(a newer release sends them?); the run executes what its row holds",
+            ", ".join(sorted(new))[:300],
+        )

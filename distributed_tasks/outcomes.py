@@ -16,14 +16,20 @@ import time
 from dataclasses import replace
 
 from celery.exceptions import SoftTimeLimitExceeded
-from django.db import DatabaseError, connections
+from django.db import DatabaseError, OperationalError, connections
 
 from distributed_tasks import attempts, logs, mirror, signals
 from distributed_tasks.exceptions import ClusterUnavailable
 from distributed_tasks.messages import RunMessage, storable
 from distributed_tasks.models import TaskRun
 from distributed_tasks.outage import DB_ERRORS, Outage
-from distributed_tasks.resilience import DB_UNAVAILABLE, close_broken_connections, until_answered
+from distributed_tasks.resilience import (
+    DB_UNAVAILABLE,
+    close_broken_connections,
+    over_a_limit,
+    read_only,
+    until_answered,
+)
 from distributed_tasks.store import get_store
 from distributed_tasks.types import (
     ACTIVE_STATES,
@@ -118,7 +124,10 @@ def _persist(
     result over ``max_allowed_packet``): when ``refusable``, it raises a plain
     ``DatabaseError``, so ``record`` stores a FAILED that says why, where the run stayed
     RUNNING. A write refused on a live connection (read-only during a switchover, a
-    lock or statement timeout) is retried as before: writes are what is away."""
+    lock or statement timeout) is retried as before: writes are what is away. So is one
+    refused because the database takes no writes now (PostgreSQL's read-only error is an
+    InternalError). One over a PostgreSQL limit (a result over jsonb's size) is this
+    outcome's own fault, although it comes as an OperationalError."""
     strikes = 0
 
     def store() -> tuple[bool, RunMessage | None]:
@@ -126,6 +135,8 @@ def _persist(
         try:
             return _store(msg, outcome, lost, retry)
         except DB_UNAVAILABLE as exc:
+            if over_a_limit(exc):
+                raise DatabaseError(f"{type(exc).__name__}: {exc}") from exc
             if refusable:
                 strikes = strikes + 1 if _dropped_but_answers() else 0
             if strikes >= STRIKES:
@@ -134,6 +145,10 @@ def _persist(
                     "MySQL/MariaDB: a result over max_allowed_packet?)"
                 )
                 raise DatabaseError(f"{what}: {exc}") from exc
+            raise
+        except DatabaseError as exc:
+            if read_only(exc):
+                raise OperationalError(f"the database takes no writes now: {exc}") from exc
             raise
 
     while True:
@@ -203,7 +218,7 @@ def record(
             recorded, new = _persist(
                 msg, outcome, lost, outage, patience, refusable=False, retry=again
             )
-    except DB_UNAVAILABLE as exc:
+    except DB_ERRORS as exc:  # away past ``patience``, or even the plain FAILED refused
         gave_up(msg, exc, patience)
         return False
     if not recorded:
@@ -223,11 +238,16 @@ def record(
 
 
 def gave_up(msg: RunMessage, exc: BaseException, patience: float | None) -> None:
-    """Log that the worker's main process stopped trying to store ``msg``'s outcome."""
+    """Log that this process stopped trying to store ``msg``'s outcome: the database did
+    not answer within ``patience`` (the worker's main process), or refused even a plain
+    FAILED."""
+    away = isinstance(exc, DB_UNAVAILABLE)
+    why = f"did not answer in {patience or 0:g} s" if away else "refused even a plain FAILED"
     logger.error(
-        "Gave up storing the outcome of %s attempt %s after %g s (%s): the leader's "
-        "watchdog ends the run once this node stops reporting it",
-        msg.name, msg.attempt, patience or 0, exc, extra=logs.run_extra(msg, "gave_up"),
+        "Gave up storing the outcome of %s attempt %s: the database %s (%s: %s); the "
+        "leader's watchdog ends the run once this node stops reporting it",
+        msg.name, msg.attempt, why, type(exc).__name__, exc,
+        extra=logs.run_extra(msg, "gave_up"),
     )  # fmt: skip
 
 

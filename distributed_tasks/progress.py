@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from distributed_tasks import claims, keys, running_status
+from distributed_tasks import aside, claims, keys, running_status
 from distributed_tasks.connection import get_redis, text
 from distributed_tasks.messages import RunMessage, storable, strict_json
 from distributed_tasks.models import PROGRESS_MESSAGE_LIMIT
@@ -66,6 +66,7 @@ class RunScope:
     cancel_checked_at: float = -math.inf
     cancel_row_checked_at: float = -math.inf
     announced: Any = None  # a RUNNING status not written yet (running_status.py)
+    began_in_transaction: bool = False  # executed inside a caller's transaction (aside.py)
 
     def fields(self) -> dict[str, Any]:
         """What to write, once the pending values are checked (called under ``lock``)."""
@@ -94,7 +95,10 @@ def running(msg: RunMessage, announced: Any = None) -> Iterator[RunScope]:
 
     ``announced``: its RUNNING status while not written yet (``running_status.announced``), which
     the first progress written to Redis writes first."""
+    from distributed_tasks.store import get_store
+
     current = RunScope(msg, announced=announced)
+    current.began_in_transaction = aside.in_transaction(get_store().alias)
     token = _scope.set(current)
     try:
         yield current
@@ -208,8 +212,13 @@ def _write_row(current: RunScope) -> None:
     current.row_dirty = False
     with current.lock:
         fields = {**current.fields(), "progress_data": current.data}
-    try:
-        get_store().set_progress(current.msg, fields)
+    store = get_store()
+    try:  # not inside an async task's loop, nor in the task's own transaction
+        aside.call(
+            lambda: store.set_progress(current.msg, fields),
+            store.alias,
+            began_in_transaction=current.began_in_transaction,
+        )
     except DB_ERRORS as exc:
         logger.debug("Progress of %s not stored: %s", current.msg.name, exc)
 

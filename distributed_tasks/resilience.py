@@ -33,6 +33,34 @@ T = TypeVar("T")
 # Errors that say "the database is not answering now", not "this write is wrong".
 DB_UNAVAILABLE = (OperationalError, InterfaceError)
 
+# PostgreSQL's SQLSTATE class 54, "program limit exceeded" (a value over jsonb's limit, a
+# statement too complex): an OperationalError that says "this write is wrong".
+PG_LIMIT_CLASS = "54"
+PG_READ_ONLY = "25006"  # read_only_sql_transaction: a standby, or a switchover under way
+# MySQL/MariaDB: --read-only (1290), a read-only transaction (1792), super_read_only (1836).
+MYSQL_READ_ONLY = frozenset({1290, 1792, 1836})
+
+
+def sqlstate(exc: BaseException) -> str:
+    """The SQLSTATE of the PostgreSQL error under Django's ``exc`` ('' for others)."""
+    cause = exc.__cause__
+    return str(getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None) or "")
+
+
+def read_only(exc: BaseException) -> bool:
+    """Whether the database refused a write because it takes none now. PostgreSQL
+    reports it as an InternalError, not an OperationalError: writes are away, as during
+    a switchover, so the write waits like one that gets no answer."""
+    if sqlstate(exc) == PG_READ_ONLY:
+        return True
+    code = exc.args[0] if exc.args else None
+    return isinstance(code, int) and code in MYSQL_READ_ONLY
+
+
+def over_a_limit(exc: BaseException) -> bool:
+    """Whether PostgreSQL refused the statement as over one of its limits."""
+    return sqlstate(exc).startswith(PG_LIMIT_CLASS)
+
 
 # Error replies that mean "Redis cannot serve this now" (a failover, a cluster slot
 # moving, memory full), not "this call is wrong".

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 import logging
 import re
 import time
@@ -116,7 +117,9 @@ def _guard(msg: RunMessage, *, contain: bool = True) -> Outcome:
         result = registry.invoke(task.run, *msg.args, **msg.kwargs)  # async def run too
         cancellation.finish_cancelled()  # it saw cancel_requested(): FAILED(cancelled)
         try:
-            strict_json(result)
+            # What is stored is the result as it was returned: the callback and on_success
+            # below get the object itself and may change it.
+            stored = json.loads(strict_json(result))
         except (ValueError, RecursionError) as exc:
             raise NotSerializable(
                 f"{msg.function} returned {type(result).__name__}, which is not JSON: {exc}. "
@@ -144,7 +147,7 @@ def _guard(msg: RunMessage, *, contain: bool = True) -> Outcome:
     except BaseException as exc:
         logger.exception("%s.on_success raised; the run fails", type(task).__name__)
         return _failure(Reason.EXCEPTION, exc)
-    return Outcome.done(result)
+    return Outcome.done(stored)
 
 
 def _start(msg: RunMessage, limits: tuple | None, task_id: str | None) -> RunMessage | None:
@@ -185,12 +188,7 @@ def _start(msg: RunMessage, limits: tuple | None, task_id: str | None) -> RunMes
             )  # fmt: skip
             return None
         truth = message_for(row)
-        wrong = msg.differences(truth)
-        if limits is not None and tuple(limits) != header_limits(truth.timeout):
-            wrong.append("time limits")
-        if task_id is not None and task_id != truth.task_id:
-            wrong.append("task id")  # nodes report their runs by it (orchestrator/watchdog.py)
-        if wrong:
+        if wrong := _disagreements(msg, truth, limits, task_id):
             transaction.set_rollback(True, using=store.alias)
             logger.error(
                 "Dropping a message for run %s attempt %s that disagrees with its row on %s: "
@@ -200,6 +198,27 @@ def _start(msg: RunMessage, limits: tuple | None, task_id: str | None) -> RunMes
             )  # fmt: skip
             return None
     return truth
+
+
+def _disagreements(
+    msg: RunMessage, truth: RunMessage, limits: Any, task_id: str | None
+) -> list[str]:
+    """What of ``msg``, sent with Celery's ``limits`` and ``task_id``, its row's
+    ``truth`` does not say: not sent by this cluster when any."""
+    wrong = msg.differences(truth)
+    if limits is not None and _as_tuple(limits) != header_limits(truth.timeout):
+        wrong.append("time limits")
+    if task_id is not None and task_id != truth.task_id:
+        wrong.append("task id")  # nodes report their runs by it (orchestrator/watchdog.py)
+    return wrong
+
+
+def _as_tuple(limits: Any) -> tuple | None:
+    """A message's ``timelimit`` header as a tuple; None when it is not a sequence."""
+    try:
+        return tuple(limits)
+    except TypeError:
+        return None
 
 
 def _started(msg: RunMessage, limits: tuple | None, task_id: str | None) -> RunMessage | None:
@@ -270,11 +289,21 @@ def _run(msg: RunMessage, window: soft_limits.Window) -> Outcome:
     return outcome
 
 
-def record_lost(args: Any, by: LostBy, *, timeout: float | None = None, exc: Any = None) -> None:
+def record_lost(
+    args: Any,
+    by: LostBy,
+    *,
+    timeout: float | None = None,
+    exc: Any = None,
+    limits: Any = None,
+    task_id: str | None = None,
+) -> None:
     """Called in the worker's main process when a pool process could not finish a run.
 
-    The outcome and the hook are the row's (a forged message that timed out before
-    its pool process dropped it ends nothing); when the database does not answer
+    The outcome and the hook are the row's. A forged message that timed out or died
+    before its pool process dropped it ends nothing: its call, and the Celery ``limits``
+    and ``task_id`` it came with, must be its row's (a copy of a running attempt's message
+    with a tiny hard limit ended the genuine run). When the database does not answer
     within ``LOST_PATIENCE`` the watchdog ends the run later.
     """
     try:
@@ -286,7 +315,10 @@ def record_lost(args: Any, by: LostBy, *, timeout: float | None = None, exc: Any
     outage = Outage(f"Storing the outcome of {sent.name} attempt {sent.attempt}", logger)
     try:
         trusted = until_answered(
-            lambda: _trusted(sent), outage, errors=DB_UNAVAILABLE, patience=LOST_PATIENCE
+            lambda: _trusted(sent, limits, task_id),
+            outage,
+            errors=DB_UNAVAILABLE,
+            patience=LOST_PATIENCE,
         )
     except DB_UNAVAILABLE as exc:
         outcomes.gave_up(sent, exc, LOST_PATIENCE)
@@ -308,20 +340,22 @@ def record_lost(args: Any, by: LostBy, *, timeout: float | None = None, exc: Any
             call_hook(msg, "on_failure", exc or RuntimeError(outcome.error))
 
 
-def _trusted(msg: RunMessage) -> tuple[RunMessage, TaskRun] | None:
+def _trusted(
+    msg: RunMessage, limits: Any, task_id: str | None
+) -> tuple[RunMessage, TaskRun] | None:
     """``msg`` as its row has it, for its own attempt, and the row; None if no row or
     they disagree."""
     run = get_store().get(msg.run_id)
     if run is None:
         return None
-    truth = message_for(run)
-    if wrong := msg.differences(truth):
+    truth = dataclasses.replace(message_for(run), attempt=msg.attempt, node=msg.node)
+    if wrong := _disagreements(msg, truth, limits, task_id):
         logger.error(
             "Ignoring the loss of a message for run %s that disagrees with its row on %s",
             msg.run_id, ", ".join(wrong), extra=logs.run_extra(msg, "forged"),
         )  # fmt: skip
         return None
-    return dataclasses.replace(truth, attempt=msg.attempt, node=msg.node), run
+    return truth, run
 
 
 def call_hook(msg: RunMessage, hook: str, *args: Any) -> None:

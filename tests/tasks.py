@@ -86,6 +86,12 @@ def record(name: str, result: Any) -> None:
 
 
 @distributed_task
+def spoiling_callback(name: str, result: Any) -> None:
+    """A callback that changes the result it was given into something not JSON."""
+    result["spoiled"] = {name}
+
+
+@distributed_task
 def failing_callback(name: str, result: Any) -> None:
     raise RuntimeError(f"callback for {name} failed")
 
@@ -463,3 +469,28 @@ class Stuck(DistributedTask):
 
 # The backend contract's Django tasks register in every process that imports this module.
 from tests.backend_contract import tasks as _backend_contract_tasks  # noqa: E402, F401
+
+
+@distributed_task
+def progress_in_transaction(name: str) -> list:
+    """Reports progress inside its own transaction and returns what another connection
+    reads of the row meanwhile (the write joined the task's transaction before: nobody
+    saw it, and the row stayed locked until the task committed)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connections, transaction
+
+    from distributed_tasks import report_progress
+    from distributed_tasks.models import TaskRun
+
+    def read() -> list:
+        try:
+            rows = TaskRun.objects.filter(active_name=name)
+            return list(rows.values_list("progress", "progress_message"))
+        finally:
+            connections.close_all()
+
+    with transaction.atomic():
+        report_progress(0.5, "inside")  # progress.ROW_INTERVAL is 0 in the test
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(read).result()

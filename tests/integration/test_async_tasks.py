@@ -9,13 +9,21 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from asgiref.sync import sync_to_async
+from django.db import connections
 
 from distributed_tasks import (
     DistributedTask,
     RunInfo,
     State,
+    cancel,
+    cancel_requested,
+    cancellation,
     distributed_task,
     get_status,
+    keys,
+    progress,
+    report_progress,
     runner,
     start_async,
 )
@@ -77,3 +85,34 @@ def test_async_task_class_with_hooks(node, redis, fail, state, hook):
     assert redis.lrange(f"async-hooks:{name}", 0, -1) == [hook]
     if fail:
         assert (status.error_type, status.error) == ("LookupError", "async failure")
+
+
+def cancel_and_close(name: str) -> None:
+    try:
+        cancel(name, by="ana")
+    finally:
+        connections.close_all()  # this thread's, which asgiref keeps
+
+
+@distributed_task
+async def async_progress_and_cancel(name: str) -> str:
+    """Reports progress and checks for a cancel where both must read or write the row:
+    inside the event loop, where Django refuses any query (the run failed with
+    SynchronousOnlyOperation)."""
+    report_progress(0.5, "half way")  # progress.ROW_INTERVAL is 0: the row is written now
+    await sync_to_async(cancel_and_close)(name)
+    get_redis().delete(keys.run_key("default", name))  # Redis lost it: only the row has it
+    while not cancel_requested():
+        await asyncio.sleep(0.01)
+    return "saw it"
+
+
+def test_an_async_task_reports_progress_and_sees_a_cancel_through_its_row(node, redis, monkeypatch):
+    monkeypatch.setattr(progress, "ROW_INTERVAL", 0.0)
+    monkeypatch.setattr(cancellation, "CHECK_INTERVAL", 0.0)
+    monkeypatch.setattr(cancellation, "ROW_INTERVAL", 0.0)
+    handle = start_async(async_progress_and_cancel, ["loop"], name="loop")
+    execute(handle)
+    row = TaskRun.objects.get(id=handle.run_id)
+    assert (row.state, row.reason, row.cancel_requested_by) == (State.FAILED, "cancelled", "ana")
+    assert (row.progress, row.progress_message) == (0.5, "half way")

@@ -140,3 +140,10 @@ def test_redis_cluster_errors_while_a_run_reports_and_ends_never_fail_it(node, m
     row = TaskRun.objects.get(name="uncovered")
     assert (row.state, row.result, row.progress) == (State.DONE, 50, 1.0)
     assert len(calls) >= 2
+
+
+def test_progress_inside_the_tasks_own_transaction_is_written_outside_it(node, monkeypatch):
+    monkeypatch.setattr(progress, "ROW_INTERVAL", 0.0)
+    start_async(tasks.progress_in_transaction, ["inside"], name="inside")
+    assert execute("inside").state == State.DONE
+    assert TaskRun.objects.get(name="inside").result == [[0.5, "inside"]]

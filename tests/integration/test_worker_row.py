@@ -240,7 +240,13 @@ def test_the_loss_of_a_forged_message_ends_nothing():
     forged = dataclasses.replace(msg, function="tests.tasks.fail", args=["x"])
     runner.record_lost([forged.to_body()], runner.LostBy.TIMEOUT, timeout=0.001)
     assert row(msg).state == State.QUEUED
-    runner.record_lost([msg.to_body()], runner.LostBy.CRASH)  # it never started: tried again
+    # A copy of the genuine call with a tiny hard limit of its own, or another Celery id:
+    # its loss ended the genuine attempt.
+    sent = {"limits": header_limits(None), "task_id": msg.task_id}
+    for copy in ({"limits": (0.001, None)}, {"limits": "x"}, {"task_id": "other"}):
+        runner.record_lost([msg.to_body()], runner.LostBy.TIMEOUT, **{**sent, **copy})
+        assert row(msg).state == State.QUEUED
+    runner.record_lost([msg.to_body()], runner.LostBy.CRASH, **sent)  # genuine: tried again
     assert (row(msg).attempt, row(msg).attempts[-1]["reason"]) == (2, "worker_lost")
 
 
@@ -251,3 +257,99 @@ def test_a_retry_stays_on_this_node_when_placement_cannot_answer():
     runner.execute(msg.to_body())
     run = row(msg)
     assert (run.state, run.attempt, run.node) == (State.QUEUED, 2, "here@h")
+
+
+def test_the_result_is_stored_as_returned_whatever_the_callback_does_to_it():
+    """The callback got the result object and put a set in it: the write failed with a
+    TypeError, which escaped and left the run RUNNING."""
+    msg = queue(
+        "tests.tasks.count", ["spoiled-count", {"n": 1}], callback="tests.tasks.spoiling_callback"
+    )
+    assert runner.execute(msg.to_body()).state == State.DONE
+    assert (row(msg).state, row(msg).result) == (State.DONE, {"n": 1})
+
+
+def pg_over_a_limit() -> None:
+    """PostgreSQL's own ProgramLimitExceeded (SQLSTATE 54023, a call of over 100
+    arguments): an OperationalError, as a result over jsonb's size limit raises."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT concat(" + ", ".join(["1"] * 101) + ")")
+
+
+def test_an_outcome_over_a_postgresql_limit_is_refused_at_once(monkeypatch):
+    """Retried for ever as "the database is away" (it is an OperationalError): the run
+    stayed RUNNING and its pool process stuck."""
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's limits (SQLSTATE class 54)")
+    msg = queue("tests.tasks.add", [1, 2])
+    original, tries = store.OrmStore.mark_finished, []
+
+    def over_a_limit(self, msg, outcome):
+        if outcome.result is not None:
+            tries.append(outcome)
+            pg_over_a_limit()
+        return original(self, msg, outcome)
+
+    monkeypatch.setattr(store.OrmStore, "mark_finished", over_a_limit)
+    runner.execute(msg.to_body())
+    run = row(msg)
+    assert (len(tries), run.state, run.reason, run.active_name) == (
+        1,
+        State.FAILED,
+        "exception",
+        None,
+    )
+    assert "database refused to store that outcome: DatabaseError: " in run.error
+    assert "cannot pass more than 100 arguments" in run.error
+
+
+def read_only_session(on: bool) -> None:
+    """This connection takes no writes (PostgreSQL: InternalError 25006; MariaDB: 1792),
+    as a primary turned standby during a switchover answers."""
+    mode = "ONLY" if on else "WRITE"
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f"SET SESSION CHARACTERISTICS AS TRANSACTION READ {mode}")
+        elif connection.vendor == "mysql":
+            cursor.execute(f"SET SESSION TRANSACTION READ {mode}")
+        else:
+            pytest.fail("a database server is needed for a read-only session")
+
+
+def test_an_outcome_refused_by_a_read_only_database_waits_for_writes(monkeypatch):
+    """PostgreSQL reports a read-only database as an InternalError: it counted as this
+    outcome's fault, then the plain FAILED was refused too and its error escaped, the
+    run left RUNNING. Writes are away: the outcome waits for them, then is stored."""
+    msg = queue("tests.tasks.add", [1, 2])
+    original, refusals = store.OrmStore.mark_finished, [3]
+
+    def read_only(self, msg, outcome):
+        read_only_session(refusals[0] > 0)
+        refusals[0] -= 1
+        return original(self, msg, outcome)
+
+    monkeypatch.setattr(store.OrmStore, "mark_finished", read_only)
+    no_waits = SimpleNamespace(monotonic=time.monotonic, sleep=lambda seconds: None)
+    monkeypatch.setattr(resilience, "time", no_waits)  # the backoff, without its waits
+    try:
+        runner.execute(msg.to_body())
+    finally:
+        read_only_session(False)
+    run = row(msg)
+    assert (run.state, run.result, refusals) == (State.DONE, 3, [-1])
+
+
+def test_a_plain_failed_the_database_refuses_too_ends_in_a_log_line(monkeypatch, caplog):
+    """Nothing escapes the pool process's last write: it says it gave up, and why; the
+    watchdog ends the run once its node stops reporting it."""
+    msg = queue("tests.tasks.add", [1, 2])
+
+    def refuse_everything(self, msg, outcome):
+        raise DataError("refused by a trigger")
+
+    monkeypatch.setattr(store.OrmStore, "mark_finished", refuse_everything)
+    with caplog.at_level(logging.ERROR, logger="distributed_tasks.runner"):
+        runner.execute(msg.to_body())
+    assert row(msg).state == State.RUNNING
+    (gave_up,) = [r.getMessage() for r in caplog.records if "Gave up" in r.getMessage()]
+    assert "refused even a plain FAILED (DataError: refused by a trigger)" in gave_up

@@ -1,3 +1,5 @@
+import logging
+
 import pytest
 
 from distributed_tasks.messages import MalformedMessage, RunMessage
@@ -106,3 +108,14 @@ def test_only_time_limits_the_pool_can_take_reach_it(limits, ok):
 
     assert _limits_ok(limits) is ok
     soft_limits.of(limits)  # never raises
+
+
+def test_a_field_this_release_does_not_know_is_ignored_and_logged_once(caplog):
+    """A newer release's field during a rolling upgrade: dropped as malformed, the run
+    never ran. The run executes what its row holds, so the field is left out."""
+    with caplog.at_level(logging.WARNING, logger="distributed_tasks.messages"):
+        for _ in range(2):
+            msg = RunMessage.from_body({**VALID, "deadline_at": 12.0})
+    assert msg == RunMessage.from_body(VALID)
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "does not know (deadline_at): they are ignored" in line
