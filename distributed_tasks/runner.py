@@ -44,7 +44,7 @@ from distributed_tasks.nodes import current_node
 from distributed_tasks.outage import Outage
 from distributed_tasks.resilience import DB_UNAVAILABLE, close_broken_connections, until_answered
 from distributed_tasks.store import get_store, message_for
-from distributed_tasks.types import Outcome, Reason, State
+from distributed_tasks.types import Outcome, Reason, State, exception_text
 
 logger = logging.getLogger("distributed_tasks.runner")
 
@@ -88,7 +88,8 @@ def _failure(reason: Reason, exc: BaseException) -> Outcome:
     pool process (which would leave the run RUNNING)."""
     if isinstance(exc, Exception):
         return Outcome.failed(reason, exc)
-    detail = f": {exc}" if str(exc) else ""
+    text = exception_text(exc)
+    detail = f": {text}" if text else ""
     return Outcome.failed(reason, exc, f"raised {type(exc).__name__}{detail}")
 
 
@@ -363,6 +364,9 @@ def call_hook(msg: RunMessage, hook: str, *args: Any) -> None:
     try:
         task = registry.resolve(msg.function).create()
     except NotRegistered:
+        return
+    except Exception:  # the task class's own constructor: the node's main process goes on
+        logger.exception("%s could not be created for its %s hook", msg.function, hook)
         return
     task.info = _info(msg)
     _hook(task, hook, task.info, *args)

@@ -75,6 +75,15 @@ class Reuse(models.TextChoices):
     REJECT = "reject"
 
 
+def exception_text(exc: BaseException) -> str:
+    """``str(exc)``, which is user code and may raise (or return something not a str):
+    the run must end all the same, with an error that says so."""
+    try:
+        return str(exc)
+    except Exception:
+        return f"<str() of {type(exc).__name__} raised>"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TaskHandle:
     """What ``start_async`` returns: the name to poll and where the run went."""
@@ -148,7 +157,7 @@ class Outcome:
         if exc is not None:
             kind = type(exc)
             error_type = f"{kind.__module__}.{kind.__qualname__}".removeprefix("builtins.")
-            message = message or str(exc) or kind.__name__
+            message = message or exception_text(exc) or kind.__name__
             trace = "".join(tb.format_exception(exc))[-TRACEBACK_LIMIT:]
         return cls(
             state=State.FAILED,

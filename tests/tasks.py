@@ -280,9 +280,24 @@ def interrupt(kind: str) -> None:
     ]
 
 
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text for this exception")
+
+
+class UnprintableExit(SystemExit):
+    def __str__(self) -> str:
+        raise RuntimeError("no text for this exit")
+
+
 @distributed_task
 def unstorable(kind: str) -> Any:
-    """Fails, or returns, with text that databases refuse to store as it is."""
+    """Fails, or returns, with text that databases refuse to store as it is, or with an
+    exception whose text cannot be had at all."""
+    if kind == "unprintable_error":
+        raise Unprintable()
+    if kind == "unprintable_exit":
+        raise UnprintableExit()
     if kind == "nul_error":
         raise ValueError("a NUL \x00 in the message")
     if kind == "surrogate_error":
@@ -494,3 +509,13 @@ def progress_in_transaction(name: str) -> list:
         report_progress(0.5, "inside")  # progress.ROW_INTERVAL is 0 in the test
         with ThreadPoolExecutor(1) as pool:
             return pool.submit(read).result()
+
+
+class Unbuildable(DistributedTask):
+    """A task class whose constructor raises."""
+
+    def __init__(self) -> None:
+        raise RuntimeError("this task cannot be built")
+
+    def run(self) -> None:
+        return None

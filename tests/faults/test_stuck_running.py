@@ -59,6 +59,9 @@ def test_an_interrupt_raised_by_the_task_ends_its_run_failed(serving, kind, erro
         ("surrogate_error", "ValueError", "a lone \\ud800 surrogate"),
         ("surrogate_result", "distributed_tasks.exceptions.NotSerializable", "lone surrogate"),
         ("long_class", "tests.tasks." + "Long" * 100, "does not fit the column"),
+        # str() of the exception raises: it escaped the worker's guard, the run RUNNING
+        ("unprintable_error", "tests.tasks.Unprintable", "<str() of Unprintable raised>"),
+        ("unprintable_exit", "tests.tasks.UnprintableExit", "<str() of UnprintableExit raised>"),
     ],
 )
 def test_an_outcome_the_database_would_refuse_is_cleaned_and_stored(

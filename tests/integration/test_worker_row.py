@@ -353,3 +353,16 @@ def test_a_plain_failed_the_database_refuses_too_ends_in_a_log_line(monkeypatch,
     assert row(msg).state == State.RUNNING
     (gave_up,) = [r.getMessage() for r in caplog.records if "Gave up" in r.getMessage()]
     assert "refused even a plain FAILED (DataError: refused by a trigger)" in gave_up
+
+
+def test_a_task_class_that_cannot_be_built_fails_its_run_and_spares_the_node(caplog):
+    """Its hook after a lost pool process is called in the node's main process: the
+    constructor's error escaped into Celery there. The run ends all the same."""
+    msg = queue("tests.tasks.Unbuildable")
+    assert runner.execute(msg.to_body()).error == "this task cannot be built"
+    lost = queue("tests.tasks.Unbuildable")
+    assert get_store().mark_running(lost, "incarnation")
+    with caplog.at_level(logging.ERROR, logger="distributed_tasks.runner"):
+        runner.record_lost([lost.to_body()], runner.LostBy.CRASH)
+    assert (row(lost).state, row(lost).reason) == (State.FAILED, "worker_lost")
+    assert "tests.tasks.Unbuildable could not be created for its on_failure hook" in caplog.text
