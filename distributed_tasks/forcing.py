@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import signal
 import threading
@@ -57,6 +58,15 @@ def _active_requests() -> dict[str, Any]:
     return {}
 
 
+def _time(value: str) -> float:
+    """A deadline as stored (epoch seconds); ``ValueError`` for anything else ("nan" is a
+    float that no clock ever reaches, and it would make the watcher's wait time NaN)."""
+    seconds = float(value)
+    if not math.isfinite(seconds):
+        raise ValueError(value)
+    return seconds
+
+
 class Watcher(threading.Thread):
     """Carries out forced cancels of one node's runs when their deadline passes."""
 
@@ -92,7 +102,7 @@ class Watcher(threading.Thread):
         key = keys.node_cancel_key(self.node)
         for task_id, deadline in as_dict(get_redis().hgetall(key)).items():
             try:
-                self.deadlines[task_id] = float(deadline)
+                self.deadlines[task_id] = _time(deadline)
             except ValueError:  # not a request of ours: it would stop every other one
                 logger.warning(
                     "Dropping the forced cancel %r of %s: its deadline %r is not a time",

@@ -18,7 +18,7 @@ def test_a_deadline_that_is_not_a_time_is_dropped_and_the_others_still_count(
     running = {"good": SimpleNamespace(worker_pid=None)}  # taken, its pid not known yet
     monkeypatch.setattr(forcing, "_active_requests", lambda: running)
     key = keys.node_cancel_key("w@test")
-    redis.hset(key, mapping={"good": time.time() + 60, "bad": "soon"})
+    redis.hset(key, mapping={"good": time.time() + 60, "bad": "soon", "nan": "nan", "inf": "inf"})
     watcher = forcing.Watcher("w@test", "incarnation")
     watcher.poll()
     assert set(watcher.deadlines) == {"good"}
