@@ -12,10 +12,14 @@ break them:
   the request (MySQL's repeatable read).
 
 In those two cases the call runs on one helper thread of this process, with its own
-connection, and the run's thread waits for it, as it would for its own query. Any
-other call runs where it is called: nothing changes for the common task. Nor for a
-run that itself began inside a transaction (executed in a test's ``TestCase``): its
-row is not committed, so only that connection sees it.
+connection, and the run's thread waits for it, as it would for its own query. A lock
+the task's transaction holds on the row (it cancelled itself inside ``atomic()``)
+would make that wait endless: the helper waits at most ``LOCK_WAIT`` for a lock, then
+the call fails (a progress write is then dropped, as any failed one). Any other call
+runs where it is called: nothing changes for the common task. Nor for a run that
+itself began inside a transaction (executed in a test's ``TestCase``: its row is not
+committed, so only that connection sees it), nor on SQLite, whose transactions
+(``IMMEDIATE``) hold the whole database: there the call joins the task's transaction.
 """
 
 from __future__ import annotations
@@ -27,12 +31,15 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from django.db import connections
+from django.db import connections, transaction
 
 T = TypeVar("T")
 
 _helper: ThreadPoolExecutor | None = None
 _lock = threading.Lock()
+
+
+LOCK_WAIT = 2  # seconds the helper waits for a row lock
 
 
 def call(fn: Callable[[], T], alias: str, *, began_in_transaction: bool = False) -> T:
@@ -41,7 +48,11 @@ def call(fn: Callable[[], T], alias: str, *, began_in_transaction: bool = False)
     already when the run began, ``began_in_transaction``, is the run's own)."""
     if not _held(alias, began_in_transaction):
         return fn()
-    return _executor().submit(_guarded, fn).result()
+    try:
+        future = _executor().submit(_guarded, fn, alias)
+    except RuntimeError:  # the interpreter is shutting down: no new thread
+        return fn()
+    return future.result()
 
 
 def in_transaction(alias: str) -> bool:
@@ -53,15 +64,26 @@ def _held(alias: str, began_in_transaction: bool) -> bool:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return not began_in_transaction and in_transaction(alias)
+        if began_in_transaction or connections[alias].vendor == "sqlite":
+            return False
+        return in_transaction(alias)
     return True
 
 
-def _guarded(fn: Callable[[], T]) -> T:
-    """``fn()``, then the helper's connections closed: such calls come seconds apart (a
-    row's progress every ``ROW_INTERVAL``), and an idle connection held by a thread
-    that outlives every run would only hold a server slot."""
+def _guarded(fn: Callable[[], T], alias: str) -> T:
+    """``fn()`` waiting at most ``LOCK_WAIT`` for a lock, then the helper's connections
+    closed: such calls come seconds apart (a row's progress every ``ROW_INTERVAL``), and
+    an idle connection held by a thread that outlives every run would only hold a
+    server slot."""
     try:
+        connection = connections[alias]
+        if connection.vendor == "postgresql":
+            with transaction.atomic(using=alias), connection.cursor() as cursor:
+                cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_WAIT}s'")
+                return fn()
+        if connection.vendor == "mysql":
+            with connection.cursor() as cursor:
+                cursor.execute(f"SET SESSION innodb_lock_wait_timeout = {LOCK_WAIT}")
         return fn()
     finally:
         connections.close_all()

@@ -153,9 +153,10 @@ class Watcher(threading.Thread):
 
         pid = request.worker_pid
         try:
-            trusted = runner._trusted(RunMessage.from_body(request.args[0]))
+            sent = RunMessage.from_body(request.args[0])
         except (MalformedMessage, IndexError, TypeError):
             return
+        trusted = runner._trusted(sent, getattr(request, "sent_limits", None), request.id)
         if trusted is None:
             return
         msg, row = trusted

@@ -172,8 +172,8 @@ _unknown_seen: set[str] = set()
 
 def _note_unknown(unknown: set[str]) -> None:
     """Log, once per field and process, that a message held fields this release lacks."""
-    if new := {str(key) for key in unknown} - _unknown_seen:
-        _unknown_seen.update(new)
+    if len(_unknown_seen) < 100 and (new := {str(key) for key in unknown} - _unknown_seen):
+        _unknown_seen.update(new)  # at most ~100: anyone with broker access names them
         logger.warning(
             "Run messages hold fields this release does not know (%s): they are ignored "
             "(a newer release sends them?); the run executes what its row holds",

@@ -16,7 +16,7 @@ import time
 from dataclasses import replace
 
 from celery.exceptions import SoftTimeLimitExceeded
-from django.db import DatabaseError, OperationalError, connections
+from django.db import DatabaseError, connections
 
 from distributed_tasks import attempts, logs, mirror, signals
 from distributed_tasks.exceptions import ClusterUnavailable
@@ -25,10 +25,11 @@ from distributed_tasks.models import TaskRun
 from distributed_tasks.outage import DB_ERRORS, Outage
 from distributed_tasks.resilience import (
     DB_UNAVAILABLE,
+    WritesAway,
     close_broken_connections,
     over_a_limit,
-    read_only,
     until_answered,
+    writes_awaited,
 )
 from distributed_tasks.store import get_store
 from distributed_tasks.types import (
@@ -133,7 +134,10 @@ def _persist(
     def store() -> tuple[bool, RunMessage | None]:
         nonlocal strikes
         try:
-            return _store(msg, outcome, lost, retry)
+            with writes_awaited(get_store().alias):
+                return _store(msg, outcome, lost, retry)
+        except WritesAway:
+            raise  # retried, and never the outcome's fault
         except DB_UNAVAILABLE as exc:
             if over_a_limit(exc):
                 raise DatabaseError(f"{type(exc).__name__}: {exc}") from exc
@@ -145,10 +149,6 @@ def _persist(
                     "MySQL/MariaDB: a result over max_allowed_packet?)"
                 )
                 raise DatabaseError(f"{what}: {exc}") from exc
-            raise
-        except DatabaseError as exc:
-            if read_only(exc):
-                raise OperationalError(f"the database takes no writes now: {exc}") from exc
             raise
 
     while True:

@@ -57,6 +57,24 @@ def read_only(exc: BaseException) -> bool:
     return isinstance(code, int) and code in MYSQL_READ_ONLY
 
 
+class WritesAway(OperationalError):
+    """The database answers but takes no writes now (``read_only``): retried like one
+    that does not answer, on a new connection (the old one may lead to the old primary)."""
+
+
+@contextlib.contextmanager
+def writes_awaited(alias: str) -> Iterator[None]:
+    """A write refused as read-only raises ``WritesAway``, its connection closed."""
+    try:
+        yield
+    except DB_ERRORS as exc:
+        if isinstance(exc, WritesAway) or not read_only(exc):
+            raise
+        with contextlib.suppress(Exception):
+            connections[alias].close()
+        raise WritesAway(f"the database takes no writes now: {exc}") from exc
+
+
 def over_a_limit(exc: BaseException) -> bool:
     """Whether PostgreSQL refused the statement as over one of its limits."""
     return sqlstate(exc).startswith(PG_LIMIT_CLASS)

@@ -42,7 +42,12 @@ from distributed_tasks.messages import MalformedMessage, RunMessage, strict_json
 from distributed_tasks.models import TaskRun
 from distributed_tasks.nodes import current_node
 from distributed_tasks.outage import Outage
-from distributed_tasks.resilience import DB_UNAVAILABLE, close_broken_connections, until_answered
+from distributed_tasks.resilience import (
+    DB_UNAVAILABLE,
+    close_broken_connections,
+    until_answered,
+    writes_awaited,
+)
 from distributed_tasks.store import get_store, message_for
 from distributed_tasks.types import Outcome, Reason, State, exception_text
 
@@ -118,9 +123,7 @@ def _guard(msg: RunMessage, *, contain: bool = True) -> Outcome:
         result = registry.invoke(task.run, *msg.args, **msg.kwargs)  # async def run too
         cancellation.finish_cancelled()  # it saw cancel_requested(): FAILED(cancelled)
         try:
-            # What is stored is the result as it was returned: the callback and on_success
-            # below get the object itself and may change it.
-            stored = json.loads(strict_json(result))
+            stored = _as_returned(msg, task, result)
         except (ValueError, RecursionError) as exc:
             raise NotSerializable(
                 f"{msg.function} returned {type(result).__name__}, which is not JSON: {exc}. "
@@ -149,6 +152,15 @@ def _guard(msg: RunMessage, *, contain: bool = True) -> Outcome:
         logger.exception("%s.on_success raised; the run fails", type(task).__name__)
         return _failure(Reason.EXCEPTION, exc)
     return Outcome.done(stored)
+
+
+def _as_returned(msg: RunMessage, task: registry.DistributedTask, result: Any) -> Any:
+    """The result to store, checked as JSON: a copy, taken now, when the callback or an
+    ``on_success`` of the task's own gets the object next and may change it."""
+    text = strict_json(result)
+    if msg.callback or type(task).on_success is not registry.DistributedTask.on_success:
+        return json.loads(text)
+    return result
 
 
 def _start(msg: RunMessage, limits: tuple | None, task_id: str | None) -> RunMessage | None:
@@ -228,13 +240,23 @@ def _started(msg: RunMessage, limits: tuple | None, task_id: str | None) -> RunM
     QUEUED with no message until its node's queue was empty (the resync's orphans)."""
     outage = Outage(f"Starting {msg.name} attempt {msg.attempt}", logger)
     try:
-        return until_answered(lambda: _start(msg, limits, task_id), outage, errors=DB_UNAVAILABLE)
+        return until_answered(
+            lambda: _start_awaiting_writes(msg, limits, task_id), outage, errors=DB_UNAVAILABLE
+        )
     except SoftTimeLimitExceeded:
         logger.warning(
             "%s attempt %s met its time limit before it could start: queued again",
             msg.name, msg.attempt, extra=logs.run_extra(msg, "requeued"),
         )  # fmt: skip
         raise Reject("its time limit struck before it started", requeue=True) from None
+
+
+def _start_awaiting_writes(
+    msg: RunMessage, limits: tuple | None, task_id: str | None
+) -> RunMessage | None:
+    """``_start``; a database that takes no writes now (a switchover) is waited for."""
+    with writes_awaited(get_store().alias):
+        return _start(msg, limits, task_id)
 
 
 def _as_sent(msg: RunMessage, limits: tuple | None, task_id: str | None) -> bool:

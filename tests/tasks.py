@@ -519,3 +519,18 @@ class Unbuildable(DistributedTask):
 
     def run(self) -> None:
         return None
+
+
+@distributed_task
+def cancel_self_in_transaction(name: str) -> str:
+    """Cancels its own run inside a transaction (which locks its row until the commit),
+    then reports progress: a write on another connection would wait for that lock, and
+    the task would wait for the write."""
+    from django.db import transaction
+
+    from distributed_tasks import cancel, report_progress
+
+    with transaction.atomic():
+        cancel(name, by="itself")
+        report_progress(0.5, "behind a lock")  # progress.ROW_INTERVAL is 0 in the test
+    return "not stuck"

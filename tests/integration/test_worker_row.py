@@ -339,6 +339,21 @@ def test_an_outcome_refused_by_a_read_only_database_waits_for_writes(monkeypatch
     assert (run.state, run.result, refusals) == (State.DONE, 3, [-1])
 
 
+def test_a_start_refused_by_a_read_only_database_waits_on_a_new_connection(monkeypatch):
+    """The fenced start's InternalError escaped, and Celery acknowledged the message: the
+    run stayed QUEUED with none. And a connection that a read-only server keeps answering
+    is dropped, so the next try reaches the new primary."""
+    msg = queue("tests.tasks.add", [1, 2])
+    no_waits = SimpleNamespace(monotonic=time.monotonic, sleep=lambda seconds: None)
+    monkeypatch.setattr(resilience, "time", no_waits)  # the backoff, without its waits
+    read_only_session(True)
+    try:
+        runner.execute(msg.to_body())
+    finally:
+        read_only_session(False)
+    assert (row(msg).state, row(msg).result) == (State.DONE, 3)
+
+
 def test_a_plain_failed_the_database_refuses_too_ends_in_a_log_line(monkeypatch, caplog):
     """Nothing escapes the pool process's last write: it says it gave up, and why; the
     watchdog ends the run once its node stops reporting it."""
