@@ -109,21 +109,19 @@ class RunRequest(Request):
     def on_timeout(self, soft: bool, timeout: float) -> None:
         super().on_timeout(soft, timeout)
         if not soft and not self._duplicate_runs_on():
-            from distributed_tasks import runner
+            from distributed_tasks import lost
 
-            runner.record_lost(self.args, runner.LostBy.TIMEOUT, timeout=timeout, **self._as_sent())
+            lost.record_lost(self.args, lost.LostBy.TIMEOUT, timeout=timeout, **self._as_sent())
 
     def on_failure(self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False):
         result = super().on_failure(exc_info, send_failed_event, return_ok)
         exc = getattr(exc_info, "exception", None)
         exc = getattr(exc, "exc", exc)  # unwrap ExceptionWithTraceback
         if isinstance(exc, (WorkerLostError, TimeLimitExceeded)) and not self._duplicate_runs_on():
-            from distributed_tasks import runner
+            from distributed_tasks import lost
 
-            by = (
-                runner.LostBy.TIMEOUT if isinstance(exc, TimeLimitExceeded) else runner.LostBy.CRASH
-            )
-            runner.record_lost(self.args, by, exc=exc, **self._as_sent())
+            by = lost.LostBy.TIMEOUT if isinstance(exc, TimeLimitExceeded) else lost.LostBy.CRASH
+            lost.record_lost(self.args, by, exc=exc, **self._as_sent())
         return result
 
 

@@ -149,14 +149,14 @@ class Watcher(threading.Thread):
                 publish(msg, req)
 
     def kill(self, request: Any) -> None:
-        from distributed_tasks import outcomes, runner
+        from distributed_tasks import lost, outcomes
 
         pid = request.worker_pid
         try:
             sent = RunMessage.from_body(request.args[0])
         except (MalformedMessage, IndexError, TypeError):
             return
-        trusted = runner._trusted(sent, getattr(request, "sent_limits", None), request.id)
+        trusted = lost.trusted(sent, getattr(request, "sent_limits", None), request.id)
         if trusted is None:
             return
         msg, row = trusted
@@ -178,7 +178,7 @@ class Watcher(threading.Thread):
         _killed.add(msg.task_id)
         outcome = Outcome.failed(Reason.CANCELLED, exc, message)
         if not outcomes.record(
-            msg, outcome, lost=True, patience=runner.LOST_PATIENCE, **outcomes.since(row, msg)
+            msg, outcome, lost=True, patience=lost.LOST_PATIENCE, **outcomes.since(row, msg)
         ):
             _killed.discard(msg.task_id)  # it ended meanwhile: nothing to kill
             return
@@ -191,4 +191,4 @@ class Watcher(threading.Thread):
             )  # fmt: skip
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        runner.call_hook(msg, "on_failure", exc)
+        lost.call_hook(msg, "on_failure", exc)

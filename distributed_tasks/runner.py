@@ -6,13 +6,11 @@ message is stale or a duplicate and nothing runs. User code then runs inside a
 guard (GenTask): whatever it raises, or a soft time limit, ends as a recorded
 FAILED outcome and a hook call, never as a dead worker. What the pool process
 cannot record itself (a hard time limit, its own death) the main process
-records through ``record_lost``.
+records through ``lost.record_lost``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import json
 import logging
 import re
@@ -25,7 +23,6 @@ from django.db import DataError, ProgrammingError, transaction
 from distributed_tasks import (
     cancellation,
     claims,
-    forcing,
     keys,
     logs,
     outcomes,
@@ -53,20 +50,10 @@ from distributed_tasks.types import Outcome, Reason, State, exception_text
 
 logger = logging.getLogger("distributed_tasks.runner")
 
-# Seconds the worker's main process retries storing a lost run's outcome: it must get
-# back to consuming; the leader's safety net (orchestrator/watchdog.py) ends the run.
-LOST_PATIENCE = 3.0
-
-
 _HEX_ID = re.compile(r"[0-9a-f]{32}")
 
 
-class LostBy(enum.Enum):
-    TIMEOUT = "timeout"
-    CRASH = "crash"
-
-
-def _info(msg: RunMessage) -> registry.RunInfo:
+def run_info(msg: RunMessage) -> registry.RunInfo:
     return registry.RunInfo(
         run_id=msg.run_id,
         name=msg.name,
@@ -80,7 +67,7 @@ def _info(msg: RunMessage) -> registry.RunInfo:
     )
 
 
-def _hook(task: registry.DistributedTask, hook: str, *args: Any) -> None:
+def call_hook_of(task: registry.DistributedTask, hook: str, *args: Any) -> None:
     try:
         getattr(task, hook)(*args)
     except BaseException:
@@ -98,14 +85,14 @@ def _failure(reason: Reason, exc: BaseException) -> Outcome:
     return Outcome.failed(reason, exc, f"raised {type(exc).__name__}{detail}")
 
 
-def _limit(timeout: float | None) -> str:
+def limit_text(timeout: float | None) -> str:
     """The limit a run exceeded: its timeout, or (it has none) Celery's or its code's."""
     return f"its timeout of {timeout:g} s" if timeout else "a time limit (the run has no timeout)"
 
 
 def _timed_out(task: Any, msg: RunMessage, exc: SoftTimeLimitExceeded) -> Outcome:
-    _hook(task, "on_timeout", task.info)
-    return Outcome.failed(Reason.TIMEOUT, exc, f"exceeded {_limit(msg.timeout)}")
+    call_hook_of(task, "on_timeout", task.info)
+    return Outcome.failed(Reason.TIMEOUT, exc, f"exceeded {limit_text(msg.timeout)}")
 
 
 def _guard(msg: RunMessage, *, contain: bool = True) -> Outcome:
@@ -118,7 +105,7 @@ def _guard(msg: RunMessage, *, contain: bool = True) -> Outcome:
         task = registry.resolve(msg.function).create()
     except NotRegistered as exc:
         return Outcome.failed(Reason.NOT_REGISTERED, exc)
-    info = task.info = _info(msg)
+    info = task.info = run_info(msg)
     try:
         result = registry.invoke(task.run, *msg.args, **msg.kwargs)  # async def run too
         cancellation.finish_cancelled()  # it saw cancel_requested(): FAILED(cancelled)
@@ -132,7 +119,7 @@ def _guard(msg: RunMessage, *, contain: bool = True) -> Outcome:
     except SoftTimeLimitExceeded as exc:
         return _timed_out(task, msg, exc)
     except BaseException as exc:
-        _hook(task, "on_failure", info, exc)
+        call_hook_of(task, "on_failure", info, exc)
         if not contain and not isinstance(exc, Exception):
             raise
         return cancellation.outcome_for(exc) or _failure(Reason.EXCEPTION, exc)
@@ -142,7 +129,7 @@ def _guard(msg: RunMessage, *, contain: bool = True) -> Outcome:
         except SoftTimeLimitExceeded as exc:  # the run's limit covers its callback too
             return _timed_out(task, msg, exc)
         except BaseException as exc:
-            _hook(task, "on_failure", info, exc)
+            call_hook_of(task, "on_failure", info, exc)
             return _failure(Reason.CALLBACK, exc)
     try:
         task.on_success(info, result)
@@ -201,7 +188,7 @@ def _start(msg: RunMessage, limits: tuple | None, task_id: str | None) -> RunMes
             )  # fmt: skip
             return None
         truth = message_for(row)
-        if wrong := _disagreements(msg, truth, limits, task_id):
+        if wrong := disagreements(msg, truth, limits, task_id):
             transaction.set_rollback(True, using=store.alias)
             logger.error(
                 "Dropping a message for run %s attempt %s that disagrees with its row on %s: "
@@ -213,7 +200,7 @@ def _start(msg: RunMessage, limits: tuple | None, task_id: str | None) -> RunMes
     return truth
 
 
-def _disagreements(
+def disagreements(
     msg: RunMessage, truth: RunMessage, limits: Any, task_id: str | None
 ) -> list[str]:
     """What of ``msg``, sent with Celery's ``limits`` and ``task_id``, its row's
@@ -310,85 +297,3 @@ def _run(msg: RunMessage, window: soft_limits.Window) -> Outcome:
             raise
     outcomes.record(msg, outcome, duration=time.monotonic() - began, started_at=started_at)
     return outcome
-
-
-def record_lost(
-    args: Any,
-    by: LostBy,
-    *,
-    timeout: float | None = None,
-    exc: Any = None,
-    limits: Any = None,
-    task_id: str | None = None,
-) -> None:
-    """Called in the worker's main process when a pool process could not finish a run.
-
-    The outcome and the hook are the row's. A forged message that timed out or died
-    before its pool process dropped it ends nothing: its call, and the Celery ``limits``
-    and ``task_id`` it came with, must be its row's (a copy of a running attempt's message
-    with a tiny hard limit ended the genuine run). When the database does not answer
-    within ``LOST_PATIENCE`` the watchdog ends the run later.
-    """
-    try:
-        sent = RunMessage.from_body(args[0])
-    except (MalformedMessage, IndexError, TypeError):
-        return
-    if forcing.was_killed(sent.task_id):
-        return  # a forced cancel: its outcome is recorded already
-    outage = Outage(f"Storing the outcome of {sent.name} attempt {sent.attempt}", logger)
-    try:
-        trusted = until_answered(
-            lambda: _trusted(sent, limits, task_id),
-            outage,
-            errors=DB_UNAVAILABLE,
-            patience=LOST_PATIENCE,
-        )
-    except DB_UNAVAILABLE as exc:
-        outcomes.gave_up(sent, exc, LOST_PATIENCE)
-        return
-    if trusted is None:
-        return
-    msg, run = trusted
-    if by is LostBy.TIMEOUT:
-        limit = msg.timeout if msg.timeout is not None else timeout
-        outcome = Outcome.failed(Reason.TIMEOUT, exc, f"exceeded {_limit(limit)} and was killed")
-    else:
-        outcome = Outcome.failed(
-            Reason.WORKER_LOST, exc, "the pool process running it died (killed or exited)"
-        )
-    if outcomes.record(msg, outcome, lost=True, patience=LOST_PATIENCE, **outcomes.since(run, msg)):
-        if by is LostBy.TIMEOUT:
-            call_hook(msg, "on_timeout")
-        else:
-            call_hook(msg, "on_failure", exc or RuntimeError(outcome.error))
-
-
-def _trusted(
-    msg: RunMessage, limits: Any, task_id: str | None
-) -> tuple[RunMessage, TaskRun] | None:
-    """``msg`` as its row has it, for its own attempt, and the row; None if no row or
-    they disagree."""
-    run = get_store().get(msg.run_id)
-    if run is None:
-        return None
-    truth = dataclasses.replace(message_for(run), attempt=msg.attempt, node=msg.node)
-    if wrong := _disagreements(msg, truth, limits, task_id):
-        logger.error(
-            "Ignoring the loss of a message for run %s that disagrees with its row on %s",
-            msg.run_id, ", ".join(wrong), extra=logs.run_extra(msg, "forged"),
-        )  # fmt: skip
-        return None
-    return truth, run
-
-
-def call_hook(msg: RunMessage, hook: str, *args: Any) -> None:
-    """Call a task's hook for a run that ended outside its pool process (lost, killed)."""
-    try:
-        task = registry.resolve(msg.function).create()
-    except NotRegistered:
-        return
-    except Exception:  # the task class's own constructor: the node's main process goes on
-        logger.exception("%s could not be created for its %s hook", msg.function, hook)
-        return
-    task.info = _info(msg)
-    _hook(task, hook, task.info, *args)

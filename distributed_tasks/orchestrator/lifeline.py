@@ -26,7 +26,7 @@ from collections import Counter
 from django.db import transaction
 from django.db.models import Q
 
-from distributed_tasks import attempts, claims, keys, logs, mirror, runner, scripts, signals
+from distributed_tasks import attempts, claims, keys, logs, lost, mirror, scripts, signals
 from distributed_tasks.brokers import get_broker
 from distributed_tasks.conf import get_settings
 from distributed_tasks.connection import get_redis
@@ -236,7 +236,7 @@ def _park(msg: RunMessage, outcome: Outcome, ctx: TickContext, countdown: float)
 
 def _finished(msg, outcome: Outcome, error: type[Exception]) -> None:
     mirror.publish_outcome(msg, outcome)
-    runner.call_hook(msg, "on_failure", error(outcome.error))
+    lost.call_hook(msg, "on_failure", error(outcome.error))
     signals.run_finished.send(sender=TaskRun, message=msg, outcome=outcome)
     logger.warning(
         "%s ended FAILED(%s): %s",

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from distributed_tasks import State, claims, get_status, keys, mirror, runner
+from distributed_tasks import State, claims, get_status, keys, lost, mirror, runner
 from distributed_tasks.celery import header_limits
 from distributed_tasks.messages import RunMessage
 from distributed_tasks.models import TaskRun
@@ -161,8 +161,8 @@ def test_malformed_message_is_dropped():
 def test_record_lost_ends_a_running_run_once(redis):
     msg = queue("tests.tasks.Hooked", ["exit"])
     get_store().mark_running(msg, "inc")
-    runner.record_lost([msg.to_body()], runner.LostBy.CRASH)
-    runner.record_lost([msg.to_body()], runner.LostBy.CRASH)
+    lost.record_lost([msg.to_body()], lost.LostBy.CRASH)
+    lost.record_lost([msg.to_body()], lost.LostBy.CRASH)
     run = row(msg)
     assert (run.state, run.reason) == ("FAILED", "worker_lost")
     assert redis.lrange(f"hooks:{msg.name}", 0, -1) == [b"failure:RuntimeError"]
@@ -174,7 +174,7 @@ def test_a_lost_run_s_status_and_log_line_say_when_it_started(redis, caplog):
     get_store().mark_running(msg, "inc")  # a short run: its status never said RUNNING
     assert get_status(msg.name).started_at is None
     with caplog.at_level(logging.ERROR, logger="distributed_tasks.runner"):
-        runner.record_lost([msg.to_body()], runner.LostBy.CRASH)
+        lost.record_lost([msg.to_body()], lost.LostBy.CRASH)
     status = get_status(msg.name)
     assert (status.state, status.started_at) == ("FAILED", row(msg).started_at)
     [line] = [r for r in caplog.records if getattr(r, "action", None) == "failed"]
@@ -184,7 +184,7 @@ def test_a_lost_run_s_status_and_log_line_say_when_it_started(redis, caplog):
 def test_record_lost_by_timeout_calls_on_timeout(redis):
     msg = queue("tests.tasks.Hooked", ["ok"])
     get_store().mark_running(msg, "inc")
-    runner.record_lost([msg.to_body()], runner.LostBy.TIMEOUT, timeout=2.0)
+    lost.record_lost([msg.to_body()], lost.LostBy.TIMEOUT, timeout=2.0)
     run = row(msg)
     assert (run.state, run.reason) == ("FAILED", "timeout")
     assert "timeout of 2 s" in run.error
@@ -202,7 +202,7 @@ def test_a_run_with_no_timeout_ends_timeout_at_celery_s_own_limits(redis):
     assert row(soft).error == "exceeded a time limit (the run has no timeout)"
     killed = queue("tests.tasks.Hooked", ["ok"])
     get_store().mark_running(killed, "inc")
-    runner.record_lost([killed.to_body()], runner.LostBy.TIMEOUT)
+    lost.record_lost([killed.to_body()], lost.LostBy.TIMEOUT)
     run = row(killed)
     assert (run.state, run.reason) == ("FAILED", "timeout")
     assert run.error == "exceeded a time limit (the run has no timeout) and was killed"

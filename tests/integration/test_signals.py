@@ -14,6 +14,7 @@ from distributed_tasks import (
     attempts,
     cancel,
     keys,
+    lost,
     runner,
     signals,
     start_async,
@@ -179,8 +180,8 @@ def test_a_lost_pool_process_finishes_the_run_once(received, node):
     start_async(tasks.add, [1, 1], name="crashed")
     msg = message_of("crashed")
     assert get_store().mark_running(msg, "incarnation")  # the child took it, then died
-    runner.record_lost([msg.to_body()], runner.LostBy.CRASH)
-    runner.record_lost([msg.to_body()], runner.LostBy.CRASH)  # a second report changes nothing
+    lost.record_lost([msg.to_body()], lost.LostBy.CRASH)
+    lost.record_lost([msg.to_body()], lost.LostBy.CRASH)  # a second report changes nothing
     (call,) = finished
     assert (call["message"], call["outcome"].reason, call["row_state"]) == (
         msg,

@@ -19,7 +19,7 @@ import pytest
 from django.db import DataError, OperationalError, connection
 from django.test.utils import CaptureQueriesContext
 
-from distributed_tasks import State, outcomes, resilience, runner, store, transitions
+from distributed_tasks import State, lost, outcomes, resilience, runner, store, transitions
 from distributed_tasks.celery import TASK_NAME, header_limits
 from distributed_tasks.models import TaskRun
 from distributed_tasks.store import get_store
@@ -238,15 +238,15 @@ def test_the_loss_of_a_forged_message_ends_nothing():
     """A forged message whose Celery time limit struck before its pool process dropped it."""
     msg = queue("tests.tasks.add", [1, 2])
     forged = dataclasses.replace(msg, function="tests.tasks.fail", args=["x"])
-    runner.record_lost([forged.to_body()], runner.LostBy.TIMEOUT, timeout=0.001)
+    lost.record_lost([forged.to_body()], lost.LostBy.TIMEOUT, timeout=0.001)
     assert row(msg).state == State.QUEUED
     # A copy of the genuine call with a tiny hard limit of its own, or another Celery id:
     # its loss ended the genuine attempt.
     sent = {"limits": header_limits(None), "task_id": msg.task_id}
     for copy in ({"limits": (0.001, None)}, {"limits": "x"}, {"task_id": "other"}):
-        runner.record_lost([msg.to_body()], runner.LostBy.TIMEOUT, **{**sent, **copy})
+        lost.record_lost([msg.to_body()], lost.LostBy.TIMEOUT, **{**sent, **copy})
         assert row(msg).state == State.QUEUED
-    runner.record_lost([msg.to_body()], runner.LostBy.CRASH, **sent)  # genuine: tried again
+    lost.record_lost([msg.to_body()], lost.LostBy.CRASH, **sent)  # genuine: tried again
     assert (row(msg).attempt, row(msg).attempts[-1]["reason"]) == (2, "worker_lost")
 
 
@@ -375,9 +375,9 @@ def test_a_task_class_that_cannot_be_built_fails_its_run_and_spares_the_node(cap
     constructor's error escaped into Celery there. The run ends all the same."""
     msg = queue("tests.tasks.Unbuildable")
     assert runner.execute(msg.to_body()).error == "this task cannot be built"
-    lost = queue("tests.tasks.Unbuildable")
-    assert get_store().mark_running(lost, "incarnation")
+    died = queue("tests.tasks.Unbuildable")
+    assert get_store().mark_running(died, "incarnation")
     with caplog.at_level(logging.ERROR, logger="distributed_tasks.runner"):
-        runner.record_lost([lost.to_body()], runner.LostBy.CRASH)
-    assert (row(lost).state, row(lost).reason) == (State.FAILED, "worker_lost")
+        lost.record_lost([died.to_body()], lost.LostBy.CRASH)
+    assert (row(died).state, row(died).reason) == (State.FAILED, "worker_lost")
     assert "tests.tasks.Unbuildable could not be created for its on_failure hook" in caplog.text

@@ -9,7 +9,7 @@ from celery.exceptions import WorkerLostError
 from celery.worker import state as worker_state
 from celery.worker.request import Request
 
-from distributed_tasks import runner
+from distributed_tasks import lost as lost_runs
 from distributed_tasks.celery import RunRequest
 
 
@@ -17,7 +17,7 @@ from distributed_tasks.celery import RunRequest
 def lost(monkeypatch):
     calls = []
     monkeypatch.setattr(Request, "on_failure", lambda *args, **kwargs: None)
-    monkeypatch.setattr(runner, "record_lost", lambda *args, **kwargs: calls.append(args))
+    monkeypatch.setattr(lost_runs, "record_lost", lambda *args, **kwargs: calls.append(args))
     return calls
 
 
