@@ -171,6 +171,22 @@ def drop_own_connection() -> None:
             pytest.fail("a database server is needed to drop a connection")
 
 
+def execute_failing_results(monkeypatch, msg, failure) -> list:
+    """Execute ``msg`` with ``failure()`` before each write of an outcome with a result
+    (the real one: a plain FAILED has none); the outcomes so tried."""
+    original, tries = store.OrmStore.mark_finished, []
+
+    def failing(self, msg, outcome):
+        if outcome.result is not None:
+            tries.append(outcome)
+            failure()
+        return original(self, msg, outcome)
+
+    monkeypatch.setattr(store.OrmStore, "mark_finished", failing)
+    runner.execute(msg.to_body())
+    return tries
+
+
 @pytest.mark.parametrize("retries", [0, 2])
 def test_an_outcome_whose_write_drops_the_connection_while_the_database_answers_fails(
     monkeypatch, retries
@@ -181,16 +197,7 @@ def test_an_outcome_whose_write_drops_the_connection_while_the_database_answers_
     many attempts it has left."""
     msg = queue("tests.tasks.add", [1, 2])
     TaskRun.objects.filter(id=msg.run_id).update(max_attempts=1 + retries)
-    original, tries = store.OrmStore.mark_finished, []
-
-    def drop_results(self, msg, outcome):
-        if outcome.result is not None:
-            tries.append(outcome)
-            drop_own_connection()
-        return original(self, msg, outcome)
-
-    monkeypatch.setattr(store.OrmStore, "mark_finished", drop_results)
-    runner.execute(msg.to_body())
+    tries = execute_failing_results(monkeypatch, msg, drop_own_connection)
     assert len(tries) == outcomes.STRIKES
     run = row(msg)
     assert (run.state, run.reason, run.active_name) == (State.FAILED, "exception", None)
@@ -282,16 +289,7 @@ def test_an_outcome_over_a_postgresql_limit_is_refused_at_once(monkeypatch):
     if connection.vendor != "postgresql":
         pytest.skip("PostgreSQL's limits (SQLSTATE class 54)")
     msg = queue("tests.tasks.add", [1, 2])
-    original, tries = store.OrmStore.mark_finished, []
-
-    def over_a_limit(self, msg, outcome):
-        if outcome.result is not None:
-            tries.append(outcome)
-            pg_over_a_limit()
-        return original(self, msg, outcome)
-
-    monkeypatch.setattr(store.OrmStore, "mark_finished", over_a_limit)
-    runner.execute(msg.to_body())
+    tries = execute_failing_results(monkeypatch, msg, pg_over_a_limit)
     run = row(msg)
     assert (len(tries), run.state, run.reason, run.active_name) == (
         1,
