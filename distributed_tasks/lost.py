@@ -84,9 +84,9 @@ def record_lost(
         )
     if outcomes.record(msg, outcome, lost=True, patience=LOST_PATIENCE, **outcomes.since(run, msg)):
         if by is LostBy.TIMEOUT:
-            callcall_hook_of(msg, "on_timeout")
+            call_hook(msg, "on_timeout")
         else:
-            callcall_hook_of(msg, "on_failure", exc or RuntimeError(outcome.error))
+            call_hook(msg, "on_failure", exc or RuntimeError(outcome.error))
 
 
 def trusted(msg: RunMessage, limits: Any, task_id: str | None) -> tuple[RunMessage, TaskRun] | None:
@@ -105,7 +105,7 @@ def trusted(msg: RunMessage, limits: Any, task_id: str | None) -> tuple[RunMessa
     return truth, run
 
 
-def callcall_hook_of(msg: RunMessage, hook: str, *args: Any) -> None:
+def call_hook(msg: RunMessage, hook: str, *args: Any) -> None:
     """Call a task's hook for a run that ended outside its pool process (lost, killed)."""
     try:
         task = registry.resolve(msg.function).create()
