@@ -59,8 +59,8 @@ class ClaimReply:
             run_id=run_id,
             node=node or None,
             state=state,
-            queued_at=_number(queued_at, float),
-            attempt=_number(attempt, int),
+            queued_at=finite_number(queued_at, float),
+            attempt=finite_number(attempt, int),
         )
 
     def is_stale(self, now: float) -> bool:
@@ -68,9 +68,10 @@ class ClaimReply:
         return self.queued_at is None or now - self.queued_at > CLAIM_GRACE
 
 
-def _number(value: str | None, kind: Callable[[str], Any]) -> Any:
-    """``value`` as a number; None when absent or not one (not written by a start: the
-    claim then counts as stale and is checked against the database)."""
+def finite_number(value: str | None, kind: Callable[[str], Any]) -> Any:
+    """``value`` (a field read from Redis) as a finite number; None when absent or not
+    one, NaN and infinities included (not written by us: a claim then counts as stale
+    and is checked against the database; a forced cancel's deadline is dropped)."""
     try:
         number = kind(value) if value else None
     except ValueError:
@@ -82,7 +83,7 @@ def past_grace(queued_at: str | None, now: float) -> bool:
     """Whether a claim stored as queued at ``queued_at`` must be checked against the
     database (``ClaimReply.is_stale`` on the raw field): a claim with no time, or one
     that is not a finite number, was not written by a start and counts as past it."""
-    then = _number(queued_at, float)
+    then = finite_number(queued_at, float)
     return then is None or now - then > CLAIM_GRACE
 
 

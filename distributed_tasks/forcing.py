@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import signal
 import threading
@@ -24,6 +23,7 @@ from typing import Any
 
 from distributed_tasks import keys
 from distributed_tasks.cancellation import ROW_INTERVAL, from_row, publish
+from distributed_tasks.claims import finite_number
 from distributed_tasks.conf import get_settings
 from distributed_tasks.connection import as_dict, get_redis
 from distributed_tasks.exceptions import Cancelled
@@ -56,15 +56,6 @@ def _active_requests() -> dict[str, Any]:
         except RuntimeError:  # the consumer changed the set meanwhile
             continue
     return {}
-
-
-def _time(value: str) -> float:
-    """A deadline as stored (epoch seconds); ``ValueError`` for anything else ("nan" is a
-    float that no clock ever reaches, and it would make the watcher's wait time NaN)."""
-    seconds = float(value)
-    if not math.isfinite(seconds):
-        raise ValueError(value)
-    return seconds
 
 
 class Watcher(threading.Thread):
@@ -101,9 +92,12 @@ class Watcher(threading.Thread):
         close_broken_connections()  # this thread's own connection, after a database outage
         key = keys.node_cancel_key(self.node)
         for task_id, deadline in as_dict(get_redis().hgetall(key)).items():
-            try:
-                self.deadlines[task_id] = _time(deadline)
-            except ValueError:  # not a request of ours: it would stop every other one
+            # A deadline in epoch seconds. Anything else is not a request of ours: it
+            # would stop every other one ("nan" is a float no clock reaches, and would
+            # make the watcher's wait NaN).
+            if (seconds := finite_number(deadline, float)) is not None:
+                self.deadlines[task_id] = seconds
+            else:
                 logger.warning(
                     "Dropping the forced cancel %r of %s: its deadline %r is not a time",
                     task_id, key, deadline,
