@@ -69,19 +69,21 @@ class TaskRecord:
         """The newest run of ``name`` (its active one, else the one queued last, as
         ``get_status`` reads it); raises ``TaskNotFound`` when there is none."""
         from distributed_tasks.exceptions import TaskNotFound
+        from distributed_tasks.store import get_store
 
-        runs = cls.objects.named(name, task_list)
-        run = runs.filter(active_name=name).first() or runs.order_by("-queued_at").first()
+        run = get_store().newest(task_list, name)  # on DATABASE_ALIAS, as get_status reads
         if run is None:
             raise TaskNotFound(name, task_list)
         return run
 
     @classmethod
     def all(cls, task_list: str = "default") -> Iterator[TaskRun]:
-        """Every run of a task list, streamed in chunks rather than loaded at once."""
-        return (
-            cls.objects.filter(task_list=task_list).order_by("queued_at").iterator(chunk_size=500)
-        )
+        """Every run of a task list (on ``DATABASE_ALIAS``), streamed in chunks rather
+        than loaded at once."""
+        from distributed_tasks.conf import get_settings
+
+        runs = cls.objects.using(get_settings().DATABASE_ALIAS).filter(task_list=task_list)
+        return runs.order_by("queued_at").iterator(chunk_size=500)
 
     def as_dict(self) -> dict[str, Any]:
         """Every field as JSON-ready values (ids as hex, times as ISO 8601)."""

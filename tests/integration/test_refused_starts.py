@@ -138,6 +138,14 @@ def test_reads_cancels_and_retries_with_the_database_away_say_so(node, redis, da
 
 
 @needs_a_database_server()
+def test_task_records_are_read_where_runs_are_kept(node, redis, database_proxy):
+    """``TaskRun.find``/``all`` read ``DATABASE_ALIAS``, as ``get_status`` does."""
+    start_async(tasks.add, [1, 2], name="kept")
+    assert TaskRun.find("default", "kept")._state.db == "proxied"
+    assert [run._state.db for run in TaskRun.all("default")] == ["proxied"]
+
+
+@needs_a_database_server()
 def test_database_down_after_the_claim_rolls_back_every_entry(node, redis, database_proxy):
     start_async(tasks.add, [1, 2], name="through-proxy")  # the proxied store works
     TaskRun.objects.all().delete()
