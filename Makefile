@@ -24,6 +24,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(TEST_ENV) $(PY) -m mypy
 
 check-django: $(STAMP)
 	$(PY) tests/services.py
@@ -42,4 +43,4 @@ soak: $(STAMP)
 	SOAK_MINUTES=$${SOAK_MINUTES:-8} $(PY) -m tests.soak
 
 clean:
-	rm -rf .venv .venv-* .demo .soak .pytest_cache .ruff_cache *.egg-info
+	rm -rf .venv .venv-* .demo .soak .pytest_cache .ruff_cache .mypy_cache *.egg-info

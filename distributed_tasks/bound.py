@@ -27,7 +27,7 @@ from typing import Any
 
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-_CURSOR = BaseDatabaseWrapper._cursor
+_CURSOR = BaseDatabaseWrapper._cursor  # type: ignore[attr-defined]  # Django-internal
 
 
 def _direct(connection: Any) -> bool:
@@ -43,7 +43,7 @@ def _direct(connection: Any) -> bool:
     from django.db.backends.postgresql import base
     from django.db.backends.utils import CursorWrapper
 
-    if not base.is_psycopg3 or hasattr(CursorWrapper.execute, "__wrapped__"):
+    if not getattr(base, "is_psycopg3", False) or hasattr(CursorWrapper.execute, "__wrapped__"):
         return False  # psycopg2, or an SDK that patched Django's cursor (Sentry...)
     # Not a backend that does more per cursor (sets a tenant's search_path, counts...).
     create = base.DatabaseWrapper.create_cursor

@@ -190,6 +190,7 @@ def scan_step(cursor: Any, *, match: str, count: int) -> tuple[Any, list]:
     client = get_redis()
     if not isinstance(client, RedisCluster):
         return client.scan(cursor, match=match, count=count)
+    cursors: Any  # {node name: cursor} on a cluster
     if not cursor:
         cursors, found = client.scan(0, match=match, count=count)  # every primary
     else:

@@ -89,7 +89,7 @@ def _bound_pause(alias: str) -> Iterator[None]:
     """
     connection = connections[alias]
     half = get_settings().LEASE_TTL / 2
-    mariadb = connection.vendor == "mysql" and connection.mysql_is_mariadb
+    mariadb = connection.vendor == "mysql" and getattr(connection, "mysql_is_mariadb", False)
     if mariadb:
         with connection.cursor() as cursor:
             cursor.execute(

@@ -68,8 +68,8 @@ def record_lost(
             errors=DB_UNAVAILABLE,
             patience=LOST_PATIENCE,
         )
-    except DB_UNAVAILABLE as exc:
-        outcomes.gave_up(sent, exc, LOST_PATIENCE)
+    except DB_UNAVAILABLE as error:  # not ``exc``: the pool's error, read below
+        outcomes.gave_up(sent, error, LOST_PATIENCE)
         return
     if found is None:
         return

@@ -8,6 +8,7 @@ either way the start is then answered with the run that holds the name, read nex
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -22,6 +23,7 @@ class NewRuns:
     """``insert`` and ``insert_many`` of ``OrmStore``, whose ``active`` reads the holder."""
 
     alias: str
+    active: Callable[[str, str], TaskRun | None]  # the store's
 
     def insert(self, run: TaskRun) -> None:
         """Insert ``run``; ``AlreadyRunning`` naming the holder when its name is taken."""

@@ -64,6 +64,10 @@ class TaskRecord:
     """The gem's record interface on ``TaskRun``: look a run up, list a task list's runs,
     and move a run to and from JSON-ready values (export, import, fixtures)."""
 
+    if TYPE_CHECKING:  # what the model it is mixed into brings
+        objects: Any
+        _meta: Any
+
     @classmethod
     def find(cls, task_list: str, name: str) -> TaskRun:
         """The newest run of ``name`` (its active one, else the one queued last, as

@@ -102,9 +102,11 @@ def refuses_invalid(prepare: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def send_moved(sender: Any, message: Any, previous: Any, outcome: Any, why: str) -> None:
+def send_moved(
+    sender: Any, message: Any, previous: Any, outcome: Any, why: str | None = None
+) -> None:
     """``run_retried`` when a failure (``outcome``) caused the new attempt, else ``run_moved``
-    (with ``why``: a ``MoveReason``)."""
+    (with ``why``: a ``MoveReason``, which a move needs and a retry does not)."""
     if outcome is not None:
         run_retried.send(sender, message=message, previous=previous, outcome=outcome)
     else:

@@ -118,6 +118,7 @@ class WorkerWrites:
     """
 
     alias: str
+    runs: Any  # the store's queryset of runs on ``alias``
 
     def mark_running(self, msg: RunMessage, incarnation: str) -> TaskRun | None:
         conn = connections[self.alias]

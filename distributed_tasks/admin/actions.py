@@ -215,6 +215,11 @@ def force_cancel_runs(
     apply(modeladmin, request, *_cancel(request, queryset, force=True))
 
 
+def _is_newest(run: TaskRun) -> bool:
+    """Whether ``run`` is its name's newest (``newest_pk``, annotated by ``retry_runs``)."""
+    return run.newest_pk == run.pk  # type: ignore[attr-defined]
+
+
 @admin.action(description="Retry selected failed runs", permissions=["control"])
 @capped
 def retry_runs(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
@@ -234,9 +239,7 @@ def retry_runs(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: Que
         lambda run: run.state == State.FAILED,
         "not FAILED",
     )
-    latest = tally.keep(
-        failed, lambda run: run.newest_pk == run.pk, "superseded by a newer run of the same name"
-    )
+    latest = tally.keep(failed, _is_newest, "superseded by a newer run of the same name")
 
     def retry(run: TaskRun) -> str:
         handle = api.retry(run.name, run.task_list)

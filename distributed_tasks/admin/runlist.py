@@ -41,7 +41,7 @@ class StateFilter(admin.SimpleListFilter):
             return None
         return value.lower() if value.lower() in ("active", "finished") else value.upper()
 
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet | None:
+    def queryset(self, request: HttpRequest, queryset: Any) -> QuerySet | None:  # TaskRun's
         value = self.value()
         if value == "active":
             return queryset.active()

@@ -558,7 +558,18 @@ def test_a_retry_no_live_node_can_take_waits_queued_on_no_node(heavy, redis, dea
     orchestrator = lead()
     settle(orchestrator, redis)
     run = row("orphan", dead_node("gone@test"), state="RUNNING", executions=1, max_attempts=2)
-    assert orchestrator.tick()["lifeline"] == {"parked": 1, "nodes_lost": 1}
+    retried = []
+
+    def on_retried(sender, message, previous, outcome, **kwargs):
+        retried.append((message.attempt, message.node, previous.attempt, outcome.reason))
+
+    signals.run_retried.connect(on_retried, weak=False)
+    try:
+        assert orchestrator.tick()["lifeline"] == {"parked": 1, "nodes_lost": 1}
+    finally:
+        signals.run_retried.disconnect(on_retried)
+    # The signal a failure's next attempt sends (it raised TypeError, swallowed on commit).
+    assert retried == [(2, "", 1, "node_lost")]
     run.refresh_from_db()
     assert (run.state, run.node, run.attempt) == ("QUEUED", "", 2)
     assert claims.read("default", "orphan")["state"] == "QUEUED"
