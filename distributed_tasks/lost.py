@@ -17,11 +17,12 @@ from typing import Any
 
 from distributed_tasks import forcing, logs, outcomes, registry
 from distributed_tasks.exceptions import NotRegistered
+from distributed_tasks.fenced_start import disagreements
 from distributed_tasks.messages import MalformedMessage, RunMessage
 from distributed_tasks.models import TaskRun
 from distributed_tasks.outage import Outage
 from distributed_tasks.resilience import DB_UNAVAILABLE, until_answered
-from distributed_tasks.runner import call_hook_of, disagreements, limit_text, run_info
+from distributed_tasks.runner import call_hook_of, limit_text, run_info
 from distributed_tasks.store import get_store, message_for
 from distributed_tasks.types import Outcome, Reason
 

@@ -9,6 +9,7 @@ each field's own ``get_db_prep_save`` for the database in use.
 
 from __future__ import annotations
 
+import datetime as dt
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -120,10 +121,12 @@ class WorkerWrites:
     alias: str
     runs: Any  # the store's queryset of runs on ``alias``
 
-    def mark_running(self, msg: RunMessage, incarnation: str) -> TaskRun | None:
+    def mark_running(
+        self, msg: RunMessage, incarnation: str, *, started_at: dt.datetime | None = None
+    ) -> TaskRun | None:
         conn = connections[self.alias]
+        now = started_at or timezone.now()
         if update_returns(conn):  # one statement written once per connection (transitions)
-            now = timezone.now()
             params = prepared(conn, [
                 ("state", State.RUNNING), ("started_at", now), ("incarnation", incarnation),
                 ("id", msg.run_id), ("attempt", msg.attempt), ("node", msg.node),
@@ -133,13 +136,15 @@ class WorkerWrites:
         rows = self.runs.by_key(msg.run_id, attempt=msg.attempt, node=msg.node, state=State.QUEUED)
         values = {
             "state": State.RUNNING,
-            "started_at": timezone.now(),
+            "started_at": now,
             "incarnation": incarnation,
             "executions": F("executions") + 1,
         }
         return self._update_returning(rows, values, msg.run_id)
 
-    def start_as_sent(self, msg: RunMessage, incarnation: str) -> TaskRun | None:
+    def start_as_sent(
+        self, msg: RunMessage, incarnation: str, *, started_at: dt.datetime | None = None
+    ) -> TaskRun | None:
         """``mark_running`` in one autocommit statement that also requires the row's call
         (``RunMessage.CALL_FIELDS``) to be the message's, on PostgreSQL: the worker's
         start with no transaction around it (a BEGIN and a COMMIT less per run).
@@ -156,7 +161,8 @@ class WorkerWrites:
         if conn.vendor != "postgresql" or not comparable(msg):
             return NotImplemented
         params = prepared(conn, [
-            ("state", State.RUNNING), ("started_at", timezone.now()), ("incarnation", incarnation),
+            ("state", State.RUNNING), ("started_at", started_at or timezone.now()),
+            ("incarnation", incarnation),
             ("id", msg.run_id), ("attempt", msg.attempt), ("node", msg.node),
             ("state", State.QUEUED),
             *((f, getattr(msg, f) or "") for f in TEXT_FIELDS),
@@ -167,6 +173,14 @@ class WorkerWrites:
         # refuses must not abort it: a savepoint there; in a pool process, autocommit.
         with transaction.atomic(using=self.alias) if conn.in_atomic_block else nullcontext():
             return self._returning(conn, statements(conn).start_as_sent, params, started(conn))
+
+    def started_by(
+        self, msg: RunMessage, incarnation: str, started_at: dt.datetime
+    ) -> TaskRun | None:
+        """The attempt of ``msg`` RUNNING as started by ``incarnation`` at ``started_at``:
+        a start of this worker that committed though its reply was lost."""
+        mine = {"incarnation": incarnation, "started_at": started_at, "state": State.RUNNING}
+        return self.runs.by_key(msg.run_id, attempt=msg.attempt, node=msg.node, **mine).first()
 
     def _update_returning(self, rows, values: dict[str, Any], pk: Any) -> TaskRun | None:
         """``rows.update(**values)`` on at most one row, returning it as updated.

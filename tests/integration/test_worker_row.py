@@ -18,8 +18,18 @@ from types import SimpleNamespace
 import pytest
 from django.db import DataError, OperationalError, connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
-from distributed_tasks import State, lost, outcomes, resilience, runner, store, transitions
+from distributed_tasks import (
+    State,
+    fenced_start,
+    lost,
+    outcomes,
+    resilience,
+    runner,
+    store,
+    transitions,
+)
 from distributed_tasks.celery import TASK_NAME, header_limits
 from distributed_tasks.models import TaskRun
 from distributed_tasks.store import get_store
@@ -71,7 +81,7 @@ def test_a_message_that_disagrees_with_its_row_runs_nothing(start_path, change, 
 def test_a_genuine_message_starts_in_one_statement():
     msg = queue("tests.tasks.add", [1, 2.5], kwargs={"k": {"x": [None, "é"]}})
     with CaptureQueriesContext(connection) as queries:
-        truth = runner._start(msg, header_limits(None), msg.task_id)
+        truth = fenced_start.start(msg, header_limits(None), msg.task_id)
     assert truth.call() == msg.call()
     statements = [q["sql"].split()[0] for q in queries]
     assert [s for s in statements if s not in ("SAVEPOINT", "RELEASE")] == ["UPDATE"]
@@ -379,3 +389,41 @@ def test_a_task_class_that_cannot_be_built_fails_its_run_and_spares_the_node(cap
         lost.record_lost([died.to_body()], lost.LostBy.CRASH)
     assert (row(died).state, row(died).reason) == (State.FAILED, "worker_lost")
     assert "tests.tasks.Unbuildable could not be created for its on_failure hook" in caplog.text
+
+
+@pytest.mark.parametrize("as_sent", [True, False], ids=["one-statement", "general"])
+def test_a_start_that_committed_though_its_reply_was_lost_runs_its_attempt(
+    start_path, as_sent, monkeypatch
+):
+    """The retry took the committed start for a stale message: the run stayed RUNNING with
+    nothing executing it until the watchdog ended it (a failure that never happened)."""
+    msg = queue("tests.tasks.add", [1, 2])
+    no_waits = SimpleNamespace(monotonic=time.monotonic, sleep=lambda seconds: None)
+    monkeypatch.setattr(resilience, "time", no_waits)
+    if not as_sent:
+        monkeypatch.setattr(fenced_start, "_as_sent", lambda *args: False)
+    real, tries = fenced_start.start, []
+
+    def reply_lost(*args, **kwargs):
+        tries.append(kwargs["again"])
+        truth = real(*args, **kwargs)
+        if len(tries) == 1:
+            assert truth is not None  # committed...
+            raise OperationalError("server closed the connection unexpectedly")  # ...unseen
+        return truth
+
+    monkeypatch.setattr(fenced_start, "start", reply_lost)
+    assert runner.execute(msg.to_body()).result == 3
+    assert tries == [False, True]
+    assert (row(msg).state, row(msg).executions) == (State.DONE, 1)
+
+
+def test_a_running_attempt_stamped_by_another_start_is_still_stale(start_path):
+    """Only this start's own stamp proves the commit was its own: a copy of the message
+    (another pool process of the same node) finds the attempt started by the other."""
+    msg = queue("tests.tasks.add", [1, 2])
+    node_incarnation = ""  # no current node in this process
+    assert get_store().mark_running(msg, node_incarnation) is not None
+    again = fenced_start.start(msg, None, None, stamp=timezone.now(), again=True)
+    assert again is None
+    assert (row(msg).state, row(msg).executions) == (State.RUNNING, 1)
