@@ -11,12 +11,15 @@ stored instead. The outcome is logged once, at a level that matches it.
 
 from __future__ import annotations
 
+import datetime as dt
+import itertools
 import logging
 import time
 from dataclasses import replace
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import DatabaseError, connections
+from django.utils import timezone
 
 from distributed_tasks import attempts, logs, mirror, signals
 from distributed_tasks.exceptions import ClusterUnavailable
@@ -84,14 +87,21 @@ def _retry(msg: RunMessage, outcome: Outcome, *, lost: bool) -> RunMessage | Non
 
 
 def _store(
-    msg: RunMessage, outcome: Outcome, lost: bool, retry: bool = True
+    msg: RunMessage, outcome: Outcome, lost: bool, retry: bool, stamp: dt.datetime, again: bool
 ) -> tuple[bool, RunMessage | None]:
-    """One try: (recorded, next attempt if one was queued; never without ``retry``)."""
+    """One try: (recorded, next attempt if one was queued; never without ``retry``).
+
+    Each try stamps the same ``finished_at``; ``again`` (an earlier try raised): a final
+    outcome found stored with that stamp was this process's write whose reply was lost
+    (it was called fenced out: no status in Redis, no ``run_finished``)."""
     new = _retry(msg, outcome, lost=lost) if retry else None
     if new is not None:
         return True, new
     store = get_store()
-    return (store.mark_lost(msg, outcome) if lost else store.mark_finished(msg, outcome)), None
+    if lost:
+        return store.mark_lost(msg, outcome), None
+    recorded = store.mark_finished(msg, outcome, finished_at=stamp)
+    return recorded or (again and store.finished_by(msg, outcome, stamp)), None
 
 
 def refused(outcome: Outcome, exc: BaseException) -> Outcome:
@@ -129,13 +139,13 @@ def _persist(
     refused because the database takes no writes now (PostgreSQL's read-only error is an
     InternalError). One over a PostgreSQL limit (a result over jsonb's size) is this
     outcome's own fault, although it comes as an OperationalError."""
-    strikes = 0
+    strikes, stamp, tries = 0, timezone.now(), itertools.count()
 
     def store() -> tuple[bool, RunMessage | None]:
         nonlocal strikes
         try:
             with writes_awaited(get_store().alias):
-                return _store(msg, outcome, lost, retry)
+                return _store(msg, outcome, lost, retry, stamp, next(tries) > 0)
         except WritesAway:
             raise  # retried, and never the outcome's fault
         except DB_UNAVAILABLE as exc:

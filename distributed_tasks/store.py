@@ -13,6 +13,7 @@ A different store plugs in by subclassing :class:`BaseStore` (see README).
 from __future__ import annotations
 
 import abc
+import datetime as dt
 import functools
 from typing import Any
 
@@ -42,13 +43,31 @@ class BaseStore(abc.ABC):
         its message did reach the broker)."""
 
     @abc.abstractmethod
-    def mark_running(self, msg: RunMessage, incarnation: str) -> TaskRun | None:
-        """QUEUED -> RUNNING for exactly this (run, attempt, node): the row as updated,
-        or None if fenced out. The worker executes what this row holds."""
+    def mark_running(
+        self, msg: RunMessage, incarnation: str, *, started_at: dt.datetime | None = None
+    ) -> TaskRun | None:
+        """QUEUED -> RUNNING for exactly this (run, attempt, node), stamped ``started_at``
+        (now): the row as updated, or None if fenced out. The worker executes what this
+        row holds."""
 
     @abc.abstractmethod
-    def mark_finished(self, msg: RunMessage, outcome: Outcome) -> bool:
-        """RUNNING -> DONE/FAILED for this attempt; False if fenced out."""
+    def mark_finished(
+        self, msg: RunMessage, outcome: Outcome, *, finished_at: dt.datetime | None = None
+    ) -> bool:
+        """RUNNING -> DONE/FAILED for this attempt, stamped ``finished_at`` (now); False if
+        fenced out."""
+
+    def started_by(
+        self, msg: RunMessage, incarnation: str, started_at: dt.datetime
+    ) -> TaskRun | None:
+        """The attempt of ``msg`` RUNNING as ``mark_running`` by ``incarnation`` stamped
+        ``started_at`` left it: a start whose reply was lost. None: not known here."""
+        return None
+
+    def finished_by(self, msg: RunMessage, outcome: Outcome, finished_at: dt.datetime) -> bool:
+        """Whether ``mark_finished`` stored ``outcome`` for ``msg`` stamped ``finished_at``
+        (its reply was lost). False: not known here."""
+        return False
 
     @abc.abstractmethod
     def mark_lost(self, msg: RunMessage, outcome: Outcome) -> bool:

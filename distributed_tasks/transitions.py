@@ -211,11 +211,19 @@ class WorkerWrites:
         )
         return None if row is None else read.load(row, self.alias)
 
-    def mark_finished(self, msg: RunMessage, outcome: Outcome) -> bool:
+    def finished_by(self, msg: RunMessage, outcome: Outcome, finished_at: dt.datetime) -> bool:
+        """Whether ``msg``'s attempt ended with ``outcome``'s state at ``finished_at``: an
+        outcome this process stored though the reply to its write was lost."""
+        at = {"state": outcome.state, "finished_at": finished_at}
+        return self.runs.by_key(msg.run_id, attempt=msg.attempt, **at).exists()
+
+    def mark_finished(
+        self, msg: RunMessage, outcome: Outcome, *, finished_at: dt.datetime | None = None
+    ) -> bool:
         conn = connections[self.alias]
         fields = outcome.row_fields()
         params = prepared(conn, [
-            ("finished_at", timezone.now()),
+            ("finished_at", finished_at or timezone.now()),
             *((f, fields[f]) for f in FINISH_FIELDS[1:]),
             ("id", msg.run_id), ("attempt", msg.attempt), ("state", State.RUNNING),
         ])  # fmt: skip

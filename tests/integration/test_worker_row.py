@@ -22,17 +22,20 @@ from django.utils import timezone
 
 from distributed_tasks import (
     State,
+    claims,
     fenced_start,
     lost,
     outcomes,
     resilience,
     runner,
+    signals,
     store,
     transitions,
 )
 from distributed_tasks.celery import TASK_NAME, header_limits
 from distributed_tasks.models import TaskRun
 from distributed_tasks.store import get_store
+from distributed_tasks.types import Outcome
 from tests.integration.test_runner import queue, row
 
 # Outside a transaction, as in a pool process: the statements go on psycopg's own cursor (bound.py).
@@ -156,10 +159,10 @@ def test_an_outcome_the_database_refuses_becomes_a_plain_failed(monkeypatch):
     msg = queue("tests.tasks.add", [1, 2])
     original = store.OrmStore.mark_finished
 
-    def refuse_results(self, msg, outcome):
+    def refuse_results(self, msg, outcome, **stamp):
         if outcome.result is not None:
             raise DataError("unsupported Unicode escape sequence")
-        return original(self, msg, outcome)
+        return original(self, msg, outcome, **stamp)
 
     monkeypatch.setattr(store.OrmStore, "mark_finished", refuse_results)
     runner.execute(msg.to_body())
@@ -186,11 +189,11 @@ def execute_failing_results(monkeypatch, msg, failure) -> list:
     (the real one: a plain FAILED has none); the outcomes so tried."""
     original, tries = store.OrmStore.mark_finished, []
 
-    def failing(self, msg, outcome):
+    def failing(self, msg, outcome, **stamp):
         if outcome.result is not None:
             tries.append(outcome)
             failure()
-        return original(self, msg, outcome)
+        return original(self, msg, outcome, **stamp)
 
     monkeypatch.setattr(store.OrmStore, "mark_finished", failing)
     runner.execute(msg.to_body())
@@ -224,10 +227,10 @@ def test_an_outcome_refused_on_a_live_connection_waits_for_the_database(monkeypa
     original, failures = store.OrmStore.mark_finished, [OperationalError(1290, "read-only")]
     failures *= outcomes.STRIKES + 2
 
-    def read_only(self, msg, outcome):
+    def read_only(self, msg, outcome, **stamp):
         if failures:
             raise failures.pop()
-        return original(self, msg, outcome)
+        return original(self, msg, outcome, **stamp)
 
     monkeypatch.setattr(store.OrmStore, "mark_finished", read_only)
     no_waits = SimpleNamespace(monotonic=time.monotonic, sleep=lambda seconds: None)
@@ -331,10 +334,10 @@ def test_an_outcome_refused_by_a_read_only_database_waits_for_writes(monkeypatch
     msg = queue("tests.tasks.add", [1, 2])
     original, refusals = store.OrmStore.mark_finished, [3]
 
-    def read_only(self, msg, outcome):
+    def read_only(self, msg, outcome, **stamp):
         read_only_session(refusals[0] > 0)
         refusals[0] -= 1
-        return original(self, msg, outcome)
+        return original(self, msg, outcome, **stamp)
 
     monkeypatch.setattr(store.OrmStore, "mark_finished", read_only)
     no_waits = SimpleNamespace(monotonic=time.monotonic, sleep=lambda seconds: None)
@@ -367,7 +370,7 @@ def test_a_plain_failed_the_database_refuses_too_ends_in_a_log_line(monkeypatch,
     watchdog ends the run once its node stops reporting it."""
     msg = queue("tests.tasks.add", [1, 2])
 
-    def refuse_everything(self, msg, outcome):
+    def refuse_everything(self, msg, outcome, **stamp):
         raise DataError("refused by a trigger")
 
     monkeypatch.setattr(store.OrmStore, "mark_finished", refuse_everything)
@@ -427,3 +430,45 @@ def test_a_running_attempt_stamped_by_another_start_is_still_stale(start_path):
     again = fenced_start.start(msg, None, None, stamp=timezone.now(), again=True)
     assert again is None
     assert (row(msg).state, row(msg).executions) == (State.RUNNING, 1)
+
+
+def test_an_outcome_stored_though_its_reply_was_lost_is_published(monkeypatch, redis):
+    """The retry found the row no longer RUNNING and called the outcome fenced out: its
+    status never reached Redis and run_finished was not sent."""
+    msg = queue("tests.tasks.add", [1, 2], name="reply-lost")
+    no_waits = SimpleNamespace(monotonic=time.monotonic, sleep=lambda seconds: None)
+    monkeypatch.setattr(resilience, "time", no_waits)
+    original, tries = store.OrmStore.mark_finished, []
+
+    def reply_lost(self, msg, outcome, **stamp):
+        tries.append(stamp["finished_at"])
+        stored = original(self, msg, outcome, **stamp)
+        if len(tries) == 1:
+            assert stored  # committed...
+            raise OperationalError("server closed the connection unexpectedly")  # ...unseen
+        return stored
+
+    monkeypatch.setattr(store.OrmStore, "mark_finished", reply_lost)
+    finished = []
+
+    def receiver(sender, message, outcome, **kwargs):
+        finished.append(outcome.state)
+
+    signals.run_finished.connect(receiver, weak=False)
+    try:
+        assert runner.execute(msg.to_body()).result == 3
+    finally:
+        signals.run_finished.disconnect(receiver)
+    assert len(tries) == 2 and tries[0] == tries[1]  # the same stamp on every try
+    assert (row(msg).state, row(msg).result) == (State.DONE, 3)
+    assert finished == [State.DONE]
+    assert claims.read("default", "reply-lost")["state"] == "DONE"
+
+
+def test_an_outcome_stamped_by_another_write_is_still_fenced_out():
+    msg = queue("tests.tasks.add", [1, 2])
+    assert get_store().mark_running(msg, "") is not None
+    stamp = timezone.now()
+    assert get_store().mark_finished(msg, Outcome.done(3), finished_at=stamp)
+    assert get_store().finished_by(msg, Outcome.done(3), stamp)
+    assert not get_store().finished_by(msg, Outcome.done(3), timezone.now())
