@@ -10,7 +10,6 @@ committed though its reply was lost is recognised by the time it stamped on the 
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import logging
 import re
 from typing import Any
@@ -25,7 +24,7 @@ from distributed_tasks.messages import RunMessage
 from distributed_tasks.nodes import current_node
 from distributed_tasks.outage import Outage
 from distributed_tasks.resilience import DB_UNAVAILABLE, until_answered, writes_awaited
-from distributed_tasks.store import get_store, message_for
+from distributed_tasks.store import get_store, message_for, stamped
 
 logger = logging.getLogger("distributed_tasks.runner")
 
@@ -37,15 +36,15 @@ def started(msg: RunMessage, limits: tuple | None, task_id: str | None) -> RunMe
     the message goes back to its queue (``acks_late``); acknowledged, it left the row
     QUEUED with no message until its node's queue was empty (the resync's orphans).
 
-    Every try stamps the same ``started_at``: after an error, a try that finds the
-    attempt RUNNING with this process's incarnation and that time knows that an earlier
-    try committed and only its reply was lost (it ran nothing else; before, it was taken
-    for a stale message and the run stayed RUNNING until the watchdog ended it)."""
+    Each try stamps ``started_at`` with its own time, and keeps it: after an error, a
+    try that finds the attempt RUNNING with this process's incarnation and an earlier
+    try's time knows that try committed and only its reply was lost (before, it was
+    taken for a stale message and the run stayed RUNNING until the watchdog ended it)."""
     outage = Outage(f"Starting {msg.name} attempt {msg.attempt}", logger)
-    stamp, tries = timezone.now(), itertools.count()
+    stamps: list[dt.datetime] = []
     try:
         return until_answered(
-            lambda: _start_awaiting_writes(msg, limits, task_id, stamp, next(tries) > 0),
+            lambda: _start_awaiting_writes(msg, limits, task_id, stamps),
             outage,
             errors=DB_UNAVAILABLE,
         )
@@ -58,11 +57,11 @@ def started(msg: RunMessage, limits: tuple | None, task_id: str | None) -> RunMe
 
 
 def _start_awaiting_writes(
-    msg: RunMessage, limits: tuple | None, task_id: str | None, stamp: dt.datetime, again: bool
+    msg: RunMessage, limits: tuple | None, task_id: str | None, stamps: list[dt.datetime]
 ) -> RunMessage | None:
     """``start``; a database that takes no writes now (a switchover) is waited for."""
     with writes_awaited(get_store().alias):
-        return start(msg, limits, task_id, stamp=stamp, again=again)
+        return start(msg, limits, task_id, stamps=stamps)
 
 
 def start(
@@ -70,12 +69,11 @@ def start(
     limits: tuple | None,
     task_id: str | None,
     *,
-    stamp: dt.datetime | None = None,
-    again: bool = False,
+    stamps: list[dt.datetime] | None = None,
 ) -> RunMessage | None:
-    """Fenced QUEUED -> RUNNING, stamped ``stamp`` (now); the message of what the row
-    holds, None if stale or forged. ``again``: an earlier try with the same ``stamp``
-    raised, and may have committed."""
+    """Fenced QUEUED -> RUNNING; the message of what the row holds, None if stale or
+    forged. ``stamps``: the times earlier tries of this start wrote (they raised, and
+    may have committed); this try's is added."""
     node = current_node()
     if node is not None and msg.node != node.name:
         # Running it would record this node's incarnation under the other node's name,
@@ -89,19 +87,21 @@ def start(
         return None
     store = get_store()
     incarnation = node.incarnation if node else ""
-    stamp = stamp or timezone.now()
+    stamps = [] if stamps is None else stamps
+    earlier = list(stamps)
+    stamps.append(timezone.now())
     if _as_sent(msg, limits, task_id):
         try:
-            row = store.start_as_sent(msg, incarnation, started_at=stamp)
+            row = store.start_as_sent(msg, incarnation, started_at=stamps[-1])
         except (DataError, ProgrammingError):  # a value PostgreSQL refuses: not our message
             row = None
         if row is not None and row is not NotImplemented:
             return message_for(row)
     # Not matched as sent (stale or forged: below tells which), or another store.
     with transaction.atomic(using=store.alias):
-        row = store.mark_running(msg, incarnation, started_at=stamp)
-        if row is None and again:  # the earlier try's reply was lost, not its commit?
-            row = store.started_by(msg, incarnation, stamp)
+        row = store.mark_running(msg, incarnation, **stamped(store, started_at=stamps[-1]))
+        if row is None and earlier:  # an earlier try's reply was lost, not its commit?
+            row = store.started_by(msg, incarnation, earlier)
         if row is None:
             logger.info(
                 "Ignoring stale message for %s attempt %s on %s",

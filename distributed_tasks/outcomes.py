@@ -12,7 +12,6 @@ stored instead. The outcome is logged once, at a level that matches it.
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import logging
 import time
 from dataclasses import replace
@@ -34,7 +33,7 @@ from distributed_tasks.resilience import (
     until_answered,
     writes_awaited,
 )
-from distributed_tasks.store import get_store
+from distributed_tasks.store import get_store, stamped
 from distributed_tasks.types import (
     ACTIVE_STATES,
     ERROR_LIMIT,
@@ -87,21 +86,23 @@ def _retry(msg: RunMessage, outcome: Outcome, *, lost: bool) -> RunMessage | Non
 
 
 def _store(
-    msg: RunMessage, outcome: Outcome, lost: bool, retry: bool, stamp: dt.datetime, again: bool
+    msg: RunMessage, outcome: Outcome, lost: bool, retry: bool, stamps: list[dt.datetime]
 ) -> tuple[bool, RunMessage | None]:
     """One try: (recorded, next attempt if one was queued; never without ``retry``).
 
-    Each try stamps the same ``finished_at``; ``again`` (an earlier try raised): a final
-    outcome found stored with that stamp was this process's write whose reply was lost
-    (it was called fenced out: no status in Redis, no ``run_finished``)."""
+    Each try stamps ``finished_at`` with its own time, kept in ``stamps``: the outcome
+    found stored with an earlier try's time was this process's write whose reply was
+    lost (it was called fenced out: no status in Redis, no ``run_finished``)."""
+    earlier = list(stamps)
+    stamps.append(timezone.now())
     new = _retry(msg, outcome, lost=lost) if retry else None
     if new is not None:
         return True, new
     store = get_store()
     if lost:
         return store.mark_lost(msg, outcome), None
-    recorded = store.mark_finished(msg, outcome, finished_at=stamp)
-    return recorded or (again and store.finished_by(msg, outcome, stamp)), None
+    recorded = store.mark_finished(msg, outcome, **stamped(store, finished_at=stamps[-1]))
+    return recorded or bool(earlier and store.finished_by(msg, outcome, earlier)), None
 
 
 def refused(outcome: Outcome, exc: BaseException) -> Outcome:
@@ -139,13 +140,13 @@ def _persist(
     refused because the database takes no writes now (PostgreSQL's read-only error is an
     InternalError). One over a PostgreSQL limit (a result over jsonb's size) is this
     outcome's own fault, although it comes as an OperationalError."""
-    strikes, stamp, tries = 0, timezone.now(), itertools.count()
+    strikes, stamps = 0, []
 
     def store() -> tuple[bool, RunMessage | None]:
         nonlocal strikes
         try:
             with writes_awaited(get_store().alias):
-                return _store(msg, outcome, lost, retry, stamp, next(tries) > 0)
+                return _store(msg, outcome, lost, retry, stamps)
         except WritesAway:
             raise  # retried, and never the outcome's fault
         except DB_UNAVAILABLE as exc:

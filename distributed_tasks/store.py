@@ -15,6 +15,8 @@ from __future__ import annotations
 import abc
 import datetime as dt
 import functools
+import inspect
+from collections.abc import Sequence
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -58,15 +60,15 @@ class BaseStore(abc.ABC):
         fenced out."""
 
     def started_by(
-        self, msg: RunMessage, incarnation: str, started_at: dt.datetime
+        self, msg: RunMessage, incarnation: str, stamps: Sequence[dt.datetime]
     ) -> TaskRun | None:
-        """The attempt of ``msg`` RUNNING as ``mark_running`` by ``incarnation`` stamped
-        ``started_at`` left it: a start whose reply was lost. None: not known here."""
+        """The attempt of ``msg`` RUNNING as ``mark_running`` by ``incarnation``, stamped
+        with one of ``stamps``, left it: a start whose reply was lost. None: not known."""
         return None
 
-    def finished_by(self, msg: RunMessage, outcome: Outcome, finished_at: dt.datetime) -> bool:
-        """Whether ``mark_finished`` stored ``outcome`` for ``msg`` stamped ``finished_at``
-        (its reply was lost). False: not known here."""
+    def finished_by(self, msg: RunMessage, outcome: Outcome, stamps: Sequence[dt.datetime]) -> bool:
+        """Whether ``mark_finished`` stored ``outcome`` for ``msg`` stamped with one of
+        ``stamps`` (its reply was lost). False: not known here."""
         return False
 
     @abc.abstractmethod
@@ -264,6 +266,21 @@ def message_for(run: TaskRun) -> RunMessage:
         data=run.data or {},
         priority=run.priority,
     )
+
+
+def stamped(store: BaseStore, **stamp: dt.datetime) -> dict[str, dt.datetime]:
+    """``stamp`` (``started_at`` or ``finished_at``) for the worker's write on ``store``
+    when its method takes it: a ``STORE`` written before the worker stamped its writes is
+    called as it was then (and its lost replies go unrecognised, as they did)."""
+    (keyword,) = stamp
+    method = "mark_running" if keyword == "started_at" else "mark_finished"
+    return stamp if _takes(type(store), method, keyword) else {}
+
+
+@functools.cache
+def _takes(cls: type, method: str, keyword: str) -> bool:
+    parameters = inspect.signature(getattr(cls, method)).parameters.values()
+    return any(p.name == keyword or p.kind is p.VAR_KEYWORD for p in parameters)
 
 
 @functools.cache

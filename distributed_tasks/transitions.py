@@ -10,6 +10,7 @@ each field's own ``get_db_prep_save`` for the database in use.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -175,11 +176,11 @@ class WorkerWrites:
             return self._returning(conn, statements(conn).start_as_sent, params, started(conn))
 
     def started_by(
-        self, msg: RunMessage, incarnation: str, started_at: dt.datetime
+        self, msg: RunMessage, incarnation: str, stamps: Sequence[dt.datetime]
     ) -> TaskRun | None:
-        """The attempt of ``msg`` RUNNING as started by ``incarnation`` at ``started_at``:
-        a start of this worker that committed though its reply was lost."""
-        mine = {"incarnation": incarnation, "started_at": started_at, "state": State.RUNNING}
+        """The attempt of ``msg`` RUNNING as started by ``incarnation`` at one of
+        ``stamps``: a start of this worker that committed though its reply was lost."""
+        mine = {"incarnation": incarnation, "started_at__in": stamps, "state": State.RUNNING}
         return self.runs.by_key(msg.run_id, attempt=msg.attempt, node=msg.node, **mine).first()
 
     def _update_returning(self, rows, values: dict[str, Any], pk: Any) -> TaskRun | None:
@@ -211,10 +212,10 @@ class WorkerWrites:
         )
         return None if row is None else read.load(row, self.alias)
 
-    def finished_by(self, msg: RunMessage, outcome: Outcome, finished_at: dt.datetime) -> bool:
-        """Whether ``msg``'s attempt ended with ``outcome``'s state at ``finished_at``: an
-        outcome this process stored though the reply to its write was lost."""
-        at = {"state": outcome.state, "finished_at": finished_at}
+    def finished_by(self, msg: RunMessage, outcome: Outcome, stamps: Sequence[dt.datetime]) -> bool:
+        """Whether ``msg``'s attempt ended with ``outcome``'s state at one of ``stamps``:
+        an outcome this process stored though the reply to its write was lost."""
+        at = {"state": outcome.state, "finished_at__in": stamps}
         return self.runs.by_key(msg.run_id, attempt=msg.attempt, **at).exists()
 
     def mark_finished(

@@ -16,7 +16,9 @@ import time
 from types import SimpleNamespace
 
 import pytest
+from django.conf import settings
 from django.db import DataError, OperationalError, connection
+from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -33,6 +35,7 @@ from distributed_tasks import (
     transitions,
 )
 from distributed_tasks.celery import TASK_NAME, header_limits
+from distributed_tasks.conf import reset_caches
 from distributed_tasks.models import TaskRun
 from distributed_tasks.store import get_store
 from distributed_tasks.types import Outcome
@@ -408,7 +411,7 @@ def test_a_start_that_committed_though_its_reply_was_lost_runs_its_attempt(
     real, tries = fenced_start.start, []
 
     def reply_lost(*args, **kwargs):
-        tries.append(kwargs["again"])
+        tries.append(len(kwargs["stamps"]))  # the earlier tries' times
         truth = real(*args, **kwargs)
         if len(tries) == 1:
             assert truth is not None  # committed...
@@ -417,7 +420,7 @@ def test_a_start_that_committed_though_its_reply_was_lost_runs_its_attempt(
 
     monkeypatch.setattr(fenced_start, "start", reply_lost)
     assert runner.execute(msg.to_body()).result == 3
-    assert tries == [False, True]
+    assert tries == [0, 1]
     assert (row(msg).state, row(msg).executions) == (State.DONE, 1)
 
 
@@ -427,7 +430,7 @@ def test_a_running_attempt_stamped_by_another_start_is_still_stale(start_path):
     msg = queue("tests.tasks.add", [1, 2])
     node_incarnation = ""  # no current node in this process
     assert get_store().mark_running(msg, node_incarnation) is not None
-    again = fenced_start.start(msg, None, None, stamp=timezone.now(), again=True)
+    again = fenced_start.start(msg, None, None, stamps=[timezone.now()])
     assert again is None
     assert (row(msg).state, row(msg).executions) == (State.RUNNING, 1)
 
@@ -459,8 +462,8 @@ def test_an_outcome_stored_though_its_reply_was_lost_is_published(monkeypatch, r
         assert runner.execute(msg.to_body()).result == 3
     finally:
         signals.run_finished.disconnect(receiver)
-    assert len(tries) == 2 and tries[0] == tries[1]  # the same stamp on every try
-    assert (row(msg).state, row(msg).result) == (State.DONE, 3)
+    assert len(tries) == 2 and tries[0] < tries[1]  # each try stamps its own time
+    assert (row(msg).state, row(msg).result, row(msg).finished_at) == (State.DONE, 3, tries[0])
     assert finished == [State.DONE]
     assert claims.read("default", "reply-lost")["state"] == "DONE"
 
@@ -470,5 +473,29 @@ def test_an_outcome_stamped_by_another_write_is_still_fenced_out():
     assert get_store().mark_running(msg, "") is not None
     stamp = timezone.now()
     assert get_store().mark_finished(msg, Outcome.done(3), finished_at=stamp)
-    assert get_store().finished_by(msg, Outcome.done(3), stamp)
-    assert not get_store().finished_by(msg, Outcome.done(3), timezone.now())
+    assert get_store().finished_by(msg, Outcome.done(3), [stamp])
+    assert not get_store().finished_by(msg, Outcome.done(3), [timezone.now()])
+
+
+class StoreOfAnEarlierRelease(store.OrmStore):
+    """A ``STORE`` written against the signatures before the worker stamped its writes."""
+
+    def mark_running(self, msg, incarnation):
+        return super().mark_running(msg, incarnation)
+
+    def mark_finished(self, msg, outcome):
+        return super().mark_finished(msg, outcome)
+
+
+def test_a_store_written_before_the_stamps_still_runs_its_runs(monkeypatch):
+    monkeypatch.setattr(fenced_start, "_as_sent", lambda *args: False)  # mark_running
+    conf = {**settings.DISTRIBUTED_TASKS, "STORE": f"{__name__}.StoreOfAnEarlierRelease"}
+    with override_settings(DISTRIBUTED_TASKS=conf):
+        reset_caches()
+        try:
+            assert isinstance(get_store(), StoreOfAnEarlierRelease)
+            msg = queue("tests.tasks.add", [1, 2])
+            assert runner.execute(msg.to_body()).result == 3
+        finally:
+            reset_caches()
+    assert (row(msg).state, row(msg).result) == (State.DONE, 3)
