@@ -27,7 +27,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from distributed_tasks import aside, claims, keys, progress, signals
+from distributed_tasks import claims, keys, progress, signals
 from distributed_tasks.conf import get_settings
 from distributed_tasks.connection import get_redis, text
 from distributed_tasks.exceptions import Cancelled
@@ -138,13 +138,8 @@ def _read(current: progress.RunScope, now: float) -> CancelRequest | None:
     if now - current.cancel_row_checked_at < ROW_INTERVAL:
         return None
     current.cancel_row_checked_at = now
-    store = get_store()
-    try:  # not inside an async task's loop, nor in the task's own transaction (aside.py)
-        row = aside.call(
-            store.runs.filter(id=msg.run_id, attempt=msg.attempt).first,
-            store.alias,
-            began_in_transaction=current.began_in_transaction,
-        )
+    try:
+        row = current.on_row(get_store().runs.filter(id=msg.run_id, attempt=msg.attempt).first)
     except DB_ERRORS:
         return None
     return from_row(row) if row is not None and row.cancel_requested_at else None

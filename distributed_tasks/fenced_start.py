@@ -99,7 +99,8 @@ def start(
             return message_for(row)
     # Not matched as sent (stale or forged: below tells which), or another store.
     with transaction.atomic(using=store.alias):
-        row = store.mark_running(msg, incarnation, **stamped(store, started_at=stamps[-1]))
+        stamp = stamped(store, "mark_running", started_at=stamps[-1])
+        row = store.mark_running(msg, incarnation, **stamp)
         if row is None and earlier:  # an earlier try's reply was lost, not its commit?
             row = store.started_by(msg, incarnation, earlier)
         if row is None:

@@ -101,7 +101,8 @@ def _store(
     store = get_store()
     if lost:
         return store.mark_lost(msg, outcome), None
-    recorded = store.mark_finished(msg, outcome, **stamped(store, finished_at=stamps[-1]))
+    stamp = stamped(store, "mark_finished", finished_at=stamps[-1])
+    recorded = store.mark_finished(msg, outcome, **stamp)
     return recorded or bool(earlier and store.finished_by(msg, outcome, earlier)), None
 
 

@@ -23,9 +23,9 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from distributed_tasks import aside, claims, keys, running_status
 from distributed_tasks.connection import get_redis, text
@@ -34,6 +34,8 @@ from distributed_tasks.models import PROGRESS_MESSAGE_LIMIT
 from distributed_tasks.outage import REDIS_ERRORS
 from distributed_tasks.resilience import DB_ERRORS
 from distributed_tasks.types import State
+
+T = TypeVar("T")
 
 logger = logging.getLogger("distributed_tasks.progress")
 
@@ -68,6 +70,15 @@ class RunScope:
     announced: Any = None  # a RUNNING status not written yet (running_status.py)
     began_in_transaction: bool = False  # executed inside a caller's transaction (aside.py)
 
+    def on_row(self, call: Callable[[], T]) -> T:
+        """``call()``, a read or write of the run's row: on the helper thread when this
+        thread's connection cannot take it (inside an ``async def`` task's event loop, or
+        a transaction the task opened; ``aside.py``)."""
+        from distributed_tasks.store import get_store
+
+        alias = get_store().alias
+        return aside.call(call, alias, began_in_transaction=self.began_in_transaction)
+
     def fields(self) -> dict[str, Any]:
         """What to write, once the pending values are checked (called under ``lock``)."""
         if self.pending:
@@ -97,8 +108,8 @@ def running(msg: RunMessage, announced: Any = None) -> Iterator[RunScope]:
     the first progress written to Redis writes first."""
     from distributed_tasks.store import get_store
 
-    current = RunScope(msg, announced=announced)
-    current.began_in_transaction = aside.in_transaction(get_store().alias)
+    began_in_transaction = aside.in_transaction(get_store().alias)
+    current = RunScope(msg, announced=announced, began_in_transaction=began_in_transaction)
     token = _scope.set(current)
     try:
         yield current
@@ -212,13 +223,8 @@ def _write_row(current: RunScope) -> None:
     current.row_dirty = False
     with current.lock:
         fields = {**current.fields(), "progress_data": current.data}
-    store = get_store()
-    try:  # not inside an async task's loop, nor in the task's own transaction
-        aside.call(
-            lambda: store.set_progress(current.msg, fields),
-            store.alias,
-            began_in_transaction=current.began_in_transaction,
-        )
+    try:
+        current.on_row(lambda: get_store().set_progress(current.msg, fields))
     except DB_ERRORS as exc:
         logger.debug("Progress of %s not stored: %s", current.msg.name, exc)
 

@@ -84,10 +84,10 @@ class TaskRecord:
     def all(cls, task_list: str = "default") -> Iterator[TaskRun]:
         """Every run of a task list (on ``DATABASE_ALIAS``), streamed in chunks rather
         than loaded at once."""
-        from distributed_tasks.conf import get_settings
+        from distributed_tasks.store import get_store
 
-        runs = cls.objects.using(get_settings().DATABASE_ALIAS).filter(task_list=task_list)
-        return runs.order_by("queued_at").iterator(chunk_size=500)
+        runs = get_store().runs.filter(task_list=task_list).order_by("queued_at")
+        return runs.iterator(chunk_size=500)
 
     def as_dict(self) -> dict[str, Any]:
         """Every field as JSON-ready values (ids as hex, times as ISO 8601)."""

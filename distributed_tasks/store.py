@@ -268,12 +268,11 @@ def message_for(run: TaskRun) -> RunMessage:
     )
 
 
-def stamped(store: BaseStore, **stamp: dt.datetime) -> dict[str, dt.datetime]:
-    """``stamp`` (``started_at`` or ``finished_at``) for the worker's write on ``store``
-    when its method takes it: a ``STORE`` written before the worker stamped its writes is
+def stamped(store: BaseStore, method: str, **stamp: dt.datetime) -> dict[str, dt.datetime]:
+    """``stamp`` (``started_at=`` or ``finished_at=``) for the worker's write ``method`` on
+    ``store`` when it takes it: a ``STORE`` written before the worker stamped its writes is
     called as it was then (and its lost replies go unrecognised, as they did)."""
     (keyword,) = stamp
-    method = "mark_running" if keyword == "started_at" else "mark_finished"
     return stamp if _takes(type(store), method, keyword) else {}
 
 
