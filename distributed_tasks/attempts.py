@@ -14,6 +14,7 @@ import datetime as dt
 import functools
 import logging
 import math
+from collections.abc import Sequence
 
 from django.db import transaction
 from django.utils import timezone
@@ -23,7 +24,7 @@ from distributed_tasks.connection import get_redis
 from distributed_tasks.messages import RunMessage
 from distributed_tasks.outage import REDIS_ERRORS
 from distributed_tasks.placement import Placement
-from distributed_tasks.store import get_store
+from distributed_tasks.store import get_store, stamped
 from distributed_tasks.types import ACTIVE_STATES, MoveReason, Outcome, State
 
 logger = logging.getLogger("distributed_tasks.attempts")
@@ -94,10 +95,12 @@ def next_attempt(
     node: str | None = None,
     why: MoveReason = MoveReason.NODE_LOST,
     first: bool = False,
+    ended_at: dt.datetime | None = None,
 ) -> RunMessage | None:
     """Move ``msg``'s run to a new attempt on ``node`` (default: placed on the ring of live
     nodes); None if fenced out. ``first``: its message goes ahead of those waiting on the
     node at its priority level (a run that already waited its turn elsewhere).
+    ``ended_at``: when ``msg``'s attempt ended (now), for ``requeued_by``.
 
     Raises ``ClusterUnavailable`` when no live node serves the run's task list.
 
@@ -106,7 +109,8 @@ def next_attempt(
     """
     node = node or placement().choose(msg.task_list, msg.name)
     run_after = timezone.now() + dt.timedelta(seconds=countdown)
-    moved = get_store().requeue(
+    store = get_store()
+    moved = store.requeue(
         msg,
         node=node,
         run_after=run_after,
@@ -114,18 +118,48 @@ def next_attempt(
         only_if_attempts_left=only_if_attempts_left,
         error=error,
         epoch=epoch,
+        **(stamped(store, "requeue", ended_at=ended_at) if ended_at else {}),
     )
     if not moved:
         placement().unchoose(node)
         return None
     new = msg.for_attempt(msg.attempt + 1, node)
-    transaction.on_commit(
-        lambda: _announce(msg, new, countdown, first), using=get_store().alias, robust=True
-    )
+    _after_commit(msg, new, countdown, first=first, error=error, why=why)
+    return new
+
+
+def requeued_by(
+    msg: RunMessage, stamps: Sequence[dt.datetime], error: Outcome | None
+) -> RunMessage | None:
+    """The attempt after ``msg``'s that ``next_attempt`` queued with one of ``stamps`` as
+    its ``ended_at`` though the reply to its write was lost (``store.requeued_by``):
+    announced now, as after that commit, while it still waits QUEUED. None: no such."""
+    run = get_store().requeued_by(msg, stamps)
+    if run is None:
+        return None
+    new = msg.for_attempt(msg.attempt + 1, run.node)
+    if (run.attempt, run.state) == (new.attempt, State.QUEUED):
+        wait = (run.run_after - timezone.now()).total_seconds() if run.run_after else 0.0
+        _after_commit(msg, new, max(0.0, wait), first=False, error=error, why=None)
+    return new
+
+
+def _after_commit(
+    msg: RunMessage,
+    new: RunMessage,
+    countdown: float,
+    *,
+    first: bool,
+    error: Outcome | None,
+    why: MoveReason | None,
+) -> None:
+    """The new attempt's status and message, then ``run_retried`` or ``run_moved``, once
+    the move commits (at once outside a transaction)."""
+    alias = get_store().alias
+    transaction.on_commit(lambda: _announce(msg, new, countdown, first), using=alias, robust=True)
     # run_retried (after a failure), or run_moved off a lost node
     transaction.on_commit(
         lambda: signals.send_moved(RunMessage, new, msg, error, why),
-        using=get_store().alias,
+        using=alias,
         robust=True,  # a failing callback must not skip other runs' messages
     )
-    return new

@@ -62,7 +62,9 @@ def cleaned(outcome: Outcome) -> Outcome:
     )
 
 
-def _retry(msg: RunMessage, outcome: Outcome, *, lost: bool) -> RunMessage | None:
+def _retry(
+    msg: RunMessage, outcome: Outcome, *, lost: bool, ended_at: dt.datetime
+) -> RunMessage | None:
     """Queue another attempt when the run allows more executions (at-least-once opt-in)."""
     if outcome.state is not State.FAILED or outcome.reason not in RETRYABLE:
         return None
@@ -76,6 +78,7 @@ def _retry(msg: RunMessage, outcome: Outcome, *, lost: bool) -> RunMessage | Non
         "countdown": attempts.retry_countdown(run.retry_backoff, run.executions),
         "only_if_attempts_left": True,
         "error": outcome,
+        "ended_at": ended_at,
     }
     try:
         return attempts.next_attempt(msg, **options)
@@ -90,19 +93,20 @@ def _store(
 ) -> tuple[bool, RunMessage | None]:
     """One try: (recorded, next attempt if one was queued; never without ``retry``).
 
-    Each try stamps ``finished_at`` with its own time, kept in ``stamps``: the outcome
-    found stored with an earlier try's time was this process's write whose reply was
-    lost (it was called fenced out: no status in Redis, no ``run_finished``)."""
+    Each try stamps the write with its own time, kept in ``stamps``: a retry or an
+    outcome found stored with an earlier try's time was this process's write whose reply
+    was lost (it was called fenced out: no status in Redis, no ``run_finished``, a new
+    attempt left without its message)."""
     earlier = list(stamps)
-    stamps.append(timezone.now())
-    new = _retry(msg, outcome, lost=lost) if retry else None
+    stamps.append(now := timezone.now())
+    if retry and earlier and (new := attempts.requeued_by(msg, earlier, outcome)):
+        return True, new
+    new = _retry(msg, outcome, lost=lost, ended_at=now) if retry else None
     if new is not None:
         return True, new
     store = get_store()
-    if lost:
-        return store.mark_lost(msg, outcome), None
-    stamp = stamped(store, "mark_finished", finished_at=stamps[-1])
-    recorded = store.mark_finished(msg, outcome, **stamp)
+    method = "mark_lost" if lost else "mark_finished"
+    recorded = getattr(store, method)(msg, outcome, **stamped(store, method, finished_at=now))
     return recorded or bool(earlier and store.finished_by(msg, outcome, earlier)), None
 
 

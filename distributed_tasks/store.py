@@ -67,9 +67,14 @@ class BaseStore(abc.ABC):
         return None
 
     def finished_by(self, msg: RunMessage, outcome: Outcome, stamps: Sequence[dt.datetime]) -> bool:
-        """Whether ``mark_finished`` stored ``outcome`` for ``msg`` stamped with one of
-        ``stamps`` (its reply was lost). False: not known here."""
+        """Whether ``mark_finished`` (or ``mark_lost``) stored ``outcome`` for ``msg``
+        stamped with one of ``stamps`` (its reply was lost). False: not known here."""
         return False
+
+    def requeued_by(self, msg: RunMessage, stamps: Sequence[dt.datetime]) -> TaskRun | None:
+        """The run, moved past ``msg``'s attempt by a ``requeue`` that ended that attempt at
+        one of ``stamps`` (its reply was lost). None: not known here."""
+        return None
 
     @abc.abstractmethod
     def mark_lost(self, msg: RunMessage, outcome: Outcome) -> bool:
@@ -112,12 +117,17 @@ class OrmStore(new_runs.NewRuns, transitions.WorkerWrites, BaseStore):
         """This attempt of the run, if it meets ``conditions`` (found by key: ``by_key``)."""
         return self.runs.by_key(msg.run_id, attempt=msg.attempt, **conditions)
 
-    def _finish(self, rows, outcome: Outcome, epoch: int | None = None) -> bool:
+    def _finish(
+        self,
+        rows,
+        outcome: Outcome,
+        epoch: int | None = None,
+        finished_at: dt.datetime | None = None,
+    ) -> bool:
         extra = {"orchestrator_epoch": epoch} if epoch else {}
+        stamp = finished_at or timezone.now()
         return bool(
-            rows.update(
-                active_name=None, finished_at=timezone.now(), **outcome.row_fields(), **extra
-            )
+            rows.update(active_name=None, finished_at=stamp, **outcome.row_fields(), **extra)
         )
 
     def mark_lost(
@@ -127,9 +137,12 @@ class OrmStore(new_runs.NewRuns, transitions.WorkerWrites, BaseStore):
         *,
         epoch: int | None = None,
         from_states: tuple[str, ...] = ACTIVE_STATES,
+        finished_at: dt.datetime | None = None,
     ) -> bool:
+        """QUEUED/RUNNING -> FAILED for this attempt on this node, stamped ``finished_at``
+        (now); False if fenced out."""
         rows = self._attempt(msg, node=msg.node, state__in=from_states)
-        return self._finish(rows, outcome, epoch)
+        return self._finish(rows, outcome, epoch, finished_at)
 
     def requeue(
         self,
@@ -141,6 +154,7 @@ class OrmStore(new_runs.NewRuns, transitions.WorkerWrites, BaseStore):
         only_if_attempts_left: bool = False,
         error: Outcome | None = None,
         epoch: int | None = None,
+        ended_at: dt.datetime | None = None,
     ) -> bool:
         """This attempt -> a new QUEUED attempt on ``node``; the old attempt is fenced out.
 
@@ -148,6 +162,7 @@ class OrmStore(new_runs.NewRuns, transitions.WorkerWrites, BaseStore):
         started) goes to the run's ``attempts`` history and its status fields are
         cleared, so the status shows the new attempt only. The history is read
         first, so the update is also conditional on the state that was read.
+        ``ended_at`` (now): when the old attempt ended, as its history entry says.
 
         An attempt asked to stop is never retried: a cancel recorded after the caller
         read the row makes this return False, and the caller ends the run instead.
@@ -167,7 +182,7 @@ class OrmStore(new_runs.NewRuns, transitions.WorkerWrites, BaseStore):
                 attempt=msg.attempt,
                 node=msg.node,
                 started_at=current["started_at"],
-                ended_at=timezone.now(),
+                ended_at=ended_at or timezone.now(),
                 outcome=error,
             )
             if self._attempt(msg, state=current["state"], **fence).update(
