@@ -22,6 +22,7 @@ from django.utils import timezone
 from distributed_tasks import celery, claims, keys, logs, mirror, signals
 from distributed_tasks.connection import get_redis
 from distributed_tasks.messages import RunMessage
+from distributed_tasks.models import TaskRun
 from distributed_tasks.outage import REDIS_ERRORS
 from distributed_tasks.placement import Placement
 from distributed_tasks.store import get_store, stamped
@@ -31,6 +32,9 @@ logger = logging.getLogger("distributed_tasks.attempts")
 
 # The longest wait before a retry, whatever retry_backoff and the failures say.
 MAX_BACKOFF = 24 * 3600.0
+# How long a QUEUED attempt past its due time may wait for its message before the
+# leader's resync publishes it (orphan pass).
+ORPHAN_AFTER = dt.timedelta(seconds=30)
 
 
 def retry_countdown(retry_backoff: float, executions: int) -> float:
@@ -132,16 +136,29 @@ def requeued_by(
     msg: RunMessage, stamps: Sequence[dt.datetime], error: Outcome | None
 ) -> RunMessage | None:
     """The attempt after ``msg``'s that ``next_attempt`` queued with one of ``stamps`` as
-    its ``ended_at`` though the reply to its write was lost (``store.requeued_by``):
-    announced now, as after that commit, while it still waits QUEUED. None: no such."""
+    its ``ended_at`` though the reply to its write was lost (``store.requeued_by``), with
+    what that commit would have sent: ``run_retried`` (or ``run_moved``), and the new
+    attempt's status and message while it still waits QUEUED and the resync has not
+    published it yet (``ORPHAN_AFTER``). None: no such attempt."""
     run = get_store().requeued_by(msg, stamps)
     if run is None:
         return None
-    new = msg.for_attempt(msg.attempt + 1, run.node)
-    if (run.attempt, run.state) == (new.attempt, State.QUEUED):
-        wait = (run.run_after - timezone.now()).total_seconds() if run.run_after else 0.0
-        _after_commit(msg, new, max(0.0, wait), first=False, error=error, why=None)
+    new = msg.for_attempt(msg.attempt + 1, _node_of(run, msg.attempt + 1))
+    wait = (run.run_after - timezone.now()) if run.run_after else dt.timedelta()
+    waiting = (run.attempt, run.state) == (new.attempt, State.QUEUED) and -wait < ORPHAN_AFTER
+    _after_commit(
+        msg, new, max(0.0, wait.total_seconds()), first=False, error=error, why=None,
+        announce=waiting,
+    )  # fmt: skip
     return new
+
+
+def _node_of(run: TaskRun, attempt: int) -> str:
+    """The node ``run``'s ``attempt`` was queued on: its own, or its history's entry."""
+    for entry in run.attempts if run.attempt != attempt else ():
+        if isinstance(entry, dict) and entry.get("attempt") == attempt:
+            return str(entry.get("node"))
+    return run.node
 
 
 def _after_commit(
@@ -152,11 +169,15 @@ def _after_commit(
     first: bool,
     error: Outcome | None,
     why: MoveReason | None,
+    announce: bool = True,
 ) -> None:
-    """The new attempt's status and message, then ``run_retried`` or ``run_moved``, once
-    the move commits (at once outside a transaction)."""
+    """The new attempt's status and message (``announce``), then ``run_retried`` or
+    ``run_moved``, once the move commits (at once outside a transaction)."""
     alias = get_store().alias
-    transaction.on_commit(lambda: _announce(msg, new, countdown, first), using=alias, robust=True)
+    if announce:
+        transaction.on_commit(
+            lambda: _announce(msg, new, countdown, first), using=alias, robust=True
+        )
     # run_retried (after a failure), or run_moved off a lost node
     transaction.on_commit(
         lambda: signals.send_moved(RunMessage, new, msg, error, why),

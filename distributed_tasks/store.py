@@ -284,9 +284,10 @@ def message_for(run: TaskRun) -> RunMessage:
 
 
 def stamped(store: BaseStore, method: str, **stamp: dt.datetime) -> dict[str, dt.datetime]:
-    """``stamp`` (``started_at=`` or ``finished_at=``) for the worker's write ``method`` on
-    ``store`` when it takes it: a ``STORE`` written before the worker stamped its writes is
-    called as it was then (and its lost replies go unrecognised, as they did)."""
+    """``stamp`` (``started_at=`` for ``mark_running``, ``finished_at=`` for
+    ``mark_finished``/``mark_lost``, ``ended_at=`` for ``requeue``) for the worker's write
+    ``method`` on ``store`` when it takes it: a ``STORE`` written before the worker stamped
+    its writes is called as it was then (and its lost replies go unrecognised, as they did)."""
     (keyword,) = stamp
     return stamp if _takes(type(store), method, keyword) else {}
 

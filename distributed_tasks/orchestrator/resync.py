@@ -46,7 +46,7 @@ from distributed_tasks.registry import path_of
 from distributed_tasks.store import get_store, message_for
 from distributed_tasks.types import ACTIVE_STATES, State
 
-ORPHAN_AFTER = dt.timedelta(seconds=30)
+ORPHAN_AFTER = attempts.ORPHAN_AFTER
 INHERITED_MARGIN = dt.timedelta(seconds=1)
 
 
@@ -228,7 +228,8 @@ class Resync(Duty):
         its finished row for ``CLAIM_GRACE`` (as a start's claim without a row is): a
         retry that commits does so within it, and one that commits later is mirrored."""
         fields = claims.fields_for_run(row)
-        ttl = claims.ttl_ms(row.state, row.finished_at.timestamp(), now)
+        finished = row.finished_at.timestamp() if row.finished_at else None
+        ttl = claims.ttl_ms(row.state, finished, now)
         if claims.update(row.task_list, row.name, row.run_id, row.attempt, fields, ttl=ttl):
             self.ahead.pop(key, None)
             return True
