@@ -18,9 +18,11 @@ condition is true), but no index can serve it, so the key is the planner's only 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db.models import BooleanField, Func, Q, QuerySet
+
+Rows = TypeVar("Rows", bound=QuerySet)
 
 
 def unindexed(conditions: str) -> str:
@@ -38,13 +40,13 @@ class Unindexed(Func):
         super().__init__(condition)
 
 
-def by_key(rows: QuerySet, pk: Any, **conditions: Any) -> QuerySet:
+def by_key(rows: Rows, pk: Any, **conditions: Any) -> Rows:
     """The row of ``rows`` with primary key ``pk``, if it also meets ``conditions``."""
     rows = rows.filter(pk=pk)
     return rows.filter(Unindexed(Q(**conditions))) if conditions else rows
 
 
-def by_keys(rows: QuerySet, pks: Iterable[Any], **conditions: Any) -> QuerySet:
+def by_keys(rows: Rows, pks: Iterable[Any], **conditions: Any) -> Rows:
     """The rows of ``rows`` among primary keys ``pks`` that also meet ``conditions``."""
     rows = rows.filter(pk__in=list(pks))
     return rows.filter(Unindexed(Q(**conditions))) if conditions else rows

@@ -85,8 +85,8 @@ class RunRequest(Request):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.sent_limits = self.time_limits
-        if not _limits_ok(self.time_limits):
+        self.sent_limits = self.time_limits  # type: ignore[has-type]
+        if not _limits_ok(self.time_limits):  # type: ignore[has-type]
             # The pool's timer takes float() of them in the main process when the job
             # starts: a foreign value ("x", NaN) stopped the node, and the message, never
             # acknowledged, stopped it again after every restart. None keeps the task's

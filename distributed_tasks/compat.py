@@ -27,7 +27,7 @@ if django.VERSION >= (6, 0):
     TASKS_MODULE = "django.tasks"  # the framework's package, also its logger's name
 else:
     try:
-        from django_tasks import task, task_backends
+        from django_tasks import task, task_backends  # type: ignore[no-redef, assignment]
     except ImportError as exc:
         raise InvalidConfiguration(
             f"distributed_tasks.backends needs Django's task framework: Django "

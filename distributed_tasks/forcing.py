@@ -91,16 +91,16 @@ class Watcher(threading.Thread):
     def poll(self) -> None:
         close_broken_connections()  # this thread's own connection, after a database outage
         key = keys.node_cancel_key(self.node)
-        for task_id, deadline in as_dict(get_redis().hgetall(key)).items():
+        for task_id, raw in as_dict(get_redis().hgetall(key)).items():
             # A deadline in epoch seconds. Anything else is not a request of ours: it
             # would stop every other one ("nan" is a float no clock reaches, and would
             # make the watcher's wait NaN).
-            if (seconds := finite_number(deadline, float)) is not None:
+            if (seconds := finite_number(raw, float)) is not None:
                 self.deadlines[task_id] = seconds
             else:
                 logger.warning(
                     "Dropping the forced cancel %r of %s: its deadline %r is not a time",
-                    task_id, key, deadline,
+                    task_id, key, raw,
                 )  # fmt: skip
                 get_redis().hdel(key, task_id)
         if time.monotonic() - self.row_at >= ROW_INTERVAL:

@@ -119,6 +119,7 @@ class Placement:
         balance = get_settings().BALANCE_FACTOR
         with self._lock:
             node = ring.place(f"{task_list}:{name}", self._loads, balance, slots)
+            assert node is not None  # self.ring raised ClusterUnavailable for an empty ring
             free = self._loads[node] < slots[node]
             self._loads[node] += 1
         return node, free

@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from django.db import models
 
@@ -102,7 +102,7 @@ class TaskRecord:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TaskRun:
+    def from_dict(cls, data: dict[str, Any]) -> Self:
         """The unsaved run ``as_dict`` described (``save()`` stores it)."""
         fields = {f.attname: f for f in cls._meta.concrete_fields}
         unknown = set(data) - set(fields)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 from django.core import checks
 from django.utils import timezone
@@ -104,7 +104,7 @@ class NamedTask(Task):
         ours = {f: v for f in START_FIELDS if (v := changes.pop(f, None)) is not None}
         # Task.using, not super(): slots dataclasses break zero-argument super().
         task = Task.using(self, **changes)
-        return dataclasses.replace(task, **ours) if ours else task
+        return cast(NamedTask, dataclasses.replace(task, **ours) if ours else task)
 
 
 class DistributedTasksBackend(BaseTaskBackend):
@@ -242,7 +242,7 @@ def _json_arguments(task: Task, args: Any, kwargs: Any) -> tuple[list[Any], dict
     starts with Django's own words ("Unsupported type: ...").
     """
     try:
-        return normalize_json(list(args)), normalize_json(dict(kwargs))
+        return cast(list, normalize_json(list(args))), cast(dict, normalize_json(dict(kwargs)))
     except TypeError as exc:
         raise NotSerializable(
             f"{exc}. The arguments of {task.module_path} are stored as JSON: pass "

@@ -232,7 +232,7 @@ def beat_class(app: Any) -> type:
 
     base = app.Beat
 
-    class OrchestratorBeat(base):
+    class OrchestratorBeat(base):  # type: ignore[valid-type, misc]
         def install_sync_handler(self, service: Any) -> None:
             def stop(signum: int, frame: Any) -> None:
                 SHUTDOWN.set()
