@@ -15,7 +15,7 @@ import enum
 import logging
 from typing import Any
 
-from distributed_tasks import forcing, logs, outcomes, registry
+from distributed_tasks import forcing, hooks, logs, outcomes, registry
 from distributed_tasks.exceptions import NotRegistered
 from distributed_tasks.fenced_start import disagreements
 from distributed_tasks.messages import MalformedMessage, RunMessage
@@ -107,7 +107,12 @@ def trusted(msg: RunMessage, limits: Any, task_id: str | None) -> tuple[RunMessa
 
 
 def call_hook(msg: RunMessage, hook: str, *args: Any) -> None:
-    """Call a task's hook for a run that ended outside its pool process (lost, killed)."""
+    """Call a task's hook for a run that ended outside its pool process (lost, killed),
+    on the hook thread: the caller goes on at once (``hooks.py``)."""
+    hooks.call_soon(lambda: _call_hook(msg, hook, *args))
+
+
+def _call_hook(msg: RunMessage, hook: str, *args: Any) -> None:
     try:
         task = registry.resolve(msg.function).create()
     except NotRegistered:

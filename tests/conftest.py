@@ -22,7 +22,7 @@ def _clean_state(request):
     processes hold heartbeats and the lease there, and a flush is a fault that the
     fault tests inject on purpose. Their module starts on an empty database instead.
     """
-    from distributed_tasks import api
+    from distributed_tasks import api, hooks
     from distributed_tasks.conf import reset_caches
     from distributed_tasks.connection import get_redis
 
@@ -31,6 +31,7 @@ def _clean_state(request):
         get_redis().flushdb()
     yield
     api._override.clear()
+    assert hooks.drain(10), "a task hook queued by this test was still running after 10 s"
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
 from typing import Any
 
@@ -119,6 +120,25 @@ class Hooked(DistributedTask):
 
     def on_timeout(self, run: RunInfo) -> None:
         self._note(run, "timeout")
+
+
+# Opened by the test of hooks.py: until then SlowHook's on_failure waits (at most 10 s).
+HOOK_GATE = threading.Event()
+
+
+class SlowHook(Hooked):
+    """Its ``on_failure`` waits for ``HOOK_GATE`` before it notes it ran."""
+
+    def on_failure(self, run: RunInfo, exc: BaseException) -> None:
+        HOOK_GATE.wait(10)
+        super().on_failure(run, exc)
+
+
+class ExitingHook(Hooked):
+    """Its ``on_failure`` raises ``SystemExit``."""
+
+    def on_failure(self, run: RunInfo, exc: BaseException) -> None:
+        raise SystemExit(1)
 
 
 @distributed_task

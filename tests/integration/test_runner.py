@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from distributed_tasks import State, claims, get_status, keys, lost, mirror, runner
+from distributed_tasks import State, claims, get_status, hooks, keys, lost, mirror, runner
 from distributed_tasks.celery import header_limits
 from distributed_tasks.messages import RunMessage
 from distributed_tasks.models import TaskRun
@@ -165,6 +165,7 @@ def test_record_lost_ends_a_running_run_once(redis):
     lost.record_lost([msg.to_body()], lost.LostBy.CRASH)
     run = row(msg)
     assert (run.state, run.reason) == ("FAILED", "worker_lost")
+    assert hooks.drain()
     assert redis.lrange(f"hooks:{msg.name}", 0, -1) == [b"failure:RuntimeError"]
 
 
@@ -188,6 +189,7 @@ def test_record_lost_by_timeout_calls_on_timeout(redis):
     run = row(msg)
     assert (run.state, run.reason) == ("FAILED", "timeout")
     assert "timeout of 2 s" in run.error
+    assert hooks.drain()
     assert redis.lrange(f"hooks:{msg.name}", 0, -1) == [b"timeout"]
 
 

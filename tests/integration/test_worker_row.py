@@ -26,6 +26,7 @@ from distributed_tasks import (
     State,
     claims,
     fenced_start,
+    hooks,
     lost,
     outcomes,
     resilience,
@@ -393,6 +394,7 @@ def test_a_task_class_that_cannot_be_built_fails_its_run_and_spares_the_node(cap
     assert get_store().mark_running(died, "incarnation")
     with caplog.at_level(logging.ERROR, logger="distributed_tasks.runner"):
         lost.record_lost([died.to_body()], lost.LostBy.CRASH)
+        assert hooks.drain()  # the hook runs on the hook thread
     assert (row(died).state, row(died).reason) == (State.FAILED, "worker_lost")
     assert "tests.tasks.Unbuildable could not be created for its on_failure hook" in caplog.text
 
