@@ -9,12 +9,17 @@ on the caller's thread one stalled the node's consumer or the leader's tick, for
 enough the leader lost its lease. So they run here, one after the other on one daemon
 thread per process, and the caller goes on at once. Each gets this thread's own
 database connections, closed after it (hooks come seldom). At exit the thread has
-``DRAIN`` seconds to run the hooks still waiting.
+``DRAIN`` seconds to run the hooks still waiting; those left are logged.
+
+The library's own periodic bookkeeping (``PeriodicRun``, ``inline_hooks``) stays on
+the caller's thread: it must be stored before the leader's dispatcher, later in the
+same tick, starts the task's next slot, after which it would no longer apply.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import queue
@@ -34,13 +39,21 @@ _lock = threading.Lock()
 
 
 def call_soon(hook: Callable[[], None]) -> None:
-    """``hook()`` on the hook thread, after the hooks queued before it."""
+    """``hook()`` on the hook thread, after the hooks queued before it; here and now when
+    no thread can start (the interpreter is shutting down)."""
     global _thread
     with _lock:
-        _jobs.put(hook)
         if _thread is None or not _thread.is_alive():
-            _thread = threading.Thread(target=_serve, name="distributed-tasks-hooks", daemon=True)
-            _thread.start()
+            thread = threading.Thread(target=_serve, name="distributed-tasks-hooks", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:
+                thread = None
+            _thread = thread
+        if _thread is not None:
+            _jobs.put(hook)
+            return
+    _call(hook)
 
 
 def drain(timeout: float = DRAIN) -> bool:
@@ -59,12 +72,26 @@ def _serve() -> None:
     while True:
         hook = _jobs.get()
         try:
-            hook()
-        except BaseException:  # task code: SystemExit must not end the thread either
-            logger.exception("A task hook raised; the outcome stays as recorded")
+            _call(hook)
+            with contextlib.suppress(Exception):  # a connection the database dropped
+                connections.close_all()  # this thread's own
         finally:
-            connections.close_all()  # this thread's own
             _jobs.task_done()
+
+
+def _call(hook: Callable[[], None]) -> None:
+    try:
+        hook()
+    except BaseException:  # task code: SystemExit must not end the thread either
+        logger.exception("A task hook raised; the outcome stays as recorded")
+
+
+def _drain_at_exit() -> None:
+    if not drain(DRAIN):
+        logger.warning(
+            "Exiting with %s task hook(s) of ended runs not run after %g s; their outcomes "
+            "stay as recorded", _jobs.unfinished_tasks, DRAIN,
+        )  # fmt: skip
 
 
 def _forget_after_fork() -> None:
@@ -74,4 +101,4 @@ def _forget_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
-atexit.register(drain)
+atexit.register(_drain_at_exit)

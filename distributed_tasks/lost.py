@@ -108,15 +108,21 @@ def trusted(msg: RunMessage, limits: Any, task_id: str | None) -> tuple[RunMessa
 
 def call_hook(msg: RunMessage, hook: str, *args: Any) -> None:
     """Call a task's hook for a run that ended outside its pool process (lost, killed),
-    on the hook thread: the caller goes on at once (``hooks.py``)."""
-    hooks.call_soon(lambda: _call_hook(msg, hook, *args))
-
-
-def _call_hook(msg: RunMessage, hook: str, *args: Any) -> None:
+    on the hook thread: the caller goes on at once (``hooks.py``). A task class of the
+    library's own with ``inline_hooks`` has it called here."""
     try:
-        task = registry.resolve(msg.function).create()
+        entry = registry.resolve(msg.function)
     except NotRegistered:
         return
+    if getattr(entry.factory, "inline_hooks", False):
+        _call_hook(entry, msg, hook, *args)
+    else:
+        hooks.call_soon(lambda: _call_hook(entry, msg, hook, *args))
+
+
+def _call_hook(entry: registry.RegisteredTask, msg: RunMessage, hook: str, *args: Any) -> None:
+    try:
+        task = entry.create()
     except Exception:  # the task class's own constructor: the node's main process goes on
         logger.exception("%s could not be created for its %s hook", msg.function, hook)
         return

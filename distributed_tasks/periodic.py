@@ -193,6 +193,10 @@ class PeriodicRun(DistributedTask):
     is recreated by ``init(args)``, the seed's contract.
     """
 
+    # Its hooks after a lost run are called by the leader inline, not on the hook thread
+    # (hooks.py): the failure must be counted before the next slot's run is current.
+    inline_hooks: ClassVar[bool] = True
+
     def run(self, name: str, slot: str = "") -> dict[str, Any]:
         row = states().get(name=name)
         instance = task_class(row.task)()

@@ -134,13 +134,6 @@ class SlowHook(Hooked):
         super().on_failure(run, exc)
 
 
-class ExitingHook(Hooked):
-    """Its ``on_failure`` raises ``SystemExit``."""
-
-    def on_failure(self, run: RunInfo, exc: BaseException) -> None:
-        raise SystemExit(1)
-
-
 @distributed_task
 def where() -> str | None:
     """The node executing this run, as the worker process knows itself."""

@@ -1,10 +1,13 @@
 """Hooks of runs ended outside their pool process run on the hook thread (``hooks.py``):
 a slow one no longer holds up the node's main process (or the leader's tick) that
-recorded the end, and one that raises ``SystemExit`` does not stop the hooks after it."""
+recorded the end, and the thread goes on after a hook that raises ``SystemExit`` or a
+connection that cannot be closed. ``PeriodicRun``'s own bookkeeping stays inline."""
 
 import pytest
 
 from distributed_tasks import State, hooks, lost
+from distributed_tasks.periodic import PeriodicRun
+from distributed_tasks.registry import path_of
 from distributed_tasks.store import get_store
 from tests import tasks
 from tests.integration.test_runner import queue, row
@@ -14,15 +17,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def test_a_slow_hook_of_a_lost_run_does_not_hold_up_the_process_that_ended_it(redis):
     tasks.HOOK_GATE.clear()
-    exiting, slow, after = (
-        queue(f"tests.tasks.{cls}", ["exit"]) for cls in ("ExitingHook", "SlowHook", "Hooked")
-    )
+    slow, after = (queue(f"tests.tasks.{cls}", ["exit"]) for cls in ("SlowHook", "Hooked"))
     try:
-        for msg in (exiting, slow, after):
+        for msg in (slow, after):
             assert get_store().mark_running(msg, "") is not None
             lost.record_lost([msg.to_body()], lost.LostBy.CRASH)
-        # Every run ended while the slow hook waits; the hook after it waits its turn.
-        assert [row(msg).state for msg in (exiting, slow, after)] == [State.FAILED] * 3
+        # Both runs ended while the slow hook waits; the hook after it waits its turn.
+        assert [row(msg).state for msg in (slow, after)] == [State.FAILED] * 2
         assert redis.lrange(f"hooks:{slow.name}", 0, -1) == []
         assert redis.lrange(f"hooks:{after.name}", 0, -1) == []
     finally:
@@ -30,6 +31,22 @@ def test_a_slow_hook_of_a_lost_run_does_not_hold_up_the_process_that_ended_it(re
     assert hooks.drain(10)
     assert redis.lrange(f"hooks:{slow.name}", 0, -1) == [b"failure:RuntimeError"]
     assert redis.lrange(f"hooks:{after.name}", 0, -1) == [b"failure:RuntimeError"]
+
+
+def test_the_hook_thread_goes_on_after_system_exit_and_a_failed_close(monkeypatch):
+    ran = []
+
+    def exits():
+        raise SystemExit(1)
+
+    def unclosable():
+        raise RuntimeError("the database dropped this connection")
+
+    monkeypatch.setattr(hooks.connections, "close_all", unclosable)
+    for hook in (exits, lambda: ran.append("after")):
+        hooks.call_soon(hook)
+    assert hooks.drain(10)
+    assert ran == ["after"]
 
 
 def test_drain_says_when_hooks_are_still_running():
@@ -40,3 +57,14 @@ def test_drain_says_when_hooks_are_still_running():
     finally:
         tasks.HOOK_GATE.set()
     assert hooks.drain(10)
+
+
+def test_a_periodic_runs_bookkeeping_is_called_inline(monkeypatch):
+    """The leader's dispatcher may start the next slot later in the same tick: the
+    failure must be counted before that."""
+    msg = queue(path_of(PeriodicRun), ["no-such-periodic-task", ""])
+    called = []
+    monkeypatch.setattr(PeriodicRun, "on_failure", lambda self, run, exc: called.append(exc))
+    monkeypatch.setattr(hooks, "call_soon", lambda hook: pytest.fail("queued, not inline"))
+    lost.call_hook(msg, "on_failure", RuntimeError("its node was lost"))
+    assert [str(exc) for exc in called] == ["its node was lost"]
