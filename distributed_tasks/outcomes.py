@@ -63,9 +63,10 @@ def cleaned(outcome: Outcome) -> Outcome:
 
 
 def _retry(
-    msg: RunMessage, outcome: Outcome, *, lost: bool, ended_at: dt.datetime
+    msg: RunMessage, outcome: Outcome, *, lost: bool, requeues: list[dt.datetime]
 ) -> RunMessage | None:
-    """Queue another attempt when the run allows more executions (at-least-once opt-in)."""
+    """Queue another attempt when the run allows more executions (at-least-once opt-in).
+    The time that ends this attempt in the run's history is added to ``requeues``."""
     if outcome.state is not State.FAILED or outcome.reason not in RETRYABLE:
         return None
     run = get_store().get(msg.run_id)
@@ -78,8 +79,9 @@ def _retry(
         "countdown": attempts.retry_countdown(run.retry_backoff, run.executions),
         "only_if_attempts_left": True,
         "error": outcome,
-        "ended_at": ended_at,
+        "ended_at": timezone.now(),
     }
+    requeues.append(options["ended_at"])
     try:
         return attempts.next_attempt(msg, **options)
     except ClusterUnavailable:
@@ -89,19 +91,25 @@ def _retry(
 
 
 def _store(
-    msg: RunMessage, outcome: Outcome, lost: bool, retry: bool, stamps: list[dt.datetime]
+    msg: RunMessage,
+    outcome: Outcome,
+    lost: bool,
+    retry: bool,
+    stamps: list[dt.datetime],
+    requeues: list[dt.datetime],
 ) -> tuple[bool, RunMessage | None]:
     """One try: (recorded, next attempt if one was queued; never without ``retry``).
 
-    Each try stamps the write with its own time, kept in ``stamps``: a retry or an
-    outcome found stored with an earlier try's time was this process's write whose reply
-    was lost (it was called fenced out: no status in Redis, no ``run_finished``, a new
-    attempt left without its message)."""
+    Each try stamps the write with its own time, kept in ``stamps`` (outcomes) or
+    ``requeues`` (retries, apart: a client's ``retry()`` ends the attempt in the history
+    at its ``finished_at``): a retry or an outcome found stored with an earlier try's
+    time was this process's write whose reply was lost (it was called fenced out: no
+    status in Redis, no ``run_finished``, a new attempt left without its message)."""
     earlier = list(stamps)
     stamps.append(now := timezone.now())
-    if retry and earlier and (new := attempts.requeued_by(msg, earlier, outcome)):
+    if retry and requeues and (new := attempts.requeued_by(msg, requeues, outcome)):
         return True, new
-    new = _retry(msg, outcome, lost=lost, ended_at=now) if retry else None
+    new = _retry(msg, outcome, lost=lost, requeues=requeues) if retry else None
     if new is not None:
         return True, new
     store = get_store()
@@ -145,13 +153,13 @@ def _persist(
     refused because the database takes no writes now (PostgreSQL's read-only error is an
     InternalError). One over a PostgreSQL limit (a result over jsonb's size) is this
     outcome's own fault, although it comes as an OperationalError."""
-    strikes, stamps = 0, []
+    strikes, stamps, requeues = 0, [], []
 
     def store() -> tuple[bool, RunMessage | None]:
         nonlocal strikes
         try:
             with writes_awaited(get_store().alias):
-                return _store(msg, outcome, lost, retry, stamps)
+                return _store(msg, outcome, lost, retry, stamps, requeues)
         except WritesAway:
             raise  # retried, and never the outcome's fault
         except DB_UNAVAILABLE as exc:

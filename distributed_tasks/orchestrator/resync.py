@@ -228,7 +228,7 @@ class Resync(Duty):
         its finished row for ``CLAIM_GRACE`` (as a start's claim without a row is): a
         retry that commits does so within it, and one that commits later is mirrored."""
         fields = claims.fields_for_run(row)
-        finished = row.finished_at.timestamp() if row.finished_at else None
+        finished = row.finished_at.timestamp() if row.finished_at else now  # kept CLEANUP_TIMEOUT
         ttl = claims.ttl_ms(row.state, finished, now)
         if claims.update(row.task_list, row.name, row.run_id, row.attempt, fields, ttl=ttl):
             self.ahead.pop(key, None)

@@ -164,3 +164,24 @@ def test_a_store_written_before_the_stamps_still_retries_and_ends_lost_runs(node
             reset_caches()
     assert (row(retried).state, row(retried).attempt) == (State.QUEUED, 2)
     assert (row(died).state, row(died).reason) == (State.FAILED, Reason.WORKER_LOST)
+
+
+def test_a_clients_retry_after_a_lost_outcome_reply_is_not_taken_for_the_workers(
+    monkeypatch, node, signals_sent
+):
+    """``retry()`` ends the attempt in the history at its row's ``finished_at``: the time
+    the worker's outcome write stamped. It is not the worker's own retry to announce."""
+    msg = queue("tests.tasks.fail", ["x"], node=node.name)
+    original = store.OrmStore.mark_finished
+
+    def reply_lost_after_a_retry(self, msg, outcome, **stamp):
+        if not original(self, msg, outcome, **stamp):
+            return False
+        assert get_store().reactivate(row(msg), node=node.name)  # a client's retry()
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(store.OrmStore, "mark_finished", reply_lost_after_a_retry)
+    runner.execute(msg.to_body())
+    assert (row(msg).state, row(msg).attempt) == (State.QUEUED, 2)
+    assert signals_sent["retried"] == []
+    assert queue_depths([node.name]) == {node.name: 0}  # the client publishes its own
