@@ -155,10 +155,8 @@ def requeued_by(
 
 def _node_of(run: TaskRun, attempt: int) -> str:
     """The node ``run``'s ``attempt`` was queued on: its own, or its history's entry."""
-    for entry in run.attempts if run.attempt != attempt else ():
-        if isinstance(entry, dict) and entry.get("attempt") == attempt:
-            return str(entry.get("node"))
-    return run.node
+    entry = run.ended(attempt) if run.attempt != attempt else None
+    return str(entry.get("node")) if entry else run.node
 
 
 def _after_commit(

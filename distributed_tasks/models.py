@@ -210,6 +210,13 @@ class TaskRun(TaskRecord, models.Model):
             traceback=self.traceback,
         )
 
+    def ended(self, attempt: int) -> dict[str, Any] | None:
+        """The entry of an earlier ``attempt`` in ``attempts`` (how it ended), if any."""
+        for entry in self.attempts:
+            if isinstance(entry, dict) and entry.get("attempt") == attempt:
+                return entry
+        return None
+
     def history(self) -> list[dict[str, Any]]:
         """Every attempt, oldest first: the earlier ones (``attempts``), then the current one."""
         finished = self.state in FINISHED_STATES

@@ -222,13 +222,10 @@ class WorkerWrites:
         """The run, if a retry ended ``msg``'s attempt at one of ``stamps`` (its entry in
         ``attempts`` says so): a ``requeue`` of this process whose reply was lost."""
         run = self.runs.by_key(msg.run_id, attempt__gt=msg.attempt).first()
-        times = {stamp.isoformat() for stamp in stamps}
-        mine = {"attempt": msg.attempt, "node": msg.node}
-        for entry in run.attempts if run is not None else ():
-            stamped_here = isinstance(entry, dict) and str(entry.get("ended_at")) in times
-            if stamped_here and mine.items() <= entry.items():
-                return run
-        return None
+        entry = run.ended(msg.attempt) if run is not None else None
+        if entry is None or entry.get("node") != msg.node:
+            return None
+        return run if str(entry.get("ended_at")) in {s.isoformat() for s in stamps} else None
 
     def mark_finished(
         self, msg: RunMessage, outcome: Outcome, *, finished_at: dt.datetime | None = None
