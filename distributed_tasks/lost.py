@@ -117,7 +117,8 @@ def call_hook(msg: RunMessage, hook: str, *args: Any) -> None:
     if getattr(entry.factory, "inline_hooks", False):
         _call_hook(entry, msg, hook, *args)
     else:
-        hooks.call_soon(lambda: _call_hook(entry, msg, hook, *args))
+        what = f"the {hook} hook of run {msg.run_id} ({msg.name!r}, {msg.function})"
+        hooks.call_soon(lambda: _call_hook(entry, msg, hook, *args), what)
 
 
 def _call_hook(entry: registry.RegisteredTask, msg: RunMessage, hook: str, *args: Any) -> None:

@@ -3,6 +3,8 @@ a slow one no longer holds up the node's main process (or the leader's tick) tha
 recorded the end, and the thread goes on after a hook that raises ``SystemExit`` or a
 connection that cannot be closed. ``PeriodicRun``'s own bookkeeping stays inline."""
 
+import logging
+
 import pytest
 
 from distributed_tasks import State, hooks, lost
@@ -11,6 +13,7 @@ from distributed_tasks.registry import path_of
 from distributed_tasks.store import get_store
 from tests import tasks
 from tests.integration.test_runner import queue, row
+from tests.support import poll_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -65,6 +68,41 @@ def test_a_periodic_runs_bookkeeping_is_called_inline(monkeypatch):
     msg = queue(path_of(PeriodicRun), ["no-such-periodic-task", ""])
     called = []
     monkeypatch.setattr(PeriodicRun, "on_failure", lambda self, run, exc: called.append(exc))
-    monkeypatch.setattr(hooks, "call_soon", lambda hook: pytest.fail("queued, not inline"))
+    monkeypatch.setattr(hooks, "call_soon", lambda *args: pytest.fail("queued, not inline"))
     lost.call_hook(msg, "on_failure", RuntimeError("its node was lost"))
     assert [str(exc) for exc in called] == ["its node was lost"]
+
+
+def test_a_hook_queued_behind_a_slow_one_names_it_once(monkeypatch, caplog):
+    """One hook that never returns holds up the hooks after it: an operator hears of it."""
+    monkeypatch.setattr(hooks, "SLOW", 0.05)
+    tasks.HOOK_GATE.clear()
+    try:
+        hooks.call_soon(lambda: tasks.HOOK_GATE.wait(10), "the on_failure hook of run 7")
+        poll_until(lambda: hooks.slow_hook() is not None, message="the hook to be slow")
+        with caplog.at_level(logging.WARNING, logger="distributed_tasks.runner"):
+            for _ in range(2):
+                hooks.call_soon(lambda: None, "the on_timeout hook of run 8")
+        slow = [r.getMessage() for r in caplog.records if "hook thread" in r.getMessage()]
+        assert len(slow) == 1, slow
+        assert slow[0].startswith("The on_failure hook of run 7 has run for ")
+        assert "1 later hook(s)" in slow[0]  # the first one queued behind it
+        caplog.clear()
+        monkeypatch.setattr(hooks, "DRAIN", 0.05)
+        with caplog.at_level(logging.WARNING, logger="distributed_tasks.runner"):
+            hooks._drain_at_exit()
+        assert "(the on_failure hook of run 7 is still running)" in caplog.text
+    finally:
+        tasks.HOOK_GATE.set()
+    assert hooks.drain(10)
+    assert hooks.slow_hook() is None
+
+
+def test_a_hook_that_keeps_up_is_not_reported(monkeypatch, caplog):
+    ran = []
+    with caplog.at_level(logging.WARNING, logger="distributed_tasks.runner"):
+        for i in range(3):
+            hooks.call_soon(lambda i=i: ran.append(i), f"hook {i}")
+        assert hooks.drain(10)
+    assert ran == [0, 1, 2]
+    assert "hook thread" not in caplog.text
