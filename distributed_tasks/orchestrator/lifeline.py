@@ -236,8 +236,8 @@ def _park(msg: RunMessage, outcome: Outcome, ctx: TickContext, countdown: float)
 
 def _finished(msg, outcome: Outcome, error: type[Exception]) -> None:
     mirror.publish_outcome(msg, outcome)
-    lost.call_hook(msg, "on_failure", error(outcome.error))
     signals.run_finished.send(sender=TaskRun, message=msg, outcome=outcome)
+    lost.call_hook(msg, "on_failure", error(outcome.error))  # after, as record_lost does
     logger.warning(
         "%s ended FAILED(%s): %s",
         msg.name,
