@@ -13,8 +13,8 @@ database connections, closed after it (hooks come seldom). At exit the thread ha
 
 One thread means one hook that never returns holds up every hook after it in that
 process. Nothing can stop task code from outside, but an operator must hear of it: a
-hook queued behind one that has run for ``SLOW`` seconds logs a warning naming the
-slow hook (once per hook), and so does the exit that gives up waiting for it.
+hook still running after ``SLOW`` seconds is logged once as a warning that names it
+and counts the hooks waiting behind it, and so does the exit that gives up on it.
 
 The library's own periodic bookkeeping (``PeriodicRun``, ``inline_hooks``) stays on
 the caller's thread: it must be stored before the leader's dispatcher, later in the
@@ -38,7 +38,7 @@ from django.db import connections
 logger = logging.getLogger("distributed_tasks.runner")
 
 DRAIN = 5.0  # seconds the hooks still waiting at exit may take
-SLOW = 30.0  # seconds a hook may run before the hooks queued behind it say so
+SLOW = 30.0  # seconds a hook may run before a warning names it
 
 
 @dataclass(slots=True, eq=False)
@@ -47,8 +47,7 @@ class Job:
 
     call: Callable[[], None]
     what: str
-    began: float | None = None  # time.monotonic() when the thread took it up
-    reported: bool = False  # a slow-hook warning was logged for it
+    began: float = 0.0  # time.monotonic() when the thread took it up
 
 
 _jobs: queue.Queue[Job] = queue.Queue()
@@ -60,7 +59,7 @@ _running: Job | None = None  # the hook the thread is running now, if any
 def call_soon(hook: Callable[[], None], what: str = "a task hook") -> None:
     """``hook()`` on the hook thread, after the hooks queued before it; here and now when
     no thread can start (the interpreter is shutting down). ``what`` names the hook
-    ("the on_failure hook of run ...") in the warnings about slow hooks."""
+    ("the on_failure hook of run ...") in the warning about a slow hook."""
     global _thread
     with _lock:
         if _thread is None or not _thread.is_alive():
@@ -70,36 +69,10 @@ def call_soon(hook: Callable[[], None], what: str = "a task hook") -> None:
             except RuntimeError:
                 thread = None
             _thread = thread
-        queued = _thread is not None
-        if queued:
+        if _thread is not None:
             _jobs.put(Job(hook, what))
-    if queued:
-        _warn_if_slow()
-    else:
-        _call(hook)
-
-
-def slow_hook() -> tuple[str, float] | None:
-    """What the hook thread has been running for ``SLOW`` seconds or more, and for how
-    long; None while it keeps up."""
-    job = _running
-    began = job.began if job is not None else None
-    if job is None or began is None or (took := time.monotonic() - began) < SLOW:
-        return None
-    return job.what, took
-
-
-def _warn_if_slow() -> None:
-    """Log, once per hook, that a slow hook holds up the hooks queued behind it."""
-    job = _running
-    if job is None or job.reported or (slow := slow_hook()) is None:
-        return
-    job.reported = True
-    logger.warning(
-        "%s has run for %.0f s on the hook thread of this process; %d later hook(s) of "
-        "ended runs wait for it to return (their outcomes are recorded already)",
-        slow[0][:1].upper() + slow[0][1:], slow[1], _jobs.unfinished_tasks - 1,
-    )  # fmt: skip
+            return
+    _call(hook)
 
 
 def drain(timeout: float = DRAIN) -> bool:
@@ -119,13 +92,40 @@ def _serve() -> None:
     while True:
         job = _jobs.get()
         job.began, _running = time.monotonic(), job
+        watch = _watch(job)
         try:
             _call(job.call)
             with contextlib.suppress(Exception):  # a connection the database dropped
                 connections.close_all()  # this thread's own
         finally:
+            if watch is not None:
+                watch.cancel()
             _running = None
             _jobs.task_done()
+
+
+def _watch(job: Job) -> threading.Timer | None:
+    """A timer that reports ``job`` if it is still running after ``SLOW`` seconds."""
+    timer = threading.Timer(SLOW, _report_slow, args=(job,))
+    timer.daemon = True
+    try:
+        timer.start()
+    except RuntimeError:  # no new thread at interpreter shutdown: the exit's drain reports
+        return None
+    return timer
+
+
+def _report_slow(job: Job) -> None:
+    if _running is not job:
+        return
+    with _jobs.mutex:
+        waiting = max(0, _jobs.unfinished_tasks - 1)
+    what = job.what[:1].upper() + job.what[1:]
+    logger.warning(
+        "%s has run for %.0f s on the hook thread of this process; the hooks of ended runs "
+        "queued after it wait until it returns (%d waiting now; their outcomes are recorded)",
+        what, time.monotonic() - job.began, waiting,
+    )  # fmt: skip
 
 
 def _call(hook: Callable[[], None]) -> None:

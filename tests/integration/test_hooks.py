@@ -73,36 +73,39 @@ def test_a_periodic_runs_bookkeeping_is_called_inline(monkeypatch):
     assert [str(exc) for exc in called] == ["its node was lost"]
 
 
-def test_a_hook_queued_behind_a_slow_one_names_it_once(monkeypatch, caplog):
-    """One hook that never returns holds up the hooks after it: an operator hears of it."""
-    monkeypatch.setattr(hooks, "SLOW", 0.05)
+def test_a_slow_hook_is_named_once_with_the_hooks_waiting_behind_it(monkeypatch, caplog):
+    """One hook that never returns holds up the hooks after it: an operator hears of it,
+    also of the hooks queued before it had run for ``SLOW`` seconds."""
+    monkeypatch.setattr(hooks, "SLOW", 0.2)
     tasks.HOOK_GATE.clear()
+    caplog.set_level(logging.WARNING, logger="distributed_tasks.runner")
     try:
         hooks.call_soon(lambda: tasks.HOOK_GATE.wait(10), "the on_failure hook of run 7")
-        poll_until(lambda: hooks.slow_hook() is not None, message="the hook to be slow")
-        with caplog.at_level(logging.WARNING, logger="distributed_tasks.runner"):
-            for _ in range(2):
-                hooks.call_soon(lambda: None, "the on_timeout hook of run 8")
-        slow = [r.getMessage() for r in caplog.records if "hook thread" in r.getMessage()]
-        assert len(slow) == 1, slow
-        assert slow[0].startswith("The on_failure hook of run 7 has run for ")
-        assert "1 later hook(s)" in slow[0]  # the first one queued behind it
-        caplog.clear()
+        hooks.call_soon(lambda: None, "the on_timeout hook of run 8")
+        poll_until(lambda: "hook thread" in caplog.text, message="the slow hook's warning")
+        hooks.call_soon(lambda: None, "the on_timeout hook of run 9")
         monkeypatch.setattr(hooks, "DRAIN", 0.05)
-        with caplog.at_level(logging.WARNING, logger="distributed_tasks.runner"):
-            hooks._drain_at_exit()
+        hooks._drain_at_exit()
         assert "(the on_failure hook of run 7 is still running)" in caplog.text
     finally:
         tasks.HOOK_GATE.set()
     assert hooks.drain(10)
-    assert hooks.slow_hook() is None
+    slow = [r.getMessage() for r in caplog.records if "hook thread" in r.getMessage()]
+    assert len(slow) == 1, slow  # once, though another hook was queued after it
+    assert slow[0].startswith("The on_failure hook of run 7 has run for ")
+    assert "(1 waiting now;" in slow[0]
+    assert hooks._running is None
 
 
 def test_a_hook_that_keeps_up_is_not_reported(monkeypatch, caplog):
+    timers = []
+    watch = hooks._watch
+    monkeypatch.setattr(hooks, "_watch", lambda job: timers.append(watch(job)) or timers[-1])
+    caplog.set_level(logging.WARNING, logger="distributed_tasks.runner")
     ran = []
-    with caplog.at_level(logging.WARNING, logger="distributed_tasks.runner"):
-        for i in range(3):
-            hooks.call_soon(lambda i=i: ran.append(i), f"hook {i}")
-        assert hooks.drain(10)
+    for i in range(3):
+        hooks.call_soon(lambda i=i: ran.append(i), f"hook {i}")
+    assert hooks.drain(10)
     assert ran == [0, 1, 2]
+    assert len(timers) == 3 and all(timer.finished.is_set() for timer in timers)  # disarmed
     assert "hook thread" not in caplog.text
