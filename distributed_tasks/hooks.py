@@ -47,7 +47,6 @@ class Job:
 
     call: Callable[[], None]
     what: str
-    began: float = 0.0  # time.monotonic() when the thread took it up
 
 
 _jobs: queue.Queue[Job] = queue.Queue()
@@ -91,7 +90,7 @@ def _serve() -> None:
     global _running
     while True:
         job = _jobs.get()
-        job.began, _running = time.monotonic(), job
+        _running = job
         watch = _watch(job)
         try:
             _call(job.call)
@@ -122,9 +121,9 @@ def _report_slow(job: Job) -> None:
         waiting = max(0, _jobs.unfinished_tasks - 1)
     what = job.what[:1].upper() + job.what[1:]
     logger.warning(
-        "%s has run for %.0f s on the hook thread of this process; the hooks of ended runs "
+        "%s has run for %g s on the hook thread of this process; the hooks of ended runs "
         "queued after it wait until it returns (%d waiting now; their outcomes are recorded)",
-        what, time.monotonic() - job.began, waiting,
+        what, SLOW, waiting,
     )  # fmt: skip
 
 

@@ -46,7 +46,6 @@ from distributed_tasks.registry import path_of
 from distributed_tasks.store import get_store, message_for
 from distributed_tasks.types import ACTIVE_STATES, State
 
-ORPHAN_AFTER = attempts.ORPHAN_AFTER
 INHERITED_MARGIN = dt.timedelta(seconds=1)
 
 
@@ -121,7 +120,7 @@ class Resync(Duty):
         ``_orphans``'), newest first: a slot the last leader dispatched comes first."""
         if self.inherited_checked == ctx.epoch:
             return
-        recent = ctx.now - ORPHAN_AFTER
+        recent = ctx.now - attempts.ORPHAN_AFTER
         earlier = Q(orchestrator_epoch__lt=ctx.epoch) | Q(
             function=path_of(PeriodicRun), queued_at__lt=self.elected_at
         )
@@ -139,7 +138,9 @@ class Resync(Duty):
                 self.inherited_checked = ctx.epoch
 
     def _orphans(self, ctx: TickContext, counts: Counter[str]) -> None:
-        self._republish(ctx, counts, "orphans_republished", run_after__lt=ctx.now - ORPHAN_AFTER)
+        self._republish(
+            ctx, counts, "orphans_republished", run_after__lt=ctx.now - attempts.ORPHAN_AFTER
+        )
 
     @staticmethod
     def _republish(
